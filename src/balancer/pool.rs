@@ -1,0 +1,66 @@
+//! The servers of one balancer and their runtime state: blacklist, drain, connection counts,
+//! bytes. No I/O; time is a parameter.
+
+use std::time::{Duration, Instant};
+
+use crate::config;
+
+#[derive(Debug, Clone)]
+pub struct ServerState {
+    pub cfg: config::Server,
+    pub blacklisted_until: Option<Instant>,
+    /// Drained servers get no new clients; their open connections finish.
+    pub draining: bool,
+    /// Connections in progress or established (limits count both, so a burst of connects
+    /// cannot overshoot `max`).
+    pub conns: u32,
+    pub total: u64,
+    pub failures: u64,
+    /// Bytes sent to / received from the server.
+    pub sx: u64,
+    pub rx: u64,
+}
+
+impl ServerState {
+    pub fn new(cfg: config::Server) -> Self {
+        ServerState {
+            cfg,
+            blacklisted_until: None,
+            draining: false,
+            conns: 0,
+            total: 0,
+            failures: 0,
+            sx: 0,
+            rx: 0,
+        }
+    }
+
+    pub fn blacklisted(&self, now: Instant) -> bool {
+        self.blacklisted_until.is_some_and(|t| now < t)
+    }
+
+    /// Time left on the blacklist, if any.
+    pub fn blacklist_left(&self, now: Instant) -> Option<Duration> {
+        self.blacklisted_until
+            .and_then(|t| t.checked_duration_since(now))
+            .filter(|d| !d.is_zero())
+    }
+
+    /// pen's try_server: not blacklisted, not drained, and under `max` (a client remembered on
+    /// this server may go on up to `hard`).
+    pub fn usable(&self, now: Instant, sticky: bool) -> bool {
+        if self.blacklisted(now) || self.draining {
+            return false;
+        }
+        let (max, hard) = (self.cfg.max, self.cfg.hard);
+        !(max != 0 && self.conns >= max && (!sticky || self.conns >= hard))
+    }
+
+    /// Blacklist for `d`; returns true when the server was usable before (log once per episode).
+    pub fn blacklist(&mut self, now: Instant, d: Duration) -> bool {
+        let was = !self.blacklisted(now);
+        self.blacklisted_until = Some(now + d);
+        self.failures += 1;
+        was
+    }
+}

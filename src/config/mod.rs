@@ -1,0 +1,894 @@
+//! The configuration: the TOML model of config.md, validated with every error reported at once
+//! as `FILE:LINE:COL: message`. No I/O beyond reading the file (and resolving server host names).
+
+pub mod duration;
+mod reader;
+pub mod server_spec;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml_edit::{Document, Item, TableLike};
+
+use reader::{Reader, line_col, span_of};
+
+/// Every error found in one file, already located and formatted.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub daemon: Daemon,
+    pub balancers: Vec<Balancer>,
+    pub vrrp: Vec<Vrrp>,
+    pub firewall: Option<Firewall>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTarget {
+    Stderr,
+    Syslog,
+}
+
+#[derive(Debug, Clone)]
+pub struct Daemon {
+    pub user: Option<String>,
+    pub chroot: Option<PathBuf>,
+    pub control: Control,
+    pub state_file: Option<PathBuf>,
+    pub pidfile: Option<PathBuf>,
+    pub log: LogTarget,
+    /// How long SIGTERM waits for open connections before exiting.
+    pub shutdown_timeout: Duration,
+    /// Worker threads of the data path (1 = one event loop, like pen and haproxy nbthread 1).
+    pub threads: usize,
+}
+
+impl Default for Daemon {
+    fn default() -> Self {
+        Daemon {
+            user: None,
+            chroot: None,
+            control: Control::Tcp(SocketAddr::from(([127, 0, 0, 1], 8888))),
+            state_file: None,
+            pidfile: None,
+            log: LogTarget::Stderr,
+            shutdown_timeout: Duration::from_secs(30),
+            threads: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    Sticky,
+    RoundRobin,
+    Hash,
+    Weight,
+    Prio,
+    LeastConn,
+    Consistent,
+}
+
+impl Algorithm {
+    pub const ALL: [(&'static str, Algorithm); 7] = [
+        ("sticky", Algorithm::Sticky),
+        ("roundrobin", Algorithm::RoundRobin),
+        ("hash", Algorithm::Hash),
+        ("weight", Algorithm::Weight),
+        ("prio", Algorithm::Prio),
+        ("leastconn", Algorithm::LeastConn),
+        ("consistent", Algorithm::Consistent),
+    ];
+
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, a)| *a == self)
+            .map_or("?", |(n, _)| n)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub addr: SocketAddr,
+    /// Soft connection limit (0 = unlimited); sticky clients may go on up to `hard`.
+    pub max: u32,
+    pub hard: u32,
+    pub weight: u32,
+    pub prio: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    None,
+    V1,
+    V2,
+}
+
+#[derive(Debug, Clone)]
+pub struct Balancer {
+    pub name: String,
+    pub listen: Vec<SocketAddr>,
+    pub servers: Vec<Server>,
+    pub algorithm: Algorithm,
+    pub emergency: Option<SocketAddr>,
+    pub blacklist: Duration,
+    pub tracking: Duration,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_clients: usize,
+    pub max_connections: usize,
+    pub backlog: u32,
+    pub proxy_protocol: ProxyProtocol,
+    pub http_forwarded_for: bool,
+    pub trusted_proxies: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Vrrp {
+    pub vrid: u8,
+    pub interface: String,
+    pub priority: u8,
+    pub addresses: Vec<String>,
+    pub version: u8,
+    pub advert_interval: Duration,
+    pub password: Option<String>,
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    pub depends: Vec<u8>,
+    pub peers: Vec<IpAddr>,
+    pub notify_master: Option<String>,
+    pub notify_backup: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Firewall {
+    pub backend: String,
+    pub front: Option<String>,
+    pub back: Option<String>,
+    pub allow: Vec<String>,
+    pub nat: bool,
+    pub keep_on_exit: bool,
+    pub syn_rate: Option<String>,
+}
+
+/// Defaults shared by the config file and `fwlb pen` (pen's own defaults where they exist).
+pub mod defaults {
+    use std::time::Duration;
+    pub const BLACKLIST: Duration = Duration::from_secs(30);
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+    pub const MAX_CLIENTS: usize = 2048;
+    pub const MAX_CONNECTIONS: usize = 10_000;
+    pub const BACKLOG: u32 = 1024;
+}
+
+/// Parse a listen address: `ADDR:PORT`, `[V6]:PORT`, or a bare `PORT` (all IPv4 addresses, as pen).
+pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        if a.port() == 0 {
+            return Err(format!("listen address {s:?} needs a port other than 0"));
+        }
+        return Ok(a);
+    }
+    if let Ok(p) = s.parse::<u16>()
+        && p != 0
+    {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], p)));
+    }
+    Err(format!(
+        "invalid listen address {s:?} (write \"ADDR:PORT\", \"[V6ADDR]:PORT\" or \"PORT\")"
+    ))
+}
+
+/// Read and validate a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let src = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors(vec![format!("{}: cannot read: {e}", path.display())]))?;
+    parse_str(&src, path)
+}
+
+/// Validate config text; `path` labels the messages.
+pub fn parse_str(src: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let label = path.display().to_string();
+    let doc = match Document::parse(src) {
+        Ok(d) => d,
+        Err(e) => {
+            let (l, c) = line_col(src, e.span().map_or(0, |r| r.start));
+            let msg = e.message().trim().replace('\n', " ");
+            return Err(ConfigErrors(vec![format!(
+                "{label}:{l}:{c}: TOML syntax error: {msg}"
+            )]));
+        }
+    };
+    let mut r = Reader::new();
+    let cfg = build(&mut r, doc.as_item(), path);
+    if r.diags.is_empty() {
+        return Ok(cfg);
+    }
+    r.diags.sort_by_key(|d| d.offset);
+    Err(ConfigErrors(
+        r.diags
+            .iter()
+            .map(|d| {
+                let (l, c) = line_col(src, d.offset);
+                format!("{label}:{l}:{c}: {}", d.message)
+            })
+            .collect(),
+    ))
+}
+
+fn build(r: &mut Reader, root: &Item, path: &Path) -> Config {
+    let mut cfg = Config {
+        path: path.to_path_buf(),
+        daemon: Daemon::default(),
+        balancers: Vec::new(),
+        vrrp: Vec::new(),
+        firewall: None,
+    };
+    let Some(top) = root.as_table_like() else {
+        return cfg;
+    };
+    r.check_keys(
+        top,
+        "the top level",
+        &["daemon", "balancer", "vrrp", "firewall"],
+    );
+    if let Some(item) = top.get("daemon") {
+        match item.as_table_like() {
+            Some(t) => cfg.daemon = daemon(r, t),
+            None => r.err_at(item, "`daemon` must be a table: [daemon]"),
+        }
+    }
+    for (key, what) in [("balancer", "[[balancer]]"), ("vrrp", "[[vrrp]]")] {
+        let Some(item) = top.get(key) else { continue };
+        let Some(arr) = item.as_array_of_tables() else {
+            r.err_at(item, format!("`{key}` must be an array of tables: {what}"));
+            continue;
+        };
+        for t in arr.iter() {
+            if key == "balancer" {
+                if let Some(b) = balancer(r, t, cfg.balancers.len()) {
+                    cfg.balancers.push(b);
+                }
+            } else if let Some(v) = vrrp(r, t) {
+                cfg.vrrp.push(v);
+            }
+        }
+    }
+    if let Some(item) = top.get("firewall") {
+        match item.as_table_like() {
+            Some(t) => cfg.firewall = Some(firewall(r, t)),
+            None => r.err_at(item, "`firewall` must be a table: [firewall]"),
+        }
+    }
+    cross_checks(r, top, &cfg);
+    cfg
+}
+
+fn daemon(r: &mut Reader, t: &dyn TableLike) -> Daemon {
+    r.check_keys(
+        t,
+        "[daemon]",
+        &[
+            "user",
+            "chroot",
+            "control",
+            "state_file",
+            "pidfile",
+            "log",
+            "shutdown_timeout",
+            "threads",
+        ],
+    );
+    let mut d = Daemon::default();
+    if let Some((s, _)) = r.string(t, "user") {
+        d.user = Some(s.to_string());
+    }
+    if let Some((s, item)) = r.string(t, "chroot") {
+        if !s.starts_with('/') {
+            r.err_at(item, "`chroot` must be an absolute path");
+        }
+        d.chroot = Some(PathBuf::from(s));
+    }
+    if let Some((s, item)) = r.string(t, "control") {
+        if s.contains('/') {
+            d.control = Control::Unix(PathBuf::from(s));
+        } else {
+            match s.parse::<SocketAddr>() {
+                Ok(a) => d.control = Control::Tcp(a),
+                Err(_) => r.err_at(
+                    item,
+                    format!("`control` {s:?} must be \"ADDR:PORT\" or a unix socket path"),
+                ),
+            }
+        }
+    }
+    d.state_file = r.string(t, "state_file").map(|(s, _)| PathBuf::from(s));
+    d.pidfile = r.string(t, "pidfile").map(|(s, _)| PathBuf::from(s));
+    if let Some((s, item)) = r.string(t, "log") {
+        match s {
+            "stderr" => d.log = LogTarget::Stderr,
+            "syslog" => d.log = LogTarget::Syslog,
+            _ => r.err_at(
+                item,
+                format!("`log` must be \"stderr\" or \"syslog\", not {s:?}"),
+            ),
+        }
+    }
+    if let Some((v, _)) = r.duration(t, "shutdown_timeout") {
+        d.shutdown_timeout = v;
+    }
+    if let Some(n) = r.int(t, "threads", 1, 256) {
+        d.threads = n as usize;
+    }
+    d
+}
+
+const BALANCER_KEYS: &[&str] = &[
+    "name",
+    "listen",
+    "servers",
+    "algorithm",
+    "emergency",
+    "blacklist",
+    "tracking",
+    "connect_timeout",
+    "idle_timeout",
+    "max_clients",
+    "max_connections",
+    "backlog",
+    "proxy_protocol",
+    "http_forwarded_for",
+    "trusted_proxies",
+];
+
+fn balancer(r: &mut Reader, t: &dyn TableLike, index: usize) -> Option<Balancer> {
+    let header = t
+        .get("name")
+        .and_then(|i| i.as_str())
+        .map_or(format!("[[balancer]] #{}", index + 1), |n| {
+            format!("[[balancer]] {n:?}")
+        });
+    r.check_keys(t, &header, BALANCER_KEYS);
+    let before = r.diags.len();
+    let name = match r.string(t, "name") {
+        Some((s, item)) => {
+            if s.is_empty()
+                || !s
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                r.err_at(
+                    item,
+                    format!("balancer name {s:?} must be letters, digits, '-', '_' or '.'"),
+                );
+            }
+            s.to_string()
+        }
+        None => format!("lb{}", index + 1),
+    };
+    let mut listen = Vec::new();
+    match r.strings(t, "listen") {
+        Some(list) => {
+            if list.is_empty() {
+                r.err_at(t.get("listen")?, format!("{header}: `listen` is empty"));
+            }
+            for (s, span) in list {
+                match parse_listen(s) {
+                    Ok(a) => listen.push(a),
+                    Err(e) => r.err(span, e),
+                }
+            }
+        }
+        None if !t.contains_key("listen") => {
+            r.err(
+                first_span(t),
+                format!("{header}: missing `listen` (e.g. listen = \"0.0.0.0:80\")"),
+            );
+        }
+        None => {}
+    }
+    let default_port = listen.first().map_or(80, |a| a.port());
+    let mut servers = Vec::new();
+    match t.get("servers") {
+        None => r.err(
+            first_span(t),
+            format!("{header}: missing `servers` (e.g. servers = [\"10.0.0.11:80\"])"),
+        ),
+        Some(item) => {
+            match item.as_array() {
+                None => r.err_at(
+                    item,
+                    "`servers` must be an array of \"host:port[:max:hard:weight:prio]\"",
+                ),
+                Some(arr) => {
+                    if arr.is_empty() {
+                        r.err_at(item, format!("{header}: `servers` is empty"));
+                    }
+                    for v in arr.iter() {
+                        match v.as_str() {
+                        None => r.err(v.span(), "every server must be a string \"host:port[:max:hard:weight:prio]\""),
+                        Some(s) => match server(s, default_port) {
+                            Ok(sv) => {
+                                if servers.iter().any(|o: &Server| o.addr == sv.addr) {
+                                    r.err(v.span(), format!("server {} is listed twice", sv.addr));
+                                }
+                                servers.push(sv)
+                            }
+                            Err(e) => r.err(v.span(), e),
+                        },
+                    }
+                    }
+                }
+            }
+        }
+    }
+    let algorithm = match r.string(t, "algorithm") {
+        None => Algorithm::Sticky,
+        Some((s, item)) => match Algorithm::ALL.iter().find(|(n, _)| *n == s) {
+            Some((_, a)) => *a,
+            None => {
+                let names: Vec<&str> = Algorithm::ALL.iter().map(|(n, _)| *n).collect();
+                r.err_at(
+                    item,
+                    format!("unknown algorithm {s:?} (one of: {})", names.join(", ")),
+                );
+                Algorithm::Sticky
+            }
+        },
+    };
+    let emergency = r.string(t, "emergency").and_then(|(s, item)| {
+        match server_spec::parse(s).and_then(|sp| server_spec::resolve(&sp, default_port)) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                r.err_at(item, format!("`emergency`: {e}"));
+                None
+            }
+        }
+    });
+    let dur = |r: &mut Reader, key: &str, default: Duration| {
+        r.duration(t, key).map_or(default, |(d, _)| d)
+    };
+    let blacklist = dur(r, "blacklist", defaults::BLACKLIST);
+    let tracking = dur(r, "tracking", Duration::ZERO);
+    let connect_timeout = match r.duration(t, "connect_timeout") {
+        Some((d, item)) if d.is_zero() => {
+            r.err_at(item, "`connect_timeout` must be more than 0s");
+            d
+        }
+        Some((d, _)) => d,
+        None => defaults::CONNECT_TIMEOUT,
+    };
+    let idle_timeout = dur(r, "idle_timeout", Duration::ZERO);
+    let max_clients = r
+        .int(t, "max_clients", 1, 10_000_000)
+        .map_or(defaults::MAX_CLIENTS, |n| n as usize);
+    let max_connections = r
+        .int(t, "max_connections", 1, 10_000_000)
+        .map_or(defaults::MAX_CONNECTIONS, |n| n as usize);
+    let backlog = r
+        .int(t, "backlog", 1, 65_535)
+        .map_or(defaults::BACKLOG, |n| n as u32);
+    let proxy_protocol = match r.string(t, "proxy_protocol") {
+        None | Some(("none", _)) => ProxyProtocol::None,
+        Some(("v1" | "v2", item)) => {
+            r.err_at(
+                item,
+                "`proxy_protocol` is not supported by this version of fwlb yet (only \"none\")",
+            );
+            ProxyProtocol::None
+        }
+        Some((s, item)) => {
+            r.err_at(
+                item,
+                format!("`proxy_protocol` must be \"none\", \"v1\" or \"v2\", not {s:?}"),
+            );
+            ProxyProtocol::None
+        }
+    };
+    let http_forwarded_for = r.boolean(t, "http_forwarded_for").unwrap_or(false);
+    if http_forwarded_for && let Some(item) = t.get("http_forwarded_for") {
+        r.err_at(
+            item,
+            "`http_forwarded_for` is not supported by this version of fwlb yet",
+        );
+    }
+    let trusted_proxies = r
+        .strings(t, "trusted_proxies")
+        .map(|v| v.into_iter().map(|(s, _)| s.to_string()).collect())
+        .unwrap_or_default();
+    if r.diags.len() != before {
+        return None;
+    }
+    Some(Balancer {
+        name,
+        listen,
+        servers,
+        algorithm,
+        emergency,
+        blacklist,
+        tracking,
+        connect_timeout,
+        idle_timeout,
+        max_clients,
+        max_connections,
+        backlog,
+        proxy_protocol,
+        http_forwarded_for,
+        trusted_proxies,
+    })
+}
+
+/// A server of the config file. Unlike pen, an omitted weight is 1, so `algorithm = "weight"`
+/// with plain addresses spreads evenly; an explicit weight 0 still means "never by weight".
+pub fn server(s: &str, default_port: u16) -> Result<Server, String> {
+    let sp = server_spec::parse(s)?;
+    let addr = server_spec::resolve(&sp, default_port)?;
+    let max = sp.max.unwrap_or(0);
+    let hard = sp.hard.unwrap_or(0);
+    if hard != 0 && hard < max {
+        return Err(format!(
+            "server {s:?}: hard limit {hard} is below the soft limit {max}"
+        ));
+    }
+    Ok(Server {
+        addr,
+        max,
+        hard,
+        weight: sp.weight.unwrap_or(1),
+        prio: sp.prio.unwrap_or(0),
+    })
+}
+
+fn first_span(t: &dyn TableLike) -> Option<std::ops::Range<usize>> {
+    t.iter()
+        .next()
+        .and_then(|(k, _)| t.key(k).and_then(|k| k.span()))
+}
+
+const VRRP_KEYS: &[&str] = &[
+    "vrid",
+    "interface",
+    "priority",
+    "addresses",
+    "version",
+    "advert_interval",
+    "password",
+    "preempt",
+    "preempt_delay",
+    "depends",
+    "peers",
+    "notify_master",
+    "notify_backup",
+];
+
+fn vrrp(r: &mut Reader, t: &dyn TableLike) -> Option<Vrrp> {
+    r.check_keys(t, "[[vrrp]]", VRRP_KEYS);
+    let before = r.diags.len();
+    let vrid = match r.int(t, "vrid", 1, 255) {
+        Some(v) => v as u8,
+        None => {
+            if !t.contains_key("vrid") {
+                r.err(first_span(t), "[[vrrp]]: missing `vrid` (1..255)");
+            }
+            0
+        }
+    };
+    let interface = match r.string(t, "interface") {
+        Some((s, _)) => s.to_string(),
+        None => {
+            if !t.contains_key("interface") {
+                r.err(
+                    first_span(t),
+                    format!("[[vrrp]] vrid {vrid}: missing `interface`"),
+                );
+            }
+            String::new()
+        }
+    };
+    let priority = r.int(t, "priority", 1, 255).map_or(100, |v| v as u8);
+    let version = r.int(t, "version", 2, 3).map_or(2, |v| v as u8);
+    let mut addresses = Vec::new();
+    match r.strings(t, "addresses") {
+        Some(list) => {
+            for (s, span) in list {
+                if parse_cidr(s).is_none() {
+                    r.err(
+                        span,
+                        format!(
+                            "VRRP address {s:?} must be ADDR/PREFIX, e.g. \"198.51.100.10/24\""
+                        ),
+                    );
+                }
+                addresses.push(s.to_string());
+            }
+            if addresses.is_empty() {
+                r.err(t.get("addresses").and_then(span_of), "`addresses` is empty");
+            }
+        }
+        None if !t.contains_key("addresses") => {
+            r.err(
+                first_span(t),
+                format!("[[vrrp]] vrid {vrid}: missing `addresses`"),
+            );
+        }
+        None => {}
+    }
+    let advert_interval = match r.duration(t, "advert_interval") {
+        None => Duration::from_secs(1),
+        Some((d, item)) => {
+            let ms = d.as_millis();
+            if version == 2 && (ms % 1000 != 0 || !(1000..=255_000).contains(&ms)) {
+                r.err_at(item, "`advert_interval` for VRRPv2 must be whole seconds from 1s to 255s (RFC 3768 5.3.7)");
+            } else if version == 3 && (ms % 10 != 0 || !(10..=40_950).contains(&ms)) {
+                r.err_at(item, "`advert_interval` for VRRPv3 must be 10ms steps from 10ms to 40950ms (RFC 5798 5.2.7)");
+            }
+            d
+        }
+    };
+    let password = r.string(t, "password").map(|(s, item)| {
+        if version != 2 {
+            r.err_at(
+                item,
+                "`password` exists only in VRRPv2 (RFC 5798 removed authentication)",
+            );
+        } else if s.len() > 8 {
+            r.err_at(
+                item,
+                "`password` is at most 8 bytes (RFC 2338 simple text authentication)",
+            );
+        }
+        s.to_string()
+    });
+    let preempt = r.boolean(t, "preempt").unwrap_or(true);
+    let preempt_delay = r
+        .duration(t, "preempt_delay")
+        .map_or(Duration::ZERO, |(d, _)| d);
+    let depends = r
+        .ints(t, "depends", 1, 255)
+        .map(|v| v.into_iter().map(|n| n as u8).collect())
+        .unwrap_or_default();
+    let mut peers = Vec::new();
+    for (s, span) in r.strings(t, "peers").unwrap_or_default() {
+        match s.parse::<IpAddr>() {
+            Ok(ip) => peers.push(ip),
+            Err(_) => r.err(span, format!("peer {s:?} must be an IP address")),
+        }
+    }
+    let notify_master = r
+        .string(t, "notify_master")
+        .map(|(s, _)| s.to_string())
+        .filter(|s| !s.is_empty());
+    let notify_backup = r
+        .string(t, "notify_backup")
+        .map(|(s, _)| s.to_string())
+        .filter(|s| !s.is_empty());
+    if r.diags.len() != before {
+        return None;
+    }
+    Some(Vrrp {
+        vrid,
+        interface,
+        priority,
+        addresses,
+        version,
+        advert_interval,
+        password,
+        preempt,
+        preempt_delay,
+        depends,
+        peers,
+        notify_master,
+        notify_backup,
+    })
+}
+
+/// `ADDR/PREFIX` with a prefix that fits the family.
+pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
+    let (a, p) = s.split_once('/')?;
+    let ip: IpAddr = a.parse().ok()?;
+    let p: u8 = p.parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    (p <= max).then_some((ip, p))
+}
+
+fn firewall(r: &mut Reader, t: &dyn TableLike) -> Firewall {
+    r.check_keys(
+        t,
+        "[firewall]",
+        &[
+            "backend",
+            "front",
+            "back",
+            "allow",
+            "nat",
+            "keep_on_exit",
+            "syn_rate",
+        ],
+    );
+    let backend = match r.string(t, "backend") {
+        None => "none".to_string(),
+        Some((s, item)) => {
+            if !["nftables", "pf", "none"].contains(&s) {
+                r.err_at(
+                    item,
+                    format!("`backend` must be \"nftables\", \"pf\" or \"none\", not {s:?}"),
+                );
+            }
+            s.to_string()
+        }
+    };
+    Firewall {
+        backend,
+        front: r.string(t, "front").map(|(s, _)| s.to_string()),
+        back: r.string(t, "back").map(|(s, _)| s.to_string()),
+        allow: r
+            .strings(t, "allow")
+            .map(|v| v.into_iter().map(|(s, _)| s.to_string()).collect())
+            .unwrap_or_default(),
+        nat: r.boolean(t, "nat").unwrap_or(false),
+        keep_on_exit: r.boolean(t, "keep_on_exit").unwrap_or(true),
+        syn_rate: r.string(t, "syn_rate").map(|(s, _)| s.to_string()),
+    }
+}
+
+/// Checks that need the whole file: duplicate names and listen addresses, VRRP dependencies.
+fn cross_checks(r: &mut Reader, top: &dyn TableLike, cfg: &Config) {
+    let tables: Vec<&dyn TableLike> = top
+        .get("balancer")
+        .and_then(|i| i.as_array_of_tables())
+        .map(|a| a.iter().map(|t| t as &dyn TableLike).collect())
+        .unwrap_or_default();
+    let span_key = |name: &str, key: &str| {
+        tables
+            .iter()
+            .find(|t| t.get("name").and_then(|i| i.as_str()) == Some(name))
+            .and_then(|t| t.get(key))
+            .and_then(span_of)
+    };
+    for (i, b) in cfg.balancers.iter().enumerate() {
+        if cfg.balancers[..i].iter().any(|o| o.name == b.name) {
+            r.err(
+                span_key(&b.name, "name"),
+                format!("balancer name {:?} is used twice", b.name),
+            );
+        }
+        for a in &b.listen {
+            if let Some(o) = cfg.balancers[..i].iter().find(|o| o.listen.contains(a)) {
+                r.err(
+                    span_key(&b.name, "listen"),
+                    format!(
+                        "listen address {a} is already used by balancer {:?}",
+                        o.name
+                    ),
+                );
+            }
+        }
+    }
+    let vtables: Vec<&dyn TableLike> = top
+        .get("vrrp")
+        .and_then(|i| i.as_array_of_tables())
+        .map(|a| a.iter().map(|t| t as &dyn TableLike).collect())
+        .unwrap_or_default();
+    for (i, v) in cfg.vrrp.iter().enumerate() {
+        let span = |key: &str| {
+            vtables
+                .iter()
+                .find(|t| t.get("vrid").and_then(|i| i.as_integer()) == Some(i64::from(v.vrid)))
+                .and_then(|t| t.get(key))
+                .and_then(span_of)
+        };
+        if cfg.vrrp[..i]
+            .iter()
+            .any(|o| o.vrid == v.vrid && o.interface == v.interface)
+        {
+            r.err(
+                span("vrid"),
+                format!("VRID {} is configured twice on {}", v.vrid, v.interface),
+            );
+        }
+        for d in &v.depends {
+            if !cfg.vrrp.iter().any(|o| o.vrid == *d) {
+                r.err(
+                    span("depends"),
+                    format!(
+                        "VRID {} depends on VRID {d}, which is not configured",
+                        v.vrid
+                    ),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errs(src: &str) -> Vec<String> {
+        match parse_str(src, Path::new("t.toml")) {
+            Ok(_) => vec![],
+            Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn minimal_balancer_defaults() {
+        let c = parse_str(
+            "[[balancer]]\nname = \"www\"\nlisten = \"127.0.0.1:8080\"\nservers = [\"127.0.0.1:9001\", \"127.0.0.1\"]\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let b = &c.balancers[0];
+        assert_eq!(b.algorithm, Algorithm::Sticky);
+        assert_eq!(
+            b.servers[1].addr.port(),
+            8080,
+            "omitted server port = listen port (pen)"
+        );
+        assert_eq!(b.blacklist, Duration::from_secs(30));
+        assert_eq!(b.connect_timeout, Duration::from_secs(3));
+        assert_eq!(b.max_clients, 2048);
+    }
+
+    #[test]
+    fn all_errors_at_once_in_file_order() {
+        let e = errs(
+            "[daemon]\nusr = \"x\"\n[[balancer]]\nname = \"a\"\nlisten = \"nope\"\nservers = [\"1.2.3.4:http\"]\nalgorithm = \"fastest\"\nblacklist = \"30\"\n",
+        );
+        assert_eq!(e.len(), 5, "{e:#?}");
+        assert!(
+            e[0].starts_with("t.toml:2:1: unknown key `usr` in [daemon] (did you mean `user`?)"),
+            "{}",
+            e[0]
+        );
+        assert!(
+            e[1].starts_with("t.toml:5:10: invalid listen address"),
+            "{}",
+            e[1]
+        );
+        assert!(e[2].starts_with("t.toml:6:12: server"), "{}", e[2]);
+        assert!(
+            e[3].starts_with("t.toml:7:13: unknown algorithm"),
+            "{}",
+            e[3]
+        );
+        assert!(
+            e[4].starts_with("t.toml:8:13: `blacklist`: duration \"30\" has no unit"),
+            "{}",
+            e[4]
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_location() {
+        let e = errs("[[balancer]\nname = 1\n");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("t.toml:1:"), "{}", e[0]);
+        assert!(e[0].contains("syntax"), "{}", e[0]);
+    }
+}

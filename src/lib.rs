@@ -1,0 +1,8 @@
+//! fwlb: a redundant firewall + TCP load-balancer pair in one supervised binary.
+//! See the design notes (architecture.md) for the process model and layers.
+
+pub mod balancer;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod sys;
