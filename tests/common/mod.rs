@@ -1,0 +1,257 @@
+//! Shared helpers for process tests: the real `fwlb` binary on loopback, real backends, real
+//! clients from chosen 127.0.0.0/8 source addresses.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_fwlb");
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let l = StdListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A running `fwlb run`, killed when dropped; its stderr goes to a file for assertions.
+pub struct Fwlb {
+    pub child: Child,
+    pub listen: SocketAddr,
+    pub log: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Fwlb {
+    /// Start fwlb with `config` (which must listen on `listen`) and wait until it accepts.
+    pub fn start(config: &str, listen: SocketAddr) -> Fwlb {
+        Self::start_with(config, listen, None)
+    }
+
+    /// As `start`, with RLIMIT_NOFILE set to `nofile` for the daemon.
+    pub fn start_with(config: &str, listen: SocketAddr, nofile: Option<u64>) -> Fwlb {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("fwlb.toml");
+        std::fs::write(&cfg, config).expect("write config");
+        let log = dir.path().join("stderr.log");
+        let logf = std::fs::File::create(&log).expect("log file");
+        let mut cmd = if let Some(n) = nofile {
+            let mut c = Command::new("bash");
+            c.arg("-c")
+                .arg(format!("ulimit -n {n} && exec \"$0\" run -c \"$1\""))
+                .arg(BIN)
+                .arg(&cfg);
+            c
+        } else {
+            let mut c = Command::new(BIN);
+            c.arg("run").arg("-c").arg(&cfg);
+            c
+        };
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(logf);
+        let child = cmd.spawn().expect("spawn fwlb");
+        let mut f = Fwlb {
+            child,
+            listen,
+            log,
+            dir,
+        };
+        f.wait_listening();
+        f
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("fwlb exited early with {st}: {}", self.log_text());
+            }
+            // The line is logged after listen(2), so connects succeed from here on. (Probing
+            // with a connect would reach a backend and skew the distribution tests.)
+            if self.log_text().contains("listening") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "fwlb did not listen on {}: {}",
+            self.listen,
+            self.log_text()
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(st.success());
+    }
+
+    /// Wait for exit up to `limit`; returns the exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// utime + stime of the daemon, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let rest = stat.rsplit_once(") ").map(|x| x.1).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        ticks / 100.0
+    }
+}
+
+impl Drop for Fwlb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config with one balancer.
+pub fn config(listen: SocketAddr, servers: &[SocketAddr], extra: &str) -> String {
+    let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        "[daemon]\nshutdown_timeout = \"5s\"\n[[balancer]]\nname = \"t\"\nlisten = \"{listen}\"\nservers = [{}]\n{extra}\n",
+        list.join(", ")
+    )
+}
+
+/// A backend that greets with `NAME\n`, echoes what it reads, and on the client's EOF writes
+/// `BYE NAME\n` and closes (so half-close is visible end to end).
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub name: String,
+    task: JoinHandle<()>,
+    pub accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        Self::start_on("127.0.0.1:0".parse().expect("addr"), name).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, name: &str) -> Backend {
+        let l = TcpListener::bind(addr).await.expect("backend bind");
+        let addr = l.local_addr().expect("addr");
+        let n = name.to_string();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let acc = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                acc.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let n = n.clone();
+                tokio::spawn(async move {
+                    if s.write_all(format!("{n}\n").as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let mut buf = vec![0u8; 65536];
+                    loop {
+                        match s.read(&mut buf).await {
+                            Ok(0) => break,
+                            Ok(k) => {
+                                if s.write_all(&buf[..k]).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                    let _ = s.write_all(format!("BYE {n}\n").as_bytes()).await;
+                });
+            }
+        });
+        Backend {
+            addr,
+            name: name.to_string(),
+            task,
+            accepted,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Connect to `to` from source address 127.0.0.`src`-based: src is the host part within
+/// 127.0.0.0/8 (1 ..= 2^24 - 2).
+pub async fn connect_from(src: u32, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = TcpSocket::new_v4()?;
+    let ip = Ipv4Addr::from(0x7f00_0000u32 + src);
+    sock.bind(SocketAddr::new(IpAddr::V4(ip), 0))?;
+    sock.connect(to).await
+}
+
+/// Read one line (the backend's greeting) with a timeout.
+pub async fn read_line(s: &mut TcpStream) -> std::io::Result<String> {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    let fut = async {
+        loop {
+            let n = s.read(&mut b).await?;
+            if n == 0 || b[0] == b'\n' {
+                return Ok::<_, std::io::Error>(());
+            }
+            out.push(b[0]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timeout"))??;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Which backend a new connection from `src` lands on (then closes it).
+pub async fn which(src: u32, lb: SocketAddr) -> String {
+    let mut s = connect_from(src, lb).await.expect("connect to fwlb");
+    read_line(&mut s).await.expect("greeting")
+}
+
+/// Blocking helper: read everything until EOF with a timeout.
+pub fn read_all_blocking(s: &mut std::net::TcpStream) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut v = Vec::new();
+    let _ = s.read_to_end(&mut v);
+    v
+}
+
+pub fn write_blocking(s: &mut std::net::TcpStream, b: &[u8]) {
+    s.write_all(b).expect("write");
+}
