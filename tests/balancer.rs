@@ -567,10 +567,8 @@ async fn descriptor_exhaustion_backs_off_and_recovers() {
     assert_eq!(served, 30);
     let mut ok = 0;
     for mut s in held.drain(..) {
-        if let Ok(line) = read_line(&mut s).await {
-            if line == "s" {
-                ok += 1;
-            }
+        if read_line(&mut s).await.is_ok_and(|line| line == "s") {
+            ok += 1;
         }
     }
     assert_eq!(ok, 10, "clients queued during the episode were served");
