@@ -142,7 +142,7 @@ pub(crate) mod testutil {
     }
 
     pub fn ip(i: u32) -> IpAddr {
-        IpAddr::V4(std::net::Ipv4Addr::from(0x7f00_0000 + i))
+        IpAddr::V4(std::net::Ipv4Addr::from(0x7f00_0000u32.wrapping_add(i)))
     }
 
     /// Pick for `n` distinct clients and count per server.
@@ -162,5 +162,62 @@ pub(crate) mod testutil {
             }
         }
         counts
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::testutil::*;
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_state() -> impl Strategy<Value = Vec<(bool, bool, u32, u32, u32, i32)>> {
+        // (blacklisted, draining, conns, max, weight, prio) per server
+        prop::collection::vec(
+            (
+                any::<bool>(),
+                any::<bool>(),
+                0u32..20,
+                0u32..10,
+                0u32..5,
+                -3i32..3,
+            ),
+            1..8,
+        )
+    }
+
+    proptest! {
+        /// Every algorithm that checks availability returns a usable server, and returns None
+        /// only when no server is usable (for `weight`: none usable with weight > 0).
+        #[test]
+        fn picks_are_usable_and_none_only_when_nothing_is(
+            st in arb_state(), client in any::<u32>(), alg in 0usize..7
+        ) {
+            let now = Instant::now();
+            let mut servers = servers(st.len());
+            for (s, &(bl, dr, conns, max, weight, prio)) in servers.iter_mut().zip(&st) {
+                if bl { s.blacklist(now, Duration::from_secs(5)); }
+                s.draining = dr;
+                s.conns = conns;
+                s.cfg.max = max;
+                s.cfg.weight = weight;
+                s.cfg.prio = prio;
+            }
+            let (_, a) = Algorithm::ALL[alg];
+            let mut sel = new(a, &servers, 16, Duration::ZERO);
+            let p = Pick { client: ip(client), port: 1, now, servers: &servers };
+            let got = sel.pick(&p);
+            let usable: Vec<usize> = (0..servers.len())
+                .filter(|&i| p.usable(i) && (a != Algorithm::Weight || servers[i].cfg.weight > 0))
+                .collect();
+            match a {
+                // Hash ignores availability by design (the failover walk handles it).
+                Algorithm::Hash => prop_assert!(got.is_some_and(|i| i < servers.len())),
+                _ => match got {
+                    Some(i) => prop_assert!(usable.contains(&i), "{a:?} picked unusable {i}"),
+                    None => prop_assert!(usable.is_empty(), "{a:?} gave up with {usable:?} usable"),
+                },
+            }
+        }
     }
 }
