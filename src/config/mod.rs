@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use toml_edit::{Document, Item, TableLike};
+use toml_edit::{Document, Item, Table, TableLike};
 
 use reader::{Reader, line_col, span_of};
 
@@ -285,7 +285,7 @@ fn build(r: &mut Reader, root: &Item, path: &Path) -> Config {
             None => r.err_at(item, "`firewall` must be a table: [firewall]"),
         }
     }
-    cross_checks(r, top, &cfg);
+    cross_checks(r, top);
     cfg
 }
 
@@ -366,7 +366,7 @@ const BALANCER_KEYS: &[&str] = &[
     "trusted_proxies",
 ];
 
-fn balancer(r: &mut Reader, t: &dyn TableLike, index: usize) -> Option<Balancer> {
+fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
     let header = t
         .get("name")
         .and_then(|i| i.as_str())
@@ -564,10 +564,13 @@ pub fn server(s: &str, default_port: u16) -> Result<Server, String> {
     })
 }
 
-fn first_span(t: &dyn TableLike) -> Option<std::ops::Range<usize>> {
-    t.iter()
-        .next()
-        .and_then(|(k, _)| t.key(k).and_then(|k| k.span()))
+/// Where to point for a key missing from `t`: its header, else its first key.
+fn first_span(t: &Table) -> Option<std::ops::Range<usize>> {
+    t.span().or_else(|| {
+        t.iter()
+            .next()
+            .and_then(|(k, _)| t.key(k).and_then(|k| k.span()))
+    })
 }
 
 const VRRP_KEYS: &[&str] = &[
@@ -586,7 +589,7 @@ const VRRP_KEYS: &[&str] = &[
     "notify_backup",
 ];
 
-fn vrrp(r: &mut Reader, t: &dyn TableLike) -> Option<Vrrp> {
+fn vrrp(r: &mut Reader, t: &Table) -> Option<Vrrp> {
     r.check_keys(t, "[[vrrp]]", VRRP_KEYS);
     let before = r.diags.len();
     let vrid = match r.int(t, "vrid", 1, 255) {
@@ -757,69 +760,97 @@ fn firewall(r: &mut Reader, t: &dyn TableLike) -> Firewall {
 }
 
 /// Checks that need the whole file: duplicate names and listen addresses, VRRP dependencies.
-fn cross_checks(r: &mut Reader, top: &dyn TableLike, cfg: &Config) {
-    let tables: Vec<&dyn TableLike> = top
-        .get("balancer")
-        .and_then(|i| i.as_array_of_tables())
-        .map(|a| a.iter().map(|t| t as &dyn TableLike).collect())
-        .unwrap_or_default();
-    let span_key = |name: &str, key: &str| {
-        tables
-            .iter()
-            .find(|t| t.get("name").and_then(|i| i.as_str()) == Some(name))
-            .and_then(|t| t.get(key))
-            .and_then(span_of)
+/// They read the tables themselves, so a section with some other error is still checked.
+fn cross_checks(r: &mut Reader, top: &dyn TableLike) {
+    let tables = |key: &str| -> Vec<&Table> {
+        top.get(key)
+            .and_then(|i| i.as_array_of_tables())
+            .map(|a| a.iter().collect())
+            .unwrap_or_default()
     };
-    for (i, b) in cfg.balancers.iter().enumerate() {
-        if cfg.balancers[..i].iter().any(|o| o.name == b.name) {
+    let mut names: Vec<String> = Vec::new();
+    let mut listens: Vec<(SocketAddr, String)> = Vec::new();
+    for (i, t) in tables("balancer").into_iter().enumerate() {
+        let name = t
+            .get("name")
+            .and_then(|n| n.as_str())
+            .map_or(format!("lb{}", i + 1), str::to_string);
+        if names.contains(&name) {
             r.err(
-                span_key(&b.name, "name"),
-                format!("balancer name {:?} is used twice", b.name),
+                t.get("name").and_then(span_of).or_else(|| first_span(t)),
+                format!("balancer name {name:?} is used twice"),
             );
         }
-        for a in &b.listen {
-            if let Some(o) = cfg.balancers[..i].iter().find(|o| o.listen.contains(a)) {
-                r.err(
-                    span_key(&b.name, "listen"),
-                    format!(
-                        "listen address {a} is already used by balancer {:?}",
-                        o.name
-                    ),
-                );
+        names.push(name.clone());
+        let elems: Vec<(Option<std::ops::Range<usize>>, &str)> = match t.get("listen") {
+            Some(item) if item.is_str() => item
+                .as_str()
+                .map(|s| (span_of(item), s))
+                .into_iter()
+                .collect(),
+            Some(item) => item
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(|s| (v.span(), s)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        for (span, s) in elems {
+            let Ok(a) = parse_listen(s) else { continue };
+            // A wildcard address takes the port on every address of its family.
+            let clash = |o: &SocketAddr| {
+                o.port() == a.port()
+                    && o.is_ipv4() == a.is_ipv4()
+                    && (*o == a || o.ip().is_unspecified() || a.ip().is_unspecified())
+            };
+            if let Some((o, owner)) = listens.iter().find(|(o, _)| clash(o)) {
+                let whose = if *owner == name {
+                    "this balancer".to_string()
+                } else {
+                    format!("balancer {owner:?}")
+                };
+                let what = if *o == a {
+                    format!("listen address {a} is already used")
+                } else {
+                    format!("listen address {a} overlaps {o}, used")
+                };
+                r.err(span, format!("{what} by {whose}"));
             }
+            listens.push((a, name.clone()));
         }
     }
-    let vtables: Vec<&dyn TableLike> = top
-        .get("vrrp")
-        .and_then(|i| i.as_array_of_tables())
-        .map(|a| a.iter().map(|t| t as &dyn TableLike).collect())
-        .unwrap_or_default();
-    for (i, v) in cfg.vrrp.iter().enumerate() {
-        let span = |key: &str| {
-            vtables
-                .iter()
-                .find(|t| t.get("vrid").and_then(|i| i.as_integer()) == Some(i64::from(v.vrid)))
-                .and_then(|t| t.get(key))
-                .and_then(span_of)
+    let vtables = tables("vrrp");
+    let vrids: Vec<i64> = vtables
+        .iter()
+        .filter_map(|t| t.get("vrid").and_then(|v| v.as_integer()))
+        .collect();
+    let mut seen: Vec<(i64, &str)> = Vec::new();
+    for t in &vtables {
+        let Some(vrid) = t.get("vrid").and_then(|v| v.as_integer()) else {
+            continue;
         };
-        if cfg.vrrp[..i]
-            .iter()
-            .any(|o| o.vrid == v.vrid && o.interface == v.interface)
-        {
+        let iface = t.get("interface").and_then(|v| v.as_str()).unwrap_or("");
+        if seen.contains(&(vrid, iface)) {
             r.err(
-                span("vrid"),
-                format!("VRID {} is configured twice on {}", v.vrid, v.interface),
+                t.get("vrid").and_then(span_of),
+                format!("VRID {vrid} is configured twice on {iface}"),
             );
         }
-        for d in &v.depends {
-            if !cfg.vrrp.iter().any(|o| o.vrid == *d) {
-                r.err(
-                    span("depends"),
-                    format!(
-                        "VRID {} depends on VRID {d}, which is not configured",
-                        v.vrid
-                    ),
-                );
+        seen.push((vrid, iface));
+        let Some(deps) = t.get("depends").and_then(|d| d.as_array()) else {
+            continue;
+        };
+        for d in deps.iter() {
+            if let Some(n) = d.as_integer() {
+                if !vrids.contains(&n) {
+                    r.err(
+                        d.span(),
+                        format!("VRID {vrid} depends on VRID {n}, which is not configured"),
+                    );
+                }
             }
         }
     }
@@ -882,6 +913,15 @@ mod tests {
             "{}",
             e[4]
         );
+    }
+
+    #[test]
+    fn wildcard_listen_overlaps_a_specific_address() {
+        let e = errs(
+            "[[balancer]]\nlisten = \"0.0.0.0:80\"\nservers = [\"10.0.0.1\"]\n[[balancer]]\nlisten = [\"127.0.0.1:80\", \"[::1]:80\"]\nservers = [\"10.0.0.1\"]\n",
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("t.toml:5:11: listen address 127.0.0.1:80 overlaps 0.0.0.0:80, used by balancer \"lb1\""), "{}", e[0]);
     }
 
     #[test]
