@@ -844,13 +844,13 @@ fn cross_checks(r: &mut Reader, top: &dyn TableLike) {
             continue;
         };
         for d in deps.iter() {
-            if let Some(n) = d.as_integer() {
-                if !vrids.contains(&n) {
-                    r.err(
-                        d.span(),
-                        format!("VRID {vrid} depends on VRID {n}, which is not configured"),
-                    );
-                }
+            if let Some(n) = d.as_integer()
+                && !vrids.contains(&n)
+            {
+                r.err(
+                    d.span(),
+                    format!("VRID {vrid} depends on VRID {n}, which is not configured"),
+                );
             }
         }
     }
