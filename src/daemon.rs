@@ -4,11 +4,9 @@
 //! half-way) -> build the runtime -> serve -> on SIGTERM/SIGINT stop accepting and drain open
 //! connections up to `shutdown_timeout`, then exit 0.
 
-use std::sync::Arc;
-
 use anyhow::{Context, Result, bail};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::balancer::{self, Balancer};
@@ -108,7 +106,6 @@ async fn serve(cfg: Config, listeners: Vec<(String, std::net::TcpListener)>) -> 
     let mut tasks = Vec::new();
     for b in &cfg.balancers {
         let lb = Balancer::new(b.clone());
-        let limit = Arc::new(Semaphore::new(b.max_connections));
         for (name, l) in listeners.iter().filter(|(n, _)| *n == b.name) {
             let l = tokio::net::TcpListener::from_std(l.try_clone()?)
                 .with_context(|| format!("balancer {name:?}: listener"))?;
@@ -117,7 +114,6 @@ async fn serve(cfg: Config, listeners: Vec<(String, std::net::TcpListener)>) -> 
             tasks.push(tokio::spawn(balancer::accept_loop(
                 lb.clone(),
                 l,
-                limit.clone(),
                 stop_rx.clone(),
             )));
         }

@@ -3,13 +3,12 @@
 //! then one backend dies mid-way and its clients move on without a failed request.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::balancer::{self, Balancer};
 use crate::config::{self, Algorithm};
@@ -115,12 +114,7 @@ async fn demo() -> Result<()> {
     let addr = listener.local_addr()?;
     let lb = Balancer::new(cfg);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(balancer::accept_loop(
-        lb.clone(),
-        listener,
-        Arc::new(Semaphore::new(1000)),
-        stop_rx,
-    ));
+    let task = tokio::spawn(balancer::accept_loop(lb.clone(), listener, stop_rx));
     println!("fwlb demo: balancer {addr} -> web1 {a1}, web2 {a2}, web3 {a3} (algorithm sticky)");
     let mut failed = round(
         addr,

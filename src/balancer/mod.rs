@@ -5,10 +5,12 @@
 //! `blacklist` and the same client is tried on the next usable server, then on the emergency
 //! server; the client is closed only when nothing can take it.
 
+pub mod clients;
 pub mod pool;
 pub mod relay;
 pub mod select;
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,8 +21,9 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{debug, info, warn};
 
-use crate::config;
+use crate::config::{self, Algorithm};
 use crate::sys;
+use clients::ClientTable;
 use pool::ServerState;
 use select::{Pick, Select};
 
@@ -37,10 +40,69 @@ pub struct Stats {
     pub fd_exhausted: AtomicU64,
 }
 
+/// What the control port may change at run time (pen's global settings).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Remembered clients go back to their server (pen without `-r`).
+    pub sticky: bool,
+    /// How new clients are placed.
+    pub base: Algorithm,
+    /// A failed first choice closes the client instead of failing over (pen `-s`).
+    pub stubborn: bool,
+    pub blacklist: Duration,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl Settings {
+    pub fn from_config(c: &config::Balancer) -> Self {
+        Settings {
+            sticky: c.algorithm == Algorithm::Sticky,
+            base: if c.algorithm == Algorithm::Sticky {
+                Algorithm::RoundRobin
+            } else {
+                c.algorithm
+            },
+            stubborn: false,
+            blacklist: c.blacklist,
+            connect_timeout: c.connect_timeout,
+            idle_timeout: c.idle_timeout,
+        }
+    }
+}
+
 pub struct State {
     pub servers: Vec<ServerState>,
     pub emergency: Option<ServerState>,
     pub select: Box<dyn Select>,
+    pub clients: ClientTable,
+    pub settings: Settings,
+    /// Live connections by id, for `show conns`.
+    pub conns: BTreeMap<u64, Arc<ConnInfo>>,
+    next_conn: u64,
+}
+
+impl State {
+    /// Rebuild the selector after the algorithm or the server list changed.
+    pub fn reselect(&mut self) {
+        self.select = select::new(self.settings.sticky, self.settings.base, &self.servers);
+        let n = self.servers.len();
+        self.clients.retain_servers(n);
+    }
+}
+
+/// One live connection, both 5-tuples and live byte counts.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub id: u64,
+    pub client: SocketAddr,
+    pub listen: SocketAddr,
+    pub local: SocketAddr,
+    pub server: SocketAddr,
+    /// Index of the server, None for the emergency server.
+    pub server_index: Option<usize>,
+    pub started: Instant,
+    pub bytes: relay::Counters,
 }
 
 /// One balancer's shared state; the lock is held only for bookkeeping, never across I/O.
@@ -48,6 +110,9 @@ pub struct Balancer {
     pub cfg: config::Balancer,
     state: Mutex<State>,
     pub stats: Stats,
+    /// max_connections: one permit per open client connection.
+    pub limit: Arc<Semaphore>,
+    max_connections: AtomicUsize,
     /// Open client connections (for drain on shutdown).
     active: AtomicUsize,
     idle: Notify,
@@ -97,7 +162,8 @@ impl Drop for ActiveGuard<'_> {
 impl Balancer {
     pub fn new(cfg: config::Balancer) -> Arc<Self> {
         let servers: Vec<ServerState> = cfg.servers.iter().cloned().map(ServerState::new).collect();
-        let select = select::new(cfg.algorithm, &servers, cfg.max_clients, cfg.tracking);
+        let settings = Settings::from_config(&cfg);
+        let select = select::new(settings.sticky, settings.base, &servers);
         let emergency = cfg.emergency.map(|addr| {
             ServerState::new(config::Server {
                 addr,
@@ -107,13 +173,20 @@ impl Balancer {
                 prio: 0,
             })
         });
+        let clients = ClientTable::new(cfg.max_clients, cfg.tracking);
         Arc::new(Balancer {
-            cfg,
+            limit: Arc::new(Semaphore::new(cfg.max_connections)),
+            max_connections: AtomicUsize::new(cfg.max_connections),
             state: Mutex::new(State {
                 servers,
                 emergency,
                 select,
+                clients,
+                settings,
+                conns: BTreeMap::new(),
+                next_conn: 0,
             }),
+            cfg,
             stats: Stats::default(),
             active: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -141,6 +214,19 @@ impl Balancer {
         }
     }
 
+    /// max_connections now (the control port can raise it).
+    pub fn max_connections(&self) -> usize {
+        self.max_connections.load(Ordering::Relaxed)
+    }
+
+    /// Raise max_connections (pen's conn_max only grows the table).
+    pub fn grow_max_connections(&self, n: usize) {
+        let old = self.max_connections.fetch_max(n, Ordering::Relaxed);
+        if n > old {
+            self.limit.add_permits(n - old);
+        }
+    }
+
     /// Serve one accepted client until it ends.
     pub async fn serve(self: Arc<Self>, client: TcpStream, peer: SocketAddr) {
         self.active.fetch_add(1, Ordering::AcqRel);
@@ -153,18 +239,43 @@ impl Balancer {
             return;
         };
         self.stats.served.fetch_add(1, Ordering::Relaxed);
-        let ctr = relay::Counters::default();
-        let end = relay::relay(&client, &upstream, self.cfg.idle_timeout, &ctr).await;
+        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+        let listen = client.local_addr().unwrap_or(unknown);
+        let local = upstream.local_addr().unwrap_or(unknown);
+        let (info, idle) = {
+            let mut st = self.lock();
+            st.next_conn += 1;
+            let info = Arc::new(ConnInfo {
+                id: st.next_conn,
+                client: peer,
+                listen,
+                local,
+                server: addr,
+                server_index: match guard.slot {
+                    Slot::Regular(i) => Some(i),
+                    Slot::Emergency => None,
+                },
+                started: Instant::now(),
+                bytes: relay::Counters::default(),
+            });
+            st.conns.insert(info.id, info.clone());
+            (info, st.settings.idle_timeout)
+        };
+        let id = info.id;
+        let end = relay::relay(&client, &upstream, idle, &info.bytes).await;
         let (up, down) = (
-            ctr.up.load(Ordering::Relaxed),
-            ctr.down.load(Ordering::Relaxed),
+            info.bytes.up.load(Ordering::Relaxed),
+            info.bytes.down.load(Ordering::Relaxed),
         );
         {
             let mut st = self.lock();
+            st.conns.remove(&id);
             if let Some(s) = st.server_mut(&guard.slot) {
                 s.sx += up;
                 s.rx += down;
             }
+            // pen's sx/rx per client: bytes sent to / received from the client.
+            st.clients.add_bytes(peer.ip(), down, up);
         }
         match end {
             relay::End::Closed => {}
@@ -189,33 +300,36 @@ impl Balancer {
         }
     }
 
-    /// The candidate order: the algorithm's pick, then pen's walk (pick+1, pick+2, ...).
-    fn plan(&self, client: IpAddr, port: u16, now: Instant) -> (Option<usize>, usize) {
+    /// The first choice, the number of servers, and whether to fail over (not stubborn).
+    fn plan(&self, client: IpAddr, port: u16, now: Instant) -> (Option<usize>, usize, bool) {
         let mut st = self.lock();
         let st = &mut *st;
+        let remembered = st.clients.get(client, now).and_then(|e| e.server);
         let p = Pick {
             client,
             port,
             now,
             servers: &st.servers,
+            remembered,
         };
-        (st.select.pick(&p), st.servers.len())
+        (st.select.pick(&p), st.servers.len(), !st.settings.stubborn)
     }
 
     /// Reserve a connection slot on server `slot` if it is usable now.
-    fn reserve(&self, slot: &Slot, client: IpAddr, now: Instant) -> Option<SocketAddr> {
+    fn reserve(&self, slot: &Slot, client: IpAddr, now: Instant) -> Option<(SocketAddr, Duration)> {
         let mut st = self.lock();
         let sticky = match slot {
-            Slot::Regular(i) => st.select.remembered(client, now) == Some(*i),
+            Slot::Regular(i) => st.clients.get(client, now).and_then(|e| e.server) == Some(*i),
             Slot::Emergency => false,
         };
+        let timeout = st.settings.connect_timeout;
         let s = st.server_mut(slot)?;
         // The emergency server is the last resort: tried even when it failed recently.
         if matches!(slot, Slot::Regular(_)) && !s.usable(now, sticky) {
             return None;
         }
         s.conns += 1;
-        Some(s.cfg.addr)
+        Some((s.cfg.addr, timeout))
     }
 
     async fn connect_for(
@@ -223,21 +337,27 @@ impl Balancer {
         peer: SocketAddr,
     ) -> Option<(TcpStream, ConnGuard<'_>, SocketAddr)> {
         let now = Instant::now();
-        let (first, n) = self.plan(peer.ip(), peer.port(), now);
+        let (first, n, failover) = self.plan(peer.ip(), peer.port(), now);
+        // pen's walk: the pick, then pick+1, pick+2 ...; stubborn tries only the pick.
+        let tries = if failover { n } else { 1 };
         let walk = first
             .into_iter()
-            .flat_map(|f| (0..n).map(move |k| Slot::Regular((f + k) % n)));
-        for slot in walk.chain(std::iter::once(Slot::Emergency)) {
-            let Some(addr) = self.reserve(&slot, peer.ip(), Instant::now()) else {
+            .flat_map(|f| (0..tries).map(move |k| Slot::Regular((f + k) % n)));
+        let last = failover.then_some(Slot::Emergency);
+        for slot in walk.chain(last) {
+            let Some((addr, timeout)) = self.reserve(&slot, peer.ip(), Instant::now()) else {
                 continue;
             };
             let guard = ConnGuard { lb: self, slot };
-            match self.connect(addr).await {
+            match connect(addr, timeout).await {
                 Ok(s) => {
+                    let now = Instant::now();
                     let mut st = self.lock();
-                    if let Slot::Regular(i) = guard.slot {
-                        st.select.connected(peer.ip(), i, Instant::now());
-                    }
+                    let index = match guard.slot {
+                        Slot::Regular(i) => Some(i),
+                        Slot::Emergency => None,
+                    };
+                    st.clients.record(peer.ip(), index, now);
                     if let Some(s) = st.server_mut(&guard.slot) {
                         s.total += 1;
                         s.blacklisted_until = None;
@@ -246,11 +366,12 @@ impl Balancer {
                 }
                 Err(e) => {
                     self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                    let bl = self.cfg.blacklist;
-                    let first_failure = self
-                        .lock()
+                    let mut st = self.lock();
+                    let bl = st.settings.blacklist;
+                    let first_failure = st
                         .server_mut(&guard.slot)
                         .is_some_and(|s| s.blacklist(Instant::now(), bl));
+                    drop(st);
                     if first_failure {
                         warn!(target: "lb", balancer = %self.cfg.name, server = %addr,
                             "server failed ({e}), blacklisted for {}", config::duration::format(bl));
@@ -262,38 +383,38 @@ impl Balancer {
         }
         None
     }
+}
 
-    /// Connect within `connect_timeout`. A shortage of local resources (descriptors, ports) is
-    /// not the server's fault: wait and retry within the same deadline instead of blacklisting.
-    async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
-        let deadline = tokio::time::Instant::now() + self.cfg.connect_timeout;
-        let mut backoff = Duration::from_millis(5);
-        loop {
-            let attempt = async {
-                let sock = if addr.is_ipv4() {
-                    TcpSocket::new_v4()
-                } else {
-                    TcpSocket::new_v6()
-                }?;
-                sock.set_nodelay(true)?;
-                sock.connect(addr).await
-            };
-            match tokio::time::timeout_at(deadline, attempt).await {
-                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
-                Ok(Ok(s)) => return Ok(s),
-                Ok(Err(e)) if sys::is_resource_exhaustion(&e) => {
-                    if tokio::time::Instant::now() + backoff >= deadline {
-                        // Still our shortage, not the server's: report it without blaming it.
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            format!("local: {e}"),
-                        ));
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(200));
+/// Connect within `timeout`. A shortage of local resources (descriptors, ports) is not the
+/// server's fault: wait and retry within the same deadline instead of blacklisting it.
+async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let attempt = async {
+            let sock = if addr.is_ipv4() {
+                TcpSocket::new_v4()
+            } else {
+                TcpSocket::new_v6()
+            }?;
+            sock.set_nodelay(true)?;
+            sock.connect(addr).await
+        };
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+            Ok(Ok(s)) => return Ok(s),
+            Ok(Err(e)) if sys::is_resource_exhaustion(&e) => {
+                if tokio::time::Instant::now() + backoff >= deadline {
+                    // Still our shortage, not the server's: report it without blaming it.
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("local: {e}"),
+                    ));
                 }
-                Ok(Err(e)) => return Err(e),
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(200));
             }
+            Ok(Err(e)) => return Err(e),
         }
     }
 }
@@ -309,7 +430,6 @@ fn coarse_secs() -> u64 {
 pub async fn accept_loop(
     lb: Arc<Balancer>,
     listener: TcpListener,
-    limit: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
     let local = listener.local_addr().ok();
@@ -321,7 +441,7 @@ pub async fn accept_loop(
         }
         // max_connections: stop accepting while full; clients wait in the backlog.
         let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            p = lb.limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.changed() => return,
         };
         let res = tokio::select! {

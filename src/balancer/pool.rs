@@ -35,6 +35,17 @@ impl ServerState {
         }
     }
 
+    /// An empty slot, as pen's `server N` beyond the end of the list leaves.
+    pub fn empty() -> Self {
+        ServerState::new(config::Server {
+            addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            max: 0,
+            hard: 0,
+            weight: 0,
+            prio: 0,
+        })
+    }
+
     pub fn blacklisted(&self, now: Instant) -> bool {
         self.blacklisted_until.is_some_and(|t| now < t)
     }
@@ -49,7 +60,8 @@ impl ServerState {
     /// pen's try_server: not blacklisted, not drained, and under `max` (a client remembered on
     /// this server may go on up to `hard`).
     pub fn usable(&self, now: Instant, sticky: bool) -> bool {
-        if self.blacklisted(now) || self.draining {
+        // Port 0: an empty slot (pen's `server N` beyond the list creates them).
+        if self.blacklisted(now) || self.draining || self.cfg.addr.port() == 0 {
             return false;
         }
         let (max, hard) = (self.cfg.max, self.cfg.hard);

@@ -66,6 +66,7 @@ mod tests {
                         port: 1,
                         now,
                         servers: s,
+                        remembered: None,
                     })
                     .unwrap();
                 s[i].cfg.addr

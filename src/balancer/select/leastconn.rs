@@ -35,6 +35,7 @@ mod tests {
                     port: 1,
                     now,
                     servers: &s,
+                    remembered: None,
                 })
                 .unwrap();
             s[i].conns += 1;

@@ -13,14 +13,14 @@ mod sticky;
 mod weight;
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub use consistent::Consistent;
 pub use hash::Hash;
 pub use leastconn::LeastConn;
 pub use prio::Prio;
 pub use roundrobin::RoundRobin;
-pub use sticky::{ClientTable, Sticky};
+pub use sticky::Sticky;
 pub use weight::Weight;
 
 use super::pool::ServerState;
@@ -32,6 +32,8 @@ pub struct Pick<'a> {
     pub port: u16,
     pub now: Instant,
     pub servers: &'a [ServerState],
+    /// The server the client table remembers for this client (sticky modes use it).
+    pub remembered: Option<usize>,
 }
 
 impl Pick<'_> {
@@ -44,35 +46,25 @@ impl Pick<'_> {
 pub trait Select: Send {
     /// The first server to try, or None when no server is usable.
     fn pick(&mut self, p: &Pick) -> Option<usize>;
-    /// A connection of `client` to server `i` succeeded.
-    fn connected(&mut self, _client: IpAddr, _i: usize, _now: Instant) {}
-    /// The server this client is remembered on (for pen's hard limit).
-    fn remembered(&self, _client: IpAddr, _now: Instant) -> Option<usize> {
-        None
-    }
     /// The server list changed (added, removed or reordered): rebuild derived state.
     fn servers_changed(&mut self, _servers: &[ServerState]) {}
 }
 
-/// Build the selector for an algorithm.
-pub fn new(
-    alg: Algorithm,
-    servers: &[ServerState],
-    max_clients: usize,
-    tracking: Duration,
-) -> Box<dyn Select> {
-    match alg {
-        Algorithm::Sticky => Box::new(Sticky::new(
-            max_clients,
-            tracking,
-            Box::new(RoundRobin::default()),
-        )),
-        Algorithm::RoundRobin => Box::new(RoundRobin::default()),
+/// Build the selector: `base` places new clients; with `sticky` the clients the table
+/// remembers go back to their server first (pen without `-r`).
+pub fn new(sticky: bool, base: Algorithm, servers: &[ServerState]) -> Box<dyn Select> {
+    let inner: Box<dyn Select> = match base {
+        Algorithm::Sticky | Algorithm::RoundRobin => Box::new(RoundRobin::default()),
         Algorithm::Hash => Box::new(Hash),
         Algorithm::Weight => Box::new(Weight::default()),
         Algorithm::Prio => Box::new(Prio::default()),
         Algorithm::LeastConn => Box::new(LeastConn::default()),
         Algorithm::Consistent => Box::new(Consistent::new(servers)),
+    };
+    if sticky || base == Algorithm::Sticky {
+        Box::new(Sticky::new(inner))
+    } else {
+        inner
     }
 }
 
@@ -155,10 +147,10 @@ pub(crate) mod testutil {
                 port: 1000,
                 now,
                 servers,
+                remembered: None,
             };
             if let Some(i) = sel.pick(&p) {
                 counts[i] += 1;
-                sel.connected(ip(c + 1), i, now);
             }
         }
         counts
@@ -170,6 +162,7 @@ mod props {
     use super::testutil::*;
     use super::*;
     use proptest::prelude::*;
+    use std::time::Duration;
 
     fn arb_state() -> impl Strategy<Value = Vec<(bool, bool, u32, u32, u32, i32)>> {
         // (blacklisted, draining, conns, max, weight, prio) per server
@@ -204,8 +197,8 @@ mod props {
                 s.cfg.prio = prio;
             }
             let (_, a) = Algorithm::ALL[alg];
-            let mut sel = new(a, &servers, 16, Duration::ZERO);
-            let p = Pick { client: ip(client), port: 1, now, servers: &servers };
+            let mut sel = new(false, a, &servers);
+            let p = Pick { client: ip(client), port: 1, now, servers: &servers, remembered: None };
             let got = sel.pick(&p);
             let usable: Vec<usize> = (0..servers.len())
                 .filter(|&i| p.usable(i) && (a != Algorithm::Weight || servers[i].cfg.weight > 0))
