@@ -4,14 +4,62 @@
 //! half-way) -> build the runtime -> serve -> on SIGTERM/SIGINT stop accepting and drain open
 //! connections up to `shutdown_timeout`, then exit 0.
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result, bail};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::balancer::{self, Balancer};
-use crate::config::{self, Config};
+use crate::config::{self, Config, Control};
+use crate::control::{self, Ctl};
 use crate::sys;
+
+/// What `fwlb run` (and `fwlb pen`) hand to the daemon besides the config.
+pub struct Options {
+    /// Changes the log level at run time (the control port's `debug N`).
+    pub set_level: control::SetLevel,
+    pub debug: u8,
+    /// pen -F: a file of control commands run at start (and the default of `write`).
+    pub pen_file: Option<std::path::PathBuf>,
+    /// pen -o / the commands of the -F file, run once the balancers exist.
+    pub commands: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            set_level: Box::new(|_| {}),
+            debug: 0,
+            pen_file: None,
+            commands: Vec::new(),
+        }
+    }
+}
+
+/// A bound control socket, before the runtime exists.
+enum ControlSocket {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+fn bind_control(c: &Control) -> Result<ControlSocket> {
+    match c {
+        Control::Tcp(a) => Ok(ControlSocket::Tcp(
+            sys::socket::listener(*a, 128)
+                .with_context(|| format!("cannot open the control port {a}"))?,
+        )),
+        Control::Unix(p) => {
+            // pen removes a stale socket file first.
+            let _ = std::fs::remove_file(p);
+            let l = std::os::unix::net::UnixListener::bind(p)
+                .with_context(|| format!("cannot open the control socket {}", p.display()))?;
+            l.set_nonblocking(true)?;
+            Ok(ControlSocket::Unix(l))
+        }
+    }
+}
 
 /// Settings that validate but need subsystems this version does not have yet. `run` refuses
 /// them rather than silently running without them; `check` lists them.
@@ -20,12 +68,6 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     let d = &cfg.daemon;
     if d.user.is_some() || d.chroot.is_some() {
         out.push("[daemon] user/chroot: privilege separation is not in this version yet".into());
-    }
-    if d.state_file.is_some() {
-        out.push(
-            "[daemon] state_file: the control port and its saved state are not in this version yet"
-                .into(),
-        );
     }
     if d.log == config::LogTarget::Syslog {
         out.push("[daemon] log = \"syslog\": only \"stderr\" is in this version".into());
@@ -39,7 +81,7 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     out
 }
 
-pub fn run(cfg: Config) -> Result<()> {
+pub fn run(cfg: Config, opts: Options) -> Result<()> {
     let missing = unsupported(&cfg);
     if !missing.is_empty() {
         bail!(
@@ -60,6 +102,7 @@ pub fn run(cfg: Config) -> Result<()> {
             listeners.push((b.name.clone(), l));
         }
     }
+    let ctl_sock = cfg.daemon.control.as_ref().map(bind_control).transpose()?;
     let need: usize = cfg
         .balancers
         .iter()
@@ -87,7 +130,7 @@ pub fn run(cfg: Config) -> Result<()> {
             .build()
     }
     .context("cannot start the runtime")?;
-    let res = rt.block_on(serve(cfg, listeners));
+    let res = rt.block_on(serve(cfg, listeners, ctl_sock, opts));
     if let Some(p) = &pidfile {
         let _ = std::fs::remove_file(p);
     }
@@ -96,7 +139,12 @@ pub fn run(cfg: Config) -> Result<()> {
     res
 }
 
-async fn serve(cfg: Config, listeners: Vec<(String, std::net::TcpListener)>) -> Result<()> {
+async fn serve(
+    cfg: Config,
+    listeners: Vec<(String, std::net::TcpListener)>,
+    ctl_sock: Option<ControlSocket>,
+    opts: Options,
+) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     // SIGHUP would kill the process by default; reload is not in this version, so say so.
@@ -121,11 +169,56 @@ async fn serve(cfg: Config, listeners: Vec<(String, std::net::TcpListener)>) -> 
     }
     // The std listeners were cloned into tokio; close the originals so a stop closes the port.
     drop(listeners);
+    if let Some(p) = &cfg.daemon.state_file {
+        control::state::restore(p, &lbs);
+    }
+    let exit = Arc::new(tokio::sync::Notify::new());
+    let ctl = Arc::new(Ctl {
+        balancers: lbs.clone(),
+        control: cfg
+            .daemon
+            .control
+            .as_ref()
+            .map_or("none".into(), control::describe),
+        exit_enabled: cfg.daemon.control_exit,
+        debug: std::sync::atomic::AtomicU8::new(opts.debug),
+        set_level: opts.set_level,
+        state_file: cfg.daemon.state_file.clone(),
+        pen_file: opts.pen_file,
+        exit: exit.clone(),
+        started: std::time::Instant::now(),
+    });
+    for line in &opts.commands {
+        let words = crate::wire::penctl::parse(line.as_bytes()).unwrap_or_default();
+        let r = control::commands::execute(&ctl, &words);
+        if r.error {
+            warn!(target: "ctl", command = %line, "{}", r.text.trim_end());
+        } else if !r.text.is_empty() {
+            // pen -o prints the reply on stdout.
+            print!("{}", r.text);
+        }
+    }
+    if let Some(sock) = ctl_sock {
+        let listener = match sock {
+            ControlSocket::Tcp(l) => control::Listener::Tcp(tokio::net::TcpListener::from_std(l)?),
+            ControlSocket::Unix(l) => {
+                control::Listener::Unix(tokio::net::UnixListener::from_std(l)?)
+            }
+        };
+        info!(target: "ctl", control = %ctl.control, "control port open");
+        tasks.push(tokio::spawn(control::serve(
+            ctl.clone(),
+            listener,
+            control::Allow(cfg.daemon.control_allow.clone()),
+            stop_rx.clone(),
+        )));
+    }
     loop {
         tokio::select! {
             _ = term.recv() => { info!(target: "lb", "SIGTERM: stop accepting, draining"); break; }
             _ = int.recv() => { info!(target: "lb", "SIGINT: stop accepting, draining"); break; }
             _ = hup.recv() => { warn!(target: "lb", "SIGHUP: reload is not in this version; ignored"); }
+            _ = exit.notified() => { info!(target: "ctl", "exit command: stop accepting, draining"); break; }
         }
     }
     let _ = stop_tx.send(true);

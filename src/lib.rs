@@ -3,6 +3,8 @@
 
 pub mod balancer;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod sys;
+pub mod wire;

@@ -31,33 +31,121 @@ enum Cmd {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Send a command to a running daemon's control port (penctl's job, with exit codes).
+    Ctl {
+        /// The control address, HOST:PORT or a unix socket path [default: the control of
+        /// -c FILE, else $FWLB_CONTROL, else 127.0.0.1:8888].
+        #[arg(short = 'C', long = "control")]
+        control: Option<String>,
+        /// Take the control address from this configuration file.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Ask for the JSON form and print it indented.
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments, e.g. `server 1 blacklist 600` or `show servers`.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Show the balancer working on this machine: built-in backends on loopback, clients,
     /// a server killed mid-way. Needs nothing but this binary.
     Demo,
 }
 
-fn init_log(debug: u8) {
-    let level = match debug {
+fn level_name(debug: u8) -> &'static str {
+    match debug {
         0 => "info",
         1 => "debug",
         _ => "trace",
-    };
+    }
+}
+
+/// Logging to stderr, one line per event, no timestamps (svlogd and multilog add their own).
+/// Returns the function that changes the level at run time (the control port's `debug N`).
+fn init_log(debug: u8) -> fwlb::control::SetLevel {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    // No timestamps: svlogd and multilog add their own. One line per event, with its target.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .without_time()
-        .with_ansi(false)
-        .with_target(true)
-        .with_writer(std::io::stderr)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level_name(debug)));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .without_time()
+                .with_ansi(false)
+                .with_target(true)
+                .with_writer(std::io::stderr),
+        )
         .init();
+    Box::new(move |n| {
+        let _ = handle.modify(|f| *f = tracing_subscriber::EnvFilter::new(level_name(n)));
+    })
+}
+
+fn ctl(
+    control: Option<String>,
+    config: Option<PathBuf>,
+    json: bool,
+    command: Vec<String>,
+) -> ExitCode {
+    let addr = match (control, config) {
+        (Some(a), _) => a,
+        (None, Some(c)) => match fwlb::config::load(&c) {
+            Ok(cfg) => match cfg.daemon.control {
+                Some(c) => fwlb::control::describe(&c),
+                None => {
+                    eprintln!("fwlb ctl: {} has control = \"none\"", c.display());
+                    return ExitCode::from(2);
+                }
+            },
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => std::env::var("FWLB_CONTROL").unwrap_or_else(|_| "127.0.0.1:8888".into()),
+    };
+    let mut line = command.join(" ");
+    if json {
+        line.push_str(" json");
+    }
+    match fwlb::control::client::request(&addr, &line) {
+        Ok(reply) => {
+            let out = if json {
+                fwlb::control::client::pretty(&reply)
+            } else {
+                reply.clone()
+            };
+            print!("{out}");
+            if fwlb::control::client::is_error(&reply) {
+                let first = reply.lines().next().unwrap_or("").trim();
+                eprintln!("fwlb ctl: the daemon refused `{line}`: {first}");
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("fwlb ctl: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_log(cli.debug);
+    if let Cmd::Ctl {
+        control,
+        config,
+        json,
+        command,
+    } = cli.cmd
+    {
+        return ctl(control, config, json, command);
+    }
+    let set_level = init_log(cli.debug);
     match cli.cmd {
+        Cmd::Ctl { .. } => ExitCode::SUCCESS,
         Cmd::Check { config } => match fwlb::config::load(&config) {
             Ok(cfg) => {
                 for note in fwlb::daemon::unsupported(&cfg) {
@@ -79,7 +167,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match fwlb::daemon::run(cfg) {
+            let opts = fwlb::daemon::Options {
+                set_level,
+                debug: cli.debug,
+                ..Default::default()
+            };
+            match fwlb::daemon::run(cfg, opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("fwlb: {e:#}");

@@ -108,7 +108,7 @@ async fn weight_splits_by_weight() {
         b[0].addr, b[1].addr, b[2].addr
     );
     let cfg = format!(
-        "[[balancer]]\nname = \"w\"\nlisten = \"{l}\"\n{servers}\nalgorithm = \"weight\"\n"
+        "[daemon]\ncontrol = \"none\"\n[[balancer]]\nname = \"w\"\nlisten = \"{l}\"\n{servers}\nalgorithm = \"weight\"\n"
     );
     let _f = Fwlb::start(&cfg, l);
     // Weighted least-connections, as pen: held connections fill servers in proportion to
@@ -146,8 +146,9 @@ async fn prio_lowest_value_wins_and_falls_back() {
         "servers = [\"{}:0:0:1:5\", \"{}:0:0:1:1\", \"{}:0:0:1:3\"]",
         b[0].addr, b[1].addr, b[2].addr
     );
-    let cfg =
-        format!("[[balancer]]\nname = \"p\"\nlisten = \"{l}\"\n{servers}\nalgorithm = \"prio\"\n");
+    let cfg = format!(
+        "[daemon]\ncontrol = \"none\"\n[[balancer]]\nname = \"p\"\nlisten = \"{l}\"\n{servers}\nalgorithm = \"prio\"\n"
+    );
     let _f = Fwlb::start(&cfg, l);
     let m = spread(l, 50, 1).await;
     assert_eq!(m.get("s1"), Some(&50), "{m:?}");
@@ -636,7 +637,7 @@ async fn ipv6_listener_and_freebind_on_an_address_not_held() {
     // 192.0.2.0/24 (TEST-NET-1) is on no interface here: the bind works like a VIP not yet held.
     let absent: SocketAddr = format!("192.0.2.10:{port}").parse().expect("v4");
     let cfg = format!(
-        "[[balancer]]\nname = \"six\"\nlisten = [\"{v6}\", \"{absent}\"]\nservers = [\"{}\"]\n",
+        "[daemon]\ncontrol = \"none\"\n[[balancer]]\nname = \"six\"\nlisten = [\"{v6}\", \"{absent}\"]\nservers = [\"{}\"]\n",
         b.addr
     );
     let f = Fwlb::start(&cfg, v6);

@@ -629,7 +629,7 @@ control = "localhost:8888"
 "#,
         &[(
             "2:11",
-            "`control` \"localhost:8888\" must be \"ADDR:PORT\" or a unix socket path",
+            "`control` \"localhost:8888\" must be \"ADDR:PORT\", a unix socket path or \"none\"",
         )],
     );
 }
@@ -915,7 +915,6 @@ fn shipped_example_with_every_block_switched_on_passes_and_shows_every_key() {
     // The switched-off parts are exactly what this version cannot run yet.
     for note in [
         "note: [daemon] user/chroot",
-        "note: [daemon] state_file",
         "note: [[vrrp]]",
         "note: [firewall]",
     ] {
@@ -931,6 +930,8 @@ fn shipped_example_with_every_block_switched_on_passes_and_shows_every_key() {
         "user",
         "chroot",
         "control",
+        "control_allow",
+        "control_exit",
         "state_file",
         "pidfile",
         "log",

@@ -57,7 +57,12 @@ pub enum LogTarget {
 pub struct Daemon {
     pub user: Option<String>,
     pub chroot: Option<PathBuf>,
-    pub control: Control,
+    /// None: no control port (`control = "none"`).
+    pub control: Option<Control>,
+    /// Networks besides loopback allowed to use the control port (`ADDR/PREFIX` or `ADDR`).
+    pub control_allow: Vec<(IpAddr, u8)>,
+    /// pen -X: the `exit` command may stop the daemon.
+    pub control_exit: bool,
     pub state_file: Option<PathBuf>,
     pub pidfile: Option<PathBuf>,
     pub log: LogTarget,
@@ -72,7 +77,9 @@ impl Default for Daemon {
         Daemon {
             user: None,
             chroot: None,
-            control: Control::Tcp(SocketAddr::from(([127, 0, 0, 1], 8888))),
+            control: Some(Control::Tcp(SocketAddr::from(([127, 0, 0, 1], 8888)))),
+            control_allow: Vec::new(),
+            control_exit: false,
             state_file: None,
             pidfile: None,
             log: LogTarget::Stderr,
@@ -297,6 +304,8 @@ fn daemon(r: &mut Reader, t: &dyn TableLike) -> Daemon {
             "user",
             "chroot",
             "control",
+            "control_allow",
+            "control_exit",
             "state_file",
             "pidfile",
             "log",
@@ -314,15 +323,37 @@ fn daemon(r: &mut Reader, t: &dyn TableLike) -> Daemon {
         }
         d.chroot = Some(PathBuf::from(s));
     }
+    for (s, span) in r.strings(t, "control_allow").unwrap_or_default() {
+        match parse_net(s) {
+            Some(n) => d.control_allow.push(n),
+            None => r.err(
+                span,
+                format!("`control_allow`: {s:?} must be ADDR or ADDR/PREFIX"),
+            ),
+        }
+    }
+    d.control_exit = r.boolean(t, "control_exit").unwrap_or(false);
     if let Some((s, item)) = r.string(t, "control") {
-        if s.contains('/') {
-            d.control = Control::Unix(PathBuf::from(s));
+        if s == "none" {
+            d.control = None;
+        } else if s.contains('/') {
+            d.control = Some(Control::Unix(PathBuf::from(s)));
         } else {
             match s.parse::<SocketAddr>() {
-                Ok(a) => d.control = Control::Tcp(a),
+                Ok(a) => {
+                    if !a.ip().is_loopback() && d.control_allow.is_empty() {
+                        r.err_at(
+                            item,
+                            format!("`control` {s:?} is not a loopback address: list who may use it in `control_allow`"),
+                        );
+                    }
+                    d.control = Some(Control::Tcp(a));
+                }
                 Err(_) => r.err_at(
                     item,
-                    format!("`control` {s:?} must be \"ADDR:PORT\" or a unix socket path"),
+                    format!(
+                        "`control` {s:?} must be \"ADDR:PORT\", a unix socket path or \"none\""
+                    ),
                 ),
             }
         }
@@ -710,6 +741,37 @@ fn vrrp(r: &mut Reader, t: &Table) -> Option<Vrrp> {
     })
 }
 
+/// `ADDR` (a single host) or `ADDR/PREFIX`.
+pub fn parse_net(s: &str) -> Option<(IpAddr, u8)> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some((ip, if ip.is_ipv4() { 32 } else { 128 }));
+    }
+    parse_cidr(s)
+}
+
+/// Whether `ip` is inside `net/len` (families must match).
+pub fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len.min(32)))
+            };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len.min(128)))
+            };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
 /// `ADDR/PREFIX` with a prefix that fits the family.
 pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
     let (a, p) = s.split_once('/')?;
@@ -922,6 +984,20 @@ mod tests {
         );
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].starts_with("t.toml:5:11: listen address 127.0.0.1:80 overlaps 0.0.0.0:80, used by balancer \"lb1\""), "{}", e[0]);
+    }
+
+    #[test]
+    fn networks() {
+        let (n, l) = parse_net("10.1.0.0/16").unwrap();
+        assert!(in_network("10.1.200.3".parse().unwrap(), n, l));
+        assert!(!in_network("10.2.0.1".parse().unwrap(), n, l));
+        let (n, l) = parse_net("192.0.2.7").unwrap();
+        assert!(in_network("192.0.2.7".parse().unwrap(), n, l));
+        assert!(!in_network("192.0.2.8".parse().unwrap(), n, l));
+        let (n, l) = parse_net("2001:db8::/32").unwrap();
+        assert!(in_network("2001:db8:1::1".parse().unwrap(), n, l));
+        assert!(!in_network("10.0.0.1".parse().unwrap(), n, l));
+        assert!(parse_net("10.0.0.0/33").is_none());
     }
 
     #[test]

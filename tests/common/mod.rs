@@ -137,7 +137,7 @@ impl Drop for Fwlb {
 pub fn config(listen: SocketAddr, servers: &[SocketAddr], extra: &str) -> String {
     let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
     format!(
-        "[daemon]\nshutdown_timeout = \"5s\"\n[[balancer]]\nname = \"t\"\nlisten = \"{listen}\"\nservers = [{}]\n{extra}\n",
+        "[daemon]\ncontrol = \"none\"\nshutdown_timeout = \"5s\"\n[[balancer]]\nname = \"t\"\nlisten = \"{listen}\"\nservers = [{}]\n{extra}\n",
         list.join(", ")
     )
 }

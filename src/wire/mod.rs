@@ -1,0 +1,4 @@
+//! Sans-IO codecs for everything that arrives from outside. No I/O, no clock, no panics on any
+//! input: every parser returns an error for bytes it does not accept.
+
+pub mod penctl;
