@@ -667,3 +667,95 @@ fn port_in_use_is_a_clear_startup_error() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_closes_quiet_connections_only() {
+    let b = Backend::start("s").await;
+    let l = lb_addr();
+    let _f = Fwlb::start(&config(l, &[b.addr], "idle_timeout = \"1s\""), l);
+    let mut quiet = connect_from(1, l).await.expect("connect");
+    let mut busy = connect_from(2, l).await.expect("connect");
+    assert_eq!(read_line(&mut quiet).await.expect("greet"), "s");
+    assert_eq!(read_line(&mut busy).await.expect("greet"), "s");
+    let t = Instant::now();
+    // The busy one talks every 300 ms for 2.4 s and must stay open.
+    for i in 0..8 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        busy.write_all(format!("ping {i}\n").as_bytes())
+            .await
+            .expect("write");
+        assert_eq!(
+            read_line(&mut busy).await.expect("echo"),
+            format!("ping {i}")
+        );
+    }
+    // The quiet one was closed after 1 to 1.25 s.
+    let mut buf = [0u8; 8];
+    let n = tokio::time::timeout(Duration::from_millis(100), quiet.read(&mut buf))
+        .await
+        .expect("already closed");
+    assert!(
+        matches!(n, Ok(0) | Err(_)),
+        "quiet connection still open after {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_max_and_hard_limits() {
+    let b = [Backend::start("s0").await, Backend::start("s1").await];
+    let l = lb_addr();
+    // s0: soft limit 2, hard 3; sticky algorithm.
+    let cfg = format!(
+        "[daemon]\ncontrol = \"none\"\n[[balancer]]\nlisten = \"{l}\"\nservers = [\"{}:2:3\", \"{}\"]\n",
+        b[0].addr, b[1].addr
+    );
+    let _f = Fwlb::start(&cfg, l);
+    let mut held = Vec::new();
+    let mut on_s0 = Vec::new();
+    // New clients alternate; collect two on s0 (its soft limit).
+    for c in 1..=4u32 {
+        let mut s = connect_from(c, l).await.expect("connect");
+        let who = read_line(&mut s).await.expect("greet");
+        if who == "s0" {
+            on_s0.push(c);
+        }
+        held.push(s);
+    }
+    assert_eq!(on_s0.len(), 2, "{on_s0:?}");
+    // s0 is at max: a new client goes to s1 ...
+    assert_eq!(which(50, l).await, "s1");
+    // ... but a client remembered on s0 may go up to hard (3) ...
+    let mut extra = connect_from(on_s0[0], l).await.expect("connect");
+    assert_eq!(read_line(&mut extra).await.expect("greet"), "s0");
+    // ... and no further.
+    assert_eq!(which(on_s0[1], l).await, "s1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_makes_clients_wait_not_fail() {
+    let b = Backend::start("s").await;
+    let l = lb_addr();
+    let _f = Fwlb::start(&config(l, &[b.addr], "max_connections = 2"), l);
+    let mut a = connect_from(1, l).await.expect("connect");
+    let mut c = connect_from(2, l).await.expect("connect");
+    assert_eq!(read_line(&mut a).await.expect("greet"), "s");
+    assert_eq!(read_line(&mut c).await.expect("greet"), "s");
+    // The third waits in the backlog: connected, but nothing relayed yet.
+    let mut third = connect_from(3, l).await.expect("connect");
+    let mut buf = [0u8; 8];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf))
+            .await
+            .is_err(),
+        "served beyond max_connections"
+    );
+    assert_eq!(b.count(), 2);
+    drop(a);
+    assert_eq!(
+        read_line(&mut third)
+            .await
+            .expect("served once a slot freed"),
+        "s"
+    );
+}

@@ -228,12 +228,12 @@ impl Balancer {
     }
 
     /// Serve one accepted client until it ends.
-    pub async fn serve(self: Arc<Self>, client: TcpStream, peer: SocketAddr) {
+    pub async fn serve(self: Arc<Self>, mut client: TcpStream, peer: SocketAddr) {
         self.active.fetch_add(1, Ordering::AcqRel);
         let _active = ActiveGuard(&self);
         // Nagle on a relay adds ~40 ms stalls per response (pen without tcp_nodelay).
         let _ = client.set_nodelay(true);
-        let Some((upstream, guard, addr)) = self.connect_for(peer).await else {
+        let Some((mut upstream, guard, addr)) = self.connect_for(peer).await else {
             self.stats.no_server.fetch_add(1, Ordering::Relaxed);
             self.log_no_server(peer);
             return;
@@ -262,7 +262,7 @@ impl Balancer {
             (info, st.settings.idle_timeout)
         };
         let id = info.id;
-        let end = relay::relay(&client, &upstream, idle, &info.bytes).await;
+        let end = relay::relay(&mut client, &mut upstream, idle, &info.bytes).await;
         let (up, down) = (
             info.bytes.up.load(Ordering::Relaxed),
             info.bytes.down.load(Ordering::Relaxed),

@@ -12,6 +12,7 @@ pub struct Pipe {
     write: OwnedFd,
     /// Bytes spliced in and not yet spliced out.
     pub len: usize,
+    cap: usize,
 }
 
 impl Pipe {
@@ -26,23 +27,20 @@ impl Pipe {
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // Best effort: a smaller pipe still works, only with more wake-ups.
         // SAFETY: fcntl on an fd we own.
-        unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+        let set = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+        // F_SETPIPE_SZ returns the size granted; the default is 64 KiB.
+        let cap = if set > 0 { set as usize } else { 65536 };
         Ok(Pipe {
             read,
             write,
             len: 0,
+            cap,
         })
     }
 
-    pub fn capacity(&self) -> usize {
-        // SAFETY: fcntl on an fd we own.
-        let n = unsafe { libc::fcntl(self.write.as_raw_fd(), libc::F_GETPIPE_SZ) };
-        if n > 0 { n as usize } else { 65536 }
-    }
-
-    /// Move up to `max` bytes from socket `from` into the pipe. Ok(0) is end of stream.
-    pub fn fill(&mut self, from: RawFd, max: usize) -> io::Result<usize> {
-        let n = splice(from, self.write.as_raw_fd(), max)?;
+    /// Move what fits from socket `from` into the pipe. Ok(0) is end of stream.
+    pub fn fill(&mut self, from: RawFd) -> io::Result<usize> {
+        let n = splice(from, self.write.as_raw_fd(), self.cap - self.len)?;
         self.len += n;
         Ok(n)
     }
