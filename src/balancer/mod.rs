@@ -82,6 +82,13 @@ pub struct State {
     next_conn: u64,
 }
 
+impl ConnInfo {
+    /// The local address of the upstream connection. Call with the state lock held.
+    pub fn local(&self) -> SocketAddr {
+        sys::socket::local_addr(self.upstream_fd).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+}
+
 impl State {
     /// Rebuild the selector after the algorithm or the server list changed.
     pub fn reselect(&mut self) {
@@ -97,7 +104,10 @@ pub struct ConnInfo {
     pub id: u64,
     pub client: SocketAddr,
     pub listen: SocketAddr,
-    pub local: SocketAddr,
+    /// The upstream socket, for its local address: asked for only by `show conns` (under the
+    /// state lock, while the connection is registered and so the descriptor open) rather than
+    /// with a getsockname(2) on every connection.
+    pub upstream_fd: std::os::fd::RawFd,
     pub server: SocketAddr,
     /// Index of the server, None for the emergency server.
     pub server_index: Option<usize>,
@@ -228,7 +238,13 @@ impl Balancer {
     }
 
     /// Serve one accepted client until it ends.
-    pub async fn serve(self: Arc<Self>, mut client: TcpStream, peer: SocketAddr) {
+    /// `listen` is the listener's address; a wildcard one is resolved per connection.
+    pub async fn serve(
+        self: Arc<Self>,
+        mut client: TcpStream,
+        peer: SocketAddr,
+        listen: SocketAddr,
+    ) {
         self.active.fetch_add(1, Ordering::AcqRel);
         let _active = ActiveGuard(&self);
         // Nagle on a relay adds ~40 ms stalls per response (pen without tcp_nodelay).
@@ -240,8 +256,12 @@ impl Balancer {
         };
         self.stats.served.fetch_add(1, Ordering::Relaxed);
         let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
-        let listen = client.local_addr().unwrap_or(unknown);
-        let local = upstream.local_addr().unwrap_or(unknown);
+        let listen = if listen.ip().is_unspecified() {
+            client.local_addr().unwrap_or(unknown)
+        } else {
+            listen
+        };
+        let upstream_fd = std::os::fd::AsRawFd::as_raw_fd(&upstream);
         let (info, idle) = {
             let mut st = self.lock();
             st.next_conn += 1;
@@ -249,7 +269,7 @@ impl Balancer {
                 id: st.next_conn,
                 client: peer,
                 listen,
-                local,
+                upstream_fd,
                 server: addr,
                 server_index: match guard.slot {
                     Slot::Regular(i) => Some(i),
@@ -433,6 +453,7 @@ pub async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let local = listener.local_addr().ok();
+    let listen = local.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut exhausted_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -458,7 +479,7 @@ pub async fn accept_loop(
                 lb.stats.accepted.fetch_add(1, Ordering::Relaxed);
                 let lb = lb.clone();
                 tokio::spawn(async move {
-                    lb.serve(sock, peer).await;
+                    lb.serve(sock, peer, listen).await;
                     drop(permit);
                 });
             }

@@ -557,14 +557,18 @@ fn show(ctl: &Ctl, lb: &Balancer, args: &[&str], json: bool) -> Reply {
             ))
         }
         Some("conns") => {
-            let conns: Vec<_> = lb.lock().conns.values().cloned().collect();
+            // Local addresses are read under the lock, while every listed socket is open.
+            let conns: Vec<_> = {
+                let st = lb.lock();
+                st.conns.values().map(|c| (c.clone(), c.local())).collect()
+            };
             if json {
                 let v: Vec<Value> = conns
                     .iter()
-                    .map(|c| {
+                    .map(|(c, local)| {
                         json!({
                             "id": c.id, "client": c.client.to_string(), "listen": c.listen.to_string(),
-                            "local": c.local.to_string(), "server": c.server.to_string(),
+                            "local": local.to_string(), "server": c.server.to_string(),
                             "server_index": c.server_index,
                             "bytes_in": c.bytes.up.load(Ordering::Relaxed),
                             "bytes_out": c.bytes.down.load(Ordering::Relaxed),
@@ -576,11 +580,11 @@ fn show(ctl: &Ctl, lb: &Balancer, args: &[&str], json: bool) -> Reply {
             }
             let rows: Vec<Vec<String>> = conns
                 .iter()
-                .map(|c| {
+                .map(|(c, local)| {
                     vec![
                         c.id.to_string(),
                         format!("{} -> {}", c.client, c.listen),
-                        format!("{} -> {}", c.local, c.server),
+                        format!("{local} -> {}", c.server),
                         c.bytes.up.load(Ordering::Relaxed).to_string(),
                         c.bytes.down.load(Ordering::Relaxed).to_string(),
                         format!(

@@ -66,3 +66,11 @@ fn bind_any(_sock: &Socket, _addr: SocketAddr) -> io::Result<()> {
 pub fn shutdown_write<S: std::os::fd::AsFd>(s: &S) -> io::Result<()> {
     SockRef::from(s).shutdown(std::net::Shutdown::Write)
 }
+
+/// getsockname(2) of a descriptor the caller knows to be an open socket.
+pub fn local_addr(fd: std::os::fd::RawFd) -> Option<SocketAddr> {
+    // SAFETY: the caller guarantees `fd` stays open for the duration of this call (see
+    // balancer::ConnInfo::local); the borrow does not outlive it.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    SockRef::from(&fd).local_addr().ok()?.as_socket()
+}
