@@ -25,6 +25,8 @@ pub struct Options {
     pub pen_file: Option<std::path::PathBuf>,
     /// pen -o / the commands of the -F file, run once the balancers exist.
     pub commands: Vec<String>,
+    /// false: detach from the terminal (pen without -f).
+    pub foreground: bool,
 }
 
 impl Default for Options {
@@ -34,6 +36,7 @@ impl Default for Options {
             debug: 0,
             pen_file: None,
             commands: Vec::new(),
+            foreground: true,
         }
     }
 }
@@ -66,9 +69,6 @@ fn bind_control(c: &Control) -> Result<ControlSocket> {
 pub fn unsupported(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
     let d = &cfg.daemon;
-    if d.user.is_some() || d.chroot.is_some() {
-        out.push("[daemon] user/chroot: privilege separation is not in this version yet".into());
-    }
     if d.log == config::LogTarget::Syslog {
         out.push("[daemon] log = \"syslog\": only \"stderr\" is in this version".into());
     }
@@ -114,10 +114,23 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
     {
         warn!(target: "lb", "descriptor limit {lim} is below the {need} that max_connections may need; raise `ulimit -n` or lower max_connections");
     }
+    if !opts.foreground {
+        sys::privdrop::daemonize().context("cannot detach from the terminal")?;
+    }
     let pidfile = cfg.daemon.pidfile.clone();
     if let Some(p) = &pidfile {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write pidfile {}", p.display()))?;
+    }
+    // Every socket is open: give up root before any thread exists (credentials are per
+    // thread). Paths used later (state file, `write`) are then inside the chroot.
+    let (user, chroot) = (cfg.daemon.user.as_deref(), cfg.daemon.chroot.as_deref());
+    if user.is_some() || chroot.is_some() {
+        sys::privdrop::drop_privileges(user, chroot).with_context(|| {
+            format!("cannot drop privileges (user {user:?}, chroot {chroot:?})")
+        })?;
+        info!(target: "lb", "running as {} in {}", user.unwrap_or("the same user"),
+            chroot.map_or("/".into(), |c| c.display().to_string()));
     }
     let rt = if cfg.daemon.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -137,6 +150,24 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
     // Tasks still open past the drain deadline are dropped here, closing their sockets.
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
     res
+}
+
+/// Once a second: forget client-table entries past `tracking`. Its timer also keeps the
+/// runtime's timer wheel from running empty, so the connect timeout armed for each new
+/// connection never has to wake the I/O driver with an eventfd write.
+async fn housekeeping(lbs: Vec<Arc<Balancer>>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let now = std::time::Instant::now();
+                for lb in &lbs {
+                    lb.lock().clients.expire(now);
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 async fn serve(
@@ -172,6 +203,7 @@ async fn serve(
     if let Some(p) = &cfg.daemon.state_file {
         control::state::restore(p, &lbs);
     }
+    tasks.push(tokio::spawn(housekeeping(lbs.clone(), stop_rx.clone())));
     let exit = Arc::new(tokio::sync::Notify::new());
     let ctl = Arc::new(Ctl {
         balancers: lbs.clone(),

@@ -47,6 +47,13 @@ enum Cmd {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Run a balancer from pen's own command line (pen -f ... becomes fwlb pen -f ...).
+    #[command(disable_help_flag = true)]
+    Pen {
+        /// pen's options, listen address and servers (see `fwlb pen --usage`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Show the balancer working on this machine: built-in backends on loopback, clients,
     /// a server killed mid-way. Needs nothing but this binary.
     Demo,
@@ -173,6 +180,39 @@ fn main() -> ExitCode {
                 ..Default::default()
             };
             match fwlb::daemon::run(cfg, opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("fwlb: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Pen { args } => {
+            if args
+                .first()
+                .is_some_and(|a| a == "--usage" || a == "--help")
+            {
+                print!("{}", fwlb::config::pen::USAGE);
+                return ExitCode::SUCCESS;
+            }
+            let run = match fwlb::config::pen::parse(&args) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprint!("fwlb pen: {e}\n{}", fwlb::config::pen::USAGE);
+                    return ExitCode::FAILURE;
+                }
+            };
+            if run.debug > 0 {
+                set_level(run.debug);
+            }
+            let opts = fwlb::daemon::Options {
+                set_level,
+                debug: run.debug,
+                pen_file: run.pen_file,
+                commands: run.commands,
+                foreground: run.foreground,
+            };
+            match fwlb::daemon::run(run.config, opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("fwlb: {e:#}");

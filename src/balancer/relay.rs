@@ -82,11 +82,11 @@ pub async fn relay(
     let moved = AtomicBool::new(false);
     let mut both = std::future::poll_fn(|cx| {
         for _ in 0..ROUNDS {
-            let a = match step(&mut up, client, server, &ctr.up, cx) {
+            let a = match step(&mut up, down.done, client, server, &ctr.up, cx) {
                 Ok(s) => s,
                 Err(e) => return Poll::Ready(Err(e)),
             };
-            let b = match step(&mut down, server, client, &ctr.down, cx) {
+            let b = match step(&mut down, up.done, server, client, &ctr.down, cx) {
                 Ok(s) => s,
                 Err(e) => return Poll::Ready(Err(e)),
             };
@@ -134,6 +134,7 @@ pub async fn relay(
 /// Advance one direction as far as it goes without blocking.
 fn step(
     d: &mut Dir,
+    other_done: bool,
     src: &mut TcpStream,
     dst: &mut TcpStream,
     ctr: &AtomicU64,
@@ -160,7 +161,7 @@ fn step(
     }
     #[cfg(target_os = "linux")]
     if d.pipe.is_some() {
-        return splice_step(d, src, dst, ctr, cx);
+        return splice_step(d, other_done, src, dst, ctr, cx);
     }
     let read = BUF.with(|b| {
         let mut buf = b.borrow_mut();
@@ -188,7 +189,7 @@ fn step(
     match read {
         None => Ok(Step::Blocked),
         Some((0, _)) => {
-            finish(d, dst)?;
+            finish(d, other_done, dst)?;
             Ok(Step::Progress)
         }
         Some((_, bulk)) => {
@@ -206,9 +207,14 @@ fn step(
     }
 }
 
-/// End of stream from src: pass the FIN on; the other direction may go on.
-fn finish(d: &mut Dir, dst: &TcpStream) -> io::Result<()> {
+/// End of stream from src: pass the FIN on; the other direction may go on. When the other
+/// direction has ended too, both sockets are about to be closed, and close(2) sends the FIN:
+/// the shutdown(2) would be a wasted call on every connection.
+fn finish(d: &mut Dir, other_done: bool, dst: &TcpStream) -> io::Result<()> {
     d.done = true;
+    if other_done {
+        return Ok(());
+    }
     match sys::socket::shutdown_write(dst) {
         Ok(()) => Ok(()),
         // The peer already went away entirely: nothing left to tell it.
@@ -221,6 +227,7 @@ fn finish(d: &mut Dir, dst: &TcpStream) -> io::Result<()> {
 #[cfg(target_os = "linux")]
 fn splice_step(
     d: &mut Dir,
+    other_done: bool,
     src: &TcpStream,
     dst: &TcpStream,
     ctr: &AtomicU64,
@@ -247,7 +254,7 @@ fn splice_step(
     match src.try_io(Interest::READABLE, || pipe.fill(src.as_raw_fd())) {
         Ok(0) => {
             d.pipe = None;
-            finish(d, dst)?;
+            finish(d, other_done, dst)?;
             Ok(Step::Progress)
         }
         Ok(n) => {

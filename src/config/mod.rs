@@ -2,6 +2,7 @@
 //! as `FILE:LINE:COL: message`. No I/O beyond reading the file (and resolving server host names).
 
 pub mod duration;
+pub mod pen;
 mod reader;
 pub mod server_spec;
 

@@ -16,6 +16,8 @@ pub fn listener(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListe
         sock.set_only_v6(true)?;
     }
     bind_any(&sock, addr)?;
+    // Accepted sockets inherit it on Linux: no per-connection setsockopt(2).
+    sock.set_tcp_nodelay(true)?;
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(backlog.min(i32::MAX as u32) as i32)?;
@@ -73,4 +75,23 @@ pub fn local_addr(fd: std::os::fd::RawFd) -> Option<SocketAddr> {
     // balancer::ConnInfo::local); the borrow does not outlive it.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     SockRef::from(&fd).local_addr().ok()?.as_socket()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn accepted_sockets_inherit_nodelay() {
+        let l = listener("127.0.0.1:0".parse().unwrap(), 8).unwrap();
+        let addr = l.local_addr().unwrap();
+        let _c = std::net::TcpStream::connect(addr).unwrap();
+        l.set_nonblocking(false).unwrap();
+        let (a, _) = l.accept().unwrap();
+        assert!(
+            a.nodelay().unwrap(),
+            "the relay depends on this to avoid Nagle stalls"
+        );
+    }
 }

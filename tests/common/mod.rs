@@ -65,6 +65,28 @@ impl Fwlb {
         f
     }
 
+    /// Start `fwlb ARGS...` (e.g. `pen -f ...`) and wait until it listens on `listen`.
+    pub fn start_args(args: &[String], listen: SocketAddr) -> Fwlb {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("stderr.log");
+        let logf = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn fwlb");
+        let mut f = Fwlb {
+            child,
+            listen,
+            log,
+            dir,
+        };
+        f.wait_listening();
+        f
+    }
+
     fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {

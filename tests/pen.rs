@@ -1,0 +1,245 @@
+//! `fwlb pen`: pen's command line with pen's semantics, checked with real clients and penctl.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+fn port_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+fn args(s: &str) -> Vec<String> {
+    s.split_whitespace().map(String::from).collect()
+}
+
+fn penctl(ctl: SocketAddr, cmd: &str) -> String {
+    let out = Command::new("/usr/bin/penctl")
+        .arg(ctl.to_string())
+        .args(cmd.split(' '))
+        .output()
+        .expect("penctl (apt-get install pen)");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_is_sticky_with_new_clients_round_robin() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let l = port_addr();
+    let _f = Fwlb::start_args(&args(&format!("pen -f {l} {} {}", a.addr, b.addr)), l);
+    let first: Vec<String> = {
+        let mut v = Vec::new();
+        for c in 1..=6 {
+            v.push(which(c, l).await);
+        }
+        v
+    };
+    assert_eq!(first, vec!["a", "b", "a", "b", "a", "b"]);
+    for c in 1..=6u32 {
+        assert_eq!(
+            which(c, l).await,
+            first[c as usize - 1],
+            "client {c} sticks"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dash_r_ignores_the_client_table_and_dash_h_hashes() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let l = port_addr();
+    let f = Fwlb::start_args(&args(&format!("pen -fr {l} {} {}", a.addr, b.addr)), l);
+    let seq: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(which(1, l).await);
+        }
+        v
+    };
+    assert_eq!(seq, vec!["a", "b", "a", "b"], "one client, round robin");
+    drop(f);
+    let l = port_addr();
+    let _f = Fwlb::start_args(&args(&format!("pen -f -r -h {l} {} {}", a.addr, b.addr)), l);
+    let mut seen = std::collections::HashSet::new();
+    for c in 1..=40u32 {
+        let s = which(c, l).await;
+        for _ in 0..3 {
+            assert_eq!(which(c, l).await, s, "hash: same client, same server");
+        }
+        seen.insert(s);
+    }
+    assert_eq!(seen.len(), 2, "hash spreads clients");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dash_e_emergency_and_dash_b_blacklist_time() {
+    let em = Backend::start("emergency").await;
+    let dead = port_addr();
+    let l = port_addr();
+    let _f = Fwlb::start_args(&args(&format!("pen -f -b 1 -e {} {l} {dead}", em.addr)), l);
+    assert_eq!(which(1, l).await, "emergency");
+    // The dead server comes alive: skipped for the 1 s blacklist, then used.
+    let revived = Backend::start_on(dead, "revived").await;
+    assert_eq!(which(2, l).await, "emergency");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(which(3, l).await, "revived");
+    assert_eq!(revived.count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dash_s_stubborn_closes_instead_of_failing_over() {
+    let live = Backend::start("live").await;
+    let dead = port_addr();
+    let l = port_addr();
+    // Round robin starts at server 0, the dead one: stubborn closes that client.
+    let _f = Fwlb::start_args(&args(&format!("pen -f -r -s {l} {dead} {}", live.addr)), l);
+    let mut s = connect_from(1, l).await.expect("connect");
+    assert!(
+        read_line(&mut s).await.map_or(true, |l| l.is_empty()),
+        "closed without a server"
+    );
+    assert_eq!(which(1, l).await, "live");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dash_c_control_port_with_penctl_and_dash_f_file() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("pen.cfg");
+    // The file sets the blacklist time and weights; the command line's servers win over the
+    // file's entries with the same index (pen's order).
+    std::fs::write(
+        &file,
+        "blacklist 45\nserver 0 weight 3\nserver 2 address 127.0.0.1 port 9\n",
+    )
+    .expect("write");
+    let (l, c) = (port_addr(), port_addr());
+    let _f = Fwlb::start_args(
+        &args(&format!(
+            "pen -f -r -h -s -X -C {c} -F {} {l} {} {}",
+            file.display(),
+            a.addr,
+            b.addr
+        )),
+        l,
+    );
+    assert_eq!(
+        penctl(c, "mode"),
+        "hash roundrobin stubborn no weight no prio\n"
+    );
+    assert_eq!(penctl(c, "blacklist"), "45\n");
+    let servers = penctl(c, "servers");
+    let lines: Vec<&str> = servers.lines().collect();
+    assert_eq!(lines.len(), 3, "{servers}");
+    assert!(
+        lines[0].contains("weight 0"),
+        "command line wins: {servers}"
+    );
+    assert!(
+        lines[2].starts_with("2 addr 127.0.0.1 port 9 "),
+        "{servers}"
+    );
+    // `write` without a file saves to the -F file.
+    assert_eq!(penctl(c, "write"), "");
+    let saved = std::fs::read_to_string(&file).expect("read");
+    assert!(
+        saved.contains("blacklist 45") && saved.contains("no weight"),
+        "{saved}"
+    );
+    // -X: exit is enabled.
+    assert_eq!(penctl(c, "exit"), "");
+}
+
+#[test]
+fn dash_u_and_dash_j_drop_to_the_user_in_the_chroot() {
+    assert_eq!(
+        unsafe_geteuid(),
+        0,
+        "this test needs root (CI runs as root)"
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let root = dir.path().join("jail");
+    std::fs::create_dir(&root).expect("mkdir");
+    let l = port_addr();
+    let mut f = Fwlb::start_args(
+        &args(&format!(
+            "pen -f -u nobody -j {} {l} 127.0.0.1:9",
+            root.display()
+        )),
+        l,
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", f.pid())).expect("status");
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid");
+    assert!(
+        uid.split_whitespace().skip(1).all(|u| u == "65534"),
+        "{uid}"
+    );
+    assert!(status.lines().any(|l| l == "NoNewPrivs:\t1"), "{status}");
+    let r = std::fs::read_link(format!("/proc/{}/root", f.pid())).expect("root");
+    assert_eq!(r, root.canonicalize().expect("canon"));
+    let _ = f.child.kill();
+    let _ = f.wait_exit(Duration::from_secs(2));
+}
+
+fn unsafe_geteuid() -> u32 {
+    let s = std::fs::read_to_string("/proc/self/status").expect("status");
+    s.lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|u| u.parse().ok())
+        .expect("euid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_dash_f_it_detaches_and_writes_the_pidfile() {
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let pidfile = dir.path().join("pen.pid");
+    let l = port_addr();
+    let st = Command::new(BIN)
+        .args(args(&format!(
+            "pen -p {} {l} {}",
+            pidfile.display(),
+            a.addr
+        )))
+        .status()
+        .expect("run");
+    assert!(st.success(), "the foreground part exits 0 after detaching");
+    let mut pid = String::new();
+    for _ in 0..100 {
+        pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
+        if !pid.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = pid.trim().to_string();
+    assert!(!pid.is_empty(), "pidfile written");
+    // Give it a moment to listen, then it serves.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let served = which(1, l).await;
+    let _ = Command::new("kill").arg(&pid).status();
+    assert_eq!(served, "a");
+}
+
+#[test]
+fn bad_pen_command_lines_are_refused_with_usage() {
+    for (a, want) in [
+        ("pen -f -t 0 80 127.0.0.1", "at least 1"),
+        ("pen -f -U 80 127.0.0.1", "UDP"),
+        ("pen -f", "no listen address"),
+        ("pen -f -q", "needs an argument"),
+    ] {
+        let out = Command::new(BIN).args(args(a)).output().expect("run");
+        assert_eq!(out.status.code(), Some(1), "{a}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(want) && err.contains("usage: fwlb pen"),
+            "{a}: {err}"
+        );
+    }
+}
