@@ -54,7 +54,7 @@ fi
 # config from them at launch, then exec fwlb so the harness's PID is fwlb itself (CPU/RSS of the
 # process tree, SIGTERM on stop).
 read -r -d '' TEMPLATE <<'EOF' || true
-printf '[daemon]\nshutdown_timeout = "1s"\n[[balancer]]\nname = "bench"\nlisten = "%s"\nservers = ["%s", "%s"]\nalgorithm = "roundrobin"\nmax_connections = 10000\n' "$LISTEN" "$BACKEND1" "$BACKEND2" > @CONF@ && exec @BIN@ run -c @CONF@
+printf '[daemon]\nshutdown_timeout = "1s"\n[[balancer]]\nname = "bench"\nlisten = "%s"\nservers = ["%s", "%s"]\nalgorithm = "roundrobin"\nmax_connections = 10000\nconnection_log = false\n' "$LISTEN" "$BACKEND1" "$BACKEND2" > @CONF@ && exec @BIN@ run -c @CONF@
 EOF
 conf_q=$(printf %q "$CONF"); bin_q=$(printf %q "$BIN")
 CANDIDATE=${TEMPLATE//@CONF@/"$conf_q"}

@@ -103,16 +103,16 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
         }
     }
     let ctl_sock = cfg.daemon.control.as_ref().map(bind_control).transpose()?;
+    // Two descriptors per relayed connection.
     let need: usize = cfg
         .balancers
         .iter()
         .map(|b| b.max_connections * 2)
-        .sum::<usize>()
-        + 64;
-    if let Some(lim) = sys::nofile_limit()
+        .sum::<usize>();
+    if let Some(lim) = sys::raise_nofile(need as u64 + 64)
         && (lim as usize) < need
     {
-        warn!(target: "lb", "descriptor limit {lim} is below the {need} that max_connections may need; raise `ulimit -n` or lower max_connections");
+        warn!(target: "lb", "descriptor limit {lim} is below the {need} that max_connections needs; raise the hard limit (ulimit -Hn) or lower max_connections");
     }
     if !opts.foreground {
         sys::privdrop::daemonize().context("cannot detach from the terminal")?;

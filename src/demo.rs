@@ -106,8 +106,10 @@ async fn demo() -> Result<()> {
         max_connections: 1000,
         backlog: 128,
         proxy_protocol: config::ProxyProtocol::None,
+        accept_proxy: false,
         http_forwarded_for: false,
         trusted_proxies: Vec::new(),
+        connection_log: false,
     };
     let std_l = sys::socket::listener(cfg.listen[0], cfg.backlog).context("listen")?;
     let listener = TcpListener::from_std(std_l)?;

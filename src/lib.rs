@@ -6,5 +6,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod demo;
+pub mod lab;
 pub mod sys;
+pub mod trace;
 pub mod wire;

@@ -54,6 +54,28 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// A mock backend: answers every connection with what it saw (peer, PROXY header, HTTP
+    /// request line and headers) as JSON.
+    Echo {
+        /// Addresses to listen on (ADDR:PORT).
+        #[arg(required = true)]
+        listen: Vec<std::net::SocketAddr>,
+        /// A name to put in every answer (which server answered).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Find the conversations behind the balancer that carry a client's address in
+    /// X-Forwarded-For, in a pcap or pcapng capture ("-" reads standard input).
+    Trace {
+        /// The capture file.
+        pcap: PathBuf,
+        /// The client address to look for.
+        #[arg(long)]
+        client: std::net::IpAddr,
+        /// One JSON object per conversation.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the balancer working on this machine: built-in backends on loopback, clients,
     /// a server killed mid-way. Needs nothing but this binary.
     Demo,
@@ -216,6 +238,25 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("fwlb: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Echo { listen, name } => match fwlb::lab::echo::run(&listen, name) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("fwlb echo: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Trace { pcap, client, json } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let opts = fwlb::trace::Options { client, json };
+            match fwlb::trace::run(&pcap, &opts, &mut out) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("fwlb trace: {e:#}");
                     ExitCode::FAILURE
                 }
             }

@@ -23,6 +23,8 @@ use tracing::{debug, info, warn};
 
 use crate::config::{self, Algorithm};
 use crate::sys;
+use crate::wire::http::{RequestRewriter, XffConfig};
+use crate::wire::proxy;
 use clients::ClientTable;
 use pool::ServerState;
 use select::{Pick, Select};
@@ -36,6 +38,10 @@ pub struct Stats {
     pub no_server: AtomicU64,
     pub connect_failures: AtomicU64,
     pub idle_closed: AtomicU64,
+    /// Clients without a valid PROXY header on an `accept_proxy` listener.
+    pub proxy_errors: AtomicU64,
+    /// Malformed or oversized HTTP request heads (answered 400).
+    pub bad_requests: AtomicU64,
     /// Accept errors from descriptor exhaustion (EMFILE/ENFILE).
     pub fd_exhausted: AtomicU64,
 }
@@ -102,7 +108,10 @@ impl State {
 #[derive(Debug)]
 pub struct ConnInfo {
     pub id: u64,
+    /// The client: the TCP peer, or the source a PROXY header carried.
     pub client: SocketAddr,
+    /// The TCP peer (differs from `client` behind another proxy).
+    pub peer: SocketAddr,
     pub listen: SocketAddr,
     /// The upstream socket, for its local address: asked for only by `show conns` (under the
     /// state lock, while the connection is registered and so the descriptor open) rather than
@@ -252,26 +261,46 @@ impl Balancer {
         // it), which saves a setsockopt(2) per connection.
         #[cfg(not(target_os = "linux"))]
         let _ = client.set_nodelay(true);
-        let Some((mut upstream, guard, addr)) = self.connect_for(peer).await else {
-            self.stats.no_server.fetch_add(1, Ordering::Relaxed);
-            self.log_no_server(peer);
-            return;
-        };
-        self.stats.served.fetch_add(1, Ordering::Relaxed);
         let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
         let listen = if listen.ip().is_unspecified() {
             client.local_addr().unwrap_or(unknown)
         } else {
             listen
         };
+        // Who the client is: behind another proxy, the address its PROXY header carries.
+        let (who, dst, early) = if self.cfg.accept_proxy {
+            match read_proxy_header(&mut client).await {
+                Ok((addrs, rest)) => match addrs {
+                    Some(a) => (a.src, a.dst, rest),
+                    // LOCAL / UNKNOWN: the proxy's own connection (health checks).
+                    None => (peer, listen, rest),
+                },
+                Err(e) => {
+                    self.stats.proxy_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(target: "lb", balancer = %self.cfg.name, client = %peer, "no valid PROXY header: {e}; closed");
+                    return;
+                }
+            }
+        } else {
+            (peer, listen, Vec::new())
+        };
+        let Some((mut upstream, guard, addr)) = self.connect_for(who).await else {
+            self.stats.no_server.fetch_add(1, Ordering::Relaxed);
+            self.log_no_server(who);
+            return;
+        };
+        self.stats.served.fetch_add(1, Ordering::Relaxed);
         let upstream_fd = std::os::fd::AsRawFd::as_raw_fd(&upstream);
         let (info, idle) = {
             let mut st = self.lock();
             st.next_conn += 1;
             let info = Arc::new(ConnInfo {
                 id: st.next_conn,
-                client: peer,
-                listen,
+                client: who,
+                peer,
+                // Where the client connected: our listener, or behind a proxy the
+                // destination its PROXY header names.
+                listen: dst,
                 upstream_fd,
                 server: addr,
                 server_index: match guard.slot {
@@ -285,11 +314,44 @@ impl Balancer {
             (info, st.settings.idle_timeout)
         };
         let id = info.id;
-        let end = relay::relay(&mut client, &mut upstream, idle, &info.bytes).await;
+        let mut rewriter = self.cfg.http_forwarded_for.then(|| {
+            let trusted = self
+                .cfg
+                .trusted_proxies
+                .iter()
+                .any(|(n, l)| config::in_network(who.ip(), *n, *l));
+            RequestRewriter::new(XffConfig {
+                client: who.ip(),
+                trusted,
+                proto: "http",
+            })
+        });
+        let end = match self
+            .preamble(&mut upstream, who, dst, &early, rewriter.as_mut(), &info)
+            .await
+        {
+            Ok(()) => {
+                relay::relay(
+                    &mut client,
+                    &mut upstream,
+                    idle,
+                    &info.bytes,
+                    rewriter.as_mut(),
+                )
+                .await
+            }
+            Err(e) => relay::End::Error(e),
+        };
         let (up, down) = (
             info.bytes.up.load(Ordering::Relaxed),
             info.bytes.down.load(Ordering::Relaxed),
         );
+        // Read while the upstream socket is open and the connection registered.
+        let local = if self.cfg.connection_log {
+            info.local()
+        } else {
+            unknown
+        };
         {
             let mut st = self.lock();
             st.conns.remove(&id);
@@ -298,18 +360,76 @@ impl Balancer {
                 s.rx += down;
             }
             // pen's sx/rx per client: bytes sent to / received from the client.
-            st.clients.add_bytes(peer.ip(), down, up);
+            st.clients.add_bytes(who.ip(), down, up);
         }
-        match end {
-            relay::End::Closed => {}
+        let how = match &end {
+            relay::End::Closed => "closed".to_string(),
             relay::End::Idle => {
                 self.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
-                debug!(target: "lb", balancer = %self.cfg.name, client = %peer, server = %addr, "idle timeout, closed");
+                "idle timeout".to_string()
             }
-            relay::End::Error(e) => {
-                debug!(target: "lb", balancer = %self.cfg.name, client = %peer, server = %addr, "connection ended: {e}");
+            relay::End::BadRequest(e) => {
+                self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+                lingering_close(&mut client).await;
+                format!("400 bad request ({e})")
+            }
+            relay::End::Error(e) => format!("error: {e}"),
+        };
+        if self.cfg.connection_log {
+            let server = match guard.slot {
+                Slot::Regular(i) => format!("#{i}"),
+                Slot::Emergency => "emergency".into(),
+            };
+            let requests = rewriter
+                .as_ref()
+                .map_or(String::new(), |r| format!(" requests={}", r.requests()));
+            let via = if who == peer {
+                String::new()
+            } else {
+                format!(" via={peer}")
+            };
+            info!(target: "lb",
+                "conn {who} -> {dst} {local} -> {addr} balancer={} server={server} up={up} down={down} duration={:.3}s end=\"{how}\"{requests}{via}",
+                self.cfg.name, info.started.elapsed().as_secs_f64());
+        } else if let relay::End::Error(e) = &end {
+            debug!(target: "lb", balancer = %self.cfg.name, client = %who, server = %addr, "connection ended: {e}");
+        }
+    }
+
+    /// What goes to the server before the relay: the PROXY header, then the client bytes that
+    /// came with the PROXY header we accepted.
+    async fn preamble(
+        &self,
+        upstream: &mut TcpStream,
+        who: SocketAddr,
+        dst: SocketAddr,
+        early: &[u8],
+        rewriter: Option<&mut RequestRewriter>,
+        info: &ConnInfo,
+    ) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let mut out = match self.cfg.proxy_protocol {
+            config::ProxyProtocol::None => Vec::new(),
+            config::ProxyProtocol::V1 => proxy::encode_v1(who, dst),
+            config::ProxyProtocol::V2 => proxy::encode_v2(who, dst),
+        };
+        if !early.is_empty() {
+            info.bytes
+                .up
+                .fetch_add(early.len() as u64, Ordering::Relaxed);
+            match rewriter {
+                Some(r) => {
+                    if let Err(e) = r.feed(early, &mut out) {
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string()));
+                    }
+                }
+                None => out.extend_from_slice(early),
             }
         }
+        if out.is_empty() {
+            return Ok(());
+        }
+        upstream.write_all(&out).await
     }
 
     fn log_no_server(&self, peer: SocketAddr) {
@@ -440,6 +560,62 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
             Ok(Err(e)) => return Err(e),
         }
     }
+}
+
+/// After answering 400, read and drop what the client still sends for a moment before closing:
+/// closing with unread data sends a reset, and a reset makes the client's kernel discard the
+/// 400 it has not read yet.
+async fn lingering_close(client: &mut TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let _ = sys::socket::shutdown_write(&*client);
+    let drain = async {
+        let mut buf = [0u8; 16 * 1024];
+        let mut total = 0usize;
+        while total < 1 << 20 {
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+/// Read a PROXY header (v1 or v2) from a client within 5 s; returns its addresses and the
+/// client bytes that followed it in the same reads.
+async fn read_proxy_header(client: &mut TcpStream) -> io::Result<(Option<proxy::Addrs>, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::with_capacity(256);
+    let read = async {
+        let mut chunk = [0u8; 1024];
+        loop {
+            match proxy::decode(&buf) {
+                Ok(proxy::Decoded::Header { len, addrs, .. }) => {
+                    return Ok((addrs, buf[len..].to_vec()));
+                }
+                Ok(proxy::Decoded::Incomplete) => {}
+                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+            }
+            // A v2 header is at most 16 + 65535 bytes; refuse anything longer.
+            if buf.len() > 16 + 65_535 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "PROXY header too long",
+                ));
+            }
+            let n = client.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed before a PROXY header",
+                ));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no PROXY header within 5 s"))?
 }
 
 fn coarse_secs() -> u64 {

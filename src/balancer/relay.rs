@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::sys;
+use crate::wire::http::{self, HttpError, RequestRewriter};
 
 const SCRATCH: usize = 64 * 1024;
 
@@ -45,6 +46,8 @@ pub struct Counters {
 /// Why a relay ended.
 #[derive(Debug)]
 pub enum End {
+    /// A malformed or oversized HTTP request head; the client was answered 400.
+    BadRequest(HttpError),
     /// Both sides closed their sending half.
     Closed,
     /// Nothing moved for the idle timeout.
@@ -61,6 +64,9 @@ struct Dir {
     off: usize,
     /// End of stream seen and passed on with a FIN.
     done: bool,
+    /// Answer the client `400 Bad Request` when this (server -> client) direction ends: a
+    /// malformed request head stopped the client -> server direction.
+    bad_request: bool,
     #[cfg(target_os = "linux")]
     pipe: Option<sys::splice::Pipe>,
 }
@@ -68,25 +74,54 @@ struct Dir {
 enum Step {
     Progress,
     Blocked,
+    /// The request rewriter refused the client's bytes.
+    BadRequest(HttpError),
+}
+
+/// What one read did.
+enum Read {
+    Nothing,
+    Eof,
+    Data { bulk: bool },
+    Refused(HttpError),
 }
 
 /// Relay until both directions end, one fails, or the connection is idle for `idle` (0 = never).
+/// With `rewriter`, client bytes go through it (X-Forwarded-For on every request).
 pub async fn relay(
     client: &mut TcpStream,
     server: &mut TcpStream,
     idle: Duration,
     ctr: &Counters,
+    mut rewriter: Option<&mut RequestRewriter>,
 ) -> End {
     let mut up = Dir::default();
     let mut down = Dir::default();
+    let mut refused: Option<HttpError> = None;
     let moved = AtomicBool::new(false);
     let mut both = std::future::poll_fn(|cx| {
         for _ in 0..ROUNDS {
-            let a = match step(&mut up, down.done, client, server, &ctr.up, cx) {
+            let filter = rewriter.as_deref_mut();
+            let a = match step(&mut up, down.done, client, server, &ctr.up, cx, filter) {
+                Ok(Step::BadRequest(e)) => {
+                    refused = Some(e);
+                    if rewriter.as_deref().is_none_or(|r| r.requests() == 0) {
+                        // Nothing went to the server: answer 400 now and close both sides.
+                        let _ = client.try_write(http::BAD_REQUEST);
+                        return Poll::Ready(Ok(()));
+                    }
+                    // Stop reading the client, let the server finish what it was sent (it
+                    // answers earlier pipelined requests), then answer 400.
+                    down.bad_request = true;
+                    if let Err(e) = finish(&mut up, down.done, server) {
+                        return Poll::Ready(Err(e));
+                    }
+                    Step::Progress
+                }
                 Ok(s) => s,
                 Err(e) => return Poll::Ready(Err(e)),
             };
-            let b = match step(&mut down, up.done, server, client, &ctr.down, cx) {
+            let b = match step(&mut down, up.done, server, client, &ctr.down, cx, None) {
                 Ok(s) => s,
                 Err(e) => return Poll::Ready(Err(e)),
             };
@@ -125,9 +160,10 @@ pub async fn relay(
             }
         }
     };
-    match r {
-        Ok(()) => End::Closed,
-        Err(e) => End::Error(e),
+    match (r, refused) {
+        (Ok(()), Some(e)) => End::BadRequest(e),
+        (Ok(()), None) => End::Closed,
+        (Err(e), _) => End::Error(e),
     }
 }
 
@@ -139,6 +175,7 @@ fn step(
     dst: &mut TcpStream,
     ctr: &AtomicU64,
     cx: &mut Context<'_>,
+    filter: Option<&mut RequestRewriter>,
 ) -> io::Result<Step> {
     if d.done {
         return Ok(Step::Blocked);
@@ -167,12 +204,31 @@ fn step(
         let mut buf = b.borrow_mut();
         let mut rb = ReadBuf::new(&mut buf[..]);
         match Pin::new(&mut *src).poll_read(cx, &mut rb) {
-            Poll::Pending => Ok(None),
+            Poll::Pending => Ok(Read::Nothing),
             Poll::Ready(Err(e)) => Err(e),
             Poll::Ready(Ok(())) => {
                 let n = rb.filled().len();
                 if n > 0 {
                     ctr.fetch_add(n as u64, Ordering::Relaxed);
+                    if let Some(f) = filter {
+                        // Rewritten bytes go through `pending`, written below like any
+                        // backlog; a refused head ends this direction.
+                        if let Err(e) = f.feed(&buf[..n], &mut d.pending) {
+                            d.pending.clear();
+                            return Ok(Read::Refused(e));
+                        }
+                        match dst.try_write(&d.pending) {
+                            Ok(w) => d.off = w,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                            Err(e) => return Err(e),
+                        }
+                        if d.off == d.pending.len() {
+                            d.pending = Vec::new();
+                            d.off = 0;
+                        }
+                        // No splice: every byte must pass the rewriter.
+                        return Ok(Read::Data { bulk: false });
+                    }
                     match dst.try_write(&buf[..n]) {
                         Ok(w) if w == n => {}
                         Ok(w) => d.pending.extend_from_slice(&buf[w..n]),
@@ -182,17 +238,24 @@ fn step(
                         Err(e) => return Err(e),
                     }
                 }
-                Ok(Some((n, n == buf.len())))
+                if n == 0 {
+                    Ok(Read::Eof)
+                } else {
+                    Ok(Read::Data {
+                        bulk: n == buf.len(),
+                    })
+                }
             }
         }
     })?;
     match read {
-        None => Ok(Step::Blocked),
-        Some((0, _)) => {
+        Read::Nothing => Ok(Step::Blocked),
+        Read::Refused(e) => Ok(Step::BadRequest(e)),
+        Read::Eof => {
             finish(d, other_done, dst)?;
             Ok(Step::Progress)
         }
-        Some((_, bulk)) => {
+        Read::Data { bulk } => {
             #[cfg(target_os = "linux")]
             if bulk {
                 // Bulk data: from now on socket -> pipe -> socket inside the kernel. What is
@@ -212,6 +275,10 @@ fn step(
 /// the shutdown(2) would be a wasted call on every connection.
 fn finish(d: &mut Dir, other_done: bool, dst: &TcpStream) -> io::Result<()> {
     d.done = true;
+    if d.bad_request {
+        // Best effort: 70 bytes into a socket that has taken nothing for a while.
+        let _ = dst.try_write(http::BAD_REQUEST);
+    }
     if other_done {
         return Ok(());
     }

@@ -151,9 +151,17 @@ pub struct Balancer {
     pub max_clients: usize,
     pub max_connections: usize,
     pub backlog: u32,
+    /// Send a PROXY header to servers before any byte.
     pub proxy_protocol: ProxyProtocol,
+    /// Clients (another proxy in front) start with a PROXY header: the client address is the
+    /// one it carries.
+    pub accept_proxy: bool,
+    /// pen -H: add X-Forwarded-For / X-Forwarded-Proto to every HTTP/1.x request.
     pub http_forwarded_for: bool,
-    pub trusted_proxies: Vec<String>,
+    /// Clients whose own X-Forwarded-For is kept and appended to (else it is replaced).
+    pub trusted_proxies: Vec<(IpAddr, u8)>,
+    /// One log line per connection at its close.
+    pub connection_log: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -394,8 +402,10 @@ const BALANCER_KEYS: &[&str] = &[
     "max_connections",
     "backlog",
     "proxy_protocol",
+    "accept_proxy",
     "http_forwarded_for",
     "trusted_proxies",
+    "connection_log",
 ];
 
 fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
@@ -527,13 +537,8 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
         .map_or(defaults::BACKLOG, |n| n as u32);
     let proxy_protocol = match r.string(t, "proxy_protocol") {
         None | Some(("none", _)) => ProxyProtocol::None,
-        Some(("v1" | "v2", item)) => {
-            r.err_at(
-                item,
-                "`proxy_protocol` is not supported by this version of fwlb yet (only \"none\")",
-            );
-            ProxyProtocol::None
-        }
+        Some(("v1", _)) => ProxyProtocol::V1,
+        Some(("v2", _)) => ProxyProtocol::V2,
         Some((s, item)) => {
             r.err_at(
                 item,
@@ -542,17 +547,19 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
             ProxyProtocol::None
         }
     };
+    let accept_proxy = r.boolean(t, "accept_proxy").unwrap_or(false);
     let http_forwarded_for = r.boolean(t, "http_forwarded_for").unwrap_or(false);
-    if http_forwarded_for && let Some(item) = t.get("http_forwarded_for") {
-        r.err_at(
-            item,
-            "`http_forwarded_for` is not supported by this version of fwlb yet",
-        );
+    let mut trusted_proxies = Vec::new();
+    for (s, span) in r.strings(t, "trusted_proxies").unwrap_or_default() {
+        match parse_net(s) {
+            Some(n) => trusted_proxies.push(n),
+            None => r.err(
+                span,
+                format!("`trusted_proxies`: {s:?} must be ADDR or ADDR/PREFIX"),
+            ),
+        }
     }
-    let trusted_proxies = r
-        .strings(t, "trusted_proxies")
-        .map(|v| v.into_iter().map(|(s, _)| s.to_string()).collect())
-        .unwrap_or_default();
+    let connection_log = r.boolean(t, "connection_log").unwrap_or(true);
     if r.diags.len() != before {
         return None;
     }
@@ -570,8 +577,10 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
         max_connections,
         backlog,
         proxy_protocol,
+        accept_proxy,
         http_forwarded_for,
         trusted_proxies,
+        connection_log,
     })
 }
 

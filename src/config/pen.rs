@@ -28,7 +28,8 @@ usage: fwlb pen [-HWXdfhrs] [-b sec] [-c N] [-C [addr:]port|path] [-e host[:port
   -C addr  control port ([addr:]port or unix path; a bare port binds 127.0.0.1)
   -d       debug (repeat for more)                       -e host  emergency server
   -f       stay in the foreground (else: detach)        -F file  file of control commands
-  -h       hash the client IP                           -j dir   chroot to dir
+  -h       hash the client IP                           -H       add X-Forwarded-For (HTTP/1.x)
+  -j dir   chroot to dir
   -o cmd   run a control command at start               -p file  write the pid to file
   -q N     listen backlog [1024]                        -r       round robin, no client table
   -s       stubborn: no failover                        -t sec   connect timeout [3]
@@ -114,6 +115,7 @@ pub fn parse(args: &[String]) -> Result<PenRun, String> {
     let mut foreground = false;
     let mut debug = 0u8;
     let mut emergency: Option<String> = None;
+    let mut http = false;
     let mut blacklist = defaults::BLACKLIST;
     let mut tracking = Duration::ZERO;
     let mut connect_timeout = defaults::CONNECT_TIMEOUT;
@@ -162,7 +164,7 @@ pub fn parse(args: &[String]) -> Result<PenRun, String> {
                 'f' => foreground = true,
                 'F' => pen_file = Some(PathBuf::from(v)),
                 'h' => flags.push("hash".into()),
-                'H' => return Err("-H (X-Forwarded-For) is not in this version of fwlb".into()),
+                'H' => http = true,
                 'j' => d.chroot = Some(PathBuf::from(v)),
                 'o' | 'O' => o_cmds.push(v.to_string()),
                 'p' => d.pidfile = Some(PathBuf::from(v)),
@@ -261,8 +263,10 @@ pub fn parse(args: &[String]) -> Result<PenRun, String> {
         max_connections,
         backlog,
         proxy_protocol: super::ProxyProtocol::None,
-        http_forwarded_for: false,
+        accept_proxy: false,
+        http_forwarded_for: http,
         trusted_proxies: Vec::new(),
+        connection_log: false,
     };
     Ok(PenRun {
         config: Config {
@@ -341,7 +345,6 @@ mod tests {
     fn refusals() {
         assert!(p("-t 0 80 10.0.0.1").unwrap_err().contains("at least 1"));
         assert!(p("-U 80 10.0.0.1").unwrap_err().contains("UDP"));
-        assert!(p("-H 80 10.0.0.1").unwrap_err().contains("X-Forwarded-For"));
         assert!(
             p("-C 0.0.0.0:8888 80 10.0.0.1")
                 .unwrap_err()

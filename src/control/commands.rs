@@ -619,6 +619,8 @@ fn show(ctl: &Ctl, lb: &Balancer, args: &[&str], json: bool) -> Reply {
                 "no_server": s.no_server.load(Ordering::Relaxed),
                 "connect_failures": s.connect_failures.load(Ordering::Relaxed),
                 "idle_closed": s.idle_closed.load(Ordering::Relaxed),
+                "proxy_errors": s.proxy_errors.load(Ordering::Relaxed),
+                "bad_requests": s.bad_requests.load(Ordering::Relaxed),
                 "fd_exhausted": s.fd_exhausted.load(Ordering::Relaxed),
                 "clients": st.clients.len(),
                 "max_connections": lb.max_connections(),

@@ -30,3 +30,31 @@ pub fn nofile_limit() -> Option<u64> {
     let cur = r.rlim_cur as u64;
     (rc == 0).then_some(cur)
 }
+
+/// Raise the soft descriptor limit towards `want`, up to the hard limit (haproxy does the
+/// same from its maxconn); returns the soft limit in force afterwards.
+pub fn raise_nofile(want: u64) -> Option<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return None;
+        }
+        #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+        let (cur, max) = (r.rlim_cur as u64, r.rlim_max as u64);
+        if cur < want {
+            let new = want.min(max);
+            #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+            {
+                r.rlim_cur = new as libc::rlim_t;
+            }
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) == 0 {
+                return Some(new);
+            }
+        }
+        Some(cur)
+    }
+}

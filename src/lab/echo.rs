@@ -1,0 +1,277 @@
+//! `fwlb echo LISTEN...`: a mock backend that answers every connection with what it saw, so an
+//! operator (or a test, or the lab) can check that the right server got the right client
+//! address and headers: the TCP peer, a PROXY header if one came, and for HTTP the request
+//! line and headers, as JSON (in an HTTP response when the request was HTTP).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, info};
+
+use crate::wire::proxy;
+
+/// Longest request head answered (a larger one gets 431).
+const MAX_HEAD: usize = 64 * 1024;
+/// A raw (non-HTTP) client gets its answer after this long without a complete line.
+const RAW_WAIT: Duration = Duration::from_millis(300);
+
+pub fn run(listen: &[SocketAddr], name: Option<String>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut tasks = Vec::new();
+        for a in listen {
+            let l = TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a}"))?;
+            info!(target: "lb", listen = %l.local_addr()?, "echo listening");
+            let name = name.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Ok((s, peer)) = l.accept().await {
+                    let name = name.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = answer(s, peer, name.as_deref()).await {
+                            debug!(target: "lb", %peer, "echo: {e}");
+                        }
+                    });
+                }
+            }));
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        for t in tasks {
+            t.abort();
+        }
+        Ok(())
+    })
+}
+
+fn proxy_json(p: &Option<(u8, Option<proxy::Addrs>)>) -> Value {
+    match p {
+        None => Value::Null,
+        Some((v, None)) => json!({ "version": v, "command": "local" }),
+        Some((v, Some(a))) => {
+            json!({ "version": v, "src": a.src.to_string(), "dst": a.dst.to_string() })
+        }
+    }
+}
+
+async fn answer(mut s: TcpStream, peer: SocketAddr, name: Option<&str>) -> Result<()> {
+    let local = s.local_addr()?;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 16 * 1024];
+    // A PROXY header, if the first bytes are one.
+    let mut proxied: Option<(u8, Option<proxy::Addrs>)> = None;
+    loop {
+        match proxy::decode(&buf) {
+            Ok(proxy::Decoded::Header {
+                len,
+                version,
+                addrs,
+            }) => {
+                proxied = Some((version, addrs));
+                buf.drain(..len);
+                break;
+            }
+            Ok(proxy::Decoded::Incomplete) => {}
+            Err(_) => break,
+        }
+        match tokio::time::timeout(RAW_WAIT, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => return Err(e.into()),
+        }
+    }
+    let base = json!({
+        "server": name,
+        "peer": peer.to_string(),
+        "local": local.to_string(),
+        "proxy": proxy_json(&proxied),
+    });
+    if !looks_like_http(&buf) {
+        // Raw TCP: one JSON line with what came (up to a short wait), then close.
+        if buf.is_empty()
+            && let Ok(Ok(n)) = tokio::time::timeout(RAW_WAIT, s.read(&mut chunk)).await
+        {
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let mut v = base;
+        v["data"] = Value::String(String::from_utf8_lossy(&buf).into_owned());
+        s.write_all(format!("{v}\n").as_bytes()).await?;
+        s.shutdown().await?;
+        return Ok(());
+    }
+    // HTTP/1.x: answer every request of the connection (keep-alive, pipelining).
+    loop {
+        let Some(end) = head_end(&buf) else {
+            if buf.len() > MAX_HEAD {
+                s.write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await?;
+                return Ok(());
+            }
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let mut lines = head.lines();
+        let request_line = lines.next().unwrap_or("").to_string();
+        let headers: Vec<Value> = lines
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| json!([k.trim(), v.trim()]))
+            .collect();
+        let header = |name: &str| {
+            headers.iter().find_map(|h| {
+                let k = h[0].as_str()?;
+                k.eq_ignore_ascii_case(name)
+                    .then(|| h[1].as_str().unwrap_or("").to_string())
+            })
+        };
+        let body_len: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let chunked =
+            header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
+            || request_line.ends_with("HTTP/1.0");
+        buf.drain(..end);
+        // Read the request body (so the next pipelined request lines up) and report its size.
+        let body = if chunked {
+            match read_chunked(&mut s, &mut buf, &mut chunk).await? {
+                Some(b) => b,
+                None => return Ok(()),
+            }
+        } else {
+            let mut body = Vec::new();
+            while body.len() < body_len {
+                if buf.is_empty() {
+                    let n = s.read(&mut chunk).await?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let k = (body_len - body.len()).min(buf.len());
+                body.extend(buf.drain(..k));
+            }
+            body
+        };
+        let mut v = base.clone();
+        v["request"] = Value::String(request_line);
+        v["headers"] = Value::Array(headers);
+        v["body_bytes"] = json!(body.len());
+        let body = format!("{v}\n");
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n{body}",
+            body.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        );
+        s.write_all(resp.as_bytes()).await?;
+        if close {
+            s.shutdown().await?;
+            return Ok(());
+        }
+    }
+}
+
+/// Read a chunked body; None if the client went away first. Bounded by MAX_BODY.
+async fn read_chunked(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    chunk: &mut [u8],
+) -> Result<Option<Vec<u8>>> {
+    const MAX_BODY: usize = 64 * 1024 * 1024;
+    let mut body = Vec::new();
+    loop {
+        // The size line.
+        let line_end = loop {
+            if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                break i;
+            }
+            let n = s.read(chunk).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let line = String::from_utf8_lossy(&buf[..line_end]).into_owned();
+        buf.drain(..=line_end);
+        let size_hex = line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_hex, 16).context("bad chunk size")?;
+        if size == 0 {
+            // Trailers up to the blank line.
+            loop {
+                if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                    let blank = buf[..i].iter().all(|&b| b == b'\r');
+                    buf.drain(..=i);
+                    if blank {
+                        return Ok(Some(body));
+                    }
+                    continue;
+                }
+                let n = s.read(chunk).await?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+        if body.len() + size > MAX_BODY {
+            anyhow::bail!("chunked body over {MAX_BODY} bytes");
+        }
+        // The data and its CRLF.
+        while buf.len() < size + 2 {
+            let n = s.read(chunk).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        body.extend_from_slice(&buf[..size]);
+        buf.drain(..size + 2);
+    }
+}
+
+/// An HTTP method token and a space at the start.
+fn looks_like_http(b: &[u8]) -> bool {
+    let n = b
+        .iter()
+        .take(21)
+        .take_while(|c| c.is_ascii_uppercase())
+        .count();
+    n > 0 && b.get(n) == Some(&b' ')
+}
+
+/// The end of the request head (after its blank line).
+fn head_end(b: &[u8]) -> Option<usize> {
+    if let Some(i) = b.windows(4).position(|w| w == b"\r\n\r\n") {
+        return Some(i + 4);
+    }
+    b.windows(2).position(|w| w == b"\n\n").map(|i| i + 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detection_and_head_end() {
+        assert!(looks_like_http(b"GET / HTTP/1.1\r\n"));
+        assert!(!looks_like_http(b"SSH-2.0-x"));
+        assert!(!looks_like_http(b"\x16\x03\x01"));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest"), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nA: b\n\nrest"), Some(21));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n"), None);
+    }
+}

@@ -1,0 +1,294 @@
+//! Client identity through the balancer: PROXY protocol v1/v2 and X-Forwarded-For, checked
+//! against the real `fwlb echo` backend, and the connection log.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A running `fwlb echo`, killed when dropped.
+struct Echo {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Echo {
+    fn start(name: &str) -> Echo {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let child = Command::new(BIN)
+            .args(["echo", &addr.to_string(), "--name", name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn fwlb echo");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "fwlb echo did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Echo { child, addr }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(echo: &Echo, extra: &str) -> (Fwlb, SocketAddr) {
+    let l = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    (Fwlb::start(&config(l, &[echo.addr], extra), l), l)
+}
+
+/// Read `n` HTTP responses from `s` and return their JSON bodies.
+async fn responses(s: &mut TcpStream, n: usize) -> Vec<Value> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while out.len() < n {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let body = buf[end + 4..end + 4 + len].to_vec();
+                buf.drain(..end + 4 + len);
+                out.push(serde_json::from_slice(&body).unwrap_or_else(|_| {
+                    Value::String(format!("{head}\r\n\r\n{}", String::from_utf8_lossy(&body)))
+                }));
+                continue;
+            }
+        }
+        let k = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .expect("read");
+        if k == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..k]);
+    }
+    out
+}
+
+fn header(v: &Value, name: &str) -> Vec<String> {
+    v["headers"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter(|p| p[0].as_str().is_some_and(|k| k.eq_ignore_ascii_case(name)))
+                .filter_map(|p| p[1].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One raw (non-HTTP) exchange; the echo answers with one JSON line.
+async fn raw_line(l: SocketAddr, src: u32, send: &[u8]) -> (Value, SocketAddr) {
+    let mut s = connect_from(src, l).await.expect("connect");
+    let me = s.local_addr().expect("addr");
+    s.write_all(send).await.expect("send");
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+        .await
+        .expect("answer")
+        .expect("read");
+    (serde_json::from_str(out.trim()).expect("json line"), me)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_v1_and_v2_carry_the_client_address() {
+    let echo = Echo::start("e");
+    for v in ["v1", "v2"] {
+        let (_f, l) = start(&echo, &format!("proxy_protocol = \"{v}\""));
+        let (j, me) = raw_line(l, 7, b"hello").await;
+        assert_eq!(j["proxy"]["version"], if v == "v1" { 1 } else { 2 }, "{j}");
+        assert_eq!(j["proxy"]["src"], me.to_string(), "{j}");
+        assert_eq!(j["proxy"]["dst"], l.to_string(), "{j}");
+        assert_eq!(
+            j["data"], "hello",
+            "the client's bytes follow the header untouched"
+        );
+    }
+    // Without the option the backend sees no header, and the balancer as the peer.
+    let (_f, l) = start(&echo, "");
+    let (j, _) = raw_line(l, 7, b"hi").await;
+    assert_eq!(j["proxy"], Value::Null);
+    assert!(
+        j["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xff_on_every_keep_alive_request_with_chunked_and_pipelined_bodies() {
+    let echo = Echo::start("e");
+    let (_f, l) = start(&echo, "http_forwarded_for = true");
+    let mut s = connect_from(5, l).await.expect("connect");
+    // Three requests in one write: a chunked body, a Content-Length body that looks like a
+    // request, and a plain GET.
+    let reqs = b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nTrailer: t\r\n\r\n\
+POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 27\r\n\r\nGET /evil HTTP/1.1\r\nX: y\r\n\r\n\
+GET /c HTTP/1.1\r\nHost: x\r\n\r\n";
+    s.write_all(reqs).await.expect("send");
+    let r = responses(&mut s, 3).await;
+    assert_eq!(r.len(), 3, "{r:?}");
+    let lines: Vec<&str> = r
+        .iter()
+        .map(|v| v["request"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        lines,
+        ["POST /a HTTP/1.1", "POST /b HTTP/1.1", "GET /c HTTP/1.1"]
+    );
+    assert_eq!(r[0]["body_bytes"], 5);
+    assert_eq!(r[1]["body_bytes"], 27);
+    for v in &r {
+        assert_eq!(
+            header(v, "X-Forwarded-For"),
+            vec!["127.0.0.5".to_string()],
+            "{v}"
+        );
+        assert_eq!(
+            header(v, "X-Forwarded-Proto"),
+            vec!["http".to_string()],
+            "{v}"
+        );
+    }
+    // A fourth request on the same connection, split across writes.
+    s.write_all(b"GET /d HTTP/1.1\r\nHo").await.expect("send");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(b"st: x\r\n\r\n").await.expect("send");
+    let r = responses(&mut s, 1).await;
+    assert_eq!(
+        header(&r[0], "X-Forwarded-For"),
+        vec!["127.0.0.5".to_string()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_xff_is_replaced_unless_the_client_is_a_trusted_proxy() {
+    let echo = Echo::start("e");
+    let (_f, l) = start(
+        &echo,
+        "http_forwarded_for = true\ntrusted_proxies = [\"127.0.0.9\"]",
+    );
+    let forged = b"GET / HTTP/1.1\r\nHost: x\r\nx-forwarded-FOR: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\n\r\n";
+    let mut s = connect_from(6, l).await.expect("connect");
+    s.write_all(forged).await.expect("send");
+    let r = responses(&mut s, 1).await;
+    assert_eq!(
+        header(&r[0], "X-Forwarded-For"),
+        vec!["127.0.0.6".to_string()],
+        "untrusted: replaced"
+    );
+    let mut s = connect_from(9, l).await.expect("connect");
+    s.write_all(forged).await.expect("send");
+    let r = responses(&mut s, 1).await;
+    assert_eq!(
+        header(&r[0], "X-Forwarded-For"),
+        vec!["10.0.0.1, 10.0.0.2, 127.0.0.9".to_string()],
+        "trusted: appended"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_proxy_takes_the_client_from_the_header() {
+    let echo = Echo::start("e");
+    let (f, l) = start(&echo, "accept_proxy = true\nhttp_forwarded_for = true");
+    let mut s = connect_from(3, l).await.expect("connect");
+    s.write_all(
+        b"PROXY TCP4 203.0.113.9 198.51.100.1 40000 443\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .expect("send");
+    let r = responses(&mut s, 1).await;
+    assert_eq!(
+        header(&r[0], "X-Forwarded-For"),
+        vec!["203.0.113.9".to_string()],
+        "{:?}",
+        r[0]
+    );
+    drop(s);
+    // No header: refused and counted, and the balancer goes on serving.
+    let mut bad = connect_from(4, l).await.expect("connect");
+    bad.write_all(b"GET / HTTP/1.1\r\n\r\n")
+        .await
+        .expect("send");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), bad.read_to_end(&mut out)).await;
+    assert!(out.is_empty());
+    assert!(
+        f.log_text().contains("no valid PROXY header"),
+        "{}",
+        f.log_text()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = f.log_text();
+    assert!(
+        log.contains("conn 203.0.113.9:40000 -> 198.51.100.1:443"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_head_gets_400_and_non_http_passes_untouched() {
+    let echo = Echo::start("e");
+    let (f, l) = start(&echo, "http_forwarded_for = true");
+    let mut s = connect_from(2, l).await.expect("connect");
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    .await
+    .expect("send");
+    let mut out = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out)).await;
+    assert!(out.starts_with("HTTP/1.1 400 Bad Request"), "{out:?}");
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !f.log_text().contains("400 bad request") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(f.log_text().contains("400 bad request"), "{}", f.log_text());
+    // An oversized head.
+    let mut s = connect_from(2, l).await.expect("connect");
+    let mut big = b"GET / HTTP/1.1\r\n".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 70_000));
+    let _ = s.write_all(&big).await;
+    let mut out = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out)).await;
+    assert!(out.starts_with("HTTP/1.1 400 Bad Request"), "{out:?}");
+    // Non-HTTP is relayed as is.
+    let (j, _) = raw_line(l, 2, b"SSH-2.0-OpenSSH_9.2\r\n").await;
+    assert_eq!(j["data"], "SSH-2.0-OpenSSH_9.2\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_log_has_both_five_tuples() {
+    let echo = Echo::start("e");
+    let (f, l) = start(&echo, "");
+    let (j, me) = raw_line(l, 8, b"x").await;
+    // The echo saw the balancer's local address as its peer: that is the second 5-tuple.
+    let local = j["peer"].as_str().expect("peer").to_string();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = f.log_text();
+    let want = format!("conn {me} -> {l} {local} -> {}", echo.addr);
+    assert!(log.contains(&want), "want {want:?} in {log}");
+    assert!(
+        log.contains("server=#0") && log.contains("end=\"closed\""),
+        "{log}"
+    );
+}
