@@ -501,9 +501,10 @@ impl Balancer {
                         Slot::Emergency => None,
                     };
                     st.clients.record(peer.ip(), index, now);
+                    // A blacklist is not cleared here: a connection placed before an
+                    // operator's `server N blacklist T` must not undo it by succeeding.
                     if let Some(s) = st.server_mut(&guard.slot) {
                         s.total += 1;
-                        s.blacklisted_until = None;
                     }
                     return Some((s, guard, addr));
                 }
