@@ -1,7 +1,11 @@
 //! Every syscall wrapper lives here, and only here is `unsafe` allowed (each block with a
 //! `// SAFETY:` line). The rest of the crate sees safe functions.
 
+#[cfg(target_os = "linux")]
+pub mod netlink;
 pub mod privdrop;
+#[cfg(target_os = "linux")]
+pub mod raw;
 pub mod socket;
 #[cfg(target_os = "linux")]
 pub mod splice;
