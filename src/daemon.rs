@@ -73,7 +73,11 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
         out.push("[daemon] log = \"syslog\": only \"stderr\" is in this version".into());
     }
     if !cfg.vrrp.is_empty() {
-        out.push("[[vrrp]]: the VRRP speaker is not in this version yet".into());
+        if !cfg!(target_os = "linux") {
+            out.push("[[vrrp]]: the speaker runs on Linux only in this version".into());
+        } else if d.user.is_some() || d.chroot.is_some() {
+            out.push("[[vrrp]] with user/chroot: changing addresses needs root, and the privileged parent process is not in this version".into());
+        }
     }
     if cfg.firewall.as_ref().is_some_and(|f| f.backend != "none") {
         out.push("[firewall]: only backend = \"none\" is in this version".into());
@@ -90,8 +94,11 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
             missing.join("\n  ")
         );
     }
-    if cfg.balancers.is_empty() {
-        bail!("{}: nothing to run: no [[balancer]]", cfg.path.display());
+    if cfg.balancers.is_empty() && cfg.vrrp.is_empty() {
+        bail!(
+            "{}: nothing to run: no [[balancer]] and no [[vrrp]]",
+            cfg.path.display()
+        );
     }
     // Bind first: a port in use is reported before anything starts.
     let mut listeners = Vec::new();
@@ -204,6 +211,22 @@ async fn serve(
         control::state::restore(p, &lbs);
     }
     tasks.push(tokio::spawn(housekeeping(lbs.clone(), stop_rx.clone())));
+    #[cfg(target_os = "linux")]
+    let vrrp_status = if cfg.vrrp.is_empty() {
+        None
+    } else {
+        let sp = crate::vrrp::speaker::start(&cfg.vrrp).context("starting the VRRP speaker")?;
+        let status = crate::vrrp::status::Status::default();
+        info!(target: "vrrp", instances = cfg.vrrp.len(), "VRRP speaker started");
+        tasks.push(tokio::spawn(crate::vrrp::speaker::run(
+            sp,
+            stop_rx.clone(),
+            status.clone(),
+        )));
+        Some(status)
+    };
+    #[cfg(not(target_os = "linux"))]
+    let vrrp_status = None;
     let exit = Arc::new(tokio::sync::Notify::new());
     let ctl = Arc::new(Ctl {
         balancers: lbs.clone(),
@@ -219,6 +242,7 @@ async fn serve(
         pen_file: opts.pen_file,
         exit: exit.clone(),
         started: std::time::Instant::now(),
+        vrrp: vrrp_status,
     });
     for line in &opts.commands {
         let words = crate::wire::penctl::parse(line.as_bytes()).unwrap_or_default();

@@ -9,4 +9,5 @@ pub mod demo;
 pub mod lab;
 pub mod sys;
 pub mod trace;
+pub mod vrrp;
 pub mod wire;

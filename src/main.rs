@@ -30,6 +30,22 @@ enum Cmd {
     Check {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Validate an unmodified freevrrpd.conf instead, and print the [[vrrp]] sections it
+        /// becomes.
+        #[arg(long, value_name = "FILE", conflicts_with = "config")]
+        freevrrpd: Option<PathBuf>,
+    },
+    /// Run VRRP from an unmodified freevrrpd.conf (freevrrpd's command line: -f, -F, -c).
+    Vrrpd {
+        /// The freevrrpd configuration.
+        #[arg(short = 'f', default_value = "/usr/local/etc/freevrrpd.conf")]
+        file: PathBuf,
+        /// Stay in the foreground (fwlb always does; accepted for freevrrpd's -F).
+        #[arg(short = 'F')]
+        foreground: bool,
+        /// freevrrpd's chroot directory: refused (VRRP needs root to change addresses).
+        #[arg(short = 'c')]
+        chroot: Option<PathBuf>,
     },
     /// Send a command to a running daemon's control port (penctl's job, with exit codes).
     Ctl {
@@ -175,7 +191,30 @@ fn main() -> ExitCode {
     let set_level = init_log(cli.debug);
     match cli.cmd {
         Cmd::Ctl { .. } => ExitCode::SUCCESS,
-        Cmd::Check { config } => match fwlb::config::load(&config) {
+        Cmd::Check {
+            config,
+            freevrrpd: Some(f),
+        } => {
+            let _ = config;
+            match fwlb::config::freevrrpd::load(&f) {
+                Ok(imp) => {
+                    for n in &imp.notes {
+                        eprintln!("{n}");
+                    }
+                    print!("{}", fwlb::config::vrrp_toml(&imp.config.vrrp));
+                    println!("configuration OK");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Cmd::Check {
+            config,
+            freevrrpd: None,
+        } => match fwlb::config::load(&config) {
             Ok(cfg) => {
                 for note in fwlb::daemon::unsupported(&cfg) {
                     eprintln!("{}: note: {note}", config.display());
@@ -188,6 +227,40 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Vrrpd {
+            file,
+            foreground: _,
+            chroot,
+        } => {
+            if chroot.is_some() {
+                eprintln!(
+                    "fwlb vrrpd: -c (chroot) is refused: adding and removing addresses needs root"
+                );
+                return ExitCode::FAILURE;
+            }
+            let imp = match fwlb::config::freevrrpd::load(&file) {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            for n in &imp.notes {
+                tracing::info!(target: "vrrp", "{n}");
+            }
+            let opts = fwlb::daemon::Options {
+                set_level,
+                debug: cli.debug,
+                ..Default::default()
+            };
+            match fwlb::daemon::run(imp.config, opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("fwlb: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Cmd::Run { config } => {
             let cfg = match fwlb::config::load(&config) {
                 Ok(c) => c,

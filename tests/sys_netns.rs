@@ -100,54 +100,68 @@ fn by_name(links: &[Link], name: &str) -> Link {
 #[test]
 fn link_events_arrive_at_once_and_addresses_come_and_go() {
     let ns = Ns::new("nl");
-    let (a, events) = {
-        let name = ns.1.clone();
-        ns.within(0, move || {
-            let mut nl = Netlink::requests().expect("netlink");
-            let links = nl.dump_links().expect("dump");
-            let a = by_name(&links, "va");
-            assert!(a.up, "{links:?}");
-            assert!(a.mac.is_some());
-            // Watch while someone else pulls the cable of the peer.
-            let ev = Netlink::link_events().expect("events");
-            let t0 = Instant::now();
-            let st = Command::new("ip")
-                .args(["-n", &name, "link", "set", "vb", "down"])
-                .status()
-                .expect("ip");
-            assert!(st.success());
-            let mut seen = Vec::new();
-            let mut buf = vec![0u8; 65536];
-            while t0.elapsed() < Duration::from_secs(3) {
-                match ev.recv(&mut buf) {
-                    Ok(n) => seen.extend(
-                        fwlb::sys::netlink::messages(&buf[..n])
-                            .filter_map(|(t, p)| fwlb::sys::netlink::parse_link(t, p)),
-                    ),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        if seen.iter().any(|l: &Link| l.name == "va" && !l.up) {
-                            break;
+    let (a, events) =
+        {
+            let name = ns.1.clone();
+            ns.within(0, move || {
+                let mut nl = Netlink::requests().expect("netlink");
+                let links = nl.dump_links().expect("dump");
+                let a = by_name(&links, "va");
+                assert!(a.up, "{links:?}");
+                assert!(a.mac.is_some());
+                // Watch while someone else pulls the cable of the peer.
+                let ev = Netlink::link_events().expect("events");
+                let t0 = Instant::now();
+                let st = Command::new("ip")
+                    .args(["-n", &name, "link", "set", "vb", "down"])
+                    .status()
+                    .expect("ip");
+                assert!(st.success());
+                let mut seen = Vec::new();
+                let mut buf = vec![0u8; 65536];
+                while t0.elapsed() < Duration::from_secs(3) {
+                    match ev.recv(&mut buf) {
+                        Ok(n) => seen.extend(
+                            fwlb::sys::netlink::messages(&buf[..n])
+                                .filter_map(|(t, p)| fwlb::sys::netlink::parse_link(t, p)),
+                        ),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            if seen.iter().any(|l: &Link| l.name == "va" && !l.up) {
+                                break;
+                            }
+                            std::thread::sleep(Duration::from_millis(5));
                         }
-                        std::thread::sleep(Duration::from_millis(5));
+                        Err(e) => panic!("recv: {e}"),
                     }
-                    Err(e) => panic!("recv: {e}"),
                 }
-            }
-            let took = t0.elapsed();
-            // The kernel's linkwatch batches carrier changes up to once a second; netlink then
-            // delivers them at once.
-            assert!(
-                took < Duration::from_millis(1500),
-                "carrier loss seen after {took:?}"
-            );
-            // Addresses through netlink.
-            nl.add_addr(a.index, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10)), 24)
-                .expect("add");
-            nl.add_addr(a.index, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10)), 24)
-                .expect("add twice is fine");
-            (a, seen)
-        })
-    };
+                let took = t0.elapsed();
+                // The kernel's linkwatch batches carrier changes up to once a second; netlink then
+                // delivers them at once.
+                assert!(
+                    took < Duration::from_millis(1500),
+                    "carrier loss seen after {took:?}"
+                );
+                // Addresses through netlink.
+                nl.add_addr(a.index, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10)), 24)
+                    .expect("add");
+                nl.add_addr(a.index, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10)), 24)
+                    .expect("add twice is fine");
+                let addrs = nl.dump_addrs().expect("dump addrs");
+                let mine: Vec<_> = addrs
+                    .iter()
+                    .filter(|x| x.index == a.index && x.addr.is_ipv4())
+                    .collect();
+                assert_eq!(
+                    mine[0].addr,
+                    IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+                    "primary first: {mine:?}"
+                );
+                assert!(mine.iter().any(
+                    |x| x.addr == IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10)) && x.prefix == 24
+                ));
+                (a, seen)
+            })
+        };
     assert!(events.iter().any(|l| l.name == "va" && !l.up), "{events:?}");
     assert!(
         ns.ip(&["-o", "addr", "show", "dev", "va"])

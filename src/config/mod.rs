@@ -2,6 +2,7 @@
 //! as `FILE:LINE:COL: message`. No I/O beyond reading the file (and resolving server host names).
 
 pub mod duration;
+pub mod freevrrpd;
 pub mod pen;
 mod reader;
 pub mod server_spec;
@@ -749,6 +750,43 @@ fn vrrp(r: &mut Reader, t: &Table) -> Option<Vrrp> {
         notify_master,
         notify_backup,
     })
+}
+
+/// `[[vrrp]]` sections as TOML, for `fwlb check --freevrrpd` (what to paste into fwlb.toml).
+pub fn vrrp_toml(v: &[Vrrp]) -> String {
+    use std::fmt::Write as _;
+    let q = |s: &str| format!("{s:?}");
+    let mut o = String::new();
+    for r in v {
+        let _ = writeln!(o, "[[vrrp]]");
+        let _ = writeln!(o, "vrid = {}", r.vrid);
+        let _ = writeln!(o, "interface = {}", q(&r.interface));
+        let _ = writeln!(o, "priority = {}", r.priority);
+        let addrs: Vec<String> = r.addresses.iter().map(|a| q(a)).collect();
+        let _ = writeln!(o, "addresses = [{}]", addrs.join(", "));
+        let _ = writeln!(o, "version = {}", r.version);
+        let _ = writeln!(
+            o,
+            "advert_interval = {}",
+            q(&duration::format(r.advert_interval))
+        );
+        if let Some(p) = &r.password {
+            let _ = writeln!(o, "password = {}", q(p));
+        }
+        let _ = writeln!(o, "preempt = {}", r.preempt);
+        if !r.depends.is_empty() {
+            let d: Vec<String> = r.depends.iter().map(|d| d.to_string()).collect();
+            let _ = writeln!(o, "depends = [{}]", d.join(", "));
+        }
+        if let Some(s) = &r.notify_master {
+            let _ = writeln!(o, "notify_master = {}", q(s));
+        }
+        if let Some(s) = &r.notify_backup {
+            let _ = writeln!(o, "notify_backup = {}", q(s));
+        }
+        o.push('\n');
+    }
+    o
 }
 
 /// `ADDR` (a single host) or `ADDR/PREFIX`.

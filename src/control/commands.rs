@@ -74,8 +74,14 @@ pub fn execute(ctl: &Ctl, words: &[&str]) -> Reply {
     let Some(&first) = words.first() else {
         return Reply::none();
     };
+    if first == "show" && words.get(1) == Some(&"vrrp") {
+        return show_vrrp(ctl, words.last() == Some(&"json"));
+    }
+    if first == "pid" {
+        return Reply::ok(format!("{}\n", std::process::id()));
+    }
     if ctl.balancers.is_empty() {
-        return Reply::err("no balancer configured");
+        return Reply::err("no balancer configured (only `show vrrp` and `pid` work without one)");
     }
     // `balancer NAME CMD...` picks the balancer; `balancers` lists them.
     let (lb, words) = if first == "balancer" {
@@ -669,12 +675,56 @@ fn show(ctl: &Ctl, lb: &Balancer, args: &[&str], json: bool) -> Reply {
                 &r,
             ))
         }
-        Some("vrrp") => Reply::err("show vrrp: VRRP is not in this version of fwlb"),
+        Some("vrrp") => show_vrrp(ctl, json),
         Some(other) => Reply::err(format!(
             "show: unknown object {other:?} (servers, conns, stats, clients)"
         )),
         None => Reply::err("usage: show servers|conns|stats|clients [json]"),
     }
+}
+
+/// `show vrrp`: every VRRP instance (works without any balancer).
+fn show_vrrp(ctl: &Ctl, json: bool) -> Reply {
+    let Some(status) = &ctl.vrrp else {
+        return Reply::err("show vrrp: no [[vrrp]] configured");
+    };
+    let rows: Vec<crate::vrrp::status::InstanceStatus> =
+        status.lock().map(|s| s.clone()).unwrap_or_default();
+    if json {
+        return Reply::json(json!({ "vrrp": rows }));
+    }
+    let r: Vec<Vec<String>> = rows
+        .iter()
+        .map(|s| {
+            vec![
+                s.vrid.to_string(),
+                s.interface.clone(),
+                s.state.clone(),
+                s.priority.to_string(),
+                s.effective_priority.to_string(),
+                s.master.clone().unwrap_or_else(|| "-".into()),
+                s.transitions.to_string(),
+                s.adverts_sent.to_string(),
+                s.adverts_received.to_string(),
+                s.dropped.values().sum::<u64>().to_string(),
+            ]
+        })
+        .collect();
+    Reply::ok(table(
+        &[
+            "vrid",
+            "interface",
+            "state",
+            "prio",
+            "effective",
+            "master",
+            "transitions",
+            "sent",
+            "received",
+            "dropped",
+        ],
+        &r,
+    ))
 }
 
 /// pen's `write`: the running settings as pen commands, readable by `fwlb pen -F`.

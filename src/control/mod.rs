@@ -46,6 +46,8 @@ pub struct Ctl {
     /// Woken by `exit`.
     pub exit: Arc<Notify>,
     pub started: Instant,
+    /// The VRRP instances' state, when the speaker runs.
+    pub vrrp: Option<crate::vrrp::status::Status>,
 }
 
 impl Ctl {

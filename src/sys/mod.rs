@@ -62,3 +62,10 @@ pub fn raise_nofile(want: u64) -> Option<u64> {
         Some(cur)
     }
 }
+
+/// Register one of our socket types with the runtime's reactor.
+pub fn async_fd<T: std::os::fd::AsRawFd>(inner: T) -> io::Result<tokio::io::unix::AsyncFd<T>> {
+    // SAFETY: the types passed here (netlink, raw and packet sockets of this module) own their
+    // descriptor as an OwnedFd and return that same descriptor for their whole life.
+    unsafe { tokio::io::unix::AsyncFd::register(inner) }.map_err(|e| e.into())
+}

@@ -15,6 +15,7 @@ const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
+const RTM_GETADDR: u16 = 22;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
@@ -110,6 +111,48 @@ pub fn parse_link(ty: u16, p: &[u8]) -> Option<Link> {
         up: flags & IFF_UP != 0 && flags & IFF_LOWER_UP != 0 && ty == RTM_NEWLINK,
         mac,
         deleted: ty == RTM_DELLINK,
+    })
+}
+
+/// An address of a link, from RTM_NEWADDR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addr {
+    pub index: u32,
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+/// Parse an RTM_NEWADDR payload (ifaddrmsg + attributes).
+pub fn parse_addr(ty: u16, p: &[u8]) -> Option<Addr> {
+    if ty != RTM_NEWADDR {
+        return None;
+    }
+    let family = *p.first()?;
+    let prefix = *p.get(1)?;
+    let index = u32_at(p, 4)?;
+    let mut local = None;
+    let mut address = None;
+    for (t, v) in attrs(p.get(8..)?) {
+        let ip = match (family as i32, v.len()) {
+            (libc::AF_INET, 4) => IpAddr::from([v[0], v[1], v[2], v[3]]),
+            (libc::AF_INET6, 16) => {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(v);
+                IpAddr::from(b)
+            }
+            _ => continue,
+        };
+        match t {
+            IFA_LOCAL => local = Some(ip),
+            IFA_ADDRESS => address = Some(ip),
+            _ => {}
+        }
+    }
+    // IFA_LOCAL is the interface's own address on point-to-point links.
+    Some(Addr {
+        index,
+        addr: local.or(address)?,
+        prefix,
     })
 }
 
@@ -247,6 +290,32 @@ impl Netlink {
                         return Err(io::Error::from_raw_os_error(-e));
                     }
                     _ => out.extend(parse_link(ty, p)),
+                }
+            }
+        }
+    }
+
+    /// Every address of every link now, in the kernel's order (primary addresses first).
+    pub fn dump_addrs(&mut self) -> io::Result<Vec<Addr>> {
+        self.seq += 1;
+        let mut m = header(0, RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, self.seq);
+        // ifaddrmsg, all zero: every family.
+        m.extend_from_slice(&[0u8; 8]);
+        let len = m.len() as u32;
+        m[0..4].copy_from_slice(&len.to_ne_bytes());
+        self.send(&m)?;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = self.recv(&mut buf)?;
+            for (ty, p) in messages(&buf[..n]) {
+                match ty {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        let e = parse_error(p).unwrap_or(-libc::EIO);
+                        return Err(io::Error::from_raw_os_error(-e));
+                    }
+                    _ => out.extend(parse_addr(ty, p)),
                 }
             }
         }

@@ -1,0 +1,542 @@
+//! The VRRP speaker: the thin I/O loop around the pure state machines (Linux). One raw
+//! protocol-112 socket per instance, link state from rtnetlink events (a cable pull is seen at
+//! once), VIPs added and removed through rtnetlink, gratuitous ARP through a packet socket,
+//! notify scripts with a timeout. Every decision is made by `fsm::Machine` and `group::Group`;
+//! this file only turns their actions into system calls and packets into events.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use super::fsm::{self, Action, Event, Machine, State};
+use super::group::Group;
+use crate::config;
+use crate::sys::netlink::{self, Netlink};
+use crate::sys::raw::{GROUP_V4, PacketSocket, VrrpSocket};
+use crate::wire::{arp, vrrp};
+
+/// Gratuitous ARPs sent on becoming master, and their spacing (keepalived: 5, no delay;
+/// spacing them survives a switch that drops the first while it relearns the port).
+const GARP_COUNT: u32 = 3;
+const GARP_SPACING: Duration = Duration::from_millis(200);
+/// How long a notify script may run before it is killed.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub use super::status::{InstanceStatus, Status};
+
+/// One configured virtual router and its I/O.
+struct Instance {
+    cfg: config::Vrrp,
+    machine: Machine,
+    ifindex: u32,
+    mac: [u8; 6],
+    primary: Ipv4Addr,
+    vips: Vec<(IpAddr, u8)>,
+    sock: Arc<AsyncFd<VrrpSocket>>,
+    garp: PacketSocket,
+    auth: vrrp::Auth,
+    ident: u16,
+}
+
+fn wire_version(v: u8) -> vrrp::Version {
+    if v == 3 {
+        vrrp::Version::V3
+    } else {
+        vrrp::Version::V2
+    }
+}
+
+fn interval_cs(d: Duration) -> u16 {
+    (d.as_millis() / 10).min(u128::from(u16::MAX)) as u16
+}
+
+impl Instance {
+    fn repr(&self, priority: u8) -> vrrp::VrrpRepr {
+        vrrp::VrrpRepr {
+            version: wire_version(self.cfg.version),
+            vrid: self.cfg.vrid,
+            priority,
+            interval_cs: interval_cs(self.cfg.advert_interval),
+            auth: self.auth,
+            addrs: self.vips.iter().map(|(a, _)| *a).collect(),
+        }
+    }
+
+    fn send_advert(&mut self, priority: u8) {
+        self.ident = self.ident.wrapping_add(1);
+        let pkt = vrrp::emit_ipv4(
+            &self.repr(priority),
+            self.primary,
+            self.ident,
+            vrrp::ChecksumMode::PseudoHeader,
+        );
+        if let Err(e) = self.sock.get_ref().send(&pkt, GROUP_V4) {
+            warn!(target: "vrrp", vrid = self.cfg.vrid, "cannot send advertisement: {e}");
+        }
+    }
+}
+
+/// Events from the per-instance receive tasks and the link watcher.
+enum Input {
+    Packet {
+        vrid: u8,
+        iface: String,
+        buf: Vec<u8>,
+    },
+    Link(netlink::Link),
+}
+
+/// Open everything the instances need. Needs root (raw sockets, rtnetlink changes): the
+/// caller does this before any privilege drop.
+fn open(cfgs: &[config::Vrrp]) -> Result<(Vec<Instance>, HashMap<String, netlink::Link>)> {
+    let mut nl = Netlink::requests().context("rtnetlink")?;
+    let links: HashMap<String, netlink::Link> = nl
+        .dump_links()
+        .context("listing links")?
+        .into_iter()
+        .map(|l| (l.name.clone(), l))
+        .collect();
+    let addrs = nl.dump_addrs().context("listing addresses")?;
+    let mut out = Vec::new();
+    for c in cfgs {
+        let Some(link) = links.get(&c.interface) else {
+            bail!("[[vrrp]] vrid {}: no interface {:?}", c.vrid, c.interface);
+        };
+        if c.version == 3 && c.addresses.iter().any(|a| a.contains(':')) {
+            bail!(
+                "[[vrrp]] vrid {}: VRRPv3 over IPv6 is not in this version of the speaker",
+                c.vrid
+            );
+        }
+        let vips: Vec<(IpAddr, u8)> = c
+            .addresses
+            .iter()
+            .filter_map(|a| config::parse_cidr(a))
+            .collect();
+        // The primary address: the interface's first IPv4 address that is not one of ours.
+        let primary = addrs
+            .iter()
+            .filter(|a| a.index == link.index && !vips.iter().any(|(v, _)| *v == a.addr))
+            .find_map(|a| match a.addr {
+                IpAddr::V4(v4) => Some(v4),
+                IpAddr::V6(_) => None,
+            })
+            .with_context(|| {
+                format!(
+                    "[[vrrp]] vrid {}: {} has no IPv4 address of its own",
+                    c.vrid, c.interface
+                )
+            })?;
+        let sock = VrrpSocket::open_v4(&c.interface, link.index)
+            .with_context(|| format!("VRRP socket on {}", c.interface))?;
+        let garp = PacketSocket::open(link.index, 0x0806)
+            .with_context(|| format!("ARP socket on {}", c.interface))?;
+        let mut p = fsm::Params::new(
+            c.vrid,
+            if c.version == 3 {
+                fsm::Version::V3
+            } else {
+                fsm::Version::V2
+            },
+            c.priority,
+            IpAddr::V4(primary),
+        );
+        p.advert_interval = c.advert_interval;
+        p.preempt = c.preempt;
+        p.preempt_delay = c.preempt_delay;
+        let auth = match &c.password {
+            Some(pw) => vrrp::Auth::password(pw.as_bytes()),
+            None => vrrp::Auth::None,
+        };
+        out.push(Instance {
+            cfg: c.clone(),
+            machine: Machine::new(p),
+            ifindex: link.index,
+            mac: link.mac.unwrap_or([0; 6]),
+            primary,
+            vips,
+            sock: Arc::new(crate::sys::async_fd(sock).context("registering the VRRP socket")?),
+            garp,
+            auth,
+            ident: 0,
+        });
+    }
+    Ok((out, links))
+}
+
+/// The groups: every `depends` link joins two VRIDs into one (symmetric) group.
+fn groups(cfgs: &[config::Vrrp]) -> Vec<Group> {
+    let pairs: Vec<(u8, Vec<u8>)> = cfgs.iter().map(|c| (c.vrid, c.depends.clone())).collect();
+    super::group::groups_from_depends(&pairs)
+}
+
+/// Every instance, opened and ready to run.
+pub struct Speaker {
+    inst: Vec<Instance>,
+    links: HashMap<String, netlink::Link>,
+    groups: Vec<Group>,
+    nl: Netlink,
+    events: AsyncFd<Netlink>,
+}
+
+/// Open the sockets of every instance (needs root; call inside the runtime).
+pub fn start(cfgs: &[config::Vrrp]) -> Result<Speaker> {
+    let (inst, links) = open(cfgs)?;
+    Ok(Speaker {
+        inst,
+        links,
+        groups: groups(cfgs),
+        nl: Netlink::requests().context("rtnetlink")?,
+        events: crate::sys::async_fd(Netlink::link_events().context("link events")?)?,
+    })
+}
+
+/// Run every instance until `stop`; then give up mastership with priority 0 (the peer takes
+/// over within its skew time) and remove the VIPs.
+pub async fn run(sp: Speaker, mut stop: watch::Receiver<bool>, status: Status) {
+    let Speaker {
+        mut inst,
+        links,
+        mut groups,
+        mut nl,
+        events,
+    } = sp;
+    let (tx, mut rx) = mpsc::channel::<Input>(1024);
+    for i in &inst {
+        let (sock, tx, vrid, iface) = (
+            i.sock.clone(),
+            tx.clone(),
+            i.cfg.vrid,
+            i.cfg.interface.clone(),
+        );
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            loop {
+                let Ok(mut guard) = sock.readable().await else {
+                    return;
+                };
+                match guard.try_io(|s| s.get_ref().recv(&mut buf)) {
+                    Ok(Ok(n)) => {
+                        let input = Input::Packet {
+                            vrid,
+                            iface: iface.clone(),
+                            buf: buf[..n].to_vec(),
+                        };
+                        if tx.send(input).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Err(e)) => warn!(target: "vrrp", vrid, "receive: {e}"),
+                    Err(_would_block) => {}
+                }
+            }
+        });
+    }
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let Ok(mut guard) = events.readable().await else {
+                    return;
+                };
+                match guard.try_io(|s| s.get_ref().recv(&mut buf)) {
+                    Ok(Ok(n)) => {
+                        for (t, p) in netlink::messages(&buf[..n]) {
+                            if let Some(l) = netlink::parse_link(t, p)
+                                && tx.send(Input::Link(l)).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => warn!(target: "vrrp", "link events: {e}"),
+                    Err(_would_block) => {}
+                }
+            }
+        });
+    }
+    let now = Instant::now();
+    for k in 0..inst.len() {
+        let up = links.get(&inst[k].cfg.interface).is_some_and(|l| l.up);
+        // A node that comes up never starts as master unless it owns the addresses: it listens
+        // first (Master_Down_Interval), so a restarted host rejoins as backup.
+        let before = inst[k].machine.state();
+        let acts = inst[k].machine.step(Event::Startup { link_up: up }, now);
+        perform(&mut inst, k, before, acts, &mut groups, &mut nl, &status);
+    }
+    loop {
+        publish(&inst, &status);
+        let next = inst.iter().filter_map(|i| i.machine.next_deadline()).min();
+        let sleep = async {
+            match next {
+                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = sleep => {
+                let now = Instant::now();
+                for k in 0..inst.len() {
+                    if inst[k].machine.next_deadline().is_some_and(|t| t <= now) {
+                        let before = inst[k].machine.state();
+                        let acts = inst[k].machine.step(Event::Timer, now);
+                        perform(&mut inst, k, before, acts, &mut groups, &mut nl, &status);
+                    }
+                }
+            }
+            Some(input) = rx.recv() => {
+                let now = Instant::now();
+                match input {
+                    Input::Packet { vrid, iface, buf } => {
+                        let Some(k) = inst.iter().position(|i| i.cfg.vrid == vrid && i.cfg.interface == iface) else { continue };
+                        if let Some(ev) = receive(&inst[k], &buf, &status) {
+                            let before = inst[k].machine.state();
+                            let acts = inst[k].machine.step(ev, now);
+                            perform(&mut inst, k, before, acts, &mut groups, &mut nl, &status);
+                        }
+                    }
+                    Input::Link(l) => {
+                        for k in 0..inst.len() {
+                            if inst[k].ifindex == l.index {
+                                info!(target: "vrrp", vrid = inst[k].cfg.vrid, interface = %l.name, up = l.up, "link state");
+                                let ev = if l.up { Event::LinkUp } else { Event::LinkDown };
+                                let before = inst[k].machine.state();
+                                let acts = inst[k].machine.step(ev, now);
+                                perform(&mut inst, k, before, acts, &mut groups, &mut nl, &status);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let now = Instant::now();
+    for k in 0..inst.len() {
+        let before = inst[k].machine.state();
+        let acts = inst[k].machine.step(Event::Shutdown, now);
+        perform(&mut inst, k, before, acts, &mut groups, &mut nl, &status);
+    }
+    publish(&inst, &status);
+}
+
+/// Validate a received packet; count and drop what is not a valid advert for this instance.
+fn receive(i: &Instance, buf: &[u8], status: &Status) -> Option<Event> {
+    let count = |reason: &str| {
+        if let Ok(mut st) = status.lock()
+            && let Some(s) = st
+                .iter_mut()
+                .find(|s| s.vrid == i.cfg.vrid && s.interface == i.cfg.interface)
+        {
+            *s.dropped.entry(reason.to_string()).or_insert(0) += 1;
+        }
+    };
+    let vrrp::Received { src, repr, .. } = match vrrp::parse_ip_packet(buf) {
+        Ok(r) => r,
+        Err(d) => {
+            count(d.as_str());
+            return None;
+        }
+    };
+    if repr.vrid != i.cfg.vrid {
+        // Another virtual router on the same segment: not ours, not an error.
+        return None;
+    }
+    let addrs: Vec<IpAddr> = i.vips.iter().map(|(a, _)| *a).collect();
+    let expect = vrrp::Expect {
+        vrid: i.cfg.vrid,
+        version: wire_version(i.cfg.version),
+        interval_cs: (i.cfg.version == 2).then(|| interval_cs(i.cfg.advert_interval)),
+        auth: &i.auth,
+        addrs: &addrs,
+        checksum: vrrp::ChecksumMode::PseudoHeader,
+    };
+    if let Err(d) = vrrp::check(&repr, &expect) {
+        count(d.as_str());
+        if d == vrrp::Drop::AddrMismatch {
+            // Split brain waiting to happen: both sides think they own different addresses.
+            warn!(target: "vrrp", vrid = i.cfg.vrid, peer = %src,
+                "CONFIGURATION MISMATCH: the peer advertises {:?}, we have {:?}", repr.addrs, addrs);
+        }
+        return None;
+    }
+    if let Ok(mut st) = status.lock()
+        && let Some(s) = st
+            .iter_mut()
+            .find(|s| s.vrid == i.cfg.vrid && s.interface == i.cfg.interface)
+    {
+        s.adverts_received += 1;
+        s.master = Some(src.to_string());
+    }
+    Some(Event::Advert {
+        src,
+        priority: repr.priority,
+        interval: Duration::from_millis(u64::from(repr.interval_cs) * 10),
+    })
+}
+
+/// Carry out a machine's actions, and feed group consequences back into the machines.
+fn perform(
+    inst: &mut [Instance],
+    k: usize,
+    before: State,
+    acts: Vec<Action>,
+    groups: &mut [Group],
+    nl: &mut Netlink,
+    status: &Status,
+) {
+    let mut work = vec![(k, before, acts)];
+    while let Some((k, before, acts)) = work.pop() {
+        for a in acts {
+            let i = &mut inst[k];
+            match a {
+                Action::SendAdvert { priority } => {
+                    i.send_advert(priority);
+                    if let Ok(mut st) = status.lock()
+                        && let Some(s) = st
+                            .iter_mut()
+                            .find(|s| s.vrid == i.cfg.vrid && s.interface == i.cfg.interface)
+                    {
+                        s.adverts_sent += 1;
+                    }
+                }
+                Action::AddVips => {
+                    for (a, p) in &i.vips {
+                        if let Err(e) = nl.add_addr(i.ifindex, *a, *p) {
+                            warn!(target: "vrrp", vrid = i.cfg.vrid, "cannot add {a}/{p}: {e}");
+                        }
+                    }
+                }
+                Action::RemoveVips => {
+                    for (a, p) in &i.vips {
+                        if let Err(e) = nl.del_addr(i.ifindex, *a, *p) {
+                            warn!(target: "vrrp", vrid = i.cfg.vrid, "cannot remove {a}/{p}: {e}");
+                        }
+                    }
+                }
+                Action::SendGratuitous => {
+                    let frames: Vec<Vec<u8>> = i
+                        .vips
+                        .iter()
+                        .filter_map(|(a, _)| match a {
+                            IpAddr::V4(v4) => Some(arp::gratuitous(i.mac, *v4)),
+                            IpAddr::V6(_) => None,
+                        })
+                        .collect();
+                    for f in &frames {
+                        let _ = i.garp.send(f);
+                    }
+                    // The rest of the burst, spaced, on a second socket of its own.
+                    let index = i.ifindex;
+                    tokio::spawn(async move {
+                        let Ok(sock) = PacketSocket::open(index, 0x0806) else {
+                            return;
+                        };
+                        for _ in 1..GARP_COUNT {
+                            tokio::time::sleep(GARP_SPACING).await;
+                            for f in &frames {
+                                let _ = sock.send(f);
+                            }
+                        }
+                    });
+                }
+                Action::BecameMaster => {
+                    info!(target: "vrrp", vrid = i.cfg.vrid, interface = %i.cfg.interface, "became master");
+                    notify(i.cfg.notify_master.as_deref(), i.cfg.vrid, "master");
+                }
+                Action::BecameBackup => {
+                    info!(target: "vrrp", vrid = i.cfg.vrid, interface = %i.cfg.interface, "became backup");
+                    notify(i.cfg.notify_backup.as_deref(), i.cfg.vrid, "backup");
+                }
+                Action::EnteredFault => {
+                    warn!(target: "vrrp", vrid = i.cfg.vrid, interface = %i.cfg.interface, "fault: interface down");
+                    notify(i.cfg.notify_backup.as_deref(), i.cfg.vrid, "fault");
+                }
+                Action::Log(m) => info!(target: "vrrp", vrid = i.cfg.vrid, "{m}"),
+            }
+        }
+        let after = inst[k].machine.state();
+        if before != after {
+            if let Ok(mut st) = status.lock()
+                && let Some(s) = st
+                    .iter_mut()
+                    .find(|s| s.vrid == inst[k].cfg.vrid && s.interface == inst[k].cfg.interface)
+            {
+                s.transitions += 1;
+            }
+            let vrid = inst[k].cfg.vrid;
+            let now = Instant::now();
+            for g in groups.iter_mut() {
+                for (member, ev) in g.on_member_state(vrid, after) {
+                    if let Some(m) = inst.iter().position(|x| x.cfg.vrid == member) {
+                        let before = inst[m].machine.state();
+                        let acts = inst[m].machine.step(ev, now);
+                        work.push((m, before, acts));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Run a notify script (freevrrpd's masterscript / backupscript) without waiting for it.
+fn notify(script: Option<&str>, vrid: u8, state: &'static str) {
+    let Some(script) = script else { return };
+    let script = script.to_string();
+    tokio::spawn(async move {
+        let child = tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .env("FWLB_VRID", vrid.to_string())
+            .env("FWLB_STATE", state)
+            .kill_on_drop(true)
+            .spawn();
+        match child {
+            Ok(mut c) => match tokio::time::timeout(NOTIFY_TIMEOUT, c.wait()).await {
+                Ok(Ok(st)) if !st.success() => {
+                    warn!(target: "vrrp", vrid, "notify script {script:?} exited with {st}")
+                }
+                Ok(Err(e)) => warn!(target: "vrrp", vrid, "notify script {script:?}: {e}"),
+                Err(_) => {
+                    warn!(target: "vrrp", vrid, "notify script {script:?} killed after {} s", NOTIFY_TIMEOUT.as_secs())
+                }
+                _ => {}
+            },
+            Err(e) => warn!(target: "vrrp", vrid, "cannot run notify script {script:?}: {e}"),
+        }
+    });
+}
+
+fn publish(inst: &[Instance], status: &Status) {
+    let Ok(mut st) = status.lock() else { return };
+    for i in inst {
+        let pos = st
+            .iter()
+            .position(|s| s.vrid == i.cfg.vrid && s.interface == i.cfg.interface);
+        let s = match pos {
+            Some(p) => &mut st[p],
+            None => {
+                st.push(InstanceStatus {
+                    vrid: i.cfg.vrid,
+                    interface: i.cfg.interface.clone(),
+                    ..Default::default()
+                });
+                let last = st.len() - 1;
+                &mut st[last]
+            }
+        };
+        s.state = format!("{:?}", i.machine.state()).to_lowercase();
+        s.priority = i.cfg.priority;
+        s.effective_priority = i.machine.effective_priority();
+        if i.machine.state() == State::Master {
+            s.master = Some(i.primary.to_string());
+        }
+    }
+}

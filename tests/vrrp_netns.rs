@@ -1,0 +1,622 @@
+#![cfg(target_os = "linux")]
+//! The VRRP speaker on a real segment: two hosts (network namespaces) on a bridge, fwlb on
+//! both or fwlb against keepalived, with kills, cable pulls and planned stops. Needs root and
+//! `ip`; the keepalived test needs `keepalived` (apt-get install keepalived).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::BIN;
+
+const VIP: &str = "10.77.0.10";
+
+/// A bridge namespace `sw` and hosts joined to it by veth pairs; all deleted when dropped.
+struct Lab {
+    tag: String,
+    hosts: Vec<String>,
+    /// A second segment (`sw2`, hosts' eth1 with 10.88.0.k/24) for two-VRID groups.
+    back: bool,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip (apt-get install iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Lab {
+    fn new(tag: &str, n: usize) -> Lab {
+        Self::build(tag, n, false)
+    }
+
+    fn with_back(tag: &str, n: usize) -> Lab {
+        Self::build(tag, n, true)
+    }
+
+    fn build(tag: &str, n: usize, back: bool) -> Lab {
+        let tag = format!("fv{tag}{}", std::process::id() % 100_000);
+        let ok = Command::new("ip")
+            .args(["netns", "add", &format!("{tag}sw")])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "cannot create network namespaces: this test needs root and iproute2"
+        );
+        let mut lab = Lab {
+            tag: tag.clone(),
+            hosts: Vec::new(),
+            back,
+        };
+        let sw = format!("{tag}sw");
+        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &sw, "link", "set", "br0", "up"]);
+        for k in 1..=n {
+            let h = format!("{tag}h{k}");
+            ip(&["netns", "add", &h]);
+            lab.hosts.push(h.clone());
+            ip(&[
+                "-n",
+                &sw,
+                "link",
+                "add",
+                &format!("p{k}"),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &h,
+            ]);
+            ip(&["-n", &sw, "link", "set", &format!("p{k}"), "master", "br0"]);
+            ip(&["-n", &sw, "link", "set", &format!("p{k}"), "up"]);
+            ip(&[
+                "-n",
+                &h,
+                "addr",
+                "add",
+                &format!("10.77.0.{k}/24"),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", &h, "link", "set", "eth0", "up"]);
+            ip(&["-n", &h, "link", "set", "lo", "up"]);
+        }
+        if back {
+            let sw2 = format!("{tag}sw2");
+            ip(&["netns", "add", &sw2]);
+            ip(&["-n", &sw2, "link", "add", "br0", "type", "bridge"]);
+            ip(&["-n", &sw2, "link", "set", "br0", "up"]);
+            for k in 1..=n {
+                let h = format!("{tag}h{k}");
+                ip(&[
+                    "-n",
+                    &sw2,
+                    "link",
+                    "add",
+                    &format!("q{k}"),
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth1",
+                    "netns",
+                    &h,
+                ]);
+                ip(&["-n", &sw2, "link", "set", &format!("q{k}"), "master", "br0"]);
+                ip(&["-n", &sw2, "link", "set", &format!("q{k}"), "up"]);
+                ip(&[
+                    "-n",
+                    &h,
+                    "addr",
+                    "add",
+                    &format!("10.88.0.{k}/24"),
+                    "dev",
+                    "eth1",
+                ]);
+                ip(&["-n", &h, "link", "set", "eth1", "up"]);
+            }
+        }
+        lab
+    }
+
+    /// Which host holds `addr` on `dev`.
+    fn holder_of(&self, dev: &str, addr: &str) -> Option<usize> {
+        let mut who = None;
+        for (i, h) in self.hosts.iter().enumerate() {
+            let out = Command::new("ip")
+                .args(["-n", h, "-o", "addr", "show", "dev", dev])
+                .output()
+                .expect("ip");
+            if String::from_utf8_lossy(&out.stdout).contains(&format!("{addr}/24")) {
+                assert!(who.is_none(), "split brain: two hosts hold {addr}");
+                who = Some(i + 1);
+            }
+        }
+        who
+    }
+
+    fn back_cable(&self, k: usize, up: bool) {
+        ip(&[
+            "-n",
+            &format!("{}sw2", self.tag),
+            "link",
+            "set",
+            &format!("q{k}"),
+            if up { "up" } else { "down" },
+        ]);
+    }
+
+    fn host(&self, k: usize) -> &str {
+        &self.hosts[k - 1]
+    }
+
+    /// Which host holds the VIP now (None or Some(k)); panics if two do.
+    fn holder(&self) -> Option<usize> {
+        let mut who = None;
+        for (i, h) in self.hosts.iter().enumerate() {
+            let out = Command::new("ip")
+                .args(["-n", h, "-o", "addr", "show", "dev", "eth0"])
+                .output()
+                .expect("ip");
+            if String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/24")) {
+                assert!(who.is_none(), "split brain: two hosts hold {VIP}");
+                who = Some(i + 1);
+            }
+        }
+        who
+    }
+
+    /// Wait until `want` holds the VIP (alone); returns how long it took.
+    fn wait_holder(&self, want: Option<usize>, limit: Duration) -> Duration {
+        let t0 = Instant::now();
+        loop {
+            if self.holder() == want {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < limit,
+                "VIP holder is {:?}, wanted {want:?} within {limit:?}",
+                self.holder()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn cable(&self, k: usize, up: bool) {
+        ip(&[
+            "-n",
+            &format!("{}sw", self.tag),
+            "link",
+            "set",
+            &format!("p{k}"),
+            if up { "up" } else { "down" },
+        ]);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for h in &self.hosts {
+            let _ = Command::new("ip").args(["netns", "del", h]).status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &format!("{}sw", self.tag)])
+            .status();
+        if self.back {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &format!("{}sw2", self.tag)])
+                .status();
+        }
+    }
+}
+
+/// fwlb with one VRRP instance on `eth0` of host `ns`, killed when dropped.
+struct Daemon {
+    child: Child,
+    _dir: tempfile::TempDir,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(ns: &str, priority: u8, version: u8, interval: &str) -> Daemon {
+        Self::with_config(
+            ns,
+            &format!(
+                "[daemon]\ncontrol = \"127.0.0.1:8888\"\nshutdown_timeout = \"1s\"\n[[vrrp]]\nvrid = 51\ninterface = \"eth0\"\npriority = {priority}\naddresses = [\"{VIP}/24\"]\nversion = {version}\nadvert_interval = \"{interval}\"\n"
+            ),
+        )
+    }
+
+    fn with_config(ns: &str, config: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("dir");
+        let cfg = dir.path().join("fwlb.toml");
+        std::fs::write(&cfg, config).expect("config");
+        let log = dir.path().join("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, BIN, "run", "-c"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn fwlb");
+        Daemon {
+            child,
+            _dir: dir,
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        // `ip netns exec` execs the program: the child pid is fwlb's.
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn fwlb_pair_fails_over_on_kill_cable_and_planned_stop() {
+    let lab = Lab::new("p", 2);
+    // v3 at 100 ms: Master_Down_Interval for priority 100 = 300 ms + 61 ms skew.
+    let mut h1 = Daemon::start(lab.host(1), 150, 3, "100ms");
+    let h2 = Daemon::start(lab.host(2), 100, 3, "100ms");
+    lab.wait_holder(Some(1), Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(lab.holder(), Some(1), "stable");
+    // The control port shows it.
+    let show = |k: usize| {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                lab.host(k),
+                BIN,
+                "ctl",
+                "--json",
+                "show",
+                "vrrp",
+            ])
+            .output()
+            .expect("fwlb ctl");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        v["vrrp"][0].clone()
+    };
+    let (s1, s2) = (show(1), show(2));
+    assert_eq!(
+        (s1["state"].as_str(), s2["state"].as_str()),
+        (Some("master"), Some("backup")),
+        "{s1} {s2}"
+    );
+    assert!(
+        s2["adverts_received"].as_u64().is_some_and(|n| n > 0),
+        "{s2}"
+    );
+    assert_eq!(s2["master"], "10.77.0.1");
+    // Planned stop: priority 0, the backup takes over within its skew time.
+    h1.signal("TERM");
+    let t = lab.wait_holder(Some(2), Duration::from_secs(2));
+    assert!(
+        t < Duration::from_millis(300),
+        "planned handover took {t:?}\n{}",
+        h2.log()
+    );
+    let _ = h1.child.wait();
+    // Back: h1 (150) preempts.
+    let h1 = Daemon::start(lab.host(1), 150, 3, "100ms");
+    lab.wait_holder(Some(1), Duration::from_secs(3));
+    // Cable pull on the master: the backup hears nothing and takes over after
+    // Master_Down_Interval; the master sees its link down and drops the VIP at once.
+    lab.cable(1, false);
+    let t = lab.wait_holder(Some(2), Duration::from_secs(3));
+    assert!(
+        t < Duration::from_millis(361 + 300),
+        "cable pull failover took {t:?}"
+    );
+    lab.cable(1, true);
+    lab.wait_holder(Some(1), Duration::from_secs(3));
+    // kill -9 of the master: no priority 0, so Master_Down_Interval.
+    h1.signal("KILL");
+    let t0 = Instant::now();
+    // The killed master cannot remove its VIP; only look at h2.
+    loop {
+        let out = Command::new("ip")
+            .args(["-n", lab.host(2), "-o", "addr", "show", "dev", "eth0"])
+            .output()
+            .expect("ip");
+        if String::from_utf8_lossy(&out.stdout).contains(VIP) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "no takeover after kill -9"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        t0.elapsed() < Duration::from_millis(361 + 300),
+        "kill -9 failover took {:?}",
+        t0.elapsed()
+    );
+    assert!(h2.log().contains("became master"), "{}", h2.log());
+}
+
+#[test]
+fn fwlb_and_keepalived_interoperate() {
+    assert!(
+        Command::new("sh")
+            .args(["-c", "command -v keepalived"])
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "this test needs keepalived: apt-get install keepalived"
+    );
+    let lab = Lab::new("k", 2);
+    let dir = tempfile::tempdir().expect("dir");
+    let kconf = dir.path().join("keepalived.conf");
+    // keepalived as the backup (priority 100), VRRPv2 1 s, as vrrp-reference.md §3.1.
+    std::fs::write(
+        &kconf,
+        format!(
+            "global_defs {{\n  enable_script_security\n}}\nvrrp_instance VI_51 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority 100\n  advert_int 1\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n"
+        ),
+    )
+    .expect("keepalived.conf");
+    let pid = dir.path().join("k.pid");
+    let vpid = dir.path().join("v.pid");
+    let mut k = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            lab.host(2),
+            "keepalived",
+            "-n",
+            "-l",
+            "-D",
+            "-f",
+        ])
+        .arg(&kconf)
+        .args(["-p"])
+        .arg(&pid)
+        .args(["-r"])
+        .arg(&vpid)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("keepalived");
+    let h1 = Daemon::start(lab.host(1), 150, 2, "1s");
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        lab.wait_holder(Some(1), Duration::from_secs(6));
+        std::thread::sleep(Duration::from_millis(2500));
+        assert_eq!(
+            lab.holder(),
+            Some(1),
+            "keepalived accepts fwlb's adverts and stays backup"
+        );
+        // Planned stop of fwlb: priority 0, keepalived takes over within its skew time.
+        h1.signal("TERM");
+        let t = lab.wait_holder(Some(2), Duration::from_secs(4));
+        assert!(
+            t < Duration::from_millis(1000),
+            "keepalived took over after {t:?}"
+        );
+    }));
+    let _ = k.kill();
+    let _ = k.wait();
+    if let Err(e) = r {
+        panic!("{:?}\nfwlb log:\n{}", e.downcast_ref::<String>(), h1.log());
+    }
+}
+
+#[test]
+fn two_vrids_of_a_group_fail_over_together() {
+    let lab = Lab::with_back("g", 2);
+    let conf = |prio: u8| {
+        format!(
+            "[daemon]\ncontrol = \"127.0.0.1:8888\"\nshutdown_timeout = \"1s\"\n\
+[[vrrp]]\nvrid = 1\ninterface = \"eth0\"\npriority = {prio}\naddresses = [\"{VIP}/24\"]\nversion = 3\nadvert_interval = \"100ms\"\ndepends = [2]\n\
+[[vrrp]]\nvrid = 2\ninterface = \"eth1\"\npriority = {prio}\naddresses = [\"10.88.0.10/24\"]\nversion = 3\nadvert_interval = \"100ms\"\ndepends = [1]\n"
+        )
+    };
+    let h1 = Daemon::with_config(lab.host(1), &conf(150));
+    let h2 = Daemon::with_config(lab.host(2), &conf(100));
+    let both = |who: Option<usize>, limit: Duration| {
+        let t0 = Instant::now();
+        loop {
+            let (a, b) = (
+                lab.holder_of("eth0", VIP),
+                lab.holder_of("eth1", "10.88.0.10"),
+            );
+            if a == who && b == who {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < limit,
+                "front {a:?} back {b:?}, wanted both on {who:?}\nh1:\n{}\nh2:\n{}",
+                h1.log(),
+                h2.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    both(Some(1), Duration::from_secs(3));
+    // Pull the master's BACK cable only: its front VRID must follow to the peer.
+    lab.back_cable(1, false);
+    let t = both(Some(2), Duration::from_secs(3));
+    assert!(t < Duration::from_millis(700), "group failover took {t:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        lab.holder_of("eth0", VIP),
+        Some(2),
+        "the front VRID stays with the group"
+    );
+    // Cable back: both return together (preempt).
+    lab.back_cable(1, true);
+    both(Some(1), Duration::from_secs(3));
+}
+
+#[test]
+fn fwlb_takes_over_from_a_keepalived_master() {
+    assert!(
+        Command::new("sh")
+            .args(["-c", "command -v keepalived"])
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "this test needs keepalived: apt-get install keepalived"
+    );
+    let lab = Lab::new("m", 2);
+    let dir = tempfile::tempdir().expect("dir");
+    let kconf = dir.path().join("keepalived.conf");
+    // keepalived as the master (priority 200), VRRPv3 at 1 s, with fwlb as the backup.
+    std::fs::write(
+        &kconf,
+        format!(
+            "global_defs {{\n  enable_script_security\n}}\nvrrp_instance VI_51 {{\n  state MASTER\n  interface eth0\n  virtual_router_id 51\n  priority 200\n  advert_int 1\n  version 3\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n"
+        ),
+    )
+    .expect("keepalived.conf");
+    let mut k = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            lab.host(1),
+            "keepalived",
+            "-n",
+            "-l",
+            "-D",
+            "-f",
+        ])
+        .arg(&kconf)
+        .args(["-p"])
+        .arg(dir.path().join("k.pid"))
+        .args(["-r"])
+        .arg(dir.path().join("v.pid"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("keepalived");
+    let h2 = Daemon::start(lab.host(2), 100, 3, "1s");
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        lab.wait_holder(Some(1), Duration::from_secs(6));
+        std::thread::sleep(Duration::from_millis(2500));
+        assert_eq!(
+            lab.holder(),
+            Some(1),
+            "fwlb accepts keepalived's v3 adverts and stays backup"
+        );
+        // keepalived stops (priority 0): fwlb takes over within its skew time (0.61 s).
+        let _ = Command::new("kill")
+            .args(["-TERM", &k.id().to_string()])
+            .status();
+        let t0 = Instant::now();
+        loop {
+            let out = Command::new("ip")
+                .args(["-n", lab.host(2), "-o", "addr", "show", "dev", "eth0"])
+                .output()
+                .expect("ip");
+            if String::from_utf8_lossy(&out.stdout).contains(VIP) {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(4), "no takeover");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            t0.elapsed() < Duration::from_millis(1200),
+            "took {:?}",
+            t0.elapsed()
+        );
+    }));
+    let _ = k.kill();
+    let _ = k.wait();
+    if let Err(e) = r {
+        panic!("{:?}\nfwlb log:\n{}", e.downcast_ref::<String>(), h2.log());
+    }
+}
+
+#[test]
+fn fwlb_vrrpd_runs_an_unmodified_freevrrpd_conf() {
+    let lab = Lab::new("f", 2);
+    let dir = tempfile::tempdir().expect("dir");
+    let conf = dir.path().join("freevrrpd.conf");
+    std::fs::write(
+        &conf,
+        format!("[VRID]\nserverid = 51\ninterface = eth0\npriority = 150\naddr = {VIP}/24\npassword = secret\n"),
+    )
+    .expect("conf");
+    // `fwlb check --freevrrpd` prints the [[vrrp]] it becomes, and that validates as is.
+    let out = Command::new(BIN)
+        .args(["check", "--freevrrpd"])
+        .arg(&conf)
+        .output()
+        .expect("check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).replace("configuration OK\n", "");
+    let toml = dir.path().join("fwlb.toml");
+    std::fs::write(&toml, &text).expect("toml");
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&toml)
+        .output()
+        .expect("check");
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = dir.path().join("log");
+    let mut v = Command::new("ip")
+        .args(["netns", "exec", lab.host(1), BIN, "vrrpd", "-F", "-f"])
+        .arg(&conf)
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("fwlb vrrpd");
+    // The peer: fwlb with the matching v2 settings and a lower priority.
+    let peer = Daemon::with_config(
+        lab.host(2),
+        &format!(
+            "[daemon]\ncontrol = \"127.0.0.1:8888\"\n[[vrrp]]\nvrid = 51\ninterface = \"eth0\"\npriority = 100\naddresses = [\"{VIP}/24\"]\npassword = \"secret\"\n"
+        ),
+    );
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        lab.wait_holder(Some(1), Duration::from_secs(6));
+        // SIGTERM: priority 0, the peer takes over within its skew time.
+        let _ = Command::new("kill")
+            .args(["-TERM", &v.id().to_string()])
+            .status();
+        let t = lab.wait_holder(Some(2), Duration::from_secs(4));
+        assert!(t < Duration::from_millis(1000), "{t:?}");
+    }));
+    let _ = v.kill();
+    let _ = v.wait();
+    if let Err(e) = r {
+        panic!(
+            "{:?}\nvrrpd log:\n{}\npeer log:\n{}",
+            e.downcast_ref::<String>(),
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            peer.log()
+        );
+    }
+}
