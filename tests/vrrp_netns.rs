@@ -160,33 +160,40 @@ impl Lab {
         &self.hosts[k - 1]
     }
 
-    /// Which host holds the VIP now (None or Some(k)); panics if two do.
-    fn holder(&self) -> Option<usize> {
-        let mut who = None;
+    /// Every host holding the VIP now.
+    fn holders(&self) -> Vec<usize> {
+        let mut who = Vec::new();
         for (i, h) in self.hosts.iter().enumerate() {
             let out = Command::new("ip")
                 .args(["-n", h, "-o", "addr", "show", "dev", "eth0"])
                 .output()
                 .expect("ip");
             if String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/24")) {
-                assert!(who.is_none(), "split brain: two hosts hold {VIP}");
-                who = Some(i + 1);
+                who.push(i + 1);
             }
         }
         who
     }
 
-    /// Wait until `want` holds the VIP (alone); returns how long it took.
+    /// Which host holds the VIP now (None or Some(k)); panics if two do (split brain).
+    fn holder(&self) -> Option<usize> {
+        let who = self.holders();
+        assert!(who.len() <= 1, "split brain: hosts {who:?} all hold {VIP}");
+        who.first().copied()
+    }
+
+    /// Wait until `want` alone holds the VIP; returns how long it took. Two holders for a
+    /// moment are normal while routers that started together converge.
     fn wait_holder(&self, want: Option<usize>, limit: Duration) -> Duration {
         let t0 = Instant::now();
         loop {
-            if self.holder() == want {
+            if self.holders() == want.into_iter().collect::<Vec<_>>() {
                 return t0.elapsed();
             }
             assert!(
                 t0.elapsed() < limit,
-                "VIP holder is {:?}, wanted {want:?} within {limit:?}",
-                self.holder()
+                "VIP holders are {:?}, wanted {want:?} within {limit:?}",
+                self.holders()
             );
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -373,11 +380,12 @@ fn fwlb_and_keepalived_interoperate() {
     let lab = Lab::new("k", 2);
     let dir = tempfile::tempdir().expect("dir");
     let kconf = dir.path().join("keepalived.conf");
-    // keepalived as the backup (priority 100), VRRPv2 1 s, as vrrp-reference.md §3.1.
+    // keepalived as the backup (priority 100), VRRPv2 with a password at 1 s, as
+    // vrrp-reference.md §3.1.
     std::fs::write(
         &kconf,
         format!(
-            "global_defs {{\n  enable_script_security\n}}\nvrrp_instance VI_51 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority 100\n  advert_int 1\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n"
+            "global_defs {{\n  enable_script_security\n}}\nvrrp_instance VI_51 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority 100\n  advert_int 1\n  authentication {{\n    auth_type PASS\n    auth_pass secret\n  }}\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n"
         ),
     )
     .expect("keepalived.conf");
@@ -400,10 +408,15 @@ fn fwlb_and_keepalived_interoperate() {
         .args(["-r"])
         .arg(&vpid)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("k.log")).expect("k.log"))
         .spawn()
         .expect("keepalived");
-    let h1 = Daemon::start(lab.host(1), 150, 2, "1s");
+    let h1 = Daemon::with_config(
+        lab.host(1),
+        &format!(
+            "[daemon]\ncontrol = \"127.0.0.1:8888\"\n[[vrrp]]\nvrid = 51\ninterface = \"eth0\"\npriority = 150\naddresses = [\"{VIP}/24\"]\npassword = \"secret\"\n"
+        ),
+    );
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         lab.wait_holder(Some(1), Duration::from_secs(6));
         std::thread::sleep(Duration::from_millis(2500));
@@ -423,7 +436,12 @@ fn fwlb_and_keepalived_interoperate() {
     let _ = k.kill();
     let _ = k.wait();
     if let Err(e) = r {
-        panic!("{:?}\nfwlb log:\n{}", e.downcast_ref::<String>(), h1.log());
+        let klog = std::fs::read_to_string(dir.path().join("k.log")).unwrap_or_default();
+        panic!(
+            "{:?}\nfwlb log:\n{}\nkeepalived log:\n{klog}",
+            e.downcast_ref::<String>(),
+            h1.log()
+        );
     }
 }
 
@@ -486,11 +504,11 @@ fn fwlb_takes_over_from_a_keepalived_master() {
     let lab = Lab::new("m", 2);
     let dir = tempfile::tempdir().expect("dir");
     let kconf = dir.path().join("keepalived.conf");
-    // keepalived as the master (priority 200), VRRPv3 at 1 s, with fwlb as the backup.
+    // keepalived as the master (priority 200), VRRPv3 at 100 ms, with fwlb as the backup.
     std::fs::write(
         &kconf,
         format!(
-            "global_defs {{\n  enable_script_security\n}}\nvrrp_instance VI_51 {{\n  state MASTER\n  interface eth0\n  virtual_router_id 51\n  priority 200\n  advert_int 1\n  version 3\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n"
+            "global_defs {{\n  enable_script_security\n}}\nvrrp_instance VI_51 {{\n  state MASTER\n  interface eth0\n  virtual_router_id 51\n  priority 200\n  advert_int 0.1\n  version 3\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n"
         ),
     )
     .expect("keepalived.conf");
@@ -514,7 +532,7 @@ fn fwlb_takes_over_from_a_keepalived_master() {
         .stderr(Stdio::null())
         .spawn()
         .expect("keepalived");
-    let h2 = Daemon::start(lab.host(2), 100, 3, "1s");
+    let h2 = Daemon::start(lab.host(2), 100, 3, "100ms");
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         lab.wait_holder(Some(1), Duration::from_secs(6));
         std::thread::sleep(Duration::from_millis(2500));
@@ -523,7 +541,7 @@ fn fwlb_takes_over_from_a_keepalived_master() {
             Some(1),
             "fwlb accepts keepalived's v3 adverts and stays backup"
         );
-        // keepalived stops (priority 0): fwlb takes over within its skew time (0.61 s).
+        // keepalived stops (priority 0): fwlb takes over within its skew time (61 ms).
         let _ = Command::new("kill")
             .args(["-TERM", &k.id().to_string()])
             .status();
@@ -619,4 +637,169 @@ fn fwlb_vrrpd_runs_an_unmodified_freevrrpd_conf() {
             peer.log()
         );
     }
+}
+
+/// The client's ARP entry for the VIP.
+fn client_mac_for_vip(lab: &Lab, client: usize) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["-n", lab.host(client), "neigh", "show", VIP])
+        .output()
+        .expect("ip");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace()
+        .skip_while(|w| *w != "lladdr")
+        .nth(1)
+        .map(str::to_string)
+}
+
+fn mac_of(lab: &Lab, host: usize) -> String {
+    let out = Command::new("ip")
+        .args(["-n", lab.host(host), "-o", "link", "show", "eth0"])
+        .output()
+        .expect("ip");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn after_a_crash_the_clients_arp_points_at_the_new_master_and_preempt_off_stays() {
+    let lab = Lab::new("a", 3);
+    let conf = |prio: u8, preempt: bool| {
+        format!(
+            "[daemon]\ncontrol = \"127.0.0.1:8888\"\n[[vrrp]]\nvrid = 51\ninterface = \"eth0\"\npriority = {prio}\naddresses = [\"{VIP}/24\"]\nversion = 3\nadvert_interval = \"100ms\"\npreempt = {preempt}\n"
+        )
+    };
+    let h1 = Daemon::with_config(lab.host(1), &conf(150, false));
+    let _h2 = Daemon::with_config(lab.host(2), &conf(100, false));
+    lab.wait_holder(Some(1), Duration::from_secs(3));
+    // The client (host 3) talks to the VIP: its ARP entry is h1's MAC.
+    // Any packet to the VIP makes the client resolve it.
+    let ping = || {
+        let py = format!(
+            "import socket,time\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(b'x', ('{VIP}', 9))\ntime.sleep(0.2)\n"
+        );
+        let _ = Command::new("ip")
+            .args(["netns", "exec", lab.host(3), "python3", "-c", &py])
+            .output();
+    };
+    ping();
+    assert_eq!(client_mac_for_vip(&lab, 3), Some(mac_of(&lab, 1)));
+    // Crash: kill -9 and cable pull at once.
+    h1.signal("KILL");
+    lab.cable(1, false);
+    let t0 = Instant::now();
+    loop {
+        if client_mac_for_vip(&lab, 3) == Some(mac_of(&lab, 2)) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "client ARP still {:?}",
+            client_mac_for_vip(&lab, 3)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The gratuitous ARP moved it without the client asking.
+    assert!(
+        t0.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t0.elapsed()
+    );
+    drop(h1);
+    lab.cable(1, true);
+    // h1 back with preempt off: it stays backup, h2 keeps the VIP.
+    let _h1 = Daemon::with_config(lab.host(1), &conf(150, false));
+    // h1 still has the stale VIP from the crash? It was killed: remove what it left, as a
+    // supervisor restart of the host would have found a clean interface.
+    let _ = Command::new("ip")
+        .args([
+            "-n",
+            lab.host(1),
+            "addr",
+            "del",
+            &format!("{VIP}/24"),
+            "dev",
+            "eth0",
+        ])
+        .output();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(lab.holder(), Some(2), "preempt = false: no move back");
+}
+
+#[test]
+fn a_third_host_with_a_wrong_password_or_address_list_cannot_take_over() {
+    let lab = Lab::new("r", 3);
+    let conf = |prio: u8, pass: &str, addrs: &str| {
+        format!(
+            "[daemon]\ncontrol = \"127.0.0.1:8888\"\n[[vrrp]]\nvrid = 51\ninterface = \"eth0\"\npriority = {prio}\naddresses = [{addrs}]\npassword = \"{pass}\"\n"
+        )
+    };
+    let good = format!("\"{VIP}/24\"");
+    let h1 = Daemon::with_config(lab.host(1), &conf(150, "secret", &good));
+    let h2 = Daemon::with_config(lab.host(2), &conf(100, "secret", &good));
+    lab.wait_holder(Some(1), Duration::from_secs(6));
+    for rogue in [
+        conf(254, "wrong", &good),
+        conf(254, "secret", "\"10.77.0.10/24\", \"10.77.0.11/24\""),
+    ] {
+        let r = Daemon::with_config(lab.host(3), &rogue);
+        std::thread::sleep(Duration::from_millis(3500));
+        // Neither of the pair yields to priority 254 (the rogue may well think it is master,
+        // with its own address list: the pair ignores it).
+        let on = |k: usize| {
+            let out = Command::new("ip")
+                .args(["-n", lab.host(k), "-o", "addr", "show", "dev", "eth0"])
+                .output()
+                .expect("ip");
+            String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/24"))
+        };
+        assert!(
+            on(1) && !on(2),
+            "the pair's master must stay: h1 {} h2 {}\n{}",
+            on(1),
+            on(2),
+            h1.log()
+        );
+        drop(r);
+        let _ = Command::new("ip")
+            .args([
+                "-n",
+                lab.host(3),
+                "addr",
+                "flush",
+                "dev",
+                "eth0",
+                "to",
+                &format!("{VIP}/32"),
+            ])
+            .output();
+    }
+    assert!(
+        h2.log().contains("CONFIGURATION MISMATCH"),
+        "the address-list mismatch is logged loudly:\n{}",
+        h2.log()
+    );
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            lab.host(2),
+            BIN,
+            "ctl",
+            "--json",
+            "show",
+            "vrrp",
+        ])
+        .output()
+        .expect("ctl");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let dropped = &v["vrrp"][0]["dropped"];
+    assert!(
+        dropped.as_object().is_some_and(|m| m.len() >= 2),
+        "auth and address drops counted: {dropped}"
+    );
 }

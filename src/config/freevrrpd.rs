@@ -217,6 +217,8 @@ pub fn parse_str(src: &str, path: &Path) -> Result<Imported, ConfigErrors> {
             peers: Vec::new(),
             notify_master: s.notify_master.clone(),
             notify_backup: s.notify_backup.clone(),
+            garp_count: 3,
+            garp_interval: Duration::from_millis(200),
         });
     }
     Ok(Imported {

@@ -180,6 +180,9 @@ pub struct Vrrp {
     pub peers: Vec<IpAddr>,
     pub notify_master: Option<String>,
     pub notify_backup: Option<String>,
+    /// Gratuitous ARPs sent on becoming master, and their spacing.
+    pub garp_count: u32,
+    pub garp_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -629,6 +632,8 @@ const VRRP_KEYS: &[&str] = &[
     "peers",
     "notify_master",
     "notify_backup",
+    "garp_count",
+    "garp_interval",
 ];
 
 fn vrrp(r: &mut Reader, t: &Table) -> Option<Vrrp> {
@@ -732,6 +737,10 @@ fn vrrp(r: &mut Reader, t: &Table) -> Option<Vrrp> {
         .string(t, "notify_backup")
         .map(|(s, _)| s.to_string())
         .filter(|s| !s.is_empty());
+    let garp_count = r.int(t, "garp_count", 1, 100).map_or(3, |n| n as u32);
+    let garp_interval = r
+        .duration(t, "garp_interval")
+        .map_or(Duration::from_millis(200), |(d, _)| d);
     if r.diags.len() != before {
         return None;
     }
@@ -749,6 +758,8 @@ fn vrrp(r: &mut Reader, t: &Table) -> Option<Vrrp> {
         peers,
         notify_master,
         notify_backup,
+        garp_count,
+        garp_interval,
     })
 }
 

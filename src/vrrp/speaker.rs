@@ -21,10 +21,6 @@ use crate::sys::netlink::{self, Netlink};
 use crate::sys::raw::{GROUP_V4, PacketSocket, VrrpSocket};
 use crate::wire::{arp, vrrp};
 
-/// Gratuitous ARPs sent on becoming master, and their spacing (keepalived: 5, no delay;
-/// spacing them survives a switch that drops the first while it relearns the port).
-const GARP_COUNT: u32 = 3;
-const GARP_SPACING: Duration = Duration::from_millis(200);
 /// How long a notify script may run before it is killed.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -433,14 +429,16 @@ fn perform(
                     for f in &frames {
                         let _ = i.garp.send(f);
                     }
-                    // The rest of the burst, spaced, on a second socket of its own.
-                    let index = i.ifindex;
+                    // The rest of the burst, spaced by `garp_interval` (a switch relearning
+                    // the port may drop the first), on a second socket of its own.
+                    let (index, count, spacing) =
+                        (i.ifindex, i.cfg.garp_count, i.cfg.garp_interval);
                     tokio::spawn(async move {
                         let Ok(sock) = PacketSocket::open(index, 0x0806) else {
                             return;
                         };
-                        for _ in 1..GARP_COUNT {
-                            tokio::time::sleep(GARP_SPACING).await;
+                        for _ in 1..count {
+                            tokio::time::sleep(spacing).await;
                             for f in &frames {
                                 let _ = sock.send(f);
                             }
