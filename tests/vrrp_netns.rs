@@ -803,3 +803,46 @@ fn a_third_host_with_a_wrong_password_or_address_list_cannot_take_over() {
         "auth and address drops counted: {dropped}"
     );
 }
+
+#[test]
+fn unicast_peers_elect_among_themselves_only() {
+    let lab = Lab::new("u", 3);
+    let conf = |prio: u8, peer: &str| {
+        format!(
+            "[daemon]\ncontrol = \"127.0.0.1:8888\"\n[[vrrp]]\nvrid = 51\ninterface = \"eth0\"\npriority = {prio}\naddresses = [\"{VIP}/24\"]\nversion = 3\nadvert_interval = \"100ms\"\npeers = [\"{peer}\"]\n"
+        )
+    };
+    let h1 = Daemon::with_config(lab.host(1), &conf(150, "10.77.0.2"));
+    let h2 = Daemon::with_config(lab.host(2), &conf(100, "10.77.0.1"));
+    lab.wait_holder(Some(1), Duration::from_secs(3));
+    // A third host with everything right but not a listed peer, at a higher priority.
+    let _rogue = Daemon::with_config(lab.host(3), &conf(250, "10.77.0.1"));
+    std::thread::sleep(Duration::from_millis(1500));
+    let on = |k: usize| {
+        let out = Command::new("ip")
+            .args(["-n", lab.host(k), "-o", "addr", "show", "dev", "eth0"])
+            .output()
+            .expect("ip");
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/24"))
+    };
+    assert!(
+        on(1) && !on(2),
+        "the pair ignores a host that is not a peer"
+    );
+    // Planned stop: the unicast peer takes over within its skew time.
+    h1.signal("TERM");
+    let t0 = Instant::now();
+    while !on(2) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "no unicast takeover\n{}",
+            h2.log()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        t0.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        t0.elapsed()
+    );
+}

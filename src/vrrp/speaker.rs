@@ -38,6 +38,8 @@ struct Instance {
     garp: PacketSocket,
     auth: vrrp::Auth,
     ident: u16,
+    /// Unicast peers: adverts go to each of them instead of the group, and only theirs count.
+    peers: Vec<Ipv4Addr>,
 }
 
 fn wire_version(v: u8) -> vrrp::Version {
@@ -161,6 +163,14 @@ fn open(cfgs: &[config::Vrrp]) -> Result<(Vec<Instance>, HashMap<String, netlink
             garp,
             auth,
             ident: 0,
+            peers: c
+                .peers
+                .iter()
+                .filter_map(|p| match p {
+                    IpAddr::V4(v4) => Some(*v4),
+                    IpAddr::V6(_) => None,
+                })
+                .collect(),
         });
     }
     Ok((out, links))
@@ -341,6 +351,11 @@ fn receive(i: &Instance, buf: &[u8], status: &Status) -> Option<Event> {
             return None;
         }
     };
+    if !i.peers.is_empty() && !i.peers.iter().any(|p| IpAddr::V4(*p) == src) {
+        // Unicast mode: only the configured peers may take part in the election.
+        count("not-a-peer");
+        return None;
+    }
     if repr.vrid != i.cfg.vrid {
         // Another virtual router on the same segment: not ours, not an error.
         return None;

@@ -658,10 +658,22 @@ pub fn emit(repr: &VrrpRepr, src: IpAddr, dst: IpAddr, mode: ChecksumMode) -> Ve
 /// A whole IPv4 packet (header + VRRP) as keepalived/freevrrpd send it with IP_HDRINCL: TTL
 /// 255, proto 112, TOS 0xc0, DF clear, dst 224.0.0.18.
 pub fn emit_ipv4(repr: &VrrpRepr, src: Ipv4Addr, ident: u16, mode: ChecksumMode) -> Vec<u8> {
-    let vrrp = emit(repr, src.into(), GROUP_V4.into(), mode);
+    emit_ipv4_to(repr, src, GROUP_V4, ident, mode)
+}
+
+/// As [`emit_ipv4`], to `dst`: a unicast peer (keepalived's `unicast_peer`) instead of the
+/// group. The v3 checksum covers the destination, so it is computed for it.
+pub fn emit_ipv4_to(
+    repr: &VrrpRepr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ident: u16,
+    mode: ChecksumMode,
+) -> Vec<u8> {
+    let vrrp = emit(repr, src.into(), dst.into(), mode);
     let ip = Ipv4Repr {
         src,
-        dst: GROUP_V4,
+        dst,
         protocol: PROTO,
         ttl: TTL,
         tos: TOS,
@@ -747,6 +759,34 @@ fn ip_drop(e: ipv4::Error) -> Drop {
         ipv4::Error::Version => Drop::Family,
         ipv4::Error::HeaderLen | ipv4::Error::Fragment => Drop::Length,
         ipv4::Error::Checksum => Drop::Checksum,
+    }
+}
+
+#[cfg(test)]
+mod unicast_tests {
+    use super::*;
+
+    #[test]
+    fn unicast_advert_parses_with_its_own_checksum() {
+        let repr = VrrpRepr {
+            version: Version::V3,
+            vrid: 9,
+            priority: 120,
+            interval_cs: 10,
+            auth: Auth::None,
+            addrs: vec!["192.0.2.10".parse().unwrap()],
+        };
+        let peer = Ipv4Addr::new(192, 0, 2, 2);
+        let pkt = emit_ipv4_to(
+            &repr,
+            Ipv4Addr::new(192, 0, 2, 1),
+            peer,
+            1,
+            ChecksumMode::PseudoHeader,
+        );
+        let r = parse_ip_packet(&pkt).unwrap();
+        assert_eq!(r.dst, IpAddr::V4(peer));
+        assert_eq!(r.repr, repr);
     }
 }
 
