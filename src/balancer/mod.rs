@@ -134,6 +134,8 @@ pub struct Balancer {
     max_connections: AtomicUsize,
     /// Open client connections (for drain on shutdown).
     active: AtomicUsize,
+    /// Connections waiting for a local descriptor or port to reach their server.
+    local_waiting: AtomicUsize,
     idle: Notify,
     last_no_server_log: AtomicU64,
 }
@@ -208,6 +210,7 @@ impl Balancer {
             cfg,
             stats: Stats::default(),
             active: AtomicUsize::new(0),
+            local_waiting: AtomicUsize::new(0),
             idle: Notify::new(),
             last_no_server_log: AtomicU64::new(0),
         })
@@ -492,7 +495,7 @@ impl Balancer {
                 continue;
             };
             let guard = ConnGuard { lb: self, slot };
-            match connect(addr, timeout).await {
+            match connect(addr, timeout, &self.local_waiting).await {
                 Ok(s) => {
                     let now = Instant::now();
                     let mut st = self.lock();
@@ -508,7 +511,14 @@ impl Balancer {
                     }
                     return Some((s, guard, addr));
                 }
-                Err(e) => {
+                Err(ConnectError::Local(e)) => {
+                    // Every server would hit the same shortage: give this client up without
+                    // blaming anyone.
+                    warn!(target: "lb", balancer = %self.cfg.name, client = %peer,
+                        "no local resources to reach a server for {} s ({e}); client closed", LOCAL_WAIT.as_secs());
+                    return None;
+                }
+                Err(ConnectError::Server(e)) => {
                     self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
                     let mut st = self.lock();
                     let bl = st.settings.blacklist;
@@ -529,36 +539,59 @@ impl Balancer {
     }
 }
 
-/// Connect within `timeout`. A shortage of local resources (descriptors, ports) is not the
-/// server's fault: wait and retry within the same deadline instead of blacklisting it.
-async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let deadline = tokio::time::Instant::now() + timeout;
+/// Why a connect failed: the server's fault (blacklist it, try the next) or ours.
+enum ConnectError {
+    Server(io::Error),
+    /// This host ran out of descriptors, buffers or ports for longer than LOCAL_WAIT.
+    Local(io::Error),
+}
+
+/// How long a client waits for this host to have a descriptor or port again: it was
+/// accepted, so it can be served once the shortage passes.
+const LOCAL_WAIT: Duration = Duration::from_secs(30);
+
+/// Connect, giving the server `timeout` to answer. A shortage of local resources
+/// (descriptors, ports) is not the server's fault: wait for it to pass (backing off) instead
+/// of blaming the server.
+async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    waiting: &AtomicUsize,
+) -> Result<TcpStream, ConnectError> {
+    let give_up = tokio::time::Instant::now() + LOCAL_WAIT.max(timeout);
     let mut backoff = Duration::from_millis(5);
     loop {
-        let attempt = async {
-            let sock = if addr.is_ipv4() {
-                TcpSocket::new_v4()
-            } else {
-                TcpSocket::new_v6()
-            }?;
-            sock.set_nodelay(true)?;
-            sock.connect(addr).await
+        let sock = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
         };
-        match tokio::time::timeout_at(deadline, attempt).await {
-            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
-            Ok(Ok(s)) => return Ok(s),
-            Ok(Err(e)) if sys::is_resource_exhaustion(&e) => {
-                if tokio::time::Instant::now() + backoff >= deadline {
-                    // Still our shortage, not the server's: report it without blaming it.
-                    return Err(io::Error::new(
+        let result = match sock.and_then(|s| s.set_nodelay(true).map(|()| s)) {
+            Err(e) => Err(e),
+            Ok(sock) => match tokio::time::timeout(timeout, sock.connect(addr)).await {
+                Err(_) => {
+                    return Err(ConnectError::Server(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("local: {e}"),
-                    ));
+                        "connect timed out",
+                    )));
                 }
+                Ok(r) => r,
+            },
+        };
+        match result {
+            Ok(s) => return Ok(s),
+            Err(e) if sys::is_resource_exhaustion(&e) => {
+                if tokio::time::Instant::now() + backoff >= give_up {
+                    return Err(ConnectError::Local(e));
+                }
+                // While anyone waits here the accept loops take no new clients, so freed
+                // descriptors go to clients already accepted (or everyone starves).
+                waiting.fetch_add(1, Ordering::AcqRel);
                 tokio::time::sleep(backoff).await;
+                waiting.fetch_sub(1, Ordering::AcqRel);
                 backoff = (backoff * 2).min(Duration::from_millis(200));
             }
-            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(ConnectError::Server(e)),
         }
     }
 }
@@ -645,9 +678,15 @@ pub async fn accept_loop(
             p = lb.limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.changed() => return,
         };
-        let res = tokio::select! {
-            r = listener.accept() => r,
-            _ = stop.changed() => return,
+        // Clients already accepted are waiting for descriptors: accepting more would take the
+        // ones they need. The new clients wait in the kernel's backlog meanwhile.
+        let res = if lb.local_waiting.load(Ordering::Acquire) > 0 {
+            Err(io::Error::from_raw_os_error(libc::EMFILE))
+        } else {
+            tokio::select! {
+                r = listener.accept() => r,
+                _ = stop.changed() => return,
+            }
         };
         match res {
             Ok((sock, peer)) => {

@@ -3,6 +3,7 @@
 
 #[cfg(target_os = "linux")]
 pub mod netlink;
+pub mod nft;
 pub mod privdrop;
 #[cfg(target_os = "linux")]
 pub mod raw;
