@@ -79,10 +79,35 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
             out.push("[[vrrp]] with user/chroot: changing addresses needs root, and the privileged parent process is not in this version".into());
         }
     }
-    if cfg.firewall.as_ref().is_some_and(|f| f.backend != "none") {
-        out.push("[firewall]: only backend = \"none\" is in this version".into());
+    match cfg.firewall.as_ref().map(|f| f.backend.as_str()) {
+        Some("nftables") if !cfg!(target_os = "linux") => {
+            out.push("[firewall] backend = \"nftables\" needs Linux".into())
+        }
+        Some("nftables") if d.user.is_some() || d.chroot.is_some() => out.push(
+            "[firewall] with user/chroot: bans need root, and the privileged parent process is not in this version".into(),
+        ),
+        Some("pf") => out.push("[firewall] backend = \"pf\": rendered by `fwlb check --firewall`, installed by hand with pfctl in this version".into()),
+        _ => {}
     }
     out
+}
+
+/// Build and install the nftables ruleset, if configured. Returns whether to remove it at a
+/// clean exit (`keep_on_exit = false`).
+fn install_firewall(cfg: &Config) -> Result<bool> {
+    let Some(fw) = &cfg.firewall else {
+        return Ok(false);
+    };
+    if fw.backend != "nftables" {
+        return Ok(false);
+    }
+    let rs =
+        crate::firewall::build(cfg).map_err(|e| anyhow::anyhow!("[firewall]: {}", e.join("; ")))?;
+    let script = crate::firewall::nft::render(&rs);
+    sys::nft::apply(&script)
+        .map_err(|e| anyhow::anyhow!("cannot install the firewall (nothing started): {e}"))?;
+    info!(target: "fw", front = %rs.front, "firewall installed (table inet fwlb)");
+    Ok(!fw.keep_on_exit)
 }
 
 pub fn run(cfg: Config, opts: Options) -> Result<()> {
@@ -94,6 +119,8 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
             missing.join("\n  ")
         );
     }
+    // The firewall goes in before anything serves; if it cannot, nothing runs (fail closed).
+    let firewall = install_firewall(&cfg)?;
     if cfg.balancers.is_empty() && cfg.vrrp.is_empty() {
         bail!(
             "{}: nothing to run: no [[balancer]] and no [[vrrp]]",
@@ -151,6 +178,12 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
     }
     .context("cannot start the runtime")?;
     let res = rt.block_on(serve(cfg, listeners, ctl_sock, opts));
+    if firewall {
+        match sys::nft::apply(&crate::firewall::nft::delete()) {
+            Ok(()) => info!(target: "fw", "firewall removed (keep_on_exit = false)"),
+            Err(e) => warn!(target: "fw", "cannot remove the firewall: {e}"),
+        }
+    }
     if let Some(p) = &pidfile {
         let _ = std::fs::remove_file(p);
     }
@@ -243,6 +276,10 @@ async fn serve(
         exit: exit.clone(),
         started: std::time::Instant::now(),
         vrrp: vrrp_status,
+        firewall: cfg
+            .firewall
+            .as_ref()
+            .is_some_and(|f| f.backend == "nftables"),
     });
     for line in &opts.commands {
         let words = crate::wire::penctl::parse(line.as_bytes()).unwrap_or_default();

@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod demo;
+pub mod firewall;
 pub mod lab;
 pub mod sys;
 pub mod trace;

@@ -34,6 +34,9 @@ enum Cmd {
         /// becomes.
         #[arg(long, value_name = "FILE", conflicts_with = "config")]
         freevrrpd: Option<PathBuf>,
+        /// Also print exactly what would be installed: the nft script or the pf anchor.
+        #[arg(long)]
+        firewall: bool,
     },
     /// Run VRRP from an unmodified freevrrpd.conf (freevrrpd's command line: -f, -F, -c).
     Vrrpd {
@@ -194,6 +197,7 @@ fn main() -> ExitCode {
         Cmd::Check {
             config,
             freevrrpd: Some(f),
+            ..
         } => {
             let _ = config;
             match fwlb::config::freevrrpd::load(&f) {
@@ -214,10 +218,25 @@ fn main() -> ExitCode {
         Cmd::Check {
             config,
             freevrrpd: None,
+            firewall,
         } => match fwlb::config::load(&config) {
             Ok(cfg) => {
                 for note in fwlb::daemon::unsupported(&cfg) {
                     eprintln!("{}: note: {note}", config.display());
+                }
+                match fwlb::firewall::build(&cfg) {
+                    Err(errs) => {
+                        for e in errs {
+                            eprintln!("{}: [firewall]: {e}", config.display());
+                        }
+                        return ExitCode::FAILURE;
+                    }
+                    Ok(rs) if firewall => match cfg.firewall.as_ref().map(|f| f.backend.as_str()) {
+                        Some("nftables") => print!("{}", fwlb::firewall::nft::render(&rs)),
+                        Some("pf") => print!("{}", fwlb::firewall::pf::render(&rs)),
+                        _ => println!("# [firewall] backend = \"none\": nothing is installed"),
+                    },
+                    Ok(_) => {}
                 }
                 println!("configuration OK");
                 ExitCode::SUCCESS

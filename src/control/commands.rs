@@ -77,6 +77,9 @@ pub fn execute(ctl: &Ctl, words: &[&str]) -> Reply {
     if first == "show" && words.get(1) == Some(&"vrrp") {
         return show_vrrp(ctl, words.last() == Some(&"json"));
     }
+    if matches!(first, "ban" | "unban") || (first == "show" && words.get(1) == Some(&"bans")) {
+        return bans(ctl, words);
+    }
     if first == "pid" {
         return Reply::ok(format!("{}\n", std::process::id()));
     }
@@ -680,6 +683,78 @@ fn show(ctl: &Ctl, lb: &Balancer, args: &[&str], json: bool) -> Reply {
             "show: unknown object {other:?} (servers, conns, stats, clients)"
         )),
         None => Reply::err("usage: show servers|conns|stats|clients [json]"),
+    }
+}
+
+/// `ban IP [DURATION]`, `unban IP`, `show bans [json]`: the firewall's dynamic ban sets,
+/// changed without reloading the rules.
+fn bans(ctl: &Ctl, words: &[&str]) -> Reply {
+    use crate::firewall::nft;
+    if !ctl.firewall {
+        return Reply::err("no firewall installed ([firewall] backend = \"nftables\")");
+    }
+    let json = words.last() == Some(&"json");
+    match words {
+        ["ban", ip, rest @ ..] if rest.len() <= 1 => {
+            let Ok(ip) = ip.parse::<IpAddr>() else {
+                return Reply::err(format!("ban: {ip:?} is not an IP address"));
+            };
+            let timeout = match rest.first() {
+                None => None,
+                Some(d) => match crate::config::duration::parse(d) {
+                    Ok(d) => Some(d),
+                    Err(e) => return Reply::err(format!("ban: {e}")),
+                },
+            };
+            match crate::sys::nft::apply(&nft::ban(ip, timeout)) {
+                Ok(()) => {
+                    tracing::info!(target: "fw", %ip, timeout = ?timeout, "banned");
+                    Reply::none()
+                }
+                Err(e) => Reply::err(format!("ban {ip}: {e}")),
+            }
+        }
+        ["unban", ip] => {
+            let Ok(ip) = ip.parse::<IpAddr>() else {
+                return Reply::err(format!("unban: {ip:?} is not an IP address"));
+            };
+            match crate::sys::nft::apply(&nft::unban(ip)) {
+                Ok(()) => {
+                    tracing::info!(target: "fw", %ip, "unbanned");
+                    Reply::none()
+                }
+                Err(e) => Reply::err(format!("unban {ip}: {e}")),
+            }
+        }
+        ["show", "bans", ..] => {
+            let listing = match crate::sys::nft::run(&[], &nft::list_bans()) {
+                Ok(l) => l,
+                Err(e) => return Reply::err(format!("show bans: {e}")),
+            };
+            let bans = match nft::parse_bans(&listing) {
+                Ok(b) => b,
+                Err(e) => return Reply::err(format!("show bans: {e}")),
+            };
+            if json {
+                let v: Vec<Value> = bans
+                    .iter()
+                    .map(|b| json!({ "ip": b.ip.to_string(), "timeout_ms": b.timeout.map(|t| t.as_millis() as u64) }))
+                    .collect();
+                return Reply::json(json!({ "bans": v }));
+            }
+            let rows: Vec<Vec<String>> = bans
+                .iter()
+                .map(|b| {
+                    vec![
+                        b.ip.to_string(),
+                        b.timeout
+                            .map_or("permanent".into(), |t| format!("{}s", t.as_secs())),
+                    ]
+                })
+                .collect();
+            Reply::ok(table(&["ip", "timeout"], &rows))
+        }
+        _ => Reply::err("usage: ban IP [DURATION] | unban IP | show bans [json]"),
     }
 }
 

@@ -48,6 +48,8 @@ pub struct Ctl {
     pub started: Instant,
     /// The VRRP instances' state, when the speaker runs.
     pub vrrp: Option<crate::vrrp::status::Status>,
+    /// The nftables firewall is installed: `ban`, `unban` and `show bans` work.
+    pub firewall: bool,
 }
 
 impl Ctl {

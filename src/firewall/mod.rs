@@ -1,0 +1,22 @@
+//! The firewall fwlb derives from its own configuration (architecture.md, `firewall/`).
+//!
+//! `model` turns the config into a backend-neutral [`Ruleset`]; `nft` and `pf` render it as
+//! text for `nft -f -` (table `inet fwlb`) and `pfctl -a fwlb -f -` (anchor `fwlb`), and give
+//! the commands that change the dynamic sets (bans) without a reload. Everything here is pure:
+//! no I/O, no clock. Applying the text is the privileged parent's job.
+//!
+//! What the ruleset does, on both backends:
+//! - inbound on `front`: drop by default; banned sources first; established and related
+//!   traffic; the balancers' listen ports on their addresses; VRRP only from the `peers`;
+//!   the ICMP networks need (echo, PMTU, neighbour discovery); the `allow` entries;
+//!   an optional per-source rate limit of new TCP connections (`syn_rate`);
+//! - the control port only from loopback (and `control_allow`), on every interface;
+//! - from `back`, the servers; with `nat = true` the back network is masqueraded out of front,
+//!   and front may not open connections into back;
+//! - other interfaces are left alone (nothing else fwlb installs drops there).
+
+pub mod model;
+pub mod nft;
+pub mod pf;
+
+pub use model::{Allow, Backend, Ban, Proto, Rate, Ruleset, build, parse_allow, parse_rate};

@@ -1,0 +1,402 @@
+//! pf (FreeBSD): rules for the anchor `fwlb`, loaded with `pfctl -a fwlb -f -`.
+//!
+//! Loading an anchor replaces its translation rules, filter rules and the tables it defines in
+//! one transaction. The main ruleset must call the anchor (`nat-anchor "fwlb"` and
+//! `anchor "fwlb"`); everything else in it stays the administrator's. Decisions on front use
+//! `quick`, so later rules of the main ruleset cannot reopen what fwlb closed.
+//!
+//! Dynamic addresses live in tables of the anchor: `<fwlb_banned>` (control port `ban`),
+//! `<fwlb_peers>` and `<fwlb_servers>`. pf table entries have no timeout of their own: the
+//! daemon keeps each ban's deadline and runs [`unban`] when it passes (or, for one common
+//! duration, [`expire`] periodically). pf checks states before rules, so a new ban must also
+//! kill the source's existing states ([`kill_states`]).
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::model::{Allow, Ban, Proto, Ruleset};
+
+pub const ANCHOR: &str = "fwlb";
+pub const BANNED: &str = "fwlb_banned";
+pub const PEERS: &str = "fwlb_peers";
+pub const SERVERS: &str = "fwlb_servers";
+/// pfctl's place on FreeBSD (the privileged parent runs it outside the chroot).
+pub const PFCTL: &str = "/sbin/pfctl";
+/// FreeBSD's loopback interface.
+const LOOPBACK: &str = "lo0";
+/// VRRP is IP protocol 112, which /etc/protocols on FreeBSD calls "carp": use the number.
+const VRRP: u8 = 112;
+const VRRP_GROUP4: &str = "224.0.0.18";
+const VRRP_GROUP6: &str = "ff02::12";
+
+fn argv(args: &[&str]) -> Vec<String> {
+    std::iter::once(PFCTL)
+        .chain(args.iter().copied())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The pfctl command line (argv) that adds `ip` to `<fwlb_banned>`. `timeout` is not part of
+/// the command: pf tables keep entries until removed, so the caller schedules [`unban`] for
+/// the deadline. Run [`kill_states`] next, or established connections survive the ban.
+pub fn ban(ip: IpAddr, timeout: Option<Duration>) -> Vec<String> {
+    let _ = timeout; // see above: expiry is the daemon's job on pf
+    argv(&["-a", ANCHOR, "-t", BANNED, "-T", "add", &ip.to_string()])
+}
+
+/// The pfctl command line that kills every state from `ip` (after a ban).
+pub fn kill_states(ip: IpAddr) -> Vec<String> {
+    argv(&["-k", &ip.to_string()])
+}
+
+/// The pfctl command line that removes `ip` from `<fwlb_banned>` (succeeds if absent).
+pub fn unban(ip: IpAddr) -> Vec<String> {
+    argv(&["-a", ANCHOR, "-t", BANNED, "-T", "delete", &ip.to_string()])
+}
+
+/// The pfctl command line that prints `<fwlb_banned>`, one address per line ([`parse_bans`]).
+pub fn list_bans() -> Vec<String> {
+    argv(&["-a", ANCHOR, "-t", BANNED, "-T", "show"])
+}
+
+/// The addresses printed by [`list_bans`]. pf keeps no timeouts, so every `timeout` is `None`;
+/// the daemon knows the deadlines.
+pub fn parse_bans(text: &str) -> Result<Vec<Ban>, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.parse::<IpAddr>()
+                .map(|ip| Ban { ip, timeout: None })
+                .map_err(|_| format!("pfctl -T show: {l:?} is not an address"))
+        })
+        .collect()
+}
+
+/// The pfctl command line that removes bans added more than `age` ago (whole seconds):
+/// `pfctl -T expire`, run periodically when every ban has the same duration.
+pub fn expire(age: Duration) -> Vec<String> {
+    argv(&[
+        "-a",
+        ANCHOR,
+        "-t",
+        BANNED,
+        "-T",
+        "expire",
+        &age.as_secs().to_string(),
+    ])
+}
+
+fn af(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "inet" } else { "inet6" }
+}
+
+fn net((ip, len): (IpAddr, u8)) -> String {
+    let host = if ip.is_ipv4() { 32 } else { 128 };
+    if len == host {
+        ip.to_string()
+    } else {
+        format!("{ip}/{len}")
+    }
+}
+
+/// A table definition with exactly these addresses (`{ }` empties it on load).
+fn table(o: &mut String, name: &str, ips: &[IpAddr]) {
+    let list: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+    if list.is_empty() {
+        let _ = writeln!(o, "table <{name}> persist {{ }}");
+    } else {
+        let _ = writeln!(o, "table <{name}> persist {{ {} }}", list.join(" "));
+    }
+}
+
+fn port_spec(a: &Allow) -> String {
+    if a.port == a.port_last {
+        a.port.to_string()
+    } else {
+        format!("{}:{}", a.port, a.port_last)
+    }
+}
+
+/// The anchor text (see the module notes).
+pub fn render(rs: &Ruleset) -> String {
+    let front = rs.front.as_str();
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "# fwlb firewall, generated from the configuration: load with `pfctl -a {ANCHOR} -f -`."
+    );
+    let _ = writeln!(
+        o,
+        "# The main ruleset calls it with: nat-anchor \"{ANCHOR}\" and anchor \"{ANCHOR}\"."
+    );
+    let _ = writeln!(o);
+
+    // Tables: loading replaces their contents with these lists.
+    let banned: Vec<IpAddr> = rs.bans.iter().map(|b| b.ip).collect();
+    let mut servers: Vec<IpAddr> = Vec::new();
+    for s in &rs.servers {
+        if !servers.contains(&s.ip()) {
+            servers.push(s.ip());
+        }
+    }
+    table(&mut o, BANNED, &banned);
+    table(&mut o, PEERS, &rs.vrrp_peers);
+    table(&mut o, SERVERS, &servers);
+
+    // Translation rules come before filter rules (pf.conf's required order).
+    if let (true, Some(back)) = (rs.nat, &rs.back) {
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "# nat: the back network goes out through front's own address (not its aliases: the VIPs)."
+        );
+        if rs.nat_sources.is_empty() {
+            for fam in ["inet", "inet6"] {
+                let _ = writeln!(
+                    o,
+                    "nat on {front} {fam} from ({back}:network) to any -> ({front}:0)"
+                );
+            }
+        } else {
+            for n in &rs.nat_sources {
+                let _ = writeln!(
+                    o,
+                    "nat on {front} {} from {} to any -> ({front}:0)",
+                    af(n.0),
+                    net(*n)
+                );
+            }
+        }
+    }
+
+    let _ = writeln!(o);
+    let _ = writeln!(o, "# Banned sources first.");
+    let _ = writeln!(
+        o,
+        "block drop in quick on {front} from <{BANNED}> to any label \"fwlb-banned\""
+    );
+    let _ = writeln!(
+        o,
+        "# The host's own traffic out of front keeps state, so its replies pass the final drop."
+    );
+    let _ = writeln!(o, "pass out on {front} all keep state");
+
+    if let Some(port) = rs.control_port {
+        let _ = writeln!(
+            o,
+            "# The control port: loopback only (and control_allow), on every interface."
+        );
+        let _ = writeln!(
+            o,
+            "pass in quick on {LOOPBACK} proto tcp from any to any port {port} keep state"
+        );
+        for n in &rs.control_allow {
+            let _ = writeln!(
+                o,
+                "pass in quick {} proto tcp from {} to any port {port} keep state",
+                af(n.0),
+                net(*n)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "block drop in quick proto tcp from any to any port {port} label \"fwlb-control\""
+        );
+    }
+
+    if !rs.vrrp_ifaces.is_empty() {
+        let _ = writeln!(
+            o,
+            "# VRRP only from the peers; multicast from anyone where an instance lists no peers."
+        );
+        for iface in &rs.vrrp_ifaces {
+            if rs.vrrp_open_ifaces.contains(iface) {
+                let _ = writeln!(
+                    o,
+                    "pass in quick on {iface} inet proto {VRRP} from any to {VRRP_GROUP4} no state"
+                );
+                let _ = writeln!(
+                    o,
+                    "pass in quick on {iface} inet6 proto {VRRP} from any to {VRRP_GROUP6} no state"
+                );
+                continue;
+            }
+            for (fam, group) in [("inet", VRRP_GROUP4), ("inet6", VRRP_GROUP6)] {
+                if !rs.vrrp_peers.iter().any(|p| af(*p) == fam) {
+                    continue;
+                }
+                let _ = writeln!(
+                    o,
+                    "pass in quick on {iface} {fam} proto {VRRP} from <{PEERS}> to {group} no state"
+                );
+                // Unicast VRRP goes to one of our addresses; (self) follows address changes.
+                let _ = writeln!(
+                    o,
+                    "pass in quick on {iface} {fam} proto {VRRP} from <{PEERS}> to (self) no state"
+                );
+            }
+        }
+        let mut ifaces: Vec<&str> = vec![front];
+        for i in &rs.vrrp_ifaces {
+            if !ifaces.contains(&i.as_str()) {
+                ifaces.push(i);
+            }
+        }
+        let on = if ifaces.len() == 1 {
+            front.to_string()
+        } else {
+            format!("{{ {} }}", ifaces.join(" "))
+        };
+        let _ = writeln!(
+            o,
+            "block drop in quick on {on} proto {VRRP} label \"fwlb-vrrp\""
+        );
+    }
+
+    if let Some(back) = &rs.back
+        && !servers.is_empty()
+    {
+        let _ = writeln!(o, "# back: the servers.");
+        let _ = writeln!(
+            o,
+            "pass in quick on {back} from <{SERVERS}> to any keep state"
+        );
+    }
+
+    // Front: listeners, ICMP, allow entries, then the default drop.
+    let state = match rs.syn_rate {
+        Some(r) => format!(
+            "flags S/SA keep state (max-src-conn-rate {}/1)",
+            r.per_second
+        ),
+        None => "flags S/SA keep state".to_string(),
+    };
+    if !rs.listeners.is_empty() {
+        let _ = writeln!(o, "# The balancers' listeners.");
+    }
+    for (proto, a) in &rs.listeners {
+        let to = if a.ip().is_unspecified() {
+            "any".to_string()
+        } else {
+            a.ip().to_string()
+        };
+        let opts = if *proto == Proto::Tcp {
+            state.as_str()
+        } else {
+            "keep state"
+        };
+        let _ = writeln!(
+            o,
+            "pass in quick on {front} {} proto {} from any to {to} port {} {opts}",
+            af(a.ip()),
+            proto.name(),
+            a.port()
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# ICMP that networks need (the kernel rate-limits replies: net.inet.icmp.icmplim)."
+    );
+    let _ = writeln!(
+        o,
+        "pass in quick on {front} inet proto icmp icmp-type echoreq keep state"
+    );
+    let _ = writeln!(
+        o,
+        "pass in quick on {front} inet proto icmp icmp-type {{ unreach, timex, paramprob }} no state"
+    );
+    let _ = writeln!(
+        o,
+        "pass in quick on {front} inet6 proto icmp6 icmp6-type {{ unreach, toobig, timex, paramprob, routeradv, neighbrsol, neighbradv, listqry }} no state"
+    );
+    let _ = writeln!(
+        o,
+        "pass in quick on {front} inet6 proto icmp6 icmp6-type echoreq keep state"
+    );
+    if !rs.allow.is_empty() {
+        let _ = writeln!(o, "# allow");
+    }
+    for a in &rs.allow {
+        let (fam, from) = match a.from {
+            Some(n) => (format!(" {}", af(n.0)), net(n)),
+            None => (String::new(), "any".to_string()),
+        };
+        let opts = if a.proto == Proto::Tcp {
+            state.as_str()
+        } else {
+            "keep state"
+        };
+        let _ = writeln!(
+            o,
+            "pass in quick on {front}{fam} proto {} from {from} to any port {} {opts}",
+            a.proto.name(),
+            port_spec(a)
+        );
+    }
+    let _ = writeln!(o, "# Everything else inbound on front.");
+    let _ = writeln!(o, "block drop in quick on {front} all label \"fwlb-front\"");
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn table_commands() {
+        assert_eq!(
+            ban(ip("192.0.2.7"), Some(Duration::from_secs(60))),
+            [
+                "/sbin/pfctl",
+                "-a",
+                "fwlb",
+                "-t",
+                "fwlb_banned",
+                "-T",
+                "add",
+                "192.0.2.7"
+            ]
+        );
+        assert_eq!(
+            kill_states(ip("2001:db8::7")),
+            ["/sbin/pfctl", "-k", "2001:db8::7"]
+        );
+        assert_eq!(
+            unban(ip("2001:db8::7")).join(" "),
+            "/sbin/pfctl -a fwlb -t fwlb_banned -T delete 2001:db8::7"
+        );
+        assert_eq!(
+            list_bans().join(" "),
+            "/sbin/pfctl -a fwlb -t fwlb_banned -T show"
+        );
+        assert_eq!(
+            expire(Duration::from_millis(3_600_900)).join(" "),
+            "/sbin/pfctl -a fwlb -t fwlb_banned -T expire 3600"
+        );
+    }
+
+    #[test]
+    fn bans_from_pfctl_show() {
+        assert_eq!(
+            parse_bans("   192.0.2.7\n   2001:db8::7\n\n"),
+            Ok(vec![
+                Ban {
+                    ip: ip("192.0.2.7"),
+                    timeout: None
+                },
+                Ban {
+                    ip: ip("2001:db8::7"),
+                    timeout: None
+                }
+            ])
+        );
+        assert_eq!(parse_bans(""), Ok(vec![]));
+        assert!(parse_bans("   nope\n").unwrap_err().contains("\"nope\""));
+    }
+}

@@ -1,0 +1,310 @@
+#![cfg(target_os = "linux")]
+//! The nftables firewall installed by `fwlb run`, between two network namespaces of this test:
+//! a balancer host `fw` (front eth0 10.66.0.1) and a client (10.66.0.2). Needs root, `ip` and
+//! `nft` (apt-get install iproute2 nftables).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::BIN;
+
+struct Net {
+    fw: String,
+    client: String,
+}
+
+fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Net {
+    fn new(tag: &str) -> Net {
+        for tool in ["ip", "nft", "python3"] {
+            assert!(
+                Command::new("sh")
+                    .args(["-c", &format!("command -v {tool}")])
+                    .output()
+                    .is_ok_and(|o| o.status.success()),
+                "this test needs `{tool}` (apt-get install iproute2 nftables python3)"
+            );
+        }
+        let p = std::process::id() % 100_000;
+        let net = Net {
+            fw: format!("ff{tag}{p}fw"),
+            client: format!("ff{tag}{p}cl"),
+        };
+        for n in [&net.fw, &net.client] {
+            let ok = Command::new("ip")
+                .args(["netns", "add", n])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "cannot create network namespace {n}: this test needs root"
+            );
+        }
+        run(&[
+            "ip",
+            "-n",
+            &net.fw,
+            "link",
+            "add",
+            "eth0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &net.client,
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &net.fw,
+            "addr",
+            "add",
+            "10.66.0.1/24",
+            "dev",
+            "eth0",
+        ]);
+        run(&[
+            "ip",
+            "-n",
+            &net.client,
+            "addr",
+            "add",
+            "10.66.0.2/24",
+            "dev",
+            "eth0",
+        ]);
+        for n in [&net.fw, &net.client] {
+            run(&["ip", "-n", n, "link", "set", "eth0", "up"]);
+            run(&["ip", "-n", n, "link", "set", "lo", "up"]);
+        }
+        net
+    }
+
+    /// A TCP connect from the client to 10.66.0.1:`port`: "open", "refused" or "dropped".
+    fn probe(&self, port: u16) -> String {
+        let py = format!(
+            "import socket\ns=socket.socket(); s.settimeout(1.0)\ntry:\n  s.connect(('10.66.0.1',{port})); print('open')\nexcept ConnectionRefusedError: print('refused')\nexcept OSError: print('dropped')\n"
+        );
+        run(&["ip", "netns", "exec", &self.client, "python3", "-c", &py])
+            .trim()
+            .to_string()
+    }
+
+    fn nft_list(&self) -> String {
+        run(&[
+            "ip", "netns", "exec", &self.fw, "nft", "-s", "list", "ruleset",
+        ])
+    }
+
+    fn ctl(&self, args: &[&str]) -> (String, bool) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.fw, BIN, "ctl"])
+            .args(args)
+            .output()
+            .expect("fwlb ctl");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            out.status.success(),
+        )
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.fw]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.client])
+            .status();
+    }
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_in(ns: &str, args: &[&str], log: &std::path::Path) -> Proc {
+    Proc(
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log"))
+            .spawn()
+            .expect("spawn"),
+    )
+}
+
+fn wait_open(net: &Net, port: u16) {
+    let t0 = Instant::now();
+    while net.probe(port) != "open" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "port {port} never opened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn firewall_admits_listeners_drops_the_rest_bans_and_reapplies_idempotently() {
+    let net = Net::new("a");
+    let dir = tempfile::tempdir().expect("dir");
+    // Someone else's table must survive everything fwlb does.
+    run(&[
+        "ip", "netns", "exec", &net.fw, "nft", "add", "table", "inet", "other",
+    ]);
+    run(&[
+        "ip", "netns", "exec", &net.fw, "nft", "add", "chain", "inet", "other", "keep",
+    ]);
+    let _echo = spawn_in(
+        &net.fw,
+        &[BIN, "echo", "127.0.0.1:9001", "0.0.0.0:2222"],
+        &dir.path().join("echo.log"),
+    );
+    let cfg = dir.path().join("fwlb.toml");
+    std::fs::write(
+        &cfg,
+        "[daemon]\ncontrol = \"0.0.0.0:8888\"\ncontrol_allow = [\"192.0.2.9\"]\nshutdown_timeout = \"1s\"\n\
+[[balancer]]\nname = \"www\"\nlisten = \"10.66.0.1:8080\"\nservers = [\"127.0.0.1:9001\"]\n\
+[firewall]\nbackend = \"nftables\"\nfront = \"eth0\"\nallow = [\"tcp/2223 from 10.66.0.3\"]\n",
+    )
+    .expect("config");
+    let log = dir.path().join("fwlb.log");
+    let mut fw = spawn_in(
+        &net.fw,
+        &[BIN, "run", "-c", cfg.to_str().expect("utf8")],
+        &log,
+    );
+    wait_open(&net, 8080);
+    let logtext = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(logtext().contains("firewall installed"), "{}", logtext());
+    // A listener: open. A service the config does not name: dropped, not refused.
+    assert_eq!(net.probe(8080), "open");
+    assert_eq!(net.probe(2222), "dropped", "unlisted port must be dropped");
+    assert_eq!(
+        net.probe(2224),
+        "dropped",
+        "closed ports too: no RST to scan with"
+    );
+    // The control port listens on every address, but from the front it is dropped.
+    assert_eq!(net.probe(8888), "dropped");
+    assert!(
+        net.ctl(&["-C", "127.0.0.1:8888", "blacklist"]).1,
+        "loopback still reaches it"
+    );
+    // Ban the client: dropped; listed; unban: back.
+    let (out, ok) = net.ctl(&["-C", "127.0.0.1:8888", "ban", "10.66.0.2", "10m"]);
+    assert!(ok, "{out}");
+    assert_eq!(net.probe(8080), "dropped", "banned client");
+    let (out, ok) = net.ctl(&["-C", "127.0.0.1:8888", "--json", "show", "bans"]);
+    assert!(ok && out.contains("10.66.0.2"), "{out}");
+    let (_, ok) = net.ctl(&["-C", "127.0.0.1:8888", "unban", "10.66.0.2"]);
+    assert!(ok);
+    assert_eq!(net.probe(8080), "open", "unbanned");
+    // Restart with the same config: the same ruleset, and the other table untouched.
+    let before = net.nft_list();
+    let _ = Command::new("kill")
+        .args(["-TERM", &fw.0.id().to_string()])
+        .status();
+    let _ = fw.0.wait();
+    // keep_on_exit (default): the rules stay after the daemon stops.
+    assert_eq!(
+        net.probe(2222),
+        "dropped",
+        "the firewall stays after a stop"
+    );
+    fw = spawn_in(
+        &net.fw,
+        &[BIN, "run", "-c", cfg.to_str().expect("utf8")],
+        &log,
+    );
+    wait_open(&net, 8080);
+    assert_eq!(
+        net.nft_list(),
+        before,
+        "reapplying the same config changes nothing"
+    );
+    assert!(
+        before.contains("table inet other"),
+        "someone else's table survives"
+    );
+    drop(fw);
+}
+
+#[test]
+fn keep_on_exit_false_removes_the_table_and_a_bad_firewall_starts_nothing() {
+    let net = Net::new("b");
+    let dir = tempfile::tempdir().expect("dir");
+    let _echo = spawn_in(
+        &net.fw,
+        &[BIN, "echo", "127.0.0.1:9001"],
+        &dir.path().join("echo.log"),
+    );
+    let cfg = dir.path().join("fwlb.toml");
+    let write = |extra: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[daemon]\ncontrol = \"none\"\nshutdown_timeout = \"1s\"\n[[balancer]]\nlisten = \"10.66.0.1:8080\"\nservers = [\"127.0.0.1:9001\"]\n[firewall]\nbackend = \"nftables\"\nfront = \"eth0\"\n{extra}\n"
+            ),
+        )
+        .expect("config")
+    };
+    write("keep_on_exit = false");
+    let log = dir.path().join("fwlb.log");
+    let fw = spawn_in(
+        &net.fw,
+        &[BIN, "run", "-c", cfg.to_str().expect("utf8")],
+        &log,
+    );
+    wait_open(&net, 8080);
+    assert!(net.nft_list().contains("table inet fwlb"));
+    let _ = Command::new("kill")
+        .args(["-TERM", &fw.0.id().to_string()])
+        .status();
+    let mut fw = fw;
+    let st = fw.0.wait().expect("wait");
+    assert!(st.success());
+    assert!(
+        !net.nft_list().contains("table inet fwlb"),
+        "keep_on_exit = false removes it"
+    );
+    // A ruleset nft refuses: fwlb exits non-zero and serves nothing (fail closed).
+    write("syn_rate = \"0/s\"");
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.fw,
+            BIN,
+            "run",
+            "-c",
+            cfg.to_str().expect("utf8"),
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "must not run without its firewall");
+    assert_ne!(net.probe(8080), "open");
+}
