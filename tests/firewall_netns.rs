@@ -308,3 +308,187 @@ fn keep_on_exit_false_removes_the_table_and_a_bad_firewall_starts_nothing() {
     assert!(!out.status.success(), "must not run without its firewall");
     assert_ne!(net.probe(8080), "open");
 }
+
+#[test]
+fn syn_rate_limits_a_flood_while_a_normal_client_connects() {
+    let net = Net::new("s");
+    run(&[
+        "ip",
+        "-n",
+        &net.client,
+        "addr",
+        "add",
+        "10.66.0.3/24",
+        "dev",
+        "eth0",
+    ]);
+    let dir = tempfile::tempdir().expect("dir");
+    let _echo = spawn_in(
+        &net.fw,
+        &[BIN, "echo", "127.0.0.1:9001"],
+        &dir.path().join("echo.log"),
+    );
+    let cfg = dir.path().join("fwlb.toml");
+    std::fs::write(
+        &cfg,
+        "[daemon]\ncontrol = \"none\"\n[[balancer]]\nlisten = \"10.66.0.1:8080\"\nservers = [\"127.0.0.1:9001\"]\nconnection_log = false\n\
+[firewall]\nbackend = \"nftables\"\nfront = \"eth0\"\nsyn_rate = \"20/s\"\n",
+    )
+    .expect("config");
+    let _fw = spawn_in(
+        &net.fw,
+        &[BIN, "run", "-c", cfg.to_str().expect("utf8")],
+        &dir.path().join("fwlb.log"),
+    );
+    wait_open(&net, 8080);
+    std::thread::sleep(Duration::from_millis(1100));
+    // The flood: 300 connection attempts from 10.66.0.2 within about half a second, bounded.
+    let flood = "import socket,time\nok=0\nt=time.time()\nfor i in range(300):\n  s=socket.socket(); s.settimeout(0.05)\n  try:\n    s.connect(('10.66.0.1',8080)); ok+=1\n  except OSError: pass\n  s.close()\n  if time.time()-t>5: break\nprint(ok)\n";
+    let ok: u32 = run(&["ip", "netns", "exec", &net.client, "python3", "-c", flood])
+        .trim()
+        .parse()
+        .expect("count");
+    assert!(
+        ok < 150,
+        "the flood got {ok} of 300 connections through a 20/s limit"
+    );
+    assert!(
+        ok >= 10,
+        "the limit must not block the source entirely: {ok}"
+    );
+    // A normal client from another address still gets in.
+    let normal = "import socket\ns=socket.socket(); s.settimeout(2); s.bind(('10.66.0.3',0)); s.connect(('10.66.0.1',8080)); print('open')\n";
+    assert_eq!(
+        run(&["ip", "netns", "exec", &net.client, "python3", "-c", normal]).trim(),
+        "open"
+    );
+    let counters = net.nft_list();
+    assert!(!counters.is_empty());
+    let full = run(&[
+        "ip", "netns", "exec", &net.fw, "nft", "list", "table", "inet", "fwlb",
+    ]);
+    assert!(full.contains("packets"), "drops are counted: {full}");
+}
+
+#[test]
+fn servers_on_the_back_network_reach_outside_through_nat() {
+    // outside (198.51.100.50) -- front -- fw (198.51.100.1 | 10.0.0.1) -- back -- server (10.0.0.11)
+    let p = std::process::id() % 100_000;
+    let (outside, fw, server) = (format!("fn{p}out"), format!("fn{p}fw"), format!("fn{p}srv"));
+    struct Cleanup(Vec<String>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for n in &self.0 {
+                let _ = Command::new("ip").args(["netns", "del", n]).status();
+            }
+        }
+    }
+    let _c = Cleanup(vec![outside.clone(), fw.clone(), server.clone()]);
+    for n in [&outside, &fw, &server] {
+        run(&["ip", "netns", "add", n]);
+        run(&["ip", "-n", n, "link", "set", "lo", "up"]);
+    }
+    run(&[
+        "ip", "-n", &fw, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
+        &outside,
+    ]);
+    run(&[
+        "ip", "-n", &fw, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns",
+        &server,
+    ]);
+    run(&[
+        "ip",
+        "-n",
+        &fw,
+        "addr",
+        "add",
+        "198.51.100.1/24",
+        "dev",
+        "eth0",
+    ]);
+    run(&["ip", "-n", &fw, "addr", "add", "10.0.0.1/24", "dev", "eth1"]);
+    run(&[
+        "ip",
+        "-n",
+        &outside,
+        "addr",
+        "add",
+        "198.51.100.50/24",
+        "dev",
+        "eth0",
+    ]);
+    run(&[
+        "ip",
+        "-n",
+        &server,
+        "addr",
+        "add",
+        "10.0.0.11/24",
+        "dev",
+        "eth0",
+    ]);
+    for (n, d) in [
+        (&fw, "eth0"),
+        (&fw, "eth1"),
+        (&outside, "eth0"),
+        (&server, "eth0"),
+    ] {
+        run(&["ip", "-n", n, "link", "set", d, "up"]);
+    }
+    run(&[
+        "ip", "-n", &server, "route", "add", "default", "via", "10.0.0.1",
+    ]);
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &fw,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ]);
+    let dir = tempfile::tempdir().expect("dir");
+    let _echo = spawn_in(
+        &outside,
+        &[BIN, "echo", "198.51.100.50:7000"],
+        &dir.path().join("echo.log"),
+    );
+    let cfg = dir.path().join("fwlb.toml");
+    std::fs::write(
+        &cfg,
+        "[daemon]\ncontrol = \"none\"\n[[balancer]]\nlisten = \"198.51.100.1:80\"\nservers = [\"10.0.0.11:80\"]\n\
+[firewall]\nbackend = \"nftables\"\nfront = \"eth0\"\nback = \"eth1\"\nnat = true\n",
+    )
+    .expect("config");
+    let _fwlb = spawn_in(
+        &fw,
+        &[BIN, "run", "-c", cfg.to_str().expect("utf8")],
+        &dir.path().join("fwlb.log"),
+    );
+    // From the server, through the fw, to the outside host: the echo names the peer it saw.
+    let py = "import socket,time\nfor i in range(100):\n  try:\n    s=socket.create_connection(('198.51.100.50',7000),timeout=1); break\n  except OSError: time.sleep(0.1)\ns.sendall(b'hi'); s.settimeout(3)\nprint(s.recv(4096).decode())\n";
+    let out = run(&["ip", "netns", "exec", &server, "python3", "-c", py]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("echo json");
+    assert!(
+        v["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("198.51.100.1:")),
+        "the outside host sees the fw's front address: {v}"
+    );
+    // The outside cannot open connections into the back network.
+    run(&[
+        "ip",
+        "-n",
+        &outside,
+        "route",
+        "add",
+        "10.0.0.0/24",
+        "via",
+        "198.51.100.1",
+    ]);
+    let probe = "import socket\ns=socket.socket(); s.settimeout(1)\ntry:\n  s.connect(('10.0.0.11',22)); print('open')\nexcept ConnectionRefusedError: print('refused')\nexcept OSError: print('dropped')\n";
+    assert_eq!(
+        run(&["ip", "netns", "exec", &outside, "python3", "-c", probe]).trim(),
+        "dropped"
+    );
+}

@@ -807,16 +807,22 @@ fn a_third_host_with_a_wrong_password_or_address_list_cannot_take_over() {
 #[test]
 fn unicast_peers_elect_among_themselves_only() {
     let lab = Lab::new("u", 3);
-    let conf = |prio: u8, peer: &str| {
+    // The pair also runs its firewall: VRRP is admitted only from the peer.
+    let conf = |prio: u8, peer: &str, firewall: bool| {
         format!(
-            "[daemon]\ncontrol = \"127.0.0.1:8888\"\n[[vrrp]]\nvrid = 51\ninterface = \"eth0\"\npriority = {prio}\naddresses = [\"{VIP}/24\"]\nversion = 3\nadvert_interval = \"100ms\"\npeers = [\"{peer}\"]\n"
+            "[daemon]\ncontrol = \"127.0.0.1:8888\"\n[[vrrp]]\nvrid = 51\ninterface = \"eth0\"\npriority = {prio}\naddresses = [\"{VIP}/24\"]\nversion = 3\nadvert_interval = \"100ms\"\npeers = [\"{peer}\"]\n{}",
+            if firewall {
+                "[firewall]\nbackend = \"nftables\"\nfront = \"eth0\"\n"
+            } else {
+                ""
+            }
         )
     };
-    let h1 = Daemon::with_config(lab.host(1), &conf(150, "10.77.0.2"));
-    let h2 = Daemon::with_config(lab.host(2), &conf(100, "10.77.0.1"));
+    let h1 = Daemon::with_config(lab.host(1), &conf(150, "10.77.0.2", true));
+    let h2 = Daemon::with_config(lab.host(2), &conf(100, "10.77.0.1", true));
     lab.wait_holder(Some(1), Duration::from_secs(3));
     // A third host with everything right but not a listed peer, at a higher priority.
-    let _rogue = Daemon::with_config(lab.host(3), &conf(250, "10.77.0.1"));
+    let _rogue = Daemon::with_config(lab.host(3), &conf(250, "10.77.0.1", false));
     std::thread::sleep(Duration::from_millis(1500));
     let on = |k: usize| {
         let out = Command::new("ip")
