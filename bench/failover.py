@@ -566,6 +566,10 @@ def start_pair(impl, lab, setting, d, balancer=False):
     return d1, d2
 
 
+class Unstable(RuntimeError):
+    """The lab was not in the wanted state before the fault (the run is retried)."""
+
+
 def one_run(impl, setting, fault, rep):
     ver, iv, _ = SETTINGS[setting]
     d = os.path.join(WORKDIR, "runs", f"{impl}-{setting}-{fault}-{rep}")
@@ -586,13 +590,18 @@ def one_run(impl, setting, fault, rep):
         pl.poll()
         now = time.time()
         if not lab.holds_vip(lab.h1) or lab.holds_vip(lab.h2):
-            raise RuntimeError("not stable before the fault: VIP on " +
+            raise Unstable("not stable before the fault: VIP on " +
                                ",".join(h for h in (lab.h1, lab.h2) if lab.holds_vip(h)))
         h2_adv = [a for a in pl.adverts if a[1] == "10.77.0.2"]
         if h2_adv:
-            raise RuntimeError(f"h2 advertised before the fault ({len(h2_adv)} adverts)")
+            ts = [a[0] for a in pl.adverts if a[1] == "10.77.0.1" and a[0] < h2_adv[0][0]]
+            gap = (h2_adv[0][0] - ts[-1]) * 1000 if ts else float("nan")
+            st = max([ms for t, ms in pl.stalls if abs(t - h2_adv[0][0]) < 0.2] or [0])
+            raise Unstable(f"h2 advertised before the fault ({len(h2_adv)} adverts; h1's last advert "
+                           f"{gap:.0f} ms before h2's first; the client's own loop stalled up to "
+                           f"{st:.0f} ms around then)")
         if not [a for a in pl.adverts if a[1] == "10.77.0.1" and a[0] > t_h2]:
-            raise RuntimeError("no advert from h1 seen by the client after h2 started")
+            raise Unstable("no advert from h1 seen by the client after h2 started")
         recent = [c for c in pl.conns if c[1] > now - 0.3]
         if not recent or any(c[2] != "h1" for c in recent):
             res["notes"].append("pre-fault: client answers in the last 300 ms: " +
@@ -661,7 +670,11 @@ def one_run(impl, setting, fault, rep):
         h2c = [c[1] for c in pl.conns if c[2] == "h2" and c[1] > t0]
         h1_last = [a[0] for a in pl.adverts if a[1] == "10.77.0.1" and a[0] <= t0]
         h1_zero = [a[0] for a in pl.adverts if a[1] == "10.77.0.1" and a[2] == 0 and a[0] > t0]
-        h1_after = [a for a in pl.adverts if a[1] == "10.77.0.1" and a[2] > 0 and a[0] > t0]
+        # h1 must be silent after the fault: after the cable pull (crash), after its own
+        # priority-0 advert (planned; a regular advert due before SIGTERM is handled is fine).
+        quiet = (min(h1_zero) if h1_zero else t0 + 1e9) if fault == "planned" else \
+            t0 + (res.get("cable_pull_ms") or 0) / 1000
+        h1_after = [a for a in pl.adverts if a[1] == "10.77.0.1" and a[2] > 0 and a[0] > quiet]
         res["first_advert_ms"] = round((min(h2a) - t0) * 1000, 1) if h2a else None
         res["gap_ms"] = round((min(h2c) - t0) * 1000, 1) if h2c else None
         res["h1_last_advert_before_ms"] = round((t0 - max(h1_last)) * 1000, 1) if h1_last else None
@@ -679,8 +692,14 @@ def one_run(impl, setting, fault, rep):
             prev = [c[1] for c in pl.conns if c[2] and c[2] != "h2" and c[1] < first]
             res["outage_ms"] = round((first - max(prev)) * 1000, 1) if prev else None
         if h1_after:
-            res["notes"].append(f"{len(h1_after)} adverts with priority > 0 from h1 after the fault")
+            res["notes"].append(f"{len(h1_after)} adverts with priority > 0 from h1 after "
+                                + ("its priority-0 advert" if fault == "planned" else "the cable pull"))
         res["warnings"] = (d1.warnings() + d2.warnings())[:20]
+    except Unstable as e:
+        res["notes"].append(f"UNSTABLE: {e}")
+        res["unstable"] = True
+        res.setdefault("first_advert_ms", None)
+        res.setdefault("gap_ms", None)
     except Exception as e:  # one bad run does not stop the bench; it is reported
         res["notes"].append(f"ERROR: {e}")
         res.setdefault("first_advert_ms", None)
@@ -769,6 +788,16 @@ def bench():
                 for impl in order:
                     n += 1
                     r = one_run(impl, setting, fault, rep)
+                    for _ in range(2):  # bounded retries of a lab that was unstable before the fault
+                        if not r.get("unstable"):
+                            break
+                        log(f"      ! {r['notes'][-1]} -> new lab, same run")
+                        first = r["notes"][-1]
+                        keep = f"{r['dir']}-unstable{_ + 1}"  # its logs, for the report
+                        shutil.rmtree(keep, ignore_errors=True)
+                        os.rename(r["dir"], keep)
+                        r = one_run(impl, setting, fault, rep)
+                        r["notes"].insert(0, f"retried: the first lab was {first[0].lower()}{first[1:]}")
                     results.append(r)
                     extra = f" (h1's last advert {r.get('h1_last_advert_before_ms')} ms before, detection " \
                         f"{r.get('detect_ms')} ms)" if fault == "crash" else f" (prio 0 at {r.get('prio0_ms')} ms)"
@@ -819,6 +848,8 @@ def bench():
                 raw.append(f"| {SETTINGS[setting][2]} | {fault} | {impl} | {f('first_advert_ms')} | "
                            f"{f('gap_ms')} | {f('outage_ms')} | {f('h1_last_advert_before_ms')} | "
                            f"{f('detect_ms') if fault == 'crash' else f('prio0_ms')} |")
+    cp = sorted(r["cable_pull_ms"] for r in results if r.get("cable_pull_ms") is not None)
+    pull = (f"{statistics.median(cp):.1f} ms after the kill (median; max {cp[-1]:.1f} ms)" if cp else "-")
     md = f"""## Failover times
 
 Command: `{ctx['cmd']}`  
@@ -841,6 +872,7 @@ Cells: median (min–max) over {reps} runs, ms.
 {table}
 
 {chr(10).join('- ' + v for v in verdict)}
+- cable pull (crash) confirmed by `ip` {pull}
 
 Per run (ms, in run order; "outage" = last answer from h1 → first from h2; "h1 last advert" = how
 long before the fault h1's last advert was seen (the fault's phase in the advert cycle: same phase
