@@ -6,6 +6,7 @@ Run it through bench/failover.sh (installs keepalived, builds fwlb, then calls t
   python3 bench/failover.py bench     the failover table (REPS runs per cell) -> bench/FAILOVER.md
   python3 bench/failover.py soak      fwlb pair at v3 20 ms for SOAK s under client load through
                                       fwlb's balancer; asserts no VRRP transition happened
+  python3 bench/failover.py report    print the table of the last bench again (and rewrite FAILOVER.md)
   python3 bench/failover.py cleanup   kill what dead earlier runs left in namespaces fob<pid>n*, delete them
 
 Lab (fresh namespaces for every run, names fob<pid>n<k>{sw,h1,h2,c}): a bridge namespace `sw`
@@ -806,8 +807,13 @@ def bench():
                         + "".join(f"\n      ! {x}" for x in r["notes"])
                         + "".join(f"\n      log: {x}" for x in r.get("warnings", [])))
     with open(os.path.join(WORKDIR, "results.json"), "w") as f:
-        json.dump({"context": ctx, "results": results}, f, indent=1)
-    # The table.
+        json.dump({"context": ctx, "results": results, "reps": reps, "impls": impls,
+                   "settings": settings, "faults": faults}, f, indent=1)
+    render(ctx, results, reps, impls, settings, faults)
+
+
+def render(ctx, results, reps, impls, settings, faults):
+    """The table (printed and written to FAILOVER.md) from the results of bench()."""
     rows = []
     hdr = ["setting", "fault", "fwlb first advert ms", "keepalived first advert ms",
            "fwlb service gap ms", "keepalived service gap ms"]
@@ -822,10 +828,16 @@ def bench():
                         [fmt_cell(cell[i][0]) for i in ("fwlb", "keepalived")] +
                         [fmt_cell(cell[i][1]) for i in ("fwlb", "keepalived")])
             fg, kg = med(cell["fwlb"][1]), med(cell["keepalived"][1])
-            if fg is not None and kg is not None:
-                verdict.append(f"{SETTINGS[setting][2]} {fault}: fwlb median gap {fg:.1f} ms vs keepalived "
-                               f"{kg:.1f} ms -> " + ("OK (not slower)" if fg <= kg else
-                                                      f"fwlb SLOWER by {fg - kg:.1f} ms"))
+            # Runs are paired (same rep = same fault phase): compare run by run.
+            by = {i: {r["rep"]: r["gap_ms"] for r in results if r["impl"] == i and r["setting"] == setting
+                      and r["fault"] == fault and r["gap_ms"] is not None} for i in ("fwlb", "keepalived")}
+            diffs = [by["fwlb"][k] - by["keepalived"][k] for k in by["fwlb"] if k in by["keepalived"]]
+            if fg is not None and kg is not None and diffs:
+                md_ = statistics.median(diffs)
+                verdict.append(f"{SETTINGS[setting][2]} {fault}: service gap fwlb − keepalived, paired by run: "
+                               f"median {md_:+.1f} ms (runs: {', '.join(f'{x:+.1f}' for x in diffs)}); medians "
+                               f"{fg:.1f} vs {kg:.1f} ms -> "
+                               + ("OK (not slower)" if md_ <= 0 else f"fwlb SLOWER by {md_:.1f} ms"))
             if setting == "v3-20ms":
                 g = [x for x in cell["fwlb"][1] if x is not None]
                 if g:
@@ -1053,6 +1065,10 @@ def main():
     if left:
         log(f"removed leftovers of an earlier run: {' '.join(left)}")
     if mode == "cleanup":
+        return 0
+    if mode == "report":  # re-render the table of the last bench from WORKDIR/results.json
+        d = json.load(open(os.path.join(WORKDIR, "results.json")))
+        render(d["context"], d["results"], d["reps"], d["impls"], d["settings"], d["faults"])
         return 0
     os.makedirs(WORKDIR, exist_ok=True)
     with open(os.path.join(WORKDIR, "probe.py"), "w") as f:

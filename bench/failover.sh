@@ -7,6 +7,7 @@
 #                                  planned (SIGTERM); REPS runs per cell -> printed + bench/FAILOVER.md
 #   SOAK=600 bench/failover.sh soak   fwlb pair at v3 20 ms for SOAK s under client load through
 #                                  fwlb's balancer; fails if a VRRP transition happens
+#   bench/failover.sh report       print the table of the last bench again (from $WORKDIR/results.json)
 #   bench/failover.sh cleanup      remove namespaces (fob<pid>n*) and processes of dead earlier runs
 # Env: REPS=5 IMPLS SETTINGS FAULTS SOAK=600 LOAD_RATE=200 LOAD_CONC=50 WORKDIR=/tmp/fwlb-failover
 #      OUT=bench/FAILOVER.md ("" = don't write) NO_BUILD=1 (use target/release/fwlb as is)
@@ -22,12 +23,12 @@ MODE=${1:-bench}
 export WORKDIR=${WORKDIR:-/tmp/fwlb-failover}
 export FWLB=$WORKDIR/fwlb
 
-case $MODE in bench|soak|cleanup) ;; *) echo "usage: $0 [bench|soak|cleanup]" >&2; exit 2 ;; esac
+case $MODE in bench|soak|report|cleanup) ;; *) echo "usage: $0 [bench|soak|report|cleanup]" >&2; exit 2 ;; esac
 [ "$(id -u)" = 0 ] || { echo "failover.sh: needs root (network namespaces, raw sockets)" >&2; exit 1; }
 command -v ip >/dev/null || { echo "failover.sh: needs iproute2 (ip)" >&2; exit 1; }
 
-if [ "$MODE" = cleanup ]; then
-    exec python3 "$BENCH_DIR/failover.py" cleanup
+if [ "$MODE" = cleanup ] || [ "$MODE" = report ]; then
+    exec python3 "$BENCH_DIR/failover.py" "$MODE"
 fi
 
 if [ "$MODE" = bench ] && ! command -v keepalived >/dev/null; then

@@ -385,12 +385,18 @@ impl Machine {
                     return;
                 }
                 // RFC 3768 §6.4.3, RFC 5798 §6.4.3 "If the Adver_Timer fires": send an
-                // ADVERTISEMENT, reset the timer. Re-armed from now, not from the deadline,
-                // so a late speaker does not burst.
+                // ADVERTISEMENT, reset the timer. Re-armed from the deadline, so timer
+                // latency does not stretch every interval (at 20 ms that ate the backup's
+                // margin); a speaker more than an interval late starts afresh instead of
+                // bursting.
                 out.push(Action::SendAdvert {
                     priority: self.effective_priority(),
                 });
-                self.adver_at = now.checked_add(self.p.advert_interval);
+                let next = at.checked_add(self.p.advert_interval);
+                self.adver_at = match next {
+                    Some(n) if n > now => Some(n),
+                    _ => now.checked_add(self.p.advert_interval),
+                };
             }
             State::Initialize | State::Fault => {}
         }
@@ -873,10 +879,15 @@ mod tests {
             vec![Action::SendAdvert { priority: 100 }]
         );
         assert_eq!(m.next_deadline(), Some(d + Duration::from_secs(1)));
-        // A late call re-arms from now.
+        // A call late by less than an interval keeps the cadence (timer latency must not
+        // stretch every interval) ...
         let late = d + Duration::from_millis(1500);
         m.step(Event::Timer, late);
-        assert_eq!(m.next_deadline(), Some(late + Duration::from_secs(1)));
+        assert_eq!(m.next_deadline(), Some(d + Duration::from_secs(2)));
+        // ... one more than an interval late starts afresh from now instead of bursting.
+        let very_late = d + Duration::from_millis(3500);
+        assert_eq!(acts(m.step(Event::Timer, very_late)).len(), 1);
+        assert_eq!(m.next_deadline(), Some(very_late + Duration::from_secs(1)));
     }
 
     #[test]
