@@ -269,12 +269,17 @@ impl Netlink {
         }
     }
 
-    /// Every link and its state now.
-    pub fn dump_links(&mut self) -> io::Result<Vec<Link>> {
+    /// Send a dump request of type `ty` with request body `body`; collect what `parse` makes
+    /// of each answer until NLMSG_DONE.
+    fn dump<T>(
+        &mut self,
+        ty: u16,
+        body: &[u8],
+        parse: impl Fn(u16, &[u8]) -> Option<T>,
+    ) -> io::Result<Vec<T>> {
         self.seq += 1;
-        let mut m = header(0, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, self.seq);
-        // ifinfomsg, all zero: every family, every link.
-        m.extend_from_slice(&[0u8; 16]);
+        let mut m = header(0, ty, NLM_F_REQUEST | NLM_F_DUMP, self.seq);
+        m.extend_from_slice(body);
         let len = m.len() as u32;
         m[0..4].copy_from_slice(&len.to_ne_bytes());
         self.send(&m)?;
@@ -282,43 +287,29 @@ impl Netlink {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = self.recv(&mut buf)?;
-            for (ty, p) in messages(&buf[..n]) {
-                match ty {
+            for (t, p) in messages(&buf[..n]) {
+                match t {
                     NLMSG_DONE => return Ok(out),
                     NLMSG_ERROR => {
                         let e = parse_error(p).unwrap_or(-libc::EIO);
                         return Err(io::Error::from_raw_os_error(-e));
                     }
-                    _ => out.extend(parse_link(ty, p)),
+                    _ => out.extend(parse(t, p)),
                 }
             }
         }
     }
 
+    /// Every link and its state now.
+    pub fn dump_links(&mut self) -> io::Result<Vec<Link>> {
+        // ifinfomsg, all zero: every family, every link.
+        self.dump(RTM_GETLINK, &[0u8; 16], parse_link)
+    }
+
     /// Every address of every link now, in the kernel's order (primary addresses first).
     pub fn dump_addrs(&mut self) -> io::Result<Vec<Addr>> {
-        self.seq += 1;
-        let mut m = header(0, RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, self.seq);
         // ifaddrmsg, all zero: every family.
-        m.extend_from_slice(&[0u8; 8]);
-        let len = m.len() as u32;
-        m[0..4].copy_from_slice(&len.to_ne_bytes());
-        self.send(&m)?;
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = self.recv(&mut buf)?;
-            for (ty, p) in messages(&buf[..n]) {
-                match ty {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
-                        let e = parse_error(p).unwrap_or(-libc::EIO);
-                        return Err(io::Error::from_raw_os_error(-e));
-                    }
-                    _ => out.extend(parse_addr(ty, p)),
-                }
-            }
-        }
+        self.dump(RTM_GETADDR, &[0u8; 8], parse_addr)
     }
 
     fn request_ack(&mut self, m: &[u8], seq: u32) -> io::Result<()> {

@@ -336,13 +336,9 @@ pub async fn run(sp: Speaker, mut stop: watch::Receiver<bool>, status: Status) {
 /// Validate a received packet; count and drop what is not a valid advert for this instance.
 fn receive(i: &Instance, buf: &[u8], status: &Status) -> Option<Event> {
     let count = |reason: &str| {
-        if let Ok(mut st) = status.lock()
-            && let Some(s) = st
-                .iter_mut()
-                .find(|s| s.vrid == i.cfg.vrid && s.interface == i.cfg.interface)
-        {
-            *s.dropped.entry(reason.to_string()).or_insert(0) += 1;
-        }
+        with_status(status, i, |s| {
+            *s.dropped.entry(reason.to_string()).or_insert(0) += 1
+        });
     };
     let vrrp::Received { src, repr, .. } = match vrrp::parse_ip_packet(buf) {
         Ok(r) => r,
@@ -378,14 +374,10 @@ fn receive(i: &Instance, buf: &[u8], status: &Status) -> Option<Event> {
         }
         return None;
     }
-    if let Ok(mut st) = status.lock()
-        && let Some(s) = st
-            .iter_mut()
-            .find(|s| s.vrid == i.cfg.vrid && s.interface == i.cfg.interface)
-    {
+    with_status(status, i, |s| {
         s.adverts_received += 1;
         s.master = Some(src.to_string());
-    }
+    });
     Some(Event::Advert {
         src,
         priority: repr.priority,
@@ -410,13 +402,7 @@ fn perform(
             match a {
                 Action::SendAdvert { priority } => {
                     i.send_advert(priority);
-                    if let Ok(mut st) = status.lock()
-                        && let Some(s) = st
-                            .iter_mut()
-                            .find(|s| s.vrid == i.cfg.vrid && s.interface == i.cfg.interface)
-                    {
-                        s.adverts_sent += 1;
-                    }
+                    with_status(status, i, |s| s.adverts_sent += 1);
                 }
                 Action::AddVips => {
                     for (a, p) in &i.vips {
@@ -477,13 +463,7 @@ fn perform(
         }
         let after = inst[k].machine.state();
         if before != after {
-            if let Ok(mut st) = status.lock()
-                && let Some(s) = st
-                    .iter_mut()
-                    .find(|s| s.vrid == inst[k].cfg.vrid && s.interface == inst[k].cfg.interface)
-            {
-                s.transitions += 1;
-            }
+            with_status(status, &inst[k], |s| s.transitions += 1);
             let vrid = inst[k].cfg.vrid;
             let now = Instant::now();
             for g in groups.iter_mut() {
@@ -525,6 +505,17 @@ fn notify(script: Option<&str>, vrid: u8, state: &'static str) {
             Err(e) => warn!(target: "vrrp", vrid, "cannot run notify script {script:?}: {e}"),
         }
     });
+}
+
+/// Change instance `i`'s entry of the shared status (a poisoned lock just skips the update).
+fn with_status(status: &Status, i: &Instance, f: impl FnOnce(&mut InstanceStatus)) {
+    if let Ok(mut st) = status.lock()
+        && let Some(s) = st
+            .iter_mut()
+            .find(|s| s.vrid == i.cfg.vrid && s.interface == i.cfg.interface)
+    {
+        f(s);
+    }
 }
 
 fn publish(inst: &[Instance], status: &Status) {
