@@ -11,8 +11,10 @@
 //! - States: `pfctl -k ADDR`. The struct-based `DIOCKILLSTATES` is gone from FreeBSD 14's
 //!   headers (nvlist `DIOCKILLSTATESNV`, then netlink), so pfctl again.
 //!
-//! The layouts and request numbers build on every OS so their tests run on Linux; what opens
-//! or calls anything is FreeBSD-only. Only type-checked here: no FreeBSD host runs the tests.
+//! The layouts, request numbers and the pfctl runner also build for Linux tests (which check
+//! them against the header's values and with sh standing in for pfctl); [`Pf`], which opens
+//! /dev/pf and calls the kernel, is FreeBSD-only and only type-checked here: no FreeBSD host
+//! runs these tests.
 
 use std::mem::size_of;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -192,18 +194,62 @@ pub fn table_error(op: &str, table: &str, e: &std::io::Error) -> String {
     }
 }
 
+/// Run `argv` (a pfctl command line from `firewall::pf`), feeding `stdin` if given.
+/// Ok(stdout), or Err with the command, its exit status and what it printed on stderr.
+pub fn pfctl(argv: &[String], stdin: Option<&str>) -> Result<String, String> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
+    let (prog, args) = argv
+        .split_first()
+        .ok_or_else(|| "pfctl: empty command line".to_string())?;
+    let mut child = Command::new(prog)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {prog}: {e}"))?;
+    // The pipe is dropped (closed) at the end of this statement: pfctl reads to end of
+    // file. A failed write still waits for the child, so none is left behind, and its own
+    // complaint (why it stopped reading) comes first.
+    let fed = match (stdin, child.stdin.take()) {
+        (Some(text), Some(mut pipe)) => pipe.write_all(text.as_bytes()).err(),
+        _ => None,
+    };
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{prog} did not finish: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{}` failed ({}): {}",
+            argv.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    match fed {
+        Some(e) => Err(format!("cannot feed {prog}: {e}")),
+        None => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+    }
+}
+
 #[cfg(target_os = "freebsd")]
 pub use freebsd::Pf;
 
 #[cfg(target_os = "freebsd")]
 mod freebsd {
-    use std::io::{self, Write as _};
+    use std::io;
     use std::net::IpAddr;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    use std::process::{Command, Stdio};
 
     use super::{
-        DIOCRADDADDRS, DIOCRDELADDRS, DIOCRGETADDRS, PfiocTable, PfrAddr, PfrTable, table_error,
+        DIOCRADDADDRS, DIOCRDELADDRS, DIOCRGETADDRS, PfiocTable, PfrAddr, PfrTable, pfctl,
+        table_error,
     };
     use crate::firewall::pf as render;
 
@@ -214,43 +260,6 @@ mod freebsd {
     /// fwlb's handle on pf: the /dev/pf descriptor, opened once as root.
     pub struct Pf {
         fd: OwnedFd,
-    }
-
-    /// Run pfctl with `argv` (from `firewall::pf`), feeding `stdin` if given.
-    /// Ok(stdout) or Err(what pfctl said).
-    fn pfctl(argv: &[String], stdin: Option<&str>) -> Result<String, String> {
-        let (prog, args) = argv
-            .split_first()
-            .ok_or_else(|| "pfctl: empty command line".to_string())?;
-        let mut child = Command::new(prog)
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run {prog}: {e}"))?;
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            pipe.write_all(text.as_bytes())
-                .map_err(|e| format!("cannot feed {prog}: {e}"))?;
-            // Dropping the pipe closes it: pfctl reads to end of file.
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("{prog} did not finish: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!(
-                "`{}` failed ({}): {}",
-                argv.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
     }
 
     impl Pf {
@@ -549,6 +558,41 @@ mod tests {
         assert_eq!(io.esize, 20, "the kernel refuses any other esize (ENODEV)");
         assert_eq!((io.size, io.flags, io.nadd), (0, 0, 0));
         assert!(io.buffer.is_null());
+    }
+
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn command_runner() {
+        // sh stands in for pfctl: stdin reaches it whole, stdout comes back.
+        assert_eq!(
+            pfctl(
+                &argv(&["/bin/sh", "-c", "tr a-z A-Z"]),
+                Some("anchor \"fwlb\"\n")
+            ),
+            Ok("ANCHOR \"FWLB\"\n".to_string())
+        );
+        assert_eq!(
+            pfctl(&argv(&["/bin/sh", "-c", "echo ok"]), None),
+            Ok("ok\n".into())
+        );
+        // A failure carries the command line, the status and stderr.
+        let e = pfctl(
+            &argv(&["/bin/sh", "-c", "echo 'pfctl: Syntax error' >&2; exit 1"]),
+            Some("x"),
+        )
+        .unwrap_err();
+        assert!(e.contains("failed (exit status: 1)"), "{e}");
+        assert!(e.ends_with("pfctl: Syntax error"), "{e}");
+        // A child that exits without reading a large input: its status is the error.
+        let big = "#\n".repeat(1 << 20);
+        let e = pfctl(&argv(&["/bin/sh", "-c", "exit 2"]), Some(&big)).unwrap_err();
+        assert!(e.contains("exit status: 2"), "{e}");
+        let e = pfctl(&argv(&["/nonexistent/pfctl"]), None).unwrap_err();
+        assert!(e.starts_with("cannot run /nonexistent/pfctl"), "{e}");
+        assert!(pfctl(&[], None).is_err());
     }
 
     #[test]
