@@ -4,6 +4,9 @@
 #[cfg(target_os = "linux")]
 pub mod netlink;
 pub mod nft;
+// The layouts are tested on every OS; only FreeBSD opens /dev/pf.
+#[cfg(any(target_os = "freebsd", test))]
+pub mod pf;
 pub mod privdrop;
 pub mod privsep;
 #[cfg(target_os = "linux")]
