@@ -90,28 +90,27 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
         Some("nftables") if !cfg!(target_os = "linux") => {
             out.push("[firewall] backend = \"nftables\" needs Linux".into())
         }
-        Some("pf") => out.push("[firewall] backend = \"pf\": rendered by `fwlb check --firewall`, installed by hand with pfctl in this version".into()),
+        Some("pf") if !cfg!(target_os = "freebsd") => {
+            out.push("[firewall] backend = \"pf\" needs FreeBSD".into())
+        }
         _ => {}
     }
     out
 }
 
-/// Build and install the nftables ruleset, if configured. Returns whether to remove it at a
-/// clean exit (`keep_on_exit = false`).
-fn install_firewall(cfg: &Config) -> Result<bool> {
-    let Some(fw) = &cfg.firewall else {
-        return Ok(false);
-    };
-    if fw.backend != "nftables" {
-        return Ok(false);
-    }
+/// Build and install the configured firewall (none, nftables, pf) before anything serves.
+/// Returns the handle the parent keeps for bans, reloads and the clean-stop removal.
+fn install_firewall(cfg: &Config) -> Result<Box<dyn crate::firewall::Firewall>> {
     let rs =
         crate::firewall::build(cfg).map_err(|e| anyhow::anyhow!("[firewall]: {}", e.join("; ")))?;
-    let script = crate::firewall::nft::render(&rs);
-    sys::nft::apply(&script)
-        .map_err(|e| anyhow::anyhow!("cannot install the firewall (nothing started): {e}"))?;
-    info!(target: "fw", front = %rs.front, "firewall installed (table inet fwlb)");
-    Ok(!fw.keep_on_exit)
+    let mut fw = crate::firewall::open(rs.backend)
+        .map_err(|e| anyhow::anyhow!("cannot open the firewall (nothing started): {e:#}"))?;
+    if cfg.firewall.is_some() && rs.backend != crate::firewall::Backend::None {
+        fw.install(&rs)
+            .map_err(|e| anyhow::anyhow!("cannot install the firewall (nothing started): {e:#}"))?;
+        info!(target: "fw", front = %rs.front, "firewall installed ({})", fw.describe());
+    }
+    Ok(fw)
 }
 
 pub fn run(cfg: Config, opts: Options) -> Result<()> {
@@ -130,7 +129,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
         );
     }
     // The firewall goes in before anything serves; if it cannot, nothing runs (fail closed).
-    let remove_firewall = install_firewall(&cfg)?;
+    let firewall = install_firewall(&cfg)?;
     // Bind first: a port in use is reported before anything starts.
     let mut listeners = Vec::new();
     for b in &cfg.balancers {
@@ -190,7 +189,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
                 req_parent,
                 push_parent,
                 signals,
-                remove_firewall,
+                firewall,
                 pidfile,
             );
             match parent.run() {
@@ -199,7 +198,7 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
             }
         }
         Forked::Child => {
-            drop((req_parent, push_parent, signals));
+            drop((req_parent, push_parent, signals, firewall));
             sys::privsep::reset_signals(&privsep::parent::SIGNALS);
             become_unprivileged(&cfg)?;
             let rt = if cfg.daemon.threads <= 1 {
@@ -511,10 +510,7 @@ async fn serve(
         exit: exit.clone(),
         started: std::time::Instant::now(),
         vrrp: vrrp_status,
-        firewall: cfg
-            .firewall
-            .as_ref()
-            .is_some_and(|f| f.backend == "nftables"),
+        firewall: cfg.firewall.as_ref().is_some_and(|f| f.backend != "none"),
         privileged: Some(client.clone()),
     });
     for line in &opts.commands {

@@ -29,8 +29,8 @@ pub struct Parent {
     pub requests: Channel,
     pub pushes: Channel,
     pub signals: SignalPipe,
-    /// Whether the installed firewall is removed at a clean stop (`keep_on_exit = false`).
-    pub remove_firewall: bool,
+    /// The installed firewall (bans, reloads, removal at a clean stop).
+    pub firewall: Box<dyn crate::firewall::Firewall>,
     pub pidfile: Option<PathBuf>,
     /// VRRP instances whose addresses the parent has added, removed again when the child dies.
     held: BTreeSet<(u8, String)>,
@@ -46,7 +46,7 @@ impl Parent {
         requests: Channel,
         pushes: Channel,
         signals: SignalPipe,
-        remove_firewall: bool,
+        firewall: Box<dyn crate::firewall::Firewall>,
         pidfile: Option<PathBuf>,
     ) -> Self {
         Parent {
@@ -56,7 +56,7 @@ impl Parent {
             requests,
             pushes,
             signals,
-            remove_firewall,
+            firewall,
             pidfile,
             held: BTreeSet::new(),
             stopping: 0,
@@ -69,7 +69,13 @@ impl Parent {
         let mut child_gone_at: Option<Instant> = None;
         loop {
             let fds = [self.signals.as_raw_fd(), self.requests.as_raw_fd()];
-            let ready = match privsep::poll_readable(&fds, 500) {
+            // pf keeps ban deadlines in user space: wake up for the next one.
+            let wait = self.firewall.next_expiry().map_or(500, |t| {
+                t.saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(500) as i32
+            });
+            let ready = match privsep::poll_readable(&fds, wait) {
                 Ok(r) => r,
                 Err(e) => {
                     error!(target: "priv", "poll: {e}");
@@ -104,6 +110,20 @@ impl Parent {
                         warn!(target: "priv", "request channel: {e}");
                         child_gone_at = Some(Instant::now());
                     }
+                }
+            }
+            if self
+                .firewall
+                .next_expiry()
+                .is_some_and(|t| t <= Instant::now())
+            {
+                match self.firewall.expire() {
+                    Ok(gone) => {
+                        for ip in gone {
+                            info!(target: "fw", %ip, "ban expired");
+                        }
+                    }
+                    Err(e) => warn!(target: "fw", "expiring bans: {e:#}"),
                 }
             }
             match privsep::try_wait(self.child) {
@@ -168,10 +188,11 @@ impl Parent {
             }
         }
         // The firewall stays after a crash (fail closed); a clean stop removes it when asked.
-        if clean && self.remove_firewall {
-            match crate::sys::nft::apply(&crate::firewall::nft::delete()) {
+        let remove = self.cfg.firewall.as_ref().is_some_and(|f| !f.keep_on_exit);
+        if clean && remove {
+            match self.firewall.remove() {
                 Ok(()) => info!(target: "fw", "firewall removed (keep_on_exit = false)"),
-                Err(e) => warn!(target: "fw", "cannot remove the firewall: {e}"),
+                Err(e) => warn!(target: "fw", "cannot remove the firewall: {e:#}"),
             }
         }
         if let Some(p) = &self.pidfile {
@@ -329,21 +350,27 @@ impl Parent {
         Ok(())
     }
 
-    fn ban(&self, ip: IpAddr, timeout: Option<Duration>) -> Result<(), String> {
-        crate::sys::nft::apply(&crate::firewall::nft::ban(ip, timeout))?;
+    fn ban(&mut self, ip: IpAddr, timeout: Option<Duration>) -> Result<(), String> {
+        self.firewall
+            .ban(ip, timeout)
+            .map_err(|e| format!("ban {ip}: {e:#}"))?;
         info!(target: "fw", %ip, timeout = ?timeout, "banned");
         Ok(())
     }
 
-    fn unban(&self, ip: IpAddr) -> Result<(), String> {
-        crate::sys::nft::apply(&crate::firewall::nft::unban(ip))?;
+    fn unban(&mut self, ip: IpAddr) -> Result<(), String> {
+        self.firewall
+            .unban(ip)
+            .map_err(|e| format!("unban {ip}: {e:#}"))?;
         info!(target: "fw", %ip, "unbanned");
         Ok(())
     }
 
-    fn list_bans(&self) -> Result<Vec<(IpAddr, Option<u64>)>, String> {
-        let listing = crate::sys::nft::run(&[], &crate::firewall::nft::list_bans())?;
-        Ok(crate::firewall::nft::parse_bans(&listing)?
+    fn list_bans(&mut self) -> Result<Vec<(IpAddr, Option<u64>)>, String> {
+        Ok(self
+            .firewall
+            .list_bans()
+            .map_err(|e| format!("{e:#}"))?
             .into_iter()
             .map(|b| (b.ip, b.timeout.map(|t| t.as_secs().max(1))))
             .collect())
@@ -417,35 +444,22 @@ impl Parent {
         });
     }
 
-    /// Replace the ruleset when the new configuration renders a different one, keeping the
-    /// bans (the table is recreated in the same transaction that re-adds them).
+    /// Replace the ruleset when the new configuration builds a different one, keeping the
+    /// bans (they go into the same atomic install).
     fn reload_firewall(&mut self, new: &Config) -> Result<(), String> {
-        let render = |c: &Config| -> Result<Option<String>, String> {
-            match c.firewall.as_ref().map(|f| f.backend.as_str()) {
-                Some("nftables") => crate::firewall::build(c)
-                    .map(|rs| Some(crate::firewall::nft::render(&rs)))
-                    .map_err(|e| e.join("; ")),
-                _ => Ok(None),
-            }
-        };
-        let (old, script) = (render(&self.cfg)?, render(new)?);
-        let Some(mut script) = script else {
-            return Ok(());
-        };
-        if old.as_deref() == Some(script.as_str()) {
+        if new.firewall.is_none() || new.firewall.as_ref().is_some_and(|f| f.backend == "none") {
             return Ok(());
         }
-        let bans = self.list_bans().unwrap_or_default();
-        for (ip, secs) in &bans {
-            script.push_str(&crate::firewall::nft::ban(
-                *ip,
-                secs.map(Duration::from_secs),
-            ));
+        let build = |c: &Config| crate::firewall::build(c).map_err(|e| e.join("; "));
+        let (old, mut rs) = (build(&self.cfg)?, build(new)?);
+        if old == rs {
+            return Ok(());
         }
-        crate::sys::nft::apply(&script)
-            .map_err(|e| format!("cannot install the new firewall: {e}"))?;
-        info!(target: "fw", bans = bans.len(), "firewall replaced (bans kept)");
-        self.remove_firewall = new.firewall.as_ref().is_some_and(|f| !f.keep_on_exit);
+        rs.bans = self.firewall.list_bans().map_err(|e| format!("{e:#}"))?;
+        self.firewall
+            .install(&rs)
+            .map_err(|e| format!("cannot install the new firewall: {e:#}"))?;
+        info!(target: "fw", bans = rs.bans.len(), "firewall replaced (bans kept)");
         Ok(())
     }
 }
@@ -465,8 +479,8 @@ pub fn check(cfg: &Config, req: &Request) -> Result<(), String> {
             })
     };
     let firewall = || match cfg.firewall.as_ref().map(|f| f.backend.as_str()) {
-        Some("nftables") => Ok(()),
-        _ => Err("no firewall installed ([firewall] backend = \"nftables\")".to_string()),
+        Some("nftables" | "pf") => Ok(()),
+        _ => Err("no firewall installed ([firewall] backend = \"nftables\" or \"pf\")".to_string()),
     };
     match req {
         Request::Vips {
