@@ -762,8 +762,16 @@ fn a_dead_child_hands_over_and_the_restarted_daemon_rejoins_as_backup() {
             "[daemon]\ncontrol = \"127.0.0.1:8888\"\nuser = \"nobody\"\n[[vrrp]]\nvrid = 51\ninterface = \"eth0\"\npriority = {prio}\naddresses = [\"{VIP}/24\"]\nversion = 3\nadvert_interval = \"100ms\"\npreempt = false\n"
         )
     };
+    // h2's notify scripts run in the root parent, outside the child's chroot and user.
+    let notes = tempfile::tempdir().expect("dir");
+    let log = notes.path().join("notify.log");
+    let h2conf = format!(
+        "{}notify_master = \"echo master $FWLB_VRID $FWLB_INTERFACE $(id -u) >> {p}\"\nnotify_backup = \"echo $FWLB_STATE $FWLB_VRID >> {p}\"\n",
+        conf(100),
+        p = log.display()
+    );
     let mut h1 = Daemon::with_config(lab.host(1), &conf(150));
-    let _h2 = Daemon::with_config(lab.host(2), &conf(100));
+    let _h2 = Daemon::with_config(lab.host(2), &h2conf);
     lab.wait_holder(Some(1), Duration::from_secs(3));
     std::thread::sleep(Duration::from_millis(300));
     // The unprivileged child dies: the parent removes the VIP at once and exits non-zero.
@@ -793,6 +801,22 @@ fn a_dead_child_hands_over_and_the_restarted_daemon_rejoins_as_backup() {
     assert!(took < Duration::from_millis(600), "{took:?}");
     let (state, transitions) = vrrp_state(&lab, 2);
     assert_eq!(state, "master");
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("master")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "notify_master did not run"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        "backup 51\nmaster 51 eth0 0\n",
+        "backup at start, then master, run as root by the parent"
+    );
     // The supervisor restarts h1: it comes up as backup and the pair does not flap.
     let _h1 = Daemon::with_config(lab.host(1), &conf(150));
     std::thread::sleep(Duration::from_millis(300));
