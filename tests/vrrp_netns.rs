@@ -848,6 +848,15 @@ fn a_third_host_with_a_wrong_password_or_address_list_cannot_take_over() {
     ] {
         let r = Daemon::with_config(lab.host(3), &rogue);
         std::thread::sleep(Duration::from_millis(3500));
+        // The rogue claims mastership after its Master_Down_Interval (3 s + skew at 1 s); on a
+        // loaded machine its start can take a moment longer: wait for its adverts to arrive.
+        let t0 = Instant::now();
+        while !rogue.contains("wrong")
+            && !h2.log().contains("CONFIGURATION MISMATCH")
+            && t0.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         // Neither of the pair yields to priority 254 (the rogue may well think it is master,
         // with its own address list: the pair ignores it).
         let on = |k: usize| {
