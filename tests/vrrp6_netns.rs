@@ -44,6 +44,16 @@ fn sysctl(ns: &str, setting: &str) {
 
 impl Lab {
     fn new(tag: &str, n: usize) -> Lab {
+        Self::build(tag, n, false)
+    }
+
+    /// With duplicate address detection on, as on a real host: link-local addresses are
+    /// tentative for a while after the link comes up.
+    fn with_dad(tag: &str, n: usize) -> Lab {
+        Self::build(tag, n, true)
+    }
+
+    fn build(tag: &str, n: usize, dad: bool) -> Lab {
         let tag = format!("f6{tag}{}", std::process::id() % 100_000);
         let ok = Command::new("ip")
             .args(["netns", "add", &format!("{tag}sw")])
@@ -65,8 +75,9 @@ impl Lab {
             ip(&["netns", "add", &h]);
             lab.hosts.push(h.clone());
             sysctl(&h, "net.ipv6.conf.all.disable_ipv6=0");
-            sysctl(&h, "net.ipv6.conf.all.accept_dad=0");
-            sysctl(&h, "net.ipv6.conf.default.accept_dad=0");
+            let dad = if dad { "1" } else { "0" };
+            sysctl(&h, &format!("net.ipv6.conf.all.accept_dad={dad}"));
+            sysctl(&h, &format!("net.ipv6.conf.default.accept_dad={dad}"));
             let port = format!("p{k}");
             ip(&[
                 "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
@@ -74,7 +85,7 @@ impl Lab {
             ]);
             ip(&["-n", &sw, "link", "set", &port, "master", "br0"]);
             ip(&["-n", &sw, "link", "set", &port, "up"]);
-            sysctl(&h, "net.ipv6.conf.eth0.accept_dad=0");
+            sysctl(&h, &format!("net.ipv6.conf.eth0.accept_dad={dad}"));
             ip(&[
                 "-n",
                 &h,
@@ -528,6 +539,42 @@ fn unicast_ipv6_peers_elect_among_themselves_only() {
             h1.log(),
             h2.log(),
             h3.log()
+        );
+    }
+}
+
+#[test]
+fn cable_pull_and_restore_with_duplicate_address_detection_on() {
+    let lab = Lab::with_dad("d", 2);
+    let pair = [1, 2];
+    let h1 = Daemon::start(lab.host(1), 150);
+    let h2 = Daemon::start(lab.host(2), 100);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        lab.wait_holder(&pair, 1, Duration::from_secs(3));
+        // Cable pull on the master: Fault there (VIP removed at once), takeover here after
+        // Master_Down_Interval.
+        lab.cable(1, false);
+        let t = lab.wait_holder(&pair, 2, Duration::from_secs(3));
+        eprintln!("cable pull (DAD on): VIP on h2 after {t:?}");
+        assert!(t < Duration::from_millis(361 + 300), "{t:?}");
+        // Cable back: h1 listens, hears h2 (lower priority) and preempts.
+        lab.cable(1, true);
+        let t0 = Instant::now();
+        let t = lab.wait_holder(&pair, 1, Duration::from_secs(3));
+        eprintln!("cable restored: VIP back on h1 after {t:?}");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(lab.holders(&pair), [1], "stable after the restore");
+        let s2 = show(&lab, 2);
+        assert_eq!(s2["state"].as_str(), Some("backup"), "{s2}");
+        assert_eq!(s2["master"].as_str(), Some(lab.link_local(1).as_str()));
+        assert!(t0.elapsed() < Duration::from_secs(3));
+    }));
+    if let Err(e) = r {
+        panic!(
+            "{:?}\nh1:\n{}\nh2:\n{}",
+            e.downcast_ref::<String>(),
+            h1.log(),
+            h2.log()
         );
     }
 }
