@@ -732,11 +732,16 @@ pub async fn accept_loop(
                     backoff = Duration::from_millis(10);
                 }
                 lb.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                let lb = lb.clone();
+                let lb2 = lb.clone();
                 tokio::spawn(async move {
-                    lb.serve(sock, peer, listen).await;
+                    lb2.serve(sock, peer, listen).await;
                     drop(permit);
                 });
+                // Let this client open its server socket before the next accept: a burst of
+                // accepts near the descriptor limit would take the descriptors the accepted
+                // clients need to reach their servers, and they would starve each other. If
+                // this one has to wait for a descriptor, `local_waiting` pauses accepting.
+                tokio::task::yield_now().await;
             }
             Err(e) if sys::is_resource_exhaustion(&e) => {
                 drop(permit);

@@ -341,7 +341,12 @@ impl AsRawFd for SignalPipe {
 /// Put the child's signal dispositions back to default (the parent's handlers write into a
 /// pipe the child must not touch).
 pub fn reset_signals(signals: &[libc::c_int]) {
-    SIGNAL_WRITE_FD.store(-1, std::sync::atomic::Ordering::Relaxed);
+    let fd = SIGNAL_WRITE_FD.swap(-1, std::sync::atomic::Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: the pipe's write end, owned by this static since `install`; nothing else
+        // uses it once the store above took it out.
+        unsafe { libc::close(fd) };
+    }
     for &s in signals {
         // SAFETY: resetting a disposition to SIG_DFL.
         unsafe {
