@@ -151,12 +151,17 @@ impl AsRawFd for PacketSocket {
 impl PacketSocket {
     /// `ethertype` in host order, e.g. 0x0806 for ARP.
     pub fn open(ifindex: u32, ethertype: u16) -> io::Result<PacketSocket> {
+        // Protocol 0 here, the ethertype only in bind(2): a socket created with a protocol is
+        // hooked in at once, and binding it then unhooks it first, which waits for an RCU
+        // grace period (synchronize_net, 10-20 ms). The speaker opens one on becoming master,
+        // on the thread that also serves clients: measured in `fwlb lab`, that stalled the new
+        // master's first connections by ~35 ms.
         // SAFETY: plain socket(2).
         let fd = cvt(unsafe {
             libc::socket(
                 libc::AF_PACKET,
                 libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                i32::from(ethertype.to_be()),
+                0,
             )
         })?;
         // SAFETY: a fresh descriptor we own.
