@@ -5,6 +5,7 @@
 pub mod netlink;
 pub mod nft;
 pub mod privdrop;
+pub mod process;
 #[cfg(target_os = "linux")]
 pub mod raw;
 pub mod socket;
