@@ -98,6 +98,26 @@ enum Cmd {
     /// Show the balancer working on this machine: built-in backends on loopback, clients,
     /// a server killed mid-way. Needs nothing but this binary.
     Demo,
+    /// A whole pair on this machine (Linux, root): network namespaces built from two host
+    /// configurations, mock servers, a traffic check and failover drills, then a report.
+    Lab {
+        /// The directory holding the two host configurations (*.toml).
+        #[arg(default_value = "conf/lab")]
+        dir: PathBuf,
+        /// The report as JSON on stdout (progress stays on stderr).
+        #[arg(long)]
+        json: bool,
+        /// Leave the network and daemons up afterwards, and say how to enter them.
+        #[arg(long)]
+        keep: bool,
+        /// Only remove what an earlier lab left (namespaces, processes), then exit.
+        #[arg(long, conflicts_with_all = ["json", "keep"])]
+        clean: bool,
+        /// Run only these drills (comma-separated or repeated): kill, front-link, back-link,
+        /// term, restore; `none` for none.
+        #[arg(long = "drill", value_name = "NAME")]
+        drills: Option<Vec<String>>,
+    },
 }
 
 fn level_name(debug: u8) -> &'static str {
@@ -352,6 +372,28 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        #[cfg(target_os = "linux")]
+        Cmd::Lab {
+            dir,
+            json,
+            keep,
+            clean,
+            drills,
+        } => {
+            let code = fwlb::lab::run::main(fwlb::lab::run::Options {
+                dir,
+                json,
+                keep,
+                clean,
+                drills,
+            });
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+        #[cfg(not(target_os = "linux"))]
+        Cmd::Lab { .. } => {
+            eprintln!("fwlb lab: network namespaces are Linux only");
+            ExitCode::FAILURE
         }
         Cmd::Demo => match fwlb::demo::run() {
             Ok(()) => ExitCode::SUCCESS,
