@@ -1,9 +1,15 @@
 //! `fwlb run`: the start-up sequence as code, signal handling and wiring.
 //!
-//! Order: config (already validated) -> bind every listener (before anything else can fail
-//! half-way) -> build the runtime -> serve -> on SIGTERM/SIGINT stop accepting and drain open
-//! connections up to `shutdown_timeout`, then exit 0.
+//! Order (architecture.md): config (already validated) -> install the firewall -> open every
+//! privileged resource (listeners, control socket, VRRP sockets) -> fork. The parent stays
+//! root with a trimmed capability set and serves the child's requests
+//! ([`crate::privsep::parent`]). The child chroots, becomes the configured user, drops every
+//! capability, sets no_new_privs, verifies all of it, and only then builds the runtime and
+//! serves. On SIGTERM/SIGINT (to either process) the child stops accepting and drains open
+//! connections up to `shutdown_timeout`, then both exit 0.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -14,7 +20,9 @@ use tracing::{info, warn};
 use crate::balancer::{self, Balancer};
 use crate::config::{self, Config, Control};
 use crate::control::{self, Ctl};
+use crate::privsep::{self, Client, Push, Request, parent::Parent};
 use crate::sys;
+use crate::sys::privsep::{Channel, Forked, SignalPipe};
 
 /// What `fwlb run` (and `fwlb pen`) hand to the daemon besides the config.
 pub struct Options {
@@ -27,6 +35,8 @@ pub struct Options {
     pub commands: Vec<String>,
     /// false: detach from the terminal (pen without -f).
     pub foreground: bool,
+    /// The file `run -c` loaded: SIGHUP re-reads it (None for `fwlb pen` and `fwlb vrrpd`).
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -37,6 +47,7 @@ impl Default for Options {
             pen_file: None,
             commands: Vec::new(),
             foreground: true,
+            config_file: None,
         }
     }
 }
@@ -72,42 +83,34 @@ pub fn unsupported(cfg: &Config) -> Vec<String> {
     if d.log == config::LogTarget::Syslog {
         out.push("[daemon] log = \"syslog\": only \"stderr\" is in this version".into());
     }
-    if !cfg.vrrp.is_empty() {
-        if !cfg!(target_os = "linux") {
-            out.push("[[vrrp]]: the speaker runs on Linux only in this version".into());
-        } else if d.user.is_some() || d.chroot.is_some() {
-            out.push("[[vrrp]] with user/chroot: changing addresses needs root, and the privileged parent process is not in this version".into());
-        }
+    if !cfg.vrrp.is_empty() && !cfg!(target_os = "linux") {
+        out.push("[[vrrp]]: the speaker runs on Linux only in this version".into());
     }
     match cfg.firewall.as_ref().map(|f| f.backend.as_str()) {
         Some("nftables") if !cfg!(target_os = "linux") => {
             out.push("[firewall] backend = \"nftables\" needs Linux".into())
         }
-        Some("nftables") if d.user.is_some() || d.chroot.is_some() => out.push(
-            "[firewall] with user/chroot: bans need root, and the privileged parent process is not in this version".into(),
-        ),
-        Some("pf") => out.push("[firewall] backend = \"pf\": rendered by `fwlb check --firewall`, installed by hand with pfctl in this version".into()),
+        Some("pf") if !cfg!(target_os = "freebsd") => {
+            out.push("[firewall] backend = \"pf\" needs FreeBSD".into())
+        }
         _ => {}
     }
     out
 }
 
-/// Build and install the nftables ruleset, if configured. Returns whether to remove it at a
-/// clean exit (`keep_on_exit = false`).
-fn install_firewall(cfg: &Config) -> Result<bool> {
-    let Some(fw) = &cfg.firewall else {
-        return Ok(false);
-    };
-    if fw.backend != "nftables" {
-        return Ok(false);
-    }
+/// Build and install the configured firewall (none, nftables, pf) before anything serves.
+/// Returns the handle the parent keeps for bans, reloads and the clean-stop removal.
+fn install_firewall(cfg: &Config) -> Result<Box<dyn crate::firewall::Firewall>> {
     let rs =
         crate::firewall::build(cfg).map_err(|e| anyhow::anyhow!("[firewall]: {}", e.join("; ")))?;
-    let script = crate::firewall::nft::render(&rs);
-    sys::nft::apply(&script)
-        .map_err(|e| anyhow::anyhow!("cannot install the firewall (nothing started): {e}"))?;
-    info!(target: "fw", front = %rs.front, "firewall installed (table inet fwlb)");
-    Ok(!fw.keep_on_exit)
+    let mut fw = crate::firewall::open(rs.backend)
+        .map_err(|e| anyhow::anyhow!("cannot open the firewall (nothing started): {e:#}"))?;
+    if cfg.firewall.is_some() && rs.backend != crate::firewall::Backend::None {
+        fw.install(&rs)
+            .map_err(|e| anyhow::anyhow!("cannot install the firewall (nothing started): {e:#}"))?;
+        info!(target: "fw", front = %rs.front, "firewall installed ({})", fw.describe());
+    }
+    Ok(fw)
 }
 
 pub fn run(cfg: Config, opts: Options) -> Result<()> {
@@ -119,14 +122,14 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
             missing.join("\n  ")
         );
     }
-    // The firewall goes in before anything serves; if it cannot, nothing runs (fail closed).
-    let firewall = install_firewall(&cfg)?;
     if cfg.balancers.is_empty() && cfg.vrrp.is_empty() {
         bail!(
             "{}: nothing to run: no [[balancer]] and no [[vrrp]]",
             cfg.path.display()
         );
     }
+    // The firewall goes in before anything serves; if it cannot, nothing runs (fail closed).
+    let firewall = install_firewall(&cfg)?;
     // Bind first: a port in use is reported before anything starts.
     let mut listeners = Vec::new();
     for b in &cfg.balancers {
@@ -148,6 +151,14 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
     {
         warn!(target: "lb", "descriptor limit {lim} is below the {need} that max_connections needs; raise the hard limit (ulimit -Hn) or lower max_connections");
     }
+    #[cfg(target_os = "linux")]
+    let speaker = if cfg.vrrp.is_empty() {
+        None
+    } else {
+        Some(crate::vrrp::speaker::open(&cfg.vrrp).context("opening the VRRP sockets")?)
+    };
+    #[cfg(not(target_os = "linux"))]
+    let speaker: Option<()> = None;
     if !opts.foreground {
         sys::privdrop::daemonize().context("cannot detach from the terminal")?;
     }
@@ -156,40 +167,112 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write pidfile {}", p.display()))?;
     }
-    // Every socket is open: give up root before any thread exists (credentials are per
-    // thread). Paths used later (state file, `write`) are then inside the chroot.
-    let (user, chroot) = (cfg.daemon.user.as_deref(), cfg.daemon.chroot.as_deref());
-    if user.is_some() || chroot.is_some() {
-        sys::privdrop::drop_privileges(user, chroot).with_context(|| {
-            format!("cannot drop privileges (user {user:?}, chroot {chroot:?})")
-        })?;
-        info!(target: "lb", "running as {} in {}", user.unwrap_or("the same user"),
-            chroot.map_or("/".into(), |c| c.display().to_string()));
-    }
-    let rt = if cfg.daemon.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(cfg.daemon.threads)
-            .enable_all()
-            .build()
-    }
-    .context("cannot start the runtime")?;
-    let res = rt.block_on(serve(cfg, listeners, ctl_sock, opts));
-    if firewall {
-        match sys::nft::apply(&crate::firewall::nft::delete()) {
-            Ok(()) => info!(target: "fw", "firewall removed (keep_on_exit = false)"),
-            Err(e) => warn!(target: "fw", "cannot remove the firewall: {e}"),
+    // Installed before the fork, so a signal between the fork and the parent's loop is kept.
+    let signals = SignalPipe::install(&privsep::parent::SIGNALS).context("signal handlers")?;
+    let (req_parent, req_child) = sys::privsep::pair().context("socketpair")?;
+    let (push_parent, push_child) = sys::privsep::pair().context("socketpair")?;
+    let reload_path = opts.config_file.clone();
+    match sys::privsep::fork().context("fork")? {
+        Forked::Parent { child } => {
+            // The child owns the data path: the parent keeps no listener (a dead child must
+            // not leave a port accepting into a backlog nobody reads) and no VRRP socket.
+            drop((req_child, push_child, listeners, ctl_sock, speaker));
+            #[cfg(target_os = "linux")]
+            if let Err(e) = trim_parent_capabilities() {
+                warn!(target: "priv", "cannot trim the parent's capabilities: {e}");
+            }
+            info!(target: "priv", child, "privileged parent serving the child's requests");
+            let parent = Parent::new(
+                cfg,
+                reload_path,
+                child,
+                req_parent,
+                push_parent,
+                signals,
+                firewall,
+                pidfile,
+            );
+            match parent.run() {
+                0 => Ok(()),
+                _ => bail!("the child process failed; see the log above"),
+            }
+        }
+        Forked::Child => {
+            drop((req_parent, push_parent, signals, firewall));
+            sys::privsep::reset_signals(&privsep::parent::SIGNALS);
+            become_unprivileged(&cfg)?;
+            let rt = if cfg.daemon.threads <= 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(cfg.daemon.threads)
+                    .enable_all()
+                    .build()
+            }
+            .context("cannot start the runtime")?;
+            let client = Arc::new(Client::new(req_child));
+            let res = rt.block_on(serve(
+                cfg, listeners, ctl_sock, speaker, client, push_child, opts,
+            ));
+            // Tasks still open past the drain deadline are dropped here, closing their sockets.
+            rt.shutdown_timeout(std::time::Duration::from_millis(100));
+            res
         }
     }
-    if let Some(p) = &pidfile {
-        let _ = std::fs::remove_file(p);
+}
+
+/// The parent keeps what its requests need: addresses and firewall (NET_ADMIN), binding new
+/// listeners on reload (NET_BIND_SERVICE), signalling a child of another uid (KILL), reading
+/// the config on reload (DAC_READ_SEARCH). Notify scripts it runs get at most these.
+#[cfg(target_os = "linux")]
+fn trim_parent_capabilities() -> std::io::Result<()> {
+    use caps::Capability::*;
+    sys::privsep::trim_capabilities(&[
+        CAP_NET_ADMIN,
+        CAP_NET_RAW,
+        CAP_NET_BIND_SERVICE,
+        CAP_KILL,
+        CAP_DAC_READ_SEARCH,
+    ])
+}
+
+/// The child's side of the fork: chroot, user, no capabilities, no_new_privs, and a check
+/// that every one of them took. Runs single-threaded (credentials are per thread).
+fn become_unprivileged(cfg: &Config) -> Result<()> {
+    let (user, chroot) = (cfg.daemon.user.as_deref(), cfg.daemon.chroot.as_deref());
+    let root = sys::privsep::ids().0.1 == 0;
+    #[cfg(target_os = "linux")]
+    if root {
+        sys::privsep::drop_bounding_set().context("cannot empty the capability bounding set")?;
     }
-    // Tasks still open past the drain deadline are dropped here, closing their sockets.
-    rt.shutdown_timeout(std::time::Duration::from_millis(100));
-    res
+    let want = sys::privdrop::drop_privileges(user, chroot)
+        .with_context(|| format!("cannot drop privileges (user {user:?}, chroot {chroot:?})"))?;
+    #[cfg(target_os = "linux")]
+    {
+        sys::privsep::clear_capabilities().context("cannot clear capabilities")?;
+        let sets = sys::privsep::capability_sets().context("reading capabilities")?;
+        if root && sets != [0, 0, 0] {
+            bail!("capabilities left after the drop (effective, permitted, bounding): {sets:?}");
+        }
+        if !sys::privsep::no_new_privs() {
+            bail!("no_new_privs is not set");
+        }
+    }
+    let ((uid, euid), (gid, egid)) = sys::privsep::ids();
+    if let (Some(u), Some((want_uid, want_gid))) = (user, want)
+        && (uid, euid, gid, egid) != (want_uid, want_uid, want_gid, want_gid)
+    {
+        bail!("still uid {uid}/{euid} gid {gid}/{egid}, not {u}");
+    }
+    info!(target: "priv", uid, gid,
+        chroot = %chroot.map_or("/".into(), |c| c.display().to_string()),
+        "child running without privileges (no capabilities, no_new_privs)");
+    if user.is_none() && root {
+        warn!(target: "priv", "no [daemon] user: the child runs as uid 0 (without capabilities); set user = \"_fwlb\"");
+    }
+    Ok(())
 }
 
 /// Once a second: forget client-table entries past `tracking`. Its timer also keeps the
@@ -210,31 +293,178 @@ async fn housekeeping(lbs: Vec<Arc<Balancer>>, mut stop: watch::Receiver<bool>) 
     }
 }
 
+/// One accepting listener, with its own stop switch (a reload may close it alone).
+struct Listening {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn start_listener(lb: &Arc<Balancer>, l: std::net::TcpListener) -> Result<(SocketAddr, Listening)> {
+    let l = tokio::net::TcpListener::from_std(l)
+        .with_context(|| format!("balancer {:?}: listener", lb.cfg.name))?;
+    let addr = l.local_addr()?;
+    info!(target: "lb", balancer = %lb.cfg.name, listen = %addr,
+        servers = lb.lock().servers.len(), algorithm = lb.cfg.algorithm.name(), "listening");
+    let (stop, rx) = watch::channel(false);
+    let task = tokio::spawn(balancer::accept_loop(lb.clone(), l, rx));
+    Ok((addr, Listening { stop, task }))
+}
+
+/// What wakes the child's main loop besides signals.
+enum Wake {
+    Push(Push),
+    ParentGone,
+}
+
+/// Read the parent's pushes; the channel closing means the parent is gone.
+async fn read_pushes(chan: Channel, tx: tokio::sync::mpsc::Sender<Wake>) {
+    let fd = match chan
+        .set_nonblocking(true)
+        .and_then(|()| sys::async_fd(chan))
+    {
+        Ok(fd) => fd,
+        Err(e) => {
+            warn!(target: "priv", "push channel: {e}");
+            let _ = tx.send(Wake::ParentGone).await;
+            return;
+        }
+    };
+    let mut buf = vec![0u8; sys::privsep::MAX_MESSAGE];
+    loop {
+        let Ok(mut guard) = fd.readable().await else {
+            let _ = tx.send(Wake::ParentGone).await;
+            return;
+        };
+        match guard.try_io(|c| c.get_ref().recv(&mut buf)) {
+            Ok(Ok((0, _))) | Ok(Err(_)) => {
+                let _ = tx.send(Wake::ParentGone).await;
+                return;
+            }
+            Ok(Ok((n, _))) => {
+                let p = privsep::decode(&buf[..n]).unwrap_or(Push::Unknown);
+                if tx.send(Wake::Push(p)).await.is_err() {
+                    return;
+                }
+            }
+            Err(_would_block) => {}
+        }
+    }
+}
+
+/// Apply a configuration the parent validated: per balancer, the difference in servers and
+/// settings, new listeners (bound by the parent, passed back over the socketpair) and
+/// closed ones. Established connections are not touched.
+fn apply_reload(
+    path: &str,
+    text: &str,
+    lbs: &[Arc<Balancer>],
+    listening: &mut HashMap<(String, SocketAddr), Listening>,
+    client: &Client,
+    deadline: &mut std::time::Duration,
+) {
+    let new = match config::parse_str(text, std::path::Path::new(path)) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(target: "priv", "reload: the parent sent a configuration that does not parse: {e}");
+            return;
+        }
+    };
+    *deadline = new.daemon.shutdown_timeout;
+    for b in &new.balancers {
+        let Some(lb) = lbs.iter().find(|l| l.cfg.name == b.name) else {
+            warn!(target: "lb", balancer = %b.name, "reload: no such balancer running; skipped");
+            continue;
+        };
+        for note in lb.reconfigure(b) {
+            info!(target: "lb", balancer = %b.name, "reload: {note}");
+        }
+        for addr in &b.listen {
+            if listening.contains_key(&(b.name.clone(), *addr)) {
+                continue;
+            }
+            let req = Request::Bind {
+                balancer: b.name.clone(),
+                addr: *addr,
+            };
+            let fd = match client.call(&req) {
+                Ok((privsep::Reply::Ok, mut fds)) if fds.len() == 1 => fds.remove(0),
+                Ok((privsep::Reply::Error(e), _)) => {
+                    warn!(target: "lb", balancer = %b.name, "reload: cannot listen on {addr}: {e}");
+                    continue;
+                }
+                Ok((other, _)) => {
+                    warn!(target: "lb", balancer = %b.name, "reload: listen on {addr}: unexpected reply {other:?}");
+                    continue;
+                }
+                Err(e) => {
+                    warn!(target: "lb", balancer = %b.name, "reload: listen on {addr}: {e}");
+                    continue;
+                }
+            };
+            let l = std::net::TcpListener::from(fd);
+            match l
+                .set_nonblocking(true)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| start_listener(lb, l))
+            {
+                Ok((_, ls)) => {
+                    listening.insert((b.name.clone(), *addr), ls);
+                }
+                Err(e) => {
+                    warn!(target: "lb", balancer = %b.name, "reload: listen on {addr}: {e:#}")
+                }
+            }
+        }
+        let gone: Vec<(String, SocketAddr)> = listening
+            .keys()
+            .filter(|(n, a)| *n == b.name && !b.listen.contains(a))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some(ls) = listening.remove(&key) {
+                // The accept loop returns and drops the socket; open connections go on.
+                let _ = ls.stop.send(true);
+                info!(target: "lb", balancer = %key.0, listen = %key.1, "reload: listener closed");
+            }
+        }
+    }
+    info!(target: "priv", "reload: configuration from {path} in effect");
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     cfg: Config,
     listeners: Vec<(String, std::net::TcpListener)>,
     ctl_sock: Option<ControlSocket>,
+    #[cfg(target_os = "linux")] speaker: Option<crate::vrrp::speaker::Speaker>,
+    #[cfg(not(target_os = "linux"))] speaker: Option<()>,
+    client: Arc<Client>,
+    pushes: Channel,
     opts: Options,
 ) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    // SIGHUP would kill the process by default; reload is not in this version, so say so.
+    // SIGHUP is the parent's (it re-reads the file); one sent to the whole process group
+    // must not kill the child.
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let (wake_tx, mut wake) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(read_pushes(pushes, wake_tx));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut lbs = Vec::new();
+    let mut listening: HashMap<(String, SocketAddr), Listening> = HashMap::new();
     let mut tasks = Vec::new();
     for b in &cfg.balancers {
         let lb = Balancer::new(b.clone());
         for (name, l) in listeners.iter().filter(|(n, _)| *n == b.name) {
-            let l = tokio::net::TcpListener::from_std(l.try_clone()?)
-                .with_context(|| format!("balancer {name:?}: listener"))?;
-            info!(target: "lb", balancer = %b.name, listen = %l.local_addr()?,
-                servers = b.servers.len(), algorithm = b.algorithm.name(), "listening");
-            tasks.push(tokio::spawn(balancer::accept_loop(
-                lb.clone(),
-                l,
-                stop_rx.clone(),
-            )));
+            let (addr, ls) = start_listener(&lb, l.try_clone()?)?;
+            // Keyed by the configured address (a port-0 listener reports its real one).
+            let key = b
+                .listen
+                .iter()
+                .find(|a| **a == addr || a.port() == 0)
+                .copied()
+                .unwrap_or(addr);
+            listening.insert((name.clone(), key), ls);
         }
         lbs.push(lb);
     }
@@ -245,21 +475,25 @@ async fn serve(
     }
     tasks.push(tokio::spawn(housekeeping(lbs.clone(), stop_rx.clone())));
     #[cfg(target_os = "linux")]
-    let vrrp_status = if cfg.vrrp.is_empty() {
-        None
-    } else {
-        let sp = crate::vrrp::speaker::start(&cfg.vrrp).context("starting the VRRP speaker")?;
-        let status = crate::vrrp::status::Status::default();
-        info!(target: "vrrp", instances = cfg.vrrp.len(), "VRRP speaker started");
-        tasks.push(tokio::spawn(crate::vrrp::speaker::run(
-            sp,
-            stop_rx.clone(),
-            status.clone(),
-        )));
-        Some(status)
+    let vrrp_status = match speaker {
+        None => None,
+        Some(sp) => {
+            let status = crate::vrrp::status::Status::default();
+            info!(target: "vrrp", instances = cfg.vrrp.len(), "VRRP speaker started");
+            let (client, stop, st) = (client.clone(), stop_rx.clone(), status.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::vrrp::speaker::run(sp, client, stop, st).await {
+                    warn!(target: "vrrp", "speaker: {e:#}");
+                }
+            }));
+            Some(status)
+        }
     };
     #[cfg(not(target_os = "linux"))]
-    let vrrp_status = None;
+    let vrrp_status = {
+        let _ = speaker;
+        None
+    };
     let exit = Arc::new(tokio::sync::Notify::new());
     let ctl = Arc::new(Ctl {
         balancers: lbs.clone(),
@@ -276,10 +510,8 @@ async fn serve(
         exit: exit.clone(),
         started: std::time::Instant::now(),
         vrrp: vrrp_status,
-        firewall: cfg
-            .firewall
-            .as_ref()
-            .is_some_and(|f| f.backend == "nftables"),
+        firewall: cfg.firewall.as_ref().is_some_and(|f| f.backend != "none"),
+        privileged: Some(client.clone()),
     });
     for line in &opts.commands {
         let words = crate::wire::penctl::parse(line.as_bytes()).unwrap_or_default();
@@ -306,25 +538,59 @@ async fn serve(
             stop_rx.clone(),
         )));
     }
+    let mut deadline = cfg.daemon.shutdown_timeout;
+    let mut parent_gone = false;
     loop {
         tokio::select! {
             _ = term.recv() => { info!(target: "lb", "SIGTERM: stop accepting, draining"); break; }
             _ = int.recv() => { info!(target: "lb", "SIGINT: stop accepting, draining"); break; }
-            _ = hup.recv() => { warn!(target: "lb", "SIGHUP: reload is not in this version; ignored"); }
+            _ = hup.recv() => { info!(target: "priv", "SIGHUP goes to the parent (pid {}), which re-reads the configuration", sys::privsep::parent_pid()); }
             _ = exit.notified() => { info!(target: "ctl", "exit command: stop accepting, draining"); break; }
+            w = wake.recv() => match w {
+                Some(Wake::Push(Push::Stop)) => { info!(target: "lb", "stop: stop accepting, draining"); break; }
+                Some(Wake::Push(Push::StopNow)) => { deadline = std::time::Duration::ZERO; break; }
+                Some(Wake::Push(Push::Reload { path, text })) => {
+                    apply_reload(&path, &text, &lbs, &mut listening, &client, &mut deadline);
+                }
+                Some(Wake::Push(Push::Unknown)) => warn!(target: "priv", "ignored an unknown message from the parent"),
+                Some(Wake::ParentGone) | None => {
+                    warn!(target: "priv", "the privileged parent is gone: giving up mastership and exiting");
+                    parent_gone = true;
+                    break;
+                }
+            },
         }
     }
     let _ = stop_tx.send(true);
+    for ls in listening.values() {
+        let _ = ls.stop.send(true);
+    }
+    for (_, ls) in listening.drain() {
+        let _ = ls.task.await;
+    }
     for t in tasks {
         let _ = t.await;
     }
+    if parent_gone {
+        // The supervisor restarts the whole daemon; nothing here can change addresses or the
+        // firewall any more, so do not linger.
+        bail!("the privileged parent is gone");
+    }
     let open: usize = lbs.iter().map(|l| l.active()).sum();
-    let deadline = cfg.daemon.shutdown_timeout;
     if open > 0 {
         info!(target: "lb", "waiting up to {} for {open} open connection(s)", config::duration::format(deadline));
         let all = async {
             for l in &lbs {
                 l.drained().await;
+            }
+        };
+        let now_please = async {
+            loop {
+                match wake.recv().await {
+                    Some(Wake::Push(Push::StopNow)) => return "stop now",
+                    Some(Wake::ParentGone) | None => return "the parent is gone",
+                    Some(_) => {}
+                }
             }
         };
         tokio::select! {
@@ -335,6 +601,7 @@ async fn serve(
             }
             _ = term.recv() => warn!(target: "lb", "second SIGTERM: closing open connections now"),
             _ = int.recv() => warn!(target: "lb", "second SIGINT: closing open connections now"),
+            why = now_please => warn!(target: "lb", "{why}: closing open connections now"),
         }
     }
     info!(target: "lb", "exiting");

@@ -311,6 +311,7 @@ fn main() -> ExitCode {
             let opts = fwlb::daemon::Options {
                 set_level,
                 debug: cli.debug,
+                config_file: Some(config.clone()),
                 ..Default::default()
             };
             match fwlb::daemon::run(cfg, opts) {
@@ -345,6 +346,7 @@ fn main() -> ExitCode {
                 pen_file: run.pen_file,
                 commands: run.commands,
                 foreground: run.foreground,
+                config_file: None,
             };
             match fwlb::daemon::run(run.config, opts) {
                 Ok(()) => ExitCode::SUCCESS,

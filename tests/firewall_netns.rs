@@ -184,13 +184,16 @@ fn firewall_admits_listeners_drops_the_rest_bans_and_reapplies_idempotently() {
         &dir.path().join("echo.log"),
     );
     let cfg = dir.path().join("fwlb.toml");
-    std::fs::write(
-        &cfg,
+    // The network-facing child runs as nobody in a chroot: bans go through the parent.
+    let jail = tempfile::tempdir().expect("jail");
+    let text = format!(
         "[daemon]\ncontrol = \"0.0.0.0:8888\"\ncontrol_allow = [\"192.0.2.9\"]\nshutdown_timeout = \"1s\"\n\
+user = \"nobody\"\nchroot = \"{}\"\n\
 [[balancer]]\nname = \"www\"\nlisten = \"10.66.0.1:8080\"\nservers = [\"127.0.0.1:9001\"]\n\
 [firewall]\nbackend = \"nftables\"\nfront = \"eth0\"\nallow = [\"tcp/2223 from 10.66.0.3\"]\n",
-    )
-    .expect("config");
+        jail.path().display()
+    );
+    std::fs::write(&cfg, &text).expect("config");
     let log = dir.path().join("fwlb.log");
     let mut fw = spawn_in(
         &net.fw,
@@ -220,9 +223,40 @@ fn firewall_admits_listeners_drops_the_rest_bans_and_reapplies_idempotently() {
     assert_eq!(net.probe(8080), "dropped", "banned client");
     let (out, ok) = net.ctl(&["-C", "127.0.0.1:8888", "--json", "show", "bans"]);
     assert!(ok && out.contains("10.66.0.2"), "{out}");
+    // A reload that opens another port replaces the ruleset and keeps the ban.
+    std::fs::write(
+        &cfg,
+        text.replace("\nallow = [", "\nallow = [\"tcp/2222\", "),
+    )
+    .expect("config");
+    let _ = Command::new("kill")
+        .args(["-HUP", &fw.0.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !logtext().contains("firewall replaced") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        logtext().contains("firewall replaced (bans kept)"),
+        "{}",
+        logtext()
+    );
+    assert_eq!(net.probe(8080), "dropped", "still banned after the reload");
     let (_, ok) = net.ctl(&["-C", "127.0.0.1:8888", "unban", "10.66.0.2"]);
     assert!(ok);
     assert_eq!(net.probe(8080), "open", "unbanned");
+    assert_eq!(net.probe(2222), "open", "the reloaded allow entry");
+    // And back: the port closes again.
+    std::fs::write(&cfg, &text).expect("config");
+    let _ = Command::new("kill")
+        .args(["-HUP", &fw.0.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while logtext().matches("firewall replaced").count() < 2 && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(net.probe(2222), "dropped", "reloaded back");
     // Restart with the same config: the same ruleset, and the other table untouched.
     let before = net.nft_list();
     let _ = Command::new("kill")

@@ -172,14 +172,17 @@ fn dash_u_and_dash_j_drop_to_the_user_in_the_chroot() {
         )),
         l,
     );
-    let status = std::fs::read_to_string(format!("/proc/{}/status", f.pid())).expect("status");
+    // The network-facing child drops to the user in the chroot; the parent stays root (it
+    // changes addresses and the firewall on the child's validated requests).
+    let child = f.child_pid().expect("the unprivileged child");
+    let status = std::fs::read_to_string(format!("/proc/{child}/status")).expect("status");
     let uid = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid");
     assert!(
         uid.split_whitespace().skip(1).all(|u| u == "65534"),
         "{uid}"
     );
     assert!(status.lines().any(|l| l == "NoNewPrivs:\t1"), "{status}");
-    let r = std::fs::read_link(format!("/proc/{}/root", f.pid())).expect("root");
+    let r = std::fs::read_link(format!("/proc/{child}/root")).expect("root");
     assert_eq!(r, root.canonicalize().expect("canon"));
     let _ = f.child.kill();
     let _ = f.wait_exit(Duration::from_secs(2));

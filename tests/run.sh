@@ -15,5 +15,7 @@ echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo check --target x86_64-unknown-freebsd"
 cargo check --target x86_64-unknown-freebsd
+echo "== cargo clippy --target x86_64-unknown-freebsd -- -D warnings"
+cargo clippy --target x86_64-unknown-freebsd -- -D warnings
 echo "== cargo test"
 cargo test --all-targets

@@ -711,23 +711,123 @@ fn after_a_crash_the_clients_arp_points_at_the_new_master_and_preempt_off_stays(
     );
     drop(h1);
     lab.cable(1, true);
-    // h1 back with preempt off: it stays backup, h2 keeps the VIP.
+    // h1 back with preempt off: it stays backup, h2 keeps the VIP. The kill -9 left the VIP
+    // on h1's interface; the restarted daemon removes it before it serves (no split brain).
     let _h1 = Daemon::with_config(lab.host(1), &conf(150, false));
-    // h1 still has the stale VIP from the crash? It was killed: remove what it left, as a
-    // supervisor restart of the host would have found a clean interface.
-    let _ = Command::new("ip")
-        .args([
-            "-n",
-            lab.host(1),
-            "addr",
-            "del",
-            &format!("{VIP}/24"),
-            "dev",
-            "eth0",
-        ])
-        .output();
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(lab.holder(), Some(2), "preempt = false: no move back");
+}
+
+/// The first child process of `pid` (fwlb's parent has exactly one: the unprivileged child).
+fn child_of(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `show vrrp --json` of host `k`: (state, transitions) of its first instance.
+fn vrrp_state(lab: &Lab, k: usize) -> (String, u64) {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            lab.host(k),
+            BIN,
+            "ctl",
+            "-C",
+            "127.0.0.1:8888",
+            "--json",
+            "show",
+            "vrrp",
+        ])
+        .output()
+        .expect("fwlb ctl");
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    let i = &v["vrrp"][0];
+    (
+        i["state"].as_str().unwrap_or("?").to_string(),
+        i["transitions"].as_u64().unwrap_or(u64::MAX),
+    )
+}
+
+#[test]
+fn a_dead_child_hands_over_and_the_restarted_daemon_rejoins_as_backup() {
+    let lab = Lab::new("c", 2);
+    let conf = |prio: u8| {
+        format!(
+            "[daemon]\ncontrol = \"127.0.0.1:8888\"\nuser = \"nobody\"\n[[vrrp]]\nvrid = 51\ninterface = \"eth0\"\npriority = {prio}\naddresses = [\"{VIP}/24\"]\nversion = 3\nadvert_interval = \"100ms\"\npreempt = false\n"
+        )
+    };
+    // h2's notify scripts run in the root parent, outside the child's chroot and user.
+    let notes = tempfile::tempdir().expect("dir");
+    let log = notes.path().join("notify.log");
+    let h2conf = format!(
+        "{}notify_master = \"echo master $FWLB_VRID $FWLB_INTERFACE $(id -u) >> {p}\"\nnotify_backup = \"echo $FWLB_STATE $FWLB_VRID >> {p}\"\n",
+        conf(100),
+        p = log.display()
+    );
+    let mut h1 = Daemon::with_config(lab.host(1), &conf(150));
+    let _h2 = Daemon::with_config(lab.host(2), &h2conf);
+    lab.wait_holder(Some(1), Duration::from_secs(3));
+    std::thread::sleep(Duration::from_millis(300));
+    // The unprivileged child dies: the parent removes the VIP at once and exits non-zero.
+    let child = child_of(h1.child.id()).expect("fwlb's child");
+    let _ = Command::new("kill")
+        .args(["-9", &child.to_string()])
+        .status();
+    let t0 = Instant::now();
+    let st = loop {
+        if let Ok(Some(st)) = h1.child.try_wait() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "the parent did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(st.code(), Some(1), "{}", h1.log());
+    assert!(
+        h1.log().contains("child ended with signal 9"),
+        "{}",
+        h1.log()
+    );
+    // h2 takes over within Master_Down_Interval (300 ms + skew at priority 100).
+    let took = lab.wait_holder(Some(2), Duration::from_secs(2));
+    assert!(took < Duration::from_millis(600), "{took:?}");
+    let (state, transitions) = vrrp_state(&lab, 2);
+    assert_eq!(state, "master");
+    let t0 = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("master")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "notify_master did not run"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        "backup 51\nmaster 51 eth0 0\n",
+        "backup at start, then master, run as root by the parent"
+    );
+    // The supervisor restarts h1: it comes up as backup and the pair does not flap.
+    let _h1 = Daemon::with_config(lab.host(1), &conf(150));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(vrrp_state(&lab, 1).0, "backup", "{}", _h1.log());
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(lab.holder(), Some(2));
+    assert_eq!(
+        vrrp_state(&lab, 2),
+        ("master".to_string(), transitions),
+        "no flap on h2"
+    );
 }
 
 #[test]

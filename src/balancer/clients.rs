@@ -144,6 +144,24 @@ impl ClientTable {
         }
     }
 
+    /// Renumber remembered servers after the server list was rebuilt (reload); clients whose
+    /// server is gone are forgotten, to be placed afresh.
+    pub fn remap(&mut self, new_index: impl Fn(usize) -> Option<usize>) {
+        let mut gone = Vec::new();
+        for (ip, e) in self.map.iter_mut() {
+            if let Some(old) = e.server {
+                match new_index(old) {
+                    Some(n) => e.server = Some(n),
+                    None => gone.push((*ip, e.seq)),
+                }
+            }
+        }
+        for (ip, seq) in gone {
+            self.map.remove(&ip);
+            self.lru.remove(&seq);
+        }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&IpAddr, &ClientEntry)> {
         self.map.iter()
     }

@@ -8,6 +8,7 @@
 pub mod clients;
 pub mod pool;
 pub mod relay;
+mod reload;
 pub mod select;
 
 use std::collections::BTreeMap;
@@ -86,6 +87,9 @@ pub struct State {
     /// Live connections by id, for `show conns`.
     pub conns: BTreeMap<u64, Arc<ConnInfo>>,
     next_conn: u64,
+    /// Bumped when a reload rebuilds the server list: a slot index taken before then is found
+    /// again by address.
+    epoch: u64,
 }
 
 impl ConnInfo {
@@ -150,12 +154,15 @@ enum Slot {
 struct ConnGuard<'a> {
     lb: &'a Balancer,
     slot: Slot,
+    /// The server's address and the server list's epoch when the slot was taken.
+    addr: SocketAddr,
+    epoch: u64,
 }
 
 impl Drop for ConnGuard<'_> {
     fn drop(&mut self) {
         let mut st = self.lb.lock();
-        if let Some(s) = st.server_mut(&self.slot) {
+        if let Some(s) = st.guarded(self) {
             s.conns = s.conns.saturating_sub(1);
         }
     }
@@ -166,6 +173,29 @@ impl State {
         match slot {
             Slot::Regular(i) => self.servers.get_mut(*i),
             Slot::Emergency => self.emergency.as_mut(),
+        }
+    }
+
+    /// The index of a guard's server now (a reload may have moved or removed it).
+    fn index_of(&self, g: &ConnGuard<'_>) -> Option<usize> {
+        match g.slot {
+            Slot::Regular(i) if self.epoch == g.epoch => Some(i),
+            Slot::Regular(_) => self.servers.iter().position(|s| s.cfg.addr == g.addr),
+            Slot::Emergency => None,
+        }
+    }
+
+    /// A guard's server now, if it still exists.
+    fn guarded(&mut self, g: &ConnGuard<'_>) -> Option<&mut ServerState> {
+        match g.slot {
+            Slot::Emergency => self
+                .emergency
+                .as_mut()
+                .filter(|s| g.epoch == self.epoch || s.cfg.addr == g.addr),
+            Slot::Regular(_) => {
+                let i = self.index_of(g)?;
+                self.servers.get_mut(i)
+            }
         }
     }
 }
@@ -206,6 +236,7 @@ impl Balancer {
                 settings,
                 conns: BTreeMap::new(),
                 next_conn: 0,
+                epoch: 0,
             }),
             cfg,
             stats: Stats::default(),
@@ -306,10 +337,7 @@ impl Balancer {
                 listen: dst,
                 upstream_fd,
                 server: addr,
-                server_index: match guard.slot {
-                    Slot::Regular(i) => Some(i),
-                    Slot::Emergency => None,
-                },
+                server_index: st.index_of(&guard),
                 started: Instant::now(),
                 bytes: relay::Counters::default(),
             });
@@ -358,7 +386,7 @@ impl Balancer {
         {
             let mut st = self.lock();
             st.conns.remove(&id);
-            if let Some(s) = st.server_mut(&guard.slot) {
+            if let Some(s) = st.guarded(&guard) {
                 s.sx += up;
                 s.rx += down;
             }
@@ -462,20 +490,25 @@ impl Balancer {
     }
 
     /// Reserve a connection slot on server `slot` if it is usable now.
-    fn reserve(&self, slot: &Slot, client: IpAddr, now: Instant) -> Option<(SocketAddr, Duration)> {
+    fn reserve(
+        &self,
+        slot: &Slot,
+        client: IpAddr,
+        now: Instant,
+    ) -> Option<(SocketAddr, Duration, u64)> {
         let mut st = self.lock();
         let sticky = match slot {
             Slot::Regular(i) => st.clients.get(client, now).and_then(|e| e.server) == Some(*i),
             Slot::Emergency => false,
         };
-        let timeout = st.settings.connect_timeout;
+        let (timeout, epoch) = (st.settings.connect_timeout, st.epoch);
         let s = st.server_mut(slot)?;
         // The emergency server is the last resort: tried even when it failed recently.
         if matches!(slot, Slot::Regular(_)) && !s.usable(now, sticky) {
             return None;
         }
         s.conns += 1;
-        Some((s.cfg.addr, timeout))
+        Some((s.cfg.addr, timeout, epoch))
     }
 
     async fn connect_for(
@@ -491,22 +524,25 @@ impl Balancer {
             .flat_map(|f| (0..tries).map(move |k| Slot::Regular((f + k) % n)));
         let last = failover.then_some(Slot::Emergency);
         for slot in walk.chain(last) {
-            let Some((addr, timeout)) = self.reserve(&slot, peer.ip(), Instant::now()) else {
+            let Some((addr, timeout, epoch)) = self.reserve(&slot, peer.ip(), Instant::now())
+            else {
                 continue;
             };
-            let guard = ConnGuard { lb: self, slot };
+            let guard = ConnGuard {
+                lb: self,
+                slot,
+                addr,
+                epoch,
+            };
             match connect(addr, timeout, &self.local_waiting).await {
                 Ok(s) => {
                     let now = Instant::now();
                     let mut st = self.lock();
-                    let index = match guard.slot {
-                        Slot::Regular(i) => Some(i),
-                        Slot::Emergency => None,
-                    };
+                    let index = st.index_of(&guard);
                     st.clients.record(peer.ip(), index, now);
                     // A blacklist is not cleared here: a connection placed before an
                     // operator's `server N blacklist T` must not undo it by succeeding.
-                    if let Some(s) = st.server_mut(&guard.slot) {
+                    if let Some(s) = st.guarded(&guard) {
                         s.total += 1;
                     }
                     return Some((s, guard, addr));
@@ -523,7 +559,7 @@ impl Balancer {
                     let mut st = self.lock();
                     let bl = st.settings.blacklist;
                     let first_failure = st
-                        .server_mut(&guard.slot)
+                        .guarded(&guard)
                         .is_some_and(|s| s.blacklist(Instant::now(), bl));
                     drop(st);
                     if first_failure {

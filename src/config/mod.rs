@@ -55,7 +55,7 @@ pub enum LogTarget {
     Syslog,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Daemon {
     pub user: Option<String>,
     pub chroot: Option<PathBuf>,
@@ -138,7 +138,7 @@ pub enum ProxyProtocol {
     V2,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Balancer {
     pub name: String,
     pub listen: Vec<SocketAddr>,
@@ -165,7 +165,7 @@ pub struct Balancer {
     pub connection_log: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vrrp {
     pub vrid: u8,
     pub interface: String,
@@ -185,7 +185,7 @@ pub struct Vrrp {
     pub garp_interval: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Firewall {
     pub backend: String,
     pub front: Option<String>,

@@ -81,7 +81,7 @@ pub fn execute(ctl: &Ctl, words: &[&str]) -> Reply {
         return bans(ctl, words);
     }
     if first == "pid" {
-        return Reply::ok(format!("{}\n", std::process::id()));
+        return Reply::ok(format!("{}\n", ctl.pid()));
     }
     if ctl.balancers.is_empty() {
         return Reply::err("no balancer configured (only `show vrrp` and `pid` work without one)");
@@ -195,7 +195,7 @@ fn run(ctl: &Ctl, lb: &Arc<Balancer>, cmd: &str, args: &[&str], json: bool) -> O
             }
             read(Reply::ok(format!("{}\n", lb.max_connections())))
         }
-        "pid" => read(Reply::ok(format!("{}\n", std::process::id()))),
+        "pid" => read(Reply::ok(format!("{}\n", ctl.pid()))),
         "control" => read(Reply::ok(format!("{}\n", ctl.control))),
         "debug" => {
             if let Some(a) = arg {
@@ -689,10 +689,10 @@ fn show(ctl: &Ctl, lb: &Balancer, args: &[&str], json: bool) -> Reply {
 /// `ban IP [DURATION]`, `unban IP`, `show bans [json]`: the firewall's dynamic ban sets,
 /// changed without reloading the rules.
 fn bans(ctl: &Ctl, words: &[&str]) -> Reply {
-    use crate::firewall::nft;
-    if !ctl.firewall {
+    use crate::privsep::{Reply as P, Request};
+    let (true, Some(parent)) = (ctl.firewall, &ctl.privileged) else {
         return Reply::err("no firewall installed ([firewall] backend = \"nftables\")");
-    }
+    };
     let json = words.last() == Some(&"json");
     match words {
         ["ban", ip, rest @ ..] if rest.len() <= 1 => {
@@ -706,11 +706,9 @@ fn bans(ctl: &Ctl, words: &[&str]) -> Reply {
                     Err(e) => return Reply::err(format!("ban: {e}")),
                 },
             };
-            match crate::sys::nft::apply(&nft::ban(ip, timeout)) {
-                Ok(()) => {
-                    tracing::info!(target: "fw", %ip, timeout = ?timeout, "banned");
-                    Reply::none()
-                }
+            let secs = timeout.map(|t| t.as_secs().max(1));
+            match parent.call_ok(&Request::Ban { ip, secs }) {
+                Ok(()) => Reply::none(),
                 Err(e) => Reply::err(format!("ban {ip}: {e}")),
             }
         }
@@ -718,22 +716,22 @@ fn bans(ctl: &Ctl, words: &[&str]) -> Reply {
             let Ok(ip) = ip.parse::<IpAddr>() else {
                 return Reply::err(format!("unban: {ip:?} is not an IP address"));
             };
-            match crate::sys::nft::apply(&nft::unban(ip)) {
-                Ok(()) => {
-                    tracing::info!(target: "fw", %ip, "unbanned");
-                    Reply::none()
-                }
+            match parent.call_ok(&Request::Unban { ip }) {
+                Ok(()) => Reply::none(),
                 Err(e) => Reply::err(format!("unban {ip}: {e}")),
             }
         }
         ["show", "bans", ..] => {
-            let listing = match crate::sys::nft::run(&[], &nft::list_bans()) {
-                Ok(l) => l,
-                Err(e) => return Reply::err(format!("show bans: {e}")),
-            };
-            let bans = match nft::parse_bans(&listing) {
-                Ok(b) => b,
-                Err(e) => return Reply::err(format!("show bans: {e}")),
+            let bans: Vec<crate::firewall::model::Ban> = match parent.call(&Request::ListBans) {
+                Ok((P::Bans(b), _)) => b
+                    .into_iter()
+                    .map(|(ip, secs)| crate::firewall::model::Ban {
+                        ip,
+                        timeout: secs.map(std::time::Duration::from_secs),
+                    })
+                    .collect(),
+                Ok((P::Error(e), _)) | Err(e) => return Reply::err(format!("show bans: {e}")),
+                Ok((other, _)) => return Reply::err(format!("show bans: unexpected {other:?}")),
             };
             if json {
                 let v: Vec<Value> = bans

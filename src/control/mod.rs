@@ -50,6 +50,9 @@ pub struct Ctl {
     pub vrrp: Option<crate::vrrp::status::Status>,
     /// The nftables firewall is installed: `ban`, `unban` and `show bans` work.
     pub firewall: bool,
+    /// The privileged parent, which changes the firewall's sets (None in tests and tools that
+    /// run a balancer in-process).
+    pub privileged: Option<Arc<crate::privsep::Client>>,
 }
 
 impl Ctl {
@@ -60,6 +63,16 @@ impl Ctl {
             && let Err(e) = state::save(p, &self.balancers)
         {
             warn!(target: "ctl", "cannot save state to {}: {e}", p.display());
+        }
+    }
+
+    /// The daemon's pid as the operator sees it: the privileged parent's (the one a
+    /// supervisor started and signals), or ours when there is no parent.
+    pub fn pid(&self) -> u32 {
+        if self.privileged.is_some() {
+            crate::sys::privsep::parent_pid() as u32
+        } else {
+            std::process::id()
         }
     }
 

@@ -2,8 +2,9 @@
 //!
 //! `model` turns the config into a backend-neutral [`Ruleset`]; `nft` and `pf` render it as
 //! text for `nft -f -` (table `inet fwlb`) and `pfctl -a fwlb -f -` (anchor `fwlb`), and give
-//! the commands that change the dynamic sets (bans) without a reload. Everything here is pure:
-//! no I/O, no clock. Applying the text is the privileged parent's job.
+//! the commands that change the dynamic sets (bans) without a reload. Everything here is pure
+//! (no I/O, no clock) except `backend`: the [`Firewall`] handle through which the privileged
+//! parent applies the text and changes the bans, the same calls on either OS.
 //!
 //! What the ruleset does, on both backends:
 //! - inbound on `front`: drop by default; banned sources first; established and related
@@ -15,8 +16,10 @@
 //!   and front may not open connections into back;
 //! - other interfaces are left alone (nothing else fwlb installs drops there).
 
+pub mod backend;
 pub mod model;
 pub mod nft;
 pub mod pf;
 
+pub use backend::{Firewall, open};
 pub use model::{Allow, Backend, Ban, Proto, Rate, Ruleset, build, parse_allow, parse_rate};

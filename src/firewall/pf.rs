@@ -2,14 +2,16 @@
 //!
 //! Loading an anchor replaces its translation rules, filter rules and the tables it defines in
 //! one transaction. The main ruleset must call the anchor (`nat-anchor "fwlb"` and
-//! `anchor "fwlb"`); everything else in it stays the administrator's. Decisions on front use
-//! `quick`, so later rules of the main ruleset cannot reopen what fwlb closed.
+//! `anchor "fwlb"`, [`required_lines`]); everything else in it stays the administrator's, and
+//! [`check_reachable`] refuses to install when a call is missing or pf is disabled. Decisions
+//! on front use `quick`, so later rules of the main ruleset cannot reopen what fwlb closed.
 //!
 //! Dynamic addresses live in tables of the anchor: `<fwlb_banned>` (control port `ban`),
-//! `<fwlb_peers>` and `<fwlb_servers>`. pf table entries have no timeout of their own: the
-//! daemon keeps each ban's deadline and runs [`unban`] when it passes (or, for one common
-//! duration, [`expire`] periodically). pf checks states before rules, so a new ban must also
-//! kill the source's existing states ([`kill_states`]).
+//! `<fwlb_peers>` and `<fwlb_servers>`. The daemon changes `<fwlb_banned>` through /dev/pf
+//! ioctls (`sys::pf`); the pfctl command lines here ([`ban`], [`unban`], [`list_bans`]) are the
+//! same operations by hand. pf table entries have no timeout of their own: the daemon keeps
+//! each ban's deadline and removes the entry when it passes. pf checks states before rules,
+//! so a new ban must also kill the source's existing states ([`kill_states`]).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -58,6 +60,109 @@ pub fn unban(ip: IpAddr) -> Vec<String> {
 /// The pfctl command line that prints `<fwlb_banned>`, one address per line ([`parse_bans`]).
 pub fn list_bans() -> Vec<String> {
     argv(&["-a", ANCHOR, "-t", BANNED, "-T", "show"])
+}
+
+/// The pfctl command line that loads an anchor text (on stdin) as the anchor `fwlb`, in one
+/// transaction: its translation rules, filter rules and tables are replaced together, and a
+/// text pfctl rejects changes nothing.
+pub fn load() -> Vec<String> {
+    argv(&["-a", ANCHOR, "-f", "-"])
+}
+
+/// The pfctl command line that empties the anchor `fwlb` (rules, translation rules and its
+/// tables). With `-a`, `-F all` touches only the anchor: states, counters and the main
+/// ruleset stay.
+pub fn flush() -> Vec<String> {
+    argv(&["-a", ANCHOR, "-F", "all"])
+}
+
+/// The pfctl command lines that print pf's status (`-s info`), the main ruleset's filter
+/// rules (`-s rules`) and its translation rules (`-s nat`), for [`check_reachable`].
+pub fn show_info() -> Vec<String> {
+    argv(&["-s", "info"])
+}
+
+pub fn show_rules() -> Vec<String> {
+    argv(&["-s", "rules"])
+}
+
+pub fn show_nat() -> Vec<String> {
+    argv(&["-s", "nat"])
+}
+
+/// The lines the administrator's /etc/pf.conf needs so that packets reach fwlb's anchor
+/// (`nat-anchor` only with `nat = true`). pf evaluates the main ruleset top-down; the
+/// anchor's `quick` rules decide for the packets they match wherever the call stands, but
+/// a `quick` rule of the main ruleset before the call wins over fwlb's.
+pub fn required_lines(nat: bool) -> Vec<String> {
+    let mut v = Vec::new();
+    if nat {
+        v.push(format!("nat-anchor \"{ANCHOR}\""));
+    }
+    v.push(format!("anchor \"{ANCHOR}\""));
+    v
+}
+
+/// Whether pf filters at all, from `pfctl -s info` ("Status: Enabled for ..." or
+/// "Status: Disabled ..."); `None` when the text has no status line.
+pub fn parse_enabled(info: &str) -> Option<bool> {
+    info.lines().find_map(|l| {
+        let rest = l.trim_start().strip_prefix("Status:")?.trim_start();
+        if rest.starts_with("Enabled") {
+            Some(true)
+        } else if rest.starts_with("Disabled") {
+            Some(false)
+        } else {
+            None
+        }
+    })
+}
+
+/// Whether a listing of the main ruleset (`pfctl -s rules` or `-s nat`) calls fwlb's anchor
+/// with `keyword` ("anchor" or "nat-anchor"). pfctl prints calls quoted and normalised:
+/// `anchor "fwlb" all`, `nat-anchor "fwlb" on em0 all`.
+pub fn calls_anchor(listing: &str, keyword: &str) -> bool {
+    let call = format!("{keyword} \"{ANCHOR}\"");
+    listing.lines().any(|l| {
+        l.trim_start()
+            .strip_prefix(call.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace))
+    })
+}
+
+/// What stops the loaded anchor from filtering, from the outputs of [`show_info`],
+/// [`show_rules`] and (with `nat`) [`show_nat`]: pf disabled, or a call missing from the
+/// main ruleset. `Ok` means packets reach the anchor. Every problem is reported at once.
+pub fn check_reachable(info: &str, rules: &str, nat: Option<&str>) -> Result<(), String> {
+    let mut problems = Vec::new();
+    match parse_enabled(info) {
+        Some(true) => {}
+        Some(false) => problems.push(
+            "pf is disabled (enable it: pfctl -e, and pf_enable=\"YES\" in /etc/rc.conf)"
+                .to_string(),
+        ),
+        None => problems.push("`pfctl -s info` printed no \"Status:\" line".to_string()),
+    }
+    let mut missing = Vec::new();
+    if let Some(nat) = nat
+        && !calls_anchor(nat, "nat-anchor")
+    {
+        missing.push(format!("nat-anchor \"{ANCHOR}\""));
+    }
+    if !calls_anchor(rules, "anchor") {
+        missing.push(format!("anchor \"{ANCHOR}\""));
+    }
+    if !missing.is_empty() {
+        problems.push(format!(
+            "the main pf ruleset does not call fwlb's anchor, so its rules would never see a packet: add {} to /etc/pf.conf (translation rules before filter rules, the anchor before your own quick rules) and reload it with pfctl -f /etc/pf.conf",
+            missing.join(" and ")
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 /// The addresses printed by [`list_bans`]. pf keeps no timeouts, so every `timeout` is `None`;
@@ -379,6 +484,80 @@ mod tests {
             expire(Duration::from_millis(3_600_900)).join(" "),
             "/sbin/pfctl -a fwlb -t fwlb_banned -T expire 3600"
         );
+    }
+
+    #[test]
+    fn anchor_commands() {
+        assert_eq!(load().join(" "), "/sbin/pfctl -a fwlb -f -");
+        assert_eq!(flush().join(" "), "/sbin/pfctl -a fwlb -F all");
+        assert_eq!(show_info().join(" "), "/sbin/pfctl -s info");
+        assert_eq!(show_rules().join(" "), "/sbin/pfctl -s rules");
+        assert_eq!(show_nat().join(" "), "/sbin/pfctl -s nat");
+        assert_eq!(required_lines(false), ["anchor \"fwlb\""]);
+        assert_eq!(
+            required_lines(true),
+            ["nat-anchor \"fwlb\"", "anchor \"fwlb\""]
+        );
+    }
+
+    /// The shape of FreeBSD 14's `pfctl -s info`.
+    const INFO_ON: &str = "Status: Enabled for 0 days 02:13:07           Debug: Urgent\n\nState Table                          Total             Rate\n  current entries                        4\n";
+
+    #[test]
+    fn pf_status() {
+        assert_eq!(parse_enabled(INFO_ON), Some(true));
+        assert_eq!(
+            parse_enabled("Status: Disabled for 0 days 00:00:12           Debug: Urgent\n"),
+            Some(false)
+        );
+        assert_eq!(
+            parse_enabled("pfctl: /dev/pf: No such file or directory\n"),
+            None
+        );
+        assert_eq!(parse_enabled(""), None);
+    }
+
+    #[test]
+    fn anchor_calls_in_the_main_ruleset() {
+        let rules = "scrub in all fragment reassemble\nblock drop in log all\nanchor \"fwlb\" all\npass out all flags S/SA keep state\n";
+        assert!(calls_anchor(rules, "anchor"));
+        assert!(calls_anchor("anchor \"fwlb\" in on em0 all\n", "anchor"));
+        assert!(calls_anchor("  anchor \"fwlb\"\n", "anchor"));
+        // Another anchor, a longer name, a nested path or a nat-anchor is not the call.
+        assert!(!calls_anchor("anchor \"fwlb2\" all\n", "anchor"));
+        assert!(!calls_anchor("anchor \"other/fwlb\" all\n", "anchor"));
+        assert!(!calls_anchor("anchor \"fwlb/sub\" all\n", "anchor"));
+        assert!(!calls_anchor("nat-anchor \"fwlb\" all\n", "anchor"));
+        assert!(!calls_anchor(
+            "block drop in quick on em0 from <fwlb_banned> to any label \"fwlb\"\n",
+            "anchor"
+        ));
+        assert!(calls_anchor("nat-anchor \"fwlb\" all\n", "nat-anchor"));
+        assert!(!calls_anchor("", "anchor"));
+    }
+
+    #[test]
+    fn reachability_says_what_to_add() {
+        let rules = "anchor \"fwlb\" all\n";
+        let nat = "nat-anchor \"fwlb\" all\n";
+        assert_eq!(check_reachable(INFO_ON, rules, None), Ok(()));
+        assert_eq!(check_reachable(INFO_ON, rules, Some(nat)), Ok(()));
+
+        let e = check_reachable(INFO_ON, "pass all\n", None).unwrap_err();
+        assert!(e.contains("add anchor \"fwlb\" to /etc/pf.conf"), "{e}");
+        assert!(!e.contains("nat-anchor"), "{e}");
+
+        let e = check_reachable(INFO_ON, rules, Some("")).unwrap_err();
+        assert!(e.contains("add nat-anchor \"fwlb\" to /etc/pf.conf"), "{e}");
+
+        let e = check_reachable("Status: Disabled for 0 days\n", "", Some("")).unwrap_err();
+        assert!(e.starts_with("pf is disabled"), "{e}");
+        assert!(
+            e.contains("add nat-anchor \"fwlb\" and anchor \"fwlb\""),
+            "every problem at once: {e}"
+        );
+        let e = check_reachable("", rules, None).unwrap_err();
+        assert!(e.contains("no \"Status:\" line"), "{e}");
     }
 
     #[test]

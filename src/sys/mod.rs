@@ -4,7 +4,11 @@
 #[cfg(target_os = "linux")]
 pub mod netlink;
 pub mod nft;
+// The layouts are tested on every OS; only FreeBSD opens /dev/pf.
+#[cfg(any(target_os = "freebsd", test))]
+pub mod pf;
 pub mod privdrop;
+pub mod privsep;
 pub mod process;
 #[cfg(target_os = "linux")]
 pub mod raw;

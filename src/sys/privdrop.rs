@@ -43,8 +43,11 @@ fn unsafe_zeroed_passwd() -> libc::passwd {
 }
 
 /// chroot to `dir` (if any), then become `user` (if any). Call before any thread starts:
-/// credentials and capabilities are per thread on Linux.
-pub fn drop_privileges(user: Option<&str>, dir: Option<&Path>) -> io::Result<()> {
+/// credentials and capabilities are per thread on Linux. Returns the uid and gid taken.
+pub fn drop_privileges(
+    user: Option<&str>,
+    dir: Option<&Path>,
+) -> io::Result<Option<(libc::uid_t, libc::gid_t)>> {
     let ids = user.map(lookup_user).transpose()?;
     if let Some(dir) = dir {
         let c = CString::new(dir.as_os_str().as_encoded_bytes())
@@ -82,7 +85,7 @@ pub fn drop_privileges(user: Option<&str>, dir: Option<&Path>) -> io::Result<()>
             return Err(last());
         }
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// Detach from the terminal as pen does without -f: fork, new session, cwd /, stdio to

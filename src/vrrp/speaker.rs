@@ -1,8 +1,10 @@
 //! The VRRP speaker: the thin I/O loop around the pure state machines (Linux). One raw
 //! protocol-112 socket per instance, link state from rtnetlink events (a cable pull is seen at
-//! once), VIPs added and removed through rtnetlink, gratuitous ARP through a packet socket,
-//! notify scripts with a timeout. Every decision is made by `fsm::Machine` and `group::Group`;
-//! this file only turns their actions into system calls and packets into events.
+//! once), gratuitous ARP through a packet socket. Every socket is opened by the privileged
+//! parent before the fork ([`open`]); the unprivileged child runs the loop ([`run`]) and asks
+//! the parent to add or remove the VIPs and to run notify scripts. Every decision is made by
+//! `fsm::Machine` and `group::Group`; this file only turns their actions into requests and
+//! packets, and packets into events.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -10,19 +12,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::fsm::{self, Action, Event, Machine, State};
 use super::group::Group;
 use crate::config;
+use crate::privsep::{Client, Request};
 use crate::sys::netlink::{self, Netlink};
 use crate::sys::raw::{GROUP_V4, PacketSocket, VrrpSocket};
 use crate::wire::{arp, vrrp};
-
-/// How long a notify script may run before it is killed.
-const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub use super::status::{InstanceStatus, Status};
 
@@ -34,8 +33,8 @@ struct Instance {
     mac: [u8; 6],
     primary: Ipv4Addr,
     vips: Vec<(IpAddr, u8)>,
-    sock: Arc<AsyncFd<VrrpSocket>>,
-    garp: PacketSocket,
+    sock: Arc<VrrpSocket>,
+    garp: Arc<PacketSocket>,
     auth: vrrp::Auth,
     ident: u16,
     /// Unicast peers: adverts go to each of them instead of the group, and only theirs count.
@@ -74,7 +73,7 @@ impl Instance {
             self.ident,
             vrrp::ChecksumMode::PseudoHeader,
         );
-        if let Err(e) = self.sock.get_ref().send(&pkt, GROUP_V4) {
+        if let Err(e) = self.sock.send(&pkt, GROUP_V4) {
             warn!(target: "vrrp", vrid = self.cfg.vrid, "cannot send advertisement: {e}");
         }
     }
@@ -90,9 +89,12 @@ enum Input {
     Link(netlink::Link),
 }
 
-/// Open everything the instances need. Needs root (raw sockets, rtnetlink changes): the
-/// caller does this before any privilege drop.
-fn open(cfgs: &[config::Vrrp]) -> Result<(Vec<Instance>, HashMap<String, netlink::Link>)> {
+/// Open everything the instances need. Needs root (raw sockets): the privileged parent
+/// does this before the fork. Addresses of ours left on an interface by a previous run that
+/// died are removed: a restarted host must rejoin as backup, not answer for the VIPs.
+fn open_instances(
+    cfgs: &[config::Vrrp],
+) -> Result<(Vec<Instance>, HashMap<String, netlink::Link>)> {
     let mut nl = Netlink::requests().context("rtnetlink")?;
     let links: HashMap<String, netlink::Link> = nl
         .dump_links()
@@ -131,6 +133,15 @@ fn open(cfgs: &[config::Vrrp]) -> Result<(Vec<Instance>, HashMap<String, netlink
                     c.vrid, c.interface
                 )
             })?;
+        for (a, p) in &vips {
+            if addrs.iter().any(|x| x.index == link.index && x.addr == *a) {
+                warn!(target: "vrrp", vrid = c.vrid, interface = %c.interface,
+                    "removing {a}/{p}, left on the interface by an earlier run");
+                if let Err(e) = nl.del_addr(link.index, *a, *p) {
+                    warn!(target: "vrrp", vrid = c.vrid, "cannot remove {a}/{p}: {e}");
+                }
+            }
+        }
         let sock = VrrpSocket::open_v4(&c.interface, link.index)
             .with_context(|| format!("VRRP socket on {}", c.interface))?;
         let garp = PacketSocket::open(link.index, 0x0806)
@@ -159,8 +170,8 @@ fn open(cfgs: &[config::Vrrp]) -> Result<(Vec<Instance>, HashMap<String, netlink
             mac: link.mac.unwrap_or([0; 6]),
             primary,
             vips,
-            sock: Arc::new(crate::sys::async_fd(sock).context("registering the VRRP socket")?),
-            garp,
+            sock: Arc::new(sock),
+            garp: Arc::new(garp),
             auth,
             ident: 0,
             peers: c
@@ -187,36 +198,41 @@ pub struct Speaker {
     inst: Vec<Instance>,
     links: HashMap<String, netlink::Link>,
     groups: Vec<Group>,
-    nl: Netlink,
-    events: AsyncFd<Netlink>,
+    events: Netlink,
 }
 
-/// Open the sockets of every instance (needs root; call inside the runtime).
-pub fn start(cfgs: &[config::Vrrp]) -> Result<Speaker> {
-    let (inst, links) = open(cfgs)?;
+/// Open the sockets of every instance. Needs root and no runtime: the privileged parent calls
+/// it before the fork, the child runs the result.
+pub fn open(cfgs: &[config::Vrrp]) -> Result<Speaker> {
+    let (inst, links) = open_instances(cfgs)?;
     Ok(Speaker {
         inst,
         links,
         groups: groups(cfgs),
-        nl: Netlink::requests().context("rtnetlink")?,
-        events: crate::sys::async_fd(Netlink::link_events().context("link events")?)?,
+        events: Netlink::link_events().context("link events")?,
     })
 }
 
 /// Run every instance until `stop`; then give up mastership with priority 0 (the peer takes
-/// over within its skew time) and remove the VIPs.
-pub async fn run(sp: Speaker, mut stop: watch::Receiver<bool>, status: Status) {
+/// over within its skew time) and remove the VIPs. `ops` is the privileged parent.
+pub async fn run(
+    sp: Speaker,
+    ops: Arc<Client>,
+    mut stop: watch::Receiver<bool>,
+    status: Status,
+) -> Result<()> {
     let Speaker {
         mut inst,
         links,
         mut groups,
-        mut nl,
         events,
     } = sp;
+    let events = crate::sys::async_fd(events).context("registering link events")?;
+    let nl = &*ops;
     let (tx, mut rx) = mpsc::channel::<Input>(1024);
     for i in &inst {
         let (sock, tx, vrid, iface) = (
-            i.sock.clone(),
+            crate::sys::async_fd(i.sock.clone()).context("registering the VRRP socket")?,
             tx.clone(),
             i.cfg.vrid,
             i.cfg.interface.clone(),
@@ -275,7 +291,7 @@ pub async fn run(sp: Speaker, mut stop: watch::Receiver<bool>, status: Status) {
         // first (Master_Down_Interval), so a restarted host rejoins as backup.
         let before = inst[k].machine.state();
         let acts = inst[k].machine.step(Event::Startup { link_up: up }, now);
-        perform(&mut inst, k, before, acts, &mut groups, &mut nl, &status);
+        perform(&mut inst, k, before, acts, &mut groups, nl, &status);
     }
     loop {
         publish(&inst, &status);
@@ -294,7 +310,7 @@ pub async fn run(sp: Speaker, mut stop: watch::Receiver<bool>, status: Status) {
                     if inst[k].machine.next_deadline().is_some_and(|t| t <= now) {
                         let before = inst[k].machine.state();
                         let acts = inst[k].machine.step(Event::Timer, now);
-                        perform(&mut inst, k, before, acts, &mut groups, &mut nl, &status);
+                        perform(&mut inst, k, before, acts, &mut groups, nl, &status);
                     }
                 }
             }
@@ -306,7 +322,7 @@ pub async fn run(sp: Speaker, mut stop: watch::Receiver<bool>, status: Status) {
                         if let Some(ev) = receive(&inst[k], &buf, &status) {
                             let before = inst[k].machine.state();
                             let acts = inst[k].machine.step(ev, now);
-                            perform(&mut inst, k, before, acts, &mut groups, &mut nl, &status);
+                            perform(&mut inst, k, before, acts, &mut groups, nl, &status);
                         }
                     }
                     Input::Link(l) => {
@@ -316,7 +332,7 @@ pub async fn run(sp: Speaker, mut stop: watch::Receiver<bool>, status: Status) {
                                 let ev = if l.up { Event::LinkUp } else { Event::LinkDown };
                                 let before = inst[k].machine.state();
                                 let acts = inst[k].machine.step(ev, now);
-                                perform(&mut inst, k, before, acts, &mut groups, &mut nl, &status);
+                                perform(&mut inst, k, before, acts, &mut groups, nl, &status);
                             }
                         }
                     }
@@ -328,9 +344,10 @@ pub async fn run(sp: Speaker, mut stop: watch::Receiver<bool>, status: Status) {
     for k in 0..inst.len() {
         let before = inst[k].machine.state();
         let acts = inst[k].machine.step(Event::Shutdown, now);
-        perform(&mut inst, k, before, acts, &mut groups, &mut nl, &status);
+        perform(&mut inst, k, before, acts, &mut groups, nl, &status);
     }
     publish(&inst, &status);
+    Ok(())
 }
 
 /// Validate a received packet; count and drop what is not a valid advert for this instance.
@@ -392,7 +409,7 @@ fn perform(
     before: State,
     acts: Vec<Action>,
     groups: &mut [Group],
-    nl: &mut Netlink,
+    ops: &Client,
     status: &Status,
 ) {
     let mut work = vec![(k, before, acts)];
@@ -404,18 +421,16 @@ fn perform(
                     i.send_advert(priority);
                     with_status(status, i, |s| s.adverts_sent += 1);
                 }
-                Action::AddVips => {
-                    for (a, p) in &i.vips {
-                        if let Err(e) = nl.add_addr(i.ifindex, *a, *p) {
-                            warn!(target: "vrrp", vrid = i.cfg.vrid, "cannot add {a}/{p}: {e}");
-                        }
-                    }
-                }
-                Action::RemoveVips => {
-                    for (a, p) in &i.vips {
-                        if let Err(e) = nl.del_addr(i.ifindex, *a, *p) {
-                            warn!(target: "vrrp", vrid = i.cfg.vrid, "cannot remove {a}/{p}: {e}");
-                        }
+                Action::AddVips | Action::RemoveVips => {
+                    let up = matches!(a, Action::AddVips);
+                    let req = Request::Vips {
+                        vrid: i.cfg.vrid,
+                        interface: i.cfg.interface.clone(),
+                        up,
+                    };
+                    if let Err(e) = ops.call_ok(&req) {
+                        warn!(target: "vrrp", vrid = i.cfg.vrid, "cannot {} the addresses: {e}",
+                            if up { "add" } else { "remove" });
                     }
                 }
                 Action::SendGratuitous => {
@@ -431,13 +446,10 @@ fn perform(
                         let _ = i.garp.send(f);
                     }
                     // The rest of the burst, spaced by `garp_interval` (a switch relearning
-                    // the port may drop the first), on a second socket of its own.
-                    let (index, count, spacing) =
-                        (i.ifindex, i.cfg.garp_count, i.cfg.garp_interval);
+                    // the port may drop the first).
+                    let (sock, count, spacing) =
+                        (i.garp.clone(), i.cfg.garp_count, i.cfg.garp_interval);
                     tokio::spawn(async move {
-                        let Ok(sock) = PacketSocket::open(index, 0x0806) else {
-                            return;
-                        };
                         for _ in 1..count {
                             tokio::time::sleep(spacing).await;
                             for f in &frames {
@@ -448,15 +460,15 @@ fn perform(
                 }
                 Action::BecameMaster => {
                     info!(target: "vrrp", vrid = i.cfg.vrid, interface = %i.cfg.interface, "became master");
-                    notify(i.cfg.notify_master.as_deref(), i.cfg.vrid, "master");
+                    notify(ops, i, "master");
                 }
                 Action::BecameBackup => {
                     info!(target: "vrrp", vrid = i.cfg.vrid, interface = %i.cfg.interface, "became backup");
-                    notify(i.cfg.notify_backup.as_deref(), i.cfg.vrid, "backup");
+                    notify(ops, i, "backup");
                 }
                 Action::EnteredFault => {
                     warn!(target: "vrrp", vrid = i.cfg.vrid, interface = %i.cfg.interface, "fault: interface down");
-                    notify(i.cfg.notify_backup.as_deref(), i.cfg.vrid, "fault");
+                    notify(ops, i, "fault");
                 }
                 Action::Log(m) => info!(target: "vrrp", vrid = i.cfg.vrid, "{m}"),
             }
@@ -479,32 +491,24 @@ fn perform(
     }
 }
 
-/// Run a notify script (freevrrpd's masterscript / backupscript) without waiting for it.
-fn notify(script: Option<&str>, vrid: u8, state: &'static str) {
-    let Some(script) = script else { return };
-    let script = script.to_string();
-    tokio::spawn(async move {
-        let child = tokio::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(&script)
-            .env("FWLB_VRID", vrid.to_string())
-            .env("FWLB_STATE", state)
-            .kill_on_drop(true)
-            .spawn();
-        match child {
-            Ok(mut c) => match tokio::time::timeout(NOTIFY_TIMEOUT, c.wait()).await {
-                Ok(Ok(st)) if !st.success() => {
-                    warn!(target: "vrrp", vrid, "notify script {script:?} exited with {st}")
-                }
-                Ok(Err(e)) => warn!(target: "vrrp", vrid, "notify script {script:?}: {e}"),
-                Err(_) => {
-                    warn!(target: "vrrp", vrid, "notify script {script:?} killed after {} s", NOTIFY_TIMEOUT.as_secs())
-                }
-                _ => {}
-            },
-            Err(e) => warn!(target: "vrrp", vrid, "cannot run notify script {script:?}: {e}"),
-        }
-    });
+/// Ask the parent to run the notify script (freevrrpd's masterscript / backupscript) for
+/// this state, if one is configured; it runs as root, outside the chroot, with a timeout.
+fn notify(ops: &Client, i: &Instance, state: &'static str) {
+    let script = match state {
+        "master" => &i.cfg.notify_master,
+        _ => &i.cfg.notify_backup,
+    };
+    if script.is_none() {
+        return;
+    }
+    let req = Request::Notify {
+        vrid: i.cfg.vrid,
+        interface: i.cfg.interface.clone(),
+        state: state.to_string(),
+    };
+    if let Err(e) = ops.call_ok(&req) {
+        warn!(target: "vrrp", vrid = i.cfg.vrid, "notify script: {e}");
+    }
 }
 
 /// Change instance `i`'s entry of the shared status (a poisoned lock just skips the update).

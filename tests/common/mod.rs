@@ -136,16 +136,45 @@ impl Fwlb {
         None
     }
 
-    /// utime + stime of the daemon, in seconds.
-    pub fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        let rest = stat.rsplit_once(") ").map(|x| x.1).unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-            + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        ticks / 100.0
+    /// The unprivileged child of the daemon (the parent is `pid()`), once it exists.
+    pub fn child_pid(&self) -> Option<i32> {
+        child_of(self.pid())
     }
+
+    /// utime + stime of the daemon (parent and child), in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let mut pids = vec![self.pid()];
+        pids.extend(self.child_pid());
+        pids.iter().map(|p| cpu_of(*p)).sum()
+    }
+}
+
+/// The first child process of `pid` (fwlb's parent has exactly one).
+pub fn child_of(pid: i32) -> Option<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// utime + stime of one process, in seconds.
+pub fn cpu_of(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(") ").map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Whether process `pid` exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|x| !x.1.starts_with('Z')))
+        .unwrap_or(false)
 }
 
 impl Drop for Fwlb {

@@ -1,0 +1,93 @@
+//! Applying a reloaded configuration to a running balancer (SIGHUP): the server list is
+//! rebuilt by address, so a server that stays keeps its blacklist, drain flag, counters and
+//! open connections; removed servers' connections finish on their own; remembered clients
+//! follow their server to its new place.
+
+use std::time::Instant;
+
+use super::pool::ServerState;
+use super::{Balancer, Settings};
+use crate::config;
+
+impl Balancer {
+    /// Apply `new` (same name; listeners are the daemon's business). Returns one line per
+    /// change, for the log.
+    pub fn reconfigure(&self, new: &config::Balancer) -> Vec<String> {
+        let mut notes = Vec::new();
+        let mut st = self.lock();
+        let old = std::mem::take(&mut st.servers);
+        let mut taken = vec![false; old.len()];
+        let mut moved: Vec<Option<usize>> = vec![None; old.len()];
+        let mut servers = Vec::with_capacity(new.servers.len());
+        for (ni, sc) in new.servers.iter().enumerate() {
+            let found = old
+                .iter()
+                .enumerate()
+                .position(|(oi, o)| !taken[oi] && o.cfg.addr == sc.addr);
+            match found {
+                Some(oi) => {
+                    taken[oi] = true;
+                    moved[oi] = Some(ni);
+                    let mut s = old[oi].clone();
+                    if s.cfg != *sc {
+                        notes.push(format!(
+                            "server {} changed (weight {} -> {}, max {} -> {}, hard {} -> {}, prio {} -> {})",
+                            sc.addr, s.cfg.weight, sc.weight, s.cfg.max, sc.max, s.cfg.hard,
+                            sc.hard, s.cfg.prio, sc.prio
+                        ));
+                    }
+                    s.cfg = sc.clone();
+                    servers.push(s);
+                }
+                None => {
+                    notes.push(format!("server {} added", sc.addr));
+                    servers.push(ServerState::new(sc.clone()));
+                }
+            }
+        }
+        for (oi, o) in old.iter().enumerate() {
+            // Empty slots (pen's `server N` beyond the list) vanish without a word.
+            if !taken[oi] && o.cfg.addr.port() != 0 {
+                notes.push(format!(
+                    "server {} removed ({} open connection(s) finish on it)",
+                    o.cfg.addr, o.conns
+                ));
+            }
+        }
+        st.servers = servers;
+        st.clients.remap(|i| moved.get(i).copied().flatten());
+        let keep_emergency = st
+            .emergency
+            .as_ref()
+            .is_some_and(|e| Some(e.cfg.addr) == new.emergency);
+        if !keep_emergency {
+            if st.emergency.is_some() || new.emergency.is_some() {
+                notes.push(format!("emergency server now {:?}", new.emergency));
+            }
+            st.emergency = new.emergency.map(|addr| {
+                ServerState::new(config::Server {
+                    addr,
+                    max: 0,
+                    hard: 0,
+                    weight: 0,
+                    prio: 0,
+                })
+            });
+        }
+        let fresh = Settings::from_config(new);
+        let s = &mut st.settings;
+        if (s.sticky, s.base) != (fresh.sticky, fresh.base) {
+            notes.push(format!("algorithm now {}", new.algorithm.name()));
+        }
+        s.sticky = fresh.sticky;
+        s.base = fresh.base;
+        s.blacklist = fresh.blacklist;
+        s.connect_timeout = fresh.connect_timeout;
+        s.idle_timeout = fresh.idle_timeout;
+        st.clients.set_tracking(new.tracking);
+        st.clients.expire(Instant::now());
+        st.epoch += 1;
+        st.reselect();
+        notes
+    }
+}

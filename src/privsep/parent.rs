@@ -1,0 +1,671 @@
+//! The privileged parent: after the fork it only serves the child's requests, forwards stop
+//! signals, reloads the configuration on SIGHUP, and cleans up when the child ends. It is a
+//! plain poll loop (no runtime): small enough to read in one sitting.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use super::{Push, Reply, Request, decode, encode};
+use crate::config::{self, Config};
+use crate::sys::privsep::{self, Channel, Exit, SignalPipe};
+
+/// How long a notify script may run before it is killed.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The signals the parent handles itself.
+pub const SIGNALS: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD];
+
+/// What the parent holds after the fork.
+pub struct Parent {
+    pub cfg: Config,
+    /// The file to re-read on SIGHUP (None: built from a command line, as `fwlb pen`).
+    pub reload_path: Option<PathBuf>,
+    pub child: libc::pid_t,
+    pub requests: Channel,
+    pub pushes: Channel,
+    pub signals: SignalPipe,
+    /// The installed firewall (bans, reloads, removal at a clean stop).
+    pub firewall: Box<dyn crate::firewall::Firewall>,
+    pub pidfile: Option<PathBuf>,
+    /// VRRP instances whose addresses the parent has added, removed again when the child dies.
+    held: BTreeSet<(u8, String)>,
+    stopping: u8,
+}
+
+impl Parent {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: Config,
+        reload_path: Option<PathBuf>,
+        child: libc::pid_t,
+        requests: Channel,
+        pushes: Channel,
+        signals: SignalPipe,
+        firewall: Box<dyn crate::firewall::Firewall>,
+        pidfile: Option<PathBuf>,
+    ) -> Self {
+        Parent {
+            cfg,
+            reload_path,
+            child,
+            requests,
+            pushes,
+            signals,
+            firewall,
+            pidfile,
+            held: BTreeSet::new(),
+            stopping: 0,
+        }
+    }
+
+    /// Serve until the child ends; returns the process exit code (0 only for a clean stop).
+    pub fn run(mut self) -> i32 {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut child_gone_at: Option<Instant> = None;
+        loop {
+            let fds = [self.signals.as_raw_fd(), self.requests.as_raw_fd()];
+            // pf keeps ban deadlines in user space: wake up for the next one.
+            let wait = self.firewall.next_expiry().map_or(500, |t| {
+                t.saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(500) as i32
+            });
+            let ready = match privsep::poll_readable(&fds, wait) {
+                Ok(r) => r,
+                Err(e) => {
+                    error!(target: "priv", "poll: {e}");
+                    vec![true, true]
+                }
+            };
+            if ready[0] {
+                for sig in self.signals.drain() {
+                    self.on_signal(sig);
+                }
+            }
+            if ready[1] && child_gone_at.is_none() {
+                match self.requests.recv(&mut buf) {
+                    Ok((0, _)) => {
+                        // The child closed its end: it is exiting or dead. Wait for its status.
+                        child_gone_at = Some(Instant::now());
+                    }
+                    Ok((n, _)) => {
+                        let (reply, fd) = match decode::<Request>(&buf[..n]) {
+                            Ok(req) => self.handle(req),
+                            Err(e) => {
+                                warn!(target: "priv", "refused a request: {e}");
+                                (Reply::Error(e), None)
+                            }
+                        };
+                        let fds: Vec<_> = fd.iter().map(|f| f.as_raw_fd()).collect();
+                        if let Err(e) = self.requests.send(&encode(&reply), &fds) {
+                            warn!(target: "priv", "cannot answer the child: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        warn!(target: "priv", "request channel: {e}");
+                        child_gone_at = Some(Instant::now());
+                    }
+                }
+            }
+            if self
+                .firewall
+                .next_expiry()
+                .is_some_and(|t| t <= Instant::now())
+            {
+                match self.firewall.expire() {
+                    Ok(gone) => {
+                        for ip in gone {
+                            info!(target: "fw", %ip, "ban expired");
+                        }
+                    }
+                    Err(e) => warn!(target: "fw", "expiring bans: {e:#}"),
+                }
+            }
+            match privsep::try_wait(self.child) {
+                Ok(Some(exit)) => return self.finish(exit),
+                Ok(None) => {}
+                Err(e) => {
+                    error!(target: "priv", "cannot wait for the child: {e}");
+                    return self.finish(Exit::Code(1));
+                }
+            }
+            // The channel closed but the child lingers (stuck in exit?): do not wait forever.
+            if child_gone_at.is_some_and(|t| t.elapsed() > Duration::from_secs(5)) {
+                warn!(target: "priv", "the child closed its channel but does not exit: killing it");
+                let _ = privsep::kill(self.child, libc::SIGKILL);
+            }
+        }
+    }
+
+    fn on_signal(&mut self, sig: libc::c_int) {
+        match sig {
+            libc::SIGTERM | libc::SIGINT => {
+                let name = if sig == libc::SIGTERM {
+                    "SIGTERM"
+                } else {
+                    "SIGINT"
+                };
+                self.stopping = self.stopping.saturating_add(1);
+                let push = if self.stopping == 1 {
+                    info!(target: "priv", "{name}: stopping (the child drains open connections)");
+                    Push::Stop
+                } else {
+                    warn!(target: "priv", "second {name}: closing open connections now");
+                    Push::StopNow
+                };
+                self.push(&push);
+            }
+            libc::SIGHUP => self.reload(),
+            // SIGCHLD: the loop checks the child after every wake-up.
+            _ => {}
+        }
+    }
+
+    fn push(&self, p: &Push) {
+        if let Err(e) = self.pushes.send(&encode(p), &[]) {
+            warn!(target: "priv", "cannot reach the child: {e}");
+        }
+    }
+
+    /// The child ended: clean up and choose the exit code.
+    fn finish(mut self, exit: Exit) -> i32 {
+        let clean = exit == Exit::Code(0);
+        if clean {
+            info!(target: "priv", "child exited cleanly");
+        } else {
+            error!(target: "priv", "child ended with {exit}: exiting so the supervisor restarts fwlb");
+        }
+        // Addresses the child held go: the restarted daemon starts as backup, and the peer
+        // (which saw priority 0, or no adverts) takes them.
+        for (vrid, iface) in std::mem::take(&mut self.held) {
+            if let Err(e) = self.vips(vrid, &iface, false) {
+                warn!(target: "vrrp", vrid, "cannot remove the addresses: {e}");
+            }
+        }
+        // The firewall stays after a crash (fail closed); a clean stop removes it when asked.
+        let remove = self.cfg.firewall.as_ref().is_some_and(|f| !f.keep_on_exit);
+        if clean && remove {
+            match self.firewall.remove() {
+                Ok(()) => info!(target: "fw", "firewall removed (keep_on_exit = false)"),
+                Err(e) => warn!(target: "fw", "cannot remove the firewall: {e:#}"),
+            }
+        }
+        if let Some(p) = &self.pidfile {
+            let _ = std::fs::remove_file(p);
+        }
+        if clean { 0 } else { 1 }
+    }
+
+    /// Check one request against the configuration and carry it out.
+    fn handle(&mut self, req: Request) -> (Reply, Option<std::net::TcpListener>) {
+        if let Err(e) = check(&self.cfg, &req) {
+            warn!(target: "priv", "refused {req:?}: {e}");
+            return (Reply::Error(e), None);
+        }
+        let res = match req {
+            Request::Vips {
+                vrid,
+                interface,
+                up,
+            } => self.vips(vrid, &interface, up).map(|()| {
+                if up {
+                    self.held.insert((vrid, interface));
+                } else {
+                    self.held.remove(&(vrid, interface));
+                }
+                Reply::Ok
+            }),
+            Request::Notify {
+                vrid,
+                interface,
+                state,
+            } => self.notify(vrid, &interface, &state).map(|()| Reply::Ok),
+            Request::Ban { ip, secs } => self
+                .ban(ip, secs.map(Duration::from_secs))
+                .map(|()| Reply::Ok),
+            Request::Unban { ip } => self.unban(ip).map(|()| Reply::Ok),
+            Request::ListBans => self.list_bans().map(Reply::Bans),
+            Request::Bind { balancer, addr } => match self.bind(&balancer, addr) {
+                Ok(l) => return (Reply::Ok, Some(l)),
+                Err(e) => Err(e),
+            },
+            Request::Unknown => Err("unknown request".into()),
+        };
+        match res {
+            Ok(r) => (r, None),
+            Err(e) => {
+                warn!(target: "priv", "refused: {e}");
+                (Reply::Error(e), None)
+            }
+        }
+    }
+
+    fn instance(&self, vrid: u8, interface: &str) -> Result<&config::Vrrp, String> {
+        self.cfg
+            .vrrp
+            .iter()
+            .find(|v| v.vrid == vrid && v.interface == interface)
+            .ok_or_else(|| {
+                format!(
+                    "vrid {vrid} on {interface:?} is not a [[vrrp]] instance of the configuration"
+                )
+            })
+    }
+
+    /// Add or remove every address of one configured instance (only those: the child names
+    /// the instance, never an address).
+    #[cfg(target_os = "linux")]
+    fn vips(&mut self, vrid: u8, interface: &str, up: bool) -> Result<(), String> {
+        let inst = self.instance(vrid, interface)?;
+        let addrs: Vec<(IpAddr, u8)> = inst
+            .addresses
+            .iter()
+            .filter_map(|a| config::parse_cidr(a))
+            .collect();
+        let mut nl =
+            crate::sys::netlink::Netlink::requests().map_err(|e| format!("rtnetlink: {e}"))?;
+        let index = nl
+            .dump_links()
+            .map_err(|e| format!("listing links: {e}"))?
+            .into_iter()
+            .find(|l| l.name == interface)
+            .map(|l| l.index)
+            .ok_or_else(|| format!("no interface {interface:?}"))?;
+        let mut errors = Vec::new();
+        for (a, p) in addrs {
+            let r = if up {
+                nl.add_addr(index, a, p)
+            } else {
+                nl.del_addr(index, a, p)
+            };
+            if let Err(e) = r {
+                errors.push(format!(
+                    "{} {a}/{p}: {e}",
+                    if up { "add" } else { "remove" }
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn vips(&mut self, vrid: u8, interface: &str, _up: bool) -> Result<(), String> {
+        self.instance(vrid, interface)?;
+        Err("VRRP addresses are changed on Linux only in this version".into())
+    }
+
+    /// Start the instance's configured script; a thread waits for it with a timeout so the
+    /// parent's loop never blocks on it.
+    fn notify(&self, vrid: u8, interface: &str, state: &str) -> Result<(), String> {
+        let inst = self.instance(vrid, interface)?;
+        let script = match state {
+            "master" => inst.notify_master.clone(),
+            "backup" | "fault" => inst.notify_backup.clone(),
+            other => return Err(format!("unknown state {other:?}")),
+        };
+        let Some(script) = script else {
+            return Ok(());
+        };
+        let mut child = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&script)
+            .env("FWLB_VRID", vrid.to_string())
+            .env("FWLB_STATE", state)
+            .env("FWLB_INTERFACE", interface)
+            .spawn()
+            .map_err(|e| format!("cannot run notify script {script:?}: {e}"))?;
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            loop {
+                match child.try_wait() {
+                    Ok(Some(st)) => {
+                        if !st.success() {
+                            warn!(target: "vrrp", vrid, "notify script {script:?} exited with {st}");
+                        }
+                        return;
+                    }
+                    Ok(None) if start.elapsed() > NOTIFY_TIMEOUT => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        warn!(target: "vrrp", vrid, "notify script {script:?} killed after {} s", NOTIFY_TIMEOUT.as_secs());
+                        return;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                    Err(e) => {
+                        warn!(target: "vrrp", vrid, "notify script {script:?}: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn ban(&mut self, ip: IpAddr, timeout: Option<Duration>) -> Result<(), String> {
+        self.firewall
+            .ban(ip, timeout)
+            .map_err(|e| format!("ban {ip}: {e:#}"))?;
+        info!(target: "fw", %ip, timeout = ?timeout, "banned");
+        Ok(())
+    }
+
+    fn unban(&mut self, ip: IpAddr) -> Result<(), String> {
+        self.firewall
+            .unban(ip)
+            .map_err(|e| format!("unban {ip}: {e:#}"))?;
+        info!(target: "fw", %ip, "unbanned");
+        Ok(())
+    }
+
+    fn list_bans(&mut self) -> Result<Vec<(IpAddr, Option<u64>)>, String> {
+        Ok(self
+            .firewall
+            .list_bans()
+            .map_err(|e| format!("{e:#}"))?
+            .into_iter()
+            .map(|b| (b.ip, b.timeout.map(|t| t.as_secs().max(1))))
+            .collect())
+    }
+
+    /// A listener for a configured listen address (the child asks after a reload).
+    fn bind(
+        &self,
+        balancer: &str,
+        addr: std::net::SocketAddr,
+    ) -> Result<std::net::TcpListener, String> {
+        let b = self
+            .cfg
+            .balancers
+            .iter()
+            .find(|b| b.name == balancer)
+            .ok_or_else(|| format!("no balancer {balancer:?} in the configuration"))?;
+        if !b.listen.contains(&addr) {
+            return Err(format!(
+                "{addr} is not a listen address of balancer {balancer:?}"
+            ));
+        }
+        let l = crate::sys::socket::listener(addr, b.backlog)
+            .map_err(|e| format!("balancer {balancer:?}: cannot listen on {addr}: {e}"))?;
+        info!(target: "priv", balancer, listen = %addr, "new listener for the child");
+        Ok(l)
+    }
+
+    /// SIGHUP: re-read and validate; a broken or unappliable file keeps the old configuration
+    /// (every reason logged); a good one replaces the firewall if it changed, then goes to the
+    /// child, which applies the difference.
+    fn reload(&mut self) {
+        let Some(path) = self.reload_path.clone() else {
+            warn!(target: "priv", "SIGHUP: this daemon was started from a command line, not a file: nothing to reload");
+            return;
+        };
+        info!(target: "priv", "SIGHUP: reloading {}", path.display());
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                error!(target: "priv", "reload: cannot read {}: {e}; keeping the running configuration", path.display());
+                return;
+            }
+        };
+        let new = match config::parse_str(&text, &path) {
+            Ok(c) => c,
+            Err(errs) => {
+                for e in &errs.0 {
+                    error!(target: "priv", "reload: {e}");
+                }
+                error!(target: "priv", "reload: {} error(s); keeping the running configuration", errs.0.len());
+                return;
+            }
+        };
+        let blocked = restart_needed(&self.cfg, &new);
+        if !blocked.is_empty() {
+            for b in &blocked {
+                error!(target: "priv", "reload: {b}");
+            }
+            error!(target: "priv", "reload: these changes need a restart; nothing changed");
+            return;
+        }
+        if let Err(e) = self.reload_firewall(&new) {
+            error!(target: "fw", "reload: {e}; keeping the running configuration");
+            return;
+        }
+        self.cfg = new;
+        self.push(&Push::Reload {
+            path: path.display().to_string(),
+            text,
+        });
+    }
+
+    /// Replace the ruleset when the new configuration builds a different one, keeping the
+    /// bans (they go into the same atomic install).
+    fn reload_firewall(&mut self, new: &Config) -> Result<(), String> {
+        if new.firewall.is_none() || new.firewall.as_ref().is_some_and(|f| f.backend == "none") {
+            return Ok(());
+        }
+        let build = |c: &Config| crate::firewall::build(c).map_err(|e| e.join("; "));
+        let (old, mut rs) = (build(&self.cfg)?, build(new)?);
+        if old == rs {
+            return Ok(());
+        }
+        rs.bans = self.firewall.list_bans().map_err(|e| format!("{e:#}"))?;
+        self.firewall
+            .install(&rs)
+            .map_err(|e| format!("cannot install the new firewall: {e:#}"))?;
+        info!(target: "fw", bans = rs.bans.len(), "firewall replaced (bans kept)");
+        Ok(())
+    }
+}
+
+/// Whether the configuration allows `req` at all (the parent's first line of defence: the
+/// child may be compromised, so it only ever names things the operator configured).
+pub fn check(cfg: &Config, req: &Request) -> Result<(), String> {
+    let instance = |vrid: u8, interface: &str| {
+        cfg.vrrp
+            .iter()
+            .find(|v| v.vrid == vrid && v.interface == interface)
+            .map(|_| ())
+            .ok_or_else(|| {
+                format!(
+                    "vrid {vrid} on {interface:?} is not a [[vrrp]] instance of the configuration"
+                )
+            })
+    };
+    let firewall = || match cfg.firewall.as_ref().map(|f| f.backend.as_str()) {
+        Some("nftables" | "pf") => Ok(()),
+        _ => Err("no firewall installed ([firewall] backend = \"nftables\" or \"pf\")".to_string()),
+    };
+    match req {
+        Request::Vips {
+            vrid, interface, ..
+        } => instance(*vrid, interface),
+        Request::Notify {
+            vrid,
+            interface,
+            state,
+        } => {
+            instance(*vrid, interface)?;
+            match state.as_str() {
+                "master" | "backup" | "fault" => Ok(()),
+                other => Err(format!("unknown state {other:?}")),
+            }
+        }
+        Request::Ban { ip, .. } | Request::Unban { ip } => {
+            firewall()?;
+            if ip.is_loopback() || ip.is_unspecified() {
+                return Err(format!("{ip} cannot be banned"));
+            }
+            Ok(())
+        }
+        Request::ListBans => firewall(),
+        Request::Bind { balancer, addr } => {
+            let b = cfg
+                .balancers
+                .iter()
+                .find(|b| b.name == *balancer)
+                .ok_or_else(|| format!("no balancer {balancer:?} in the configuration"))?;
+            if b.listen.contains(addr) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{addr} is not a listen address of balancer {balancer:?}"
+                ))
+            }
+        }
+        Request::Unknown => Err("unknown request".into()),
+    }
+}
+
+/// Changes a reload cannot apply to a running daemon. What a reload does apply: per
+/// balancer, its listeners, servers (added, removed, reweighted), emergency server,
+/// algorithm, timeouts, blacklist and tracking times; the firewall; `shutdown_timeout`.
+pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut od = old.daemon.clone();
+    od.shutdown_timeout = new.daemon.shutdown_timeout;
+    if od != new.daemon {
+        out.push("[daemon] changed (other than shutdown_timeout)".to_string());
+    }
+    if old.vrrp != new.vrrp {
+        out.push("[[vrrp]] changed".to_string());
+    }
+    if old.firewall.as_ref().map(|f| &f.backend) != new.firewall.as_ref().map(|f| &f.backend) {
+        out.push("[firewall] backend changed".to_string());
+    }
+    let names = |c: &Config| {
+        c.balancers
+            .iter()
+            .map(|b| b.name.clone())
+            .collect::<Vec<_>>()
+    };
+    if names(old) != names(new) {
+        out.push(format!(
+            "the [[balancer]] list changed ({:?} -> {:?}): adding, removing or renaming a balancer",
+            names(old),
+            names(new)
+        ));
+    }
+    for (o, n) in old.balancers.iter().zip(&new.balancers) {
+        let mut live = n.clone();
+        // The fields a reload applies; everything else must be unchanged.
+        live.listen = o.listen.clone();
+        live.servers = o.servers.clone();
+        live.emergency = o.emergency;
+        live.algorithm = o.algorithm;
+        live.blacklist = o.blacklist;
+        live.tracking = o.tracking;
+        live.connect_timeout = o.connect_timeout;
+        live.idle_timeout = o.idle_timeout;
+        if &live != o {
+            out.push(format!(
+                "balancer {:?}: a setting other than listen, servers, emergency, algorithm, timeouts, blacklist or tracking changed",
+                o.name
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        config::parse_str(
+            "[daemon]\ncontrol = \"none\"\n[[balancer]]\nname = \"web\"\nlisten = \"192.0.2.10:80\"\nservers = [\"10.0.0.1:80\"]\n[[vrrp]]\nvrid = 7\ninterface = \"eth0\"\npriority = 100\naddresses = [\"192.0.2.10/24\"]\n[firewall]\nbackend = \"nftables\"\nfront = \"eth0\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn requests_outside_the_configuration_are_refused() {
+        let c = cfg();
+        let vips = |vrid, interface: &str| Request::Vips {
+            vrid,
+            interface: interface.into(),
+            up: true,
+        };
+        assert_eq!(check(&c, &vips(7, "eth0")), Ok(()));
+        assert!(check(&c, &vips(8, "eth0")).unwrap_err().contains("vrid 8"));
+        assert!(
+            check(&c, &vips(7, "eth1")).is_err(),
+            "right vrid, wrong interface"
+        );
+        let bind = |b: &str, a: &str| Request::Bind {
+            balancer: b.into(),
+            addr: a.parse().unwrap(),
+        };
+        assert_eq!(check(&c, &bind("web", "192.0.2.10:80")), Ok(()));
+        assert!(
+            check(&c, &bind("web", "192.0.2.10:22")).is_err(),
+            "not a listen address"
+        );
+        assert!(
+            check(&c, &bind("mail", "192.0.2.10:80")).is_err(),
+            "no such balancer"
+        );
+        let notify = |s: &str| Request::Notify {
+            vrid: 7,
+            interface: "eth0".into(),
+            state: s.into(),
+        };
+        assert_eq!(check(&c, &notify("master")), Ok(()));
+        assert!(check(&c, &notify("; rm -rf /")).is_err());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            check(
+                &c,
+                &Request::Ban {
+                    ip: ip("203.0.113.9"),
+                    secs: None
+                }
+            ),
+            Ok(())
+        );
+        assert!(
+            check(
+                &c,
+                &Request::Ban {
+                    ip: ip("127.0.0.1"),
+                    secs: None
+                }
+            )
+            .is_err()
+        );
+        assert!(check(&c, &Request::Unknown).is_err());
+        let mut nofw = cfg();
+        nofw.firewall = None;
+        assert!(check(&nofw, &Request::ListBans).is_err());
+    }
+
+    #[test]
+    fn reload_refuses_what_needs_a_restart() {
+        let old = cfg();
+        let mut new = cfg();
+        new.balancers[0]
+            .servers
+            .push(config::server("10.0.0.2:80", 80).unwrap());
+        new.balancers[0]
+            .listen
+            .push("192.0.2.10:443".parse().unwrap());
+        new.daemon.shutdown_timeout = Duration::from_secs(3);
+        assert!(
+            restart_needed(&old, &new).is_empty(),
+            "{:?}",
+            restart_needed(&old, &new)
+        );
+        new.vrrp[0].priority = 200;
+        new.daemon.threads = 4;
+        new.balancers[0].proxy_protocol = config::ProxyProtocol::V2;
+        let r = restart_needed(&old, &new);
+        assert_eq!(r.len(), 3, "{r:?}");
+    }
+}

@@ -1,0 +1,315 @@
+//! Privilege separation, reload and the parent/child pair, on the real binary: the child's
+//! credentials as the kernel reports them, SIGHUP with broken and good files while traffic
+//! runs, and each process dying while the other watches.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn require_root() {
+    // SAFETY-free check: /proc/self/status says who we are.
+    let st = std::fs::read_to_string("/proc/self/status").expect("status");
+    let uid = field(&st, "Uid:");
+    assert_eq!(
+        uid.split_whitespace().next(),
+        Some("0"),
+        "these tests fork a root parent and a chrooted child: run them as root"
+    );
+}
+
+fn field<'a>(status: &'a str, name: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
+        .unwrap_or("")
+}
+
+fn uid_of(user: &str) -> String {
+    let out = std::process::Command::new("id")
+        .args(["-u", user])
+        .output()
+        .expect("id");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_is_chrooted_unprivileged_and_serves() {
+    require_root();
+    let a = Backend::start("A").await;
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let jail = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[daemon]\ncontrol = \"none\"\nuser = \"nobody\"\nchroot = \"{}\"\n[[balancer]]\nname = \"t\"\nlisten = \"{listen}\"\nservers = [\"{}\"]\n",
+        jail.path().display(),
+        a.addr
+    );
+    let f = Fwlb::start(&cfg, listen);
+    let child = f.child_pid().expect("the parent has a child");
+    let st = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap();
+    let nobody = uid_of("nobody");
+    assert_eq!(
+        field(&st, "Uid:").split_whitespace().collect::<Vec<_>>(),
+        vec![nobody.as_str(); 4],
+        "real, effective, saved and fs uid are nobody's"
+    );
+    let gid = String::from_utf8_lossy(
+        &std::process::Command::new("id")
+            .args(["-g", "nobody"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    assert_eq!(
+        field(&st, "Gid:").split_whitespace().collect::<Vec<_>>(),
+        vec![gid.as_str(); 4]
+    );
+    assert_eq!(
+        field(&st, "Groups:"),
+        gid,
+        "supplementary groups: only its own"
+    );
+    for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+        assert_eq!(field(&st, cap), "0000000000000000", "{cap} of the child");
+    }
+    assert_eq!(field(&st, "NoNewPrivs:"), "1");
+    let root = std::fs::read_link(format!("/proc/{child}/root")).unwrap();
+    assert_eq!(
+        root.canonicalize().unwrap(),
+        jail.path().canonicalize().unwrap()
+    );
+    // The parent stays root but keeps only what its requests need.
+    let pst = std::fs::read_to_string(format!("/proc/{}/status", f.pid())).unwrap();
+    assert_eq!(field(&pst, "Uid:").split_whitespace().next(), Some("0"));
+    let bnd = u64::from_str_radix(field(&pst, "CapBnd:"), 16).unwrap();
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_SETUID: u32 = 7;
+    assert!(
+        bnd & (1 << CAP_NET_ADMIN) != 0,
+        "the parent keeps NET_ADMIN"
+    );
+    assert!(
+        bnd & (1 << CAP_SYS_ADMIN) == 0 && bnd & (1 << CAP_SETUID) == 0,
+        "the parent dropped what it does not use: {bnd:x}"
+    );
+    // And it serves.
+    assert_eq!(which(1, listen).await, "A");
+    assert!(
+        f.log_text().contains("child running without privileges"),
+        "{}",
+        f.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_a_broken_file_keeps_the_running_config() {
+    require_root();
+    let a = Backend::start("A").await;
+    let b = Backend::start("B").await;
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let f = Fwlb::start(&config(listen, &[a.addr], ""), listen);
+    let path = f.dir.path().join("fwlb.toml");
+    // A syntax error, then a validation error, then a change that needs a restart.
+    let good = config(listen, &[a.addr, b.addr], "algorithm = \"roundrobin\"");
+    std::fs::write(&path, format!("{good}\n[[balancer\n")).unwrap();
+    f.signal("HUP");
+    wait_for(
+        "the syntax error in the log",
+        Duration::from_secs(5),
+        || f.log_text().contains("keeping the running configuration"),
+    );
+    std::fs::write(&path, good.replace("roundrobin", "roundrobbin")).unwrap();
+    f.signal("HUP");
+    wait_for("the validation error", Duration::from_secs(5), || {
+        f.log_text().contains("roundrobbin")
+    });
+    let log = f.log_text();
+    assert!(
+        log.contains(&format!("{}:", path.display())) && log.contains("algorithm"),
+        "errors carry FILE:LINE:COL: {log}"
+    );
+    std::fs::write(&path, good.replace("[daemon]\n", "[daemon]\nthreads = 2\n")).unwrap();
+    f.signal("HUP");
+    wait_for("the restart-needed refusal", Duration::from_secs(5), || {
+        f.log_text().contains("need a restart")
+    });
+    // Still the old configuration: every client on A, never B.
+    for src in 1..=20 {
+        assert_eq!(which(src, listen).await, "A");
+    }
+    assert_eq!(b.count(), 0);
+    assert!(!f.log_text().contains("in effect"));
+}
+
+/// A digest that notices a lost, duplicated or reordered byte.
+fn fold(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_a_server_and_a_listener_while_a_transfer_runs() {
+    require_root();
+    let a = Backend::start("A").await;
+    let b = Backend::start("B").await;
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen2: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let jail = tempfile::tempdir().unwrap();
+    let daemon = format!(
+        "[daemon]\ncontrol = \"none\"\nuser = \"nobody\"\nchroot = \"{}\"\n",
+        jail.path().display()
+    );
+    let f = Fwlb::start(
+        &format!(
+            "{daemon}[[balancer]]\nname = \"t\"\nlisten = \"{listen}\"\nservers = [\"{}\"]\nalgorithm = \"roundrobin\"\n",
+            a.addr
+        ),
+        listen,
+    );
+    // A long echo transfer through the old listener: 64 MiB out, all of it back.
+    const TOTAL: usize = 64 << 20;
+    let mut s = connect_from(7, listen).await.unwrap();
+    assert_eq!(read_line(&mut s).await.unwrap(), "A");
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        let mut sent = 0usize;
+        let mut k = 0u8;
+        while sent < TOTAL {
+            let chunk: Vec<u8> = (0..65536).map(|i| (i as u8).wrapping_mul(31) ^ k).collect();
+            k = k.wrapping_add(1);
+            wr.write_all(&chunk).await.unwrap();
+            h = fold(h, &chunk);
+            sent += chunk.len();
+            // Slow enough that the reload lands in the middle.
+            if sent.is_multiple_of(4 << 20) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        wr.shutdown().await.unwrap();
+        h
+    });
+    let reader = tokio::spawn(async move {
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 65536];
+        while got < TOTAL {
+            let n = rd.read(&mut buf).await.unwrap();
+            assert!(n > 0, "EOF after {got} bytes");
+            let take = n.min(TOTAL - got);
+            h = fold(h, &buf[..take]);
+            got += take;
+        }
+        h
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let path = f.dir.path().join("fwlb.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{daemon}[[balancer]]\nname = \"t\"\nlisten = [\"{listen}\", \"{listen2}\"]\nservers = [\"{}\", \"{}\"]\nalgorithm = \"roundrobin\"\n",
+            a.addr, b.addr
+        ),
+    )
+    .unwrap();
+    f.signal("HUP");
+    wait_for("the reload", Duration::from_secs(5), || {
+        f.log_text().contains("in effect")
+    });
+    assert!(
+        !reader.is_finished(),
+        "the transfer was still running at the reload"
+    );
+    // The new listener serves, and the new server gets its share.
+    let mut seen = std::collections::BTreeSet::new();
+    for src in 20..30 {
+        seen.insert(which(src, listen2).await);
+        seen.insert(which(src + 100, listen).await);
+    }
+    assert!(seen.contains("A") && seen.contains("B"), "{seen:?}");
+    let (sent, got) = (writer.await.unwrap(), reader.await.unwrap());
+    assert_eq!(sent, got, "the transfer through the old listener is intact");
+    let log = f.log_text();
+    assert!(log.contains(&format!("server {} added", b.addr)), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn either_process_dying_takes_the_other_down() {
+    require_root();
+    let a = Backend::start("A").await;
+    // The child dies: the parent exits non-zero at once.
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut f = Fwlb::start(&config(listen, &[a.addr], ""), listen);
+    let child = f.child_pid().unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &child.to_string()])
+        .status()
+        .unwrap();
+    let t = Instant::now();
+    let code = f.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, Some(1), "{}", f.log_text());
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(f.log_text().contains("child ended with signal 9"));
+
+    // The parent dies: the child exits and the port is free for the restarted daemon.
+    let f = Fwlb::start(&config(listen, &[a.addr], ""), listen);
+    let child = f.child_pid().unwrap();
+    std::process::Command::new("kill")
+        .args(["-9", &f.pid().to_string()])
+        .status()
+        .unwrap();
+    wait_for("the child to exit", Duration::from_secs(3), || {
+        !alive(child)
+    });
+    let g = Fwlb::start(&config(listen, &[a.addr], ""), listen);
+    assert_eq!(which(3, listen).await, "A");
+    drop(g);
+    drop(f);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_to_the_parent_drains_through_the_child() {
+    require_root();
+    let a = Backend::start("A").await;
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut f = Fwlb::start(&config(listen, &[a.addr], ""), listen);
+    let mut s = connect_from(9, listen).await.unwrap();
+    assert_eq!(read_line(&mut s).await.unwrap(), "A");
+    f.signal("TERM");
+    // The listener closes, the open connection keeps working.
+    wait_for("the listener to close", Duration::from_secs(3), || {
+        std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_err()
+    });
+    s.write_all(b"still here\n").await.unwrap();
+    assert_eq!(read_line(&mut s).await.unwrap(), "still here");
+    s.shutdown().await.unwrap();
+    let mut rest = String::new();
+    s.read_to_string(&mut rest).await.unwrap();
+    assert_eq!(rest, "BYE A\n");
+    assert_eq!(
+        f.wait_exit(Duration::from_secs(5)),
+        Some(0),
+        "{}",
+        f.log_text()
+    );
+}
