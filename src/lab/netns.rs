@@ -177,10 +177,18 @@ impl Net {
             ip(&["-n", &s.ns, "link", "add", "br0", "type", "bridge"])?;
             ip(&["-n", &s.ns, "link", "set", "br0", "up"])?;
         }
-        // One veth per interface: `port` in the bridge's namespace, `dev` in `ns`.
-        let cable = |sw: &str, port: &str, ns: &str, dev: &str| -> Result<()> {
+        // One veth per interface: `port` in the bridge's namespace, `dev` in `ns`. Interface
+        // numbers are given so that no end has its peer's number: the kernel reports carrier
+        // changes of a link whose peer has its own number (a physical NIC, a veth whose ends
+        // happen to match in two namespaces) at most once a second (linkwatch), and a drill
+        // pulling cables a second apart would then time the kernel, not the failover.
+        let mut cables = 0u32;
+        let mut cable = |sw: &str, port: &str, ns: &str, dev: &str| -> Result<()> {
+            cables += 1;
+            let (pi, di) = ((1000 + cables).to_string(), (100 + cables).to_string());
             ip(&[
-                "-n", sw, "link", "add", port, "type", "veth", "peer", "name", dev, "netns", ns,
+                "-n", sw, "link", "add", port, "index", &pi, "type", "veth", "peer", "name", dev,
+                "index", &di, "netns", ns,
             ])?;
             ip(&["-n", sw, "link", "set", port, "master", "br0", "up"])?;
             Ok(())

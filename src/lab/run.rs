@@ -43,10 +43,6 @@ const AFTER: Duration = Duration::from_millis(300);
 const DRILL_LIMIT: Duration = Duration::from_secs(5);
 /// How long the pair may take to settle after a start or a repair.
 const SETTLE_LIMIT: Duration = Duration::from_secs(10);
-/// The kernel reports carrier changes of most links at most once a second (linkwatch): a
-/// cable pull within a second of the lab's previous one would be seen late because of the
-/// lab, not because of fwlb. Link drills wait this long after the last change.
-const LINK_SPACING: Duration = Duration::from_millis(1100);
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -279,7 +275,6 @@ pub fn main(opts: Options) -> i32 {
         net: None,
         exe,
         json: opts.json,
-        last_link: None,
     };
     let cleaned = netns::clean();
     if !cleaned.is_empty() {
@@ -371,8 +366,6 @@ struct Lab {
     /// The host that is master in the initial state.
     master: usize,
     json: bool,
-    /// When the lab last set a link up or down.
-    last_link: Option<Instant>,
 }
 
 fn enter(ns: &str) -> impl FnOnce() -> Result<()> + Send + 'static {
@@ -459,7 +452,6 @@ impl Lab {
             nss.join(" ")
         ));
         self.net = Some(Net::build(&self.topo)?);
-        self.last_link = Some(Instant::now());
         pause(Duration::ZERO)?;
         self.start_servers()?;
         for h in 0..self.topo.hosts.len() {
@@ -616,7 +608,9 @@ impl Lab {
             } else {
                 probe::all_in(&o, "backup")
             };
-            if probe::all_in(&m, "master") && other_ok {
+            // A backup holding a VIP would answer ARP for it: not a steady pair.
+            let other_clean = alone || self.vips_held(other).is_empty();
+            if probe::all_in(&m, "master") && other_ok && other_clean {
                 good += 1;
                 if good >= 3 {
                     return Ok(());
@@ -626,12 +620,13 @@ impl Lab {
             }
             if t0.elapsed() > SETTLE_LIMIT {
                 bail!(
-                    "the pair did not settle within {} s: {} {}, {} {}",
+                    "the pair did not settle within {} s: {} {}, {} {} (holding {:?})",
                     SETTLE_LIMIT.as_secs(),
                     self.topo.hosts[master].name,
                     drill::show(&m),
                     self.topo.hosts[other].name,
-                    drill::show(&o)
+                    drill::show(&o),
+                    self.vips_held(other)
                 );
             }
             pause(Duration::from_millis(20))?;
@@ -733,11 +728,11 @@ impl Lab {
             }
             Kind::FrontLink => {
                 let (ns, port) = self.front_port(m);
-                self.last_link = Some(netns::set_link(&ns, &port, true)?);
+                netns::set_link(&ns, &port, true)?;
             }
             Kind::BackLink => {
                 if let Some((ns, port)) = self.back_port(m) {
-                    self.last_link = Some(netns::set_link(&ns, &port, true)?);
+                    netns::set_link(&ns, &port, true)?;
                 }
             }
             Kind::Term => self.wait_exit(m)?,
@@ -810,11 +805,6 @@ impl Lab {
             (self.master, 1 - self.master)
         };
         let (hf, ht) = (self.topo.hosts[from].clone(), self.topo.hosts[to].clone());
-        if matches!(k, Kind::FrontLink | Kind::BackLink)
-            && let Some(t) = self.last_link
-        {
-            pause(LINK_SPACING.saturating_sub(t.elapsed() + BASELINE))?;
-        }
         let w_to = Watcher::start(ht.control.clone(), POLL, enter(&ht.ns));
         let w_from = Watcher::start(hf.control.clone(), POLL, enter(&hf.ns));
         let load = (!self.topo.targets.is_empty()).then(|| {
@@ -836,9 +826,11 @@ impl Lab {
             let mut notes = Vec::new();
             let t0 = match k {
                 Kind::Kill => {
+                    // The whole daemon, parent and child at once: a crash nobody announces
+                    // (either one alone is handled by the other, which hands over).
                     let pid = self.pid(from)?;
                     let t = Instant::now();
-                    crate::sys::process::signal(pid, libc::SIGKILL)?;
+                    crate::sys::process::signal_group(pid, libc::SIGKILL)?;
                     t
                 }
                 Kind::Term => {
@@ -849,17 +841,13 @@ impl Lab {
                 }
                 Kind::FrontLink => {
                     let (ns, port) = self.front_port(from);
-                    let t = netns::set_link(&ns, &port, false)?;
-                    self.last_link = Some(t);
-                    t
+                    netns::set_link(&ns, &port, false)?
                 }
                 Kind::BackLink => {
                     let (ns, port) = self
                         .back_port(from)
                         .ok_or_else(|| anyhow!("no back segment"))?;
-                    let t = netns::set_link(&ns, &port, false)?;
-                    self.last_link = Some(t);
-                    t
+                    netns::set_link(&ns, &port, false)?
                 }
                 Kind::Restore => self.start_daemon(to)?,
                 Kind::Handover => bail!("the handover drill is not in this version"),
@@ -894,13 +882,13 @@ impl Lab {
                 let left = self.vips_held(from);
                 if !left.is_empty() {
                     notes.push(format!(
-                        "the killed daemon left {} on {}; the lab removes them before restarting it",
-                        left.iter().map(|(i, a)| format!("{a} ({i})")).collect::<Vec<_>>().join(", "),
+                        "the killed daemon left {} on {} (the restarted daemon removes them)",
+                        left.iter()
+                            .map(|(i, a)| format!("{a} ({i})"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         hf.name
                     ));
-                    for (i, a) in left {
-                        netns::ip(&["-n", &hf.ns, "addr", "del", &a, "dev", &i])?;
-                    }
                 }
             }
             Ok((t0, notes))

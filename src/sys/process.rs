@@ -16,6 +16,22 @@ pub fn signal(pid: u32, sig: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Send signal `sig` to every process of process group `pgid` (a daemon and the children it
+/// forked, when it was started as a group leader).
+pub fn signal_group(pgid: u32, sig: i32) -> io::Result<()> {
+    let pgid =
+        libc::pid_t::try_from(pgid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    if pgid <= 1 {
+        // 0 is our own group, 1 init's: never meant here.
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    // SAFETY: kill(2) with a negative pid (a process group) and a signal number.
+    if unsafe { libc::kill(-pgid, sig) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Whether process `pid` still exists (a zombie counts as gone).
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
