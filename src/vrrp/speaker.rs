@@ -39,6 +39,9 @@ struct Instance {
     ident: u16,
     /// Unicast peers: adverts go to each of them instead of the group, and only theirs count.
     peers: Vec<Ipv4Addr>,
+    /// The rest of the gratuitous ARP burst of the last takeover, still being sent: stopped
+    /// when the VIPs go, or a host that lost mastership would point clients back at itself.
+    garp_burst: Option<tokio::task::AbortHandle>,
 }
 
 fn wire_version(v: u8) -> vrrp::Version {
@@ -182,6 +185,7 @@ fn open_instances(
                     IpAddr::V6(_) => None,
                 })
                 .collect(),
+            garp_burst: None,
         });
     }
     Ok((out, links))
@@ -423,6 +427,9 @@ fn perform(
                 }
                 Action::AddVips | Action::RemoveVips => {
                     let up = matches!(a, Action::AddVips);
+                    if !up && let Some(b) = i.garp_burst.take() {
+                        b.abort();
+                    }
                     let req = Request::Vips {
                         vrid: i.cfg.vrid,
                         interface: i.cfg.interface.clone(),
@@ -449,7 +456,10 @@ fn perform(
                     // the port may drop the first).
                     let (sock, count, spacing) =
                         (i.garp.clone(), i.cfg.garp_count, i.cfg.garp_interval);
-                    tokio::spawn(async move {
+                    if let Some(b) = i.garp_burst.take() {
+                        b.abort();
+                    }
+                    let burst = tokio::spawn(async move {
                         for _ in 1..count {
                             tokio::time::sleep(spacing).await;
                             for f in &frames {
@@ -457,6 +467,7 @@ fn perform(
                             }
                         }
                     });
+                    i.garp_burst = Some(burst.abort_handle());
                 }
                 Action::BecameMaster => {
                     info!(target: "vrrp", vrid = i.cfg.vrid, interface = %i.cfg.interface, "became master");
