@@ -23,7 +23,7 @@ use crate::sys::netlink::{self, Netlink};
 use crate::sys::raw::{GROUP_V4, PacketSocket, VrrpSocket};
 use crate::wire::{arp, vrrp};
 
-pub use super::status::{InstanceStatus, Status};
+pub use super::status::{InstanceStatus, Operator, OperatorTx, Status};
 
 /// One configured virtual router and its I/O.
 struct Instance {
@@ -203,6 +203,14 @@ pub struct Speaker {
     links: HashMap<String, netlink::Link>,
     groups: Vec<Group>,
     events: Netlink,
+    operator: (OperatorTx, mpsc::UnboundedReceiver<Operator>),
+}
+
+impl Speaker {
+    /// Where the control port sends operator requests (`vrrp standby`, `vrrp resume`).
+    pub fn operator(&self) -> OperatorTx {
+        self.operator.0.clone()
+    }
 }
 
 /// Open the sockets of every instance. Needs root and no runtime: the privileged parent calls
@@ -214,6 +222,7 @@ pub fn open(cfgs: &[config::Vrrp]) -> Result<Speaker> {
         links,
         groups: groups(cfgs),
         events: Netlink::link_events().context("link events")?,
+        operator: mpsc::unbounded_channel(),
     })
 }
 
@@ -230,6 +239,7 @@ pub async fn run(
         links,
         mut groups,
         events,
+        operator: (_, mut operator),
     } = sp;
     let events = crate::sys::async_fd(events).context("registering link events")?;
     let nl = &*ops;
@@ -314,6 +324,21 @@ pub async fn run(
                     if inst[k].machine.next_deadline().is_some_and(|t| t <= now) {
                         let before = inst[k].machine.state();
                         let acts = inst[k].machine.step(Event::Timer, now);
+                        perform(&mut inst, k, before, acts, &mut groups, nl, &status);
+                    }
+                }
+            }
+            Some(req) = operator.recv() => {
+                let now = Instant::now();
+                let (vrid, ev, what) = match req {
+                    Operator::Standby(v) => (v, Event::Standby, "standby"),
+                    Operator::Resume(v) => (v, Event::Resume, "resume"),
+                };
+                for k in 0..inst.len() {
+                    if vrid.is_none_or(|v| v == inst[k].cfg.vrid) {
+                        info!(target: "vrrp", vrid = inst[k].cfg.vrid, "operator: {what}");
+                        let before = inst[k].machine.state();
+                        let acts = inst[k].machine.step(ev, now);
                         perform(&mut inst, k, before, acts, &mut groups, nl, &status);
                     }
                 }
@@ -554,6 +579,11 @@ fn publish(inst: &[Instance], status: &Status) {
         s.state = format!("{:?}", i.machine.state()).to_lowercase();
         s.priority = i.cfg.priority;
         s.effective_priority = i.machine.effective_priority();
+        s.standby = i.machine.standby();
+        if s.addresses.is_empty() {
+            s.addresses = i.vips.iter().map(|(a, p)| format!("{a}/{p}")).collect();
+        }
+        s.advert_interval_ms = u64::try_from(i.cfg.advert_interval.as_millis()).unwrap_or(0);
         if i.machine.state() == State::Master {
             s.master = Some(i.primary.to_string());
         }
