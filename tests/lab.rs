@@ -158,7 +158,14 @@ fn lab_passes_every_drill_within_the_budget_and_leaves_nothing_behind() {
     let names: Vec<&str> = drills.iter().filter_map(|d| d["name"].as_str()).collect();
     assert_eq!(
         names,
-        ["kill", "front-link", "back-link", "term", "restore"]
+        [
+            "kill",
+            "front-link",
+            "back-link",
+            "handover",
+            "term",
+            "restore"
+        ]
     );
     for d in drills {
         let name = d["name"].as_str().unwrap_or("");
@@ -191,11 +198,17 @@ fn lab_passes_every_drill_within_the_budget_and_leaves_nothing_behind() {
                 "{name}: requests answered through both {from} (before) and {to} (after): {d}"
             );
         }
-        if name == "term" {
+        assert_eq!(rq["slow_before_fault"], 0, "{d}");
+        if name == "term" || name == "handover" {
             assert_eq!(
                 rq["new_connections_lost"], 0,
                 "a planned handover loses no new connection: {d}"
             );
+        }
+        if name == "handover" {
+            // Make before break: the old master answered until the new one did, so no SYN
+            // had to be retransmitted.
+            assert_eq!(rq["slow"], 0, "{d}");
         }
         if name == "back-link" || name == "front-link" {
             // Both VRIDs moved to the new master.
@@ -330,4 +343,94 @@ fn lab_refuses_a_directory_that_is_not_a_pair() {
         "{}",
         r.stderr
     );
+}
+
+fn in_ns(ns: &str, args: &[&str]) -> Run {
+    let mut all = vec!["netns", "exec", ns, BIN];
+    all.extend_from_slice(args);
+    let out = Command::new("ip")
+        .args(&all)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ip netns exec");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `fwlb drill` on the lab's pair, left up with --keep: the master hands over to the peer and
+/// takes back, through the control ports only; it refuses a peer that is not a healthy
+/// backup or does not answer; `fwlb lab --clean` removes the kept lab.
+#[test]
+fn drill_hands_a_pair_over_and_back_and_refuses_an_unfit_peer() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    require_root();
+    let r = fwlb(
+        &["lab", "conf/lab", "--keep", "--drill", "none", "--json"],
+        Duration::from_secs(120),
+    );
+    let rep = report(&r);
+    assert_eq!(rep["kept"], true, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("ip netns exec fwlab-fwlb-a") && r.stderr.contains("lab --clean"),
+        "--keep says how to enter and remove it: {}",
+        r.stderr
+    );
+    let d = in_ns(
+        "fwlab-fwlb-a",
+        &["drill", "--peer", "192.0.2.3:8888", "--json"],
+    );
+    let j: Value = serde_json::from_str(&d.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", d.stdout, d.stderr));
+    assert_eq!(d.code, Some(0), "{}\n{}", d.stdout, d.stderr);
+    assert_eq!(j["pass"], true, "{j}");
+    assert!(
+        j["accepted_by_peer"].as_u64().unwrap_or(0) > 0,
+        "the peer served: {j}"
+    );
+    let phases = j["drills"].as_array().expect("drills");
+    assert_eq!(phases.len(), 2, "{j}");
+    for (p, to_prio) in phases.iter().zip([100.0, 150.0]) {
+        let master = p["timeline_ms"]["became_master"].as_f64().expect("master");
+        // A planned handover takes the new master's Skew_Time, well inside the budget.
+        assert!(master <= budget_ms(to_prio), "{p}");
+        let rq = &p["requests"];
+        assert!(rq["total"].as_u64().unwrap_or(0) >= 20, "{p}");
+        assert_eq!(rq["new_connections_lost"], 0, "{p}");
+        assert_eq!(rq["slow"], 0, "{p}");
+        assert!(p["timeline_ms"]["first_success"].as_f64().is_some(), "{p}");
+    }
+    // Back where it started, nobody left on standby.
+    for (ns, state) in [("fwlab-fwlb-a", "master"), ("fwlab-fwlb-b", "backup")] {
+        let s = in_ns(ns, &["ctl", "--json", "show", "vrrp"]);
+        let v: Value = serde_json::from_str(&s.stdout).expect("show vrrp json");
+        for i in v["vrrp"].as_array().expect("vrrp") {
+            assert_eq!(i["state"], state, "{ns}: {i}");
+            assert_eq!(i["standby"], false, "{ns}: {i}");
+        }
+    }
+    // Refusals: from the backup, towards a silent address; a VRID that does not exist.
+    let b = in_ns("fwlab-fwlb-b", &["drill", "--peer", "192.0.2.2:8888"]);
+    assert_eq!(b.code, Some(1));
+    assert!(b.stderr.contains("this host is the backup"), "{}", b.stderr);
+    let n = in_ns("fwlab-fwlb-a", &["drill", "--peer", "192.0.2.99:8888"]);
+    assert_eq!(n.code, Some(1));
+    assert!(
+        n.stderr.contains("the peer does not answer"),
+        "{}",
+        n.stderr
+    );
+    let v = in_ns("fwlab-fwlb-a", &["ctl", "vrrp", "standby", "9"]);
+    assert_eq!(v.code, Some(1));
+    assert!(v.stderr.contains("no VRID \"9\""), "{}", v.stderr);
+    let c = fwlb(&["lab", "--clean"], Duration::from_secs(30));
+    assert_eq!(c.code, Some(0));
+    assert!(
+        c.stdout.contains("removed namespace fwlab-fwlb-a"),
+        "{}",
+        c.stdout
+    );
+    assert_nothing_left(&pids(&rep), "after --keep and --clean");
 }

@@ -22,10 +22,11 @@ pub enum Kind {
 
 impl Kind {
     /// The lab's drills, in the order they run.
-    pub const LAB: [Kind; 5] = [
+    pub const LAB: [Kind; 6] = [
         Kind::Kill,
         Kind::FrontLink,
         Kind::BackLink,
+        Kind::Handover,
         Kind::Term,
         Kind::Restore,
     ];
@@ -95,8 +96,13 @@ pub struct Requests {
     pub max_latency_ms: f64,
     /// Failures of requests that ended before the fault (the pair was not healthy).
     pub failed_before_fault: usize,
+    /// Slow requests started well before the fault (50 ms or more): lost SYNs before the
+    /// fault, so the pair was not healthy either.
+    pub slow_before_fault: usize,
     /// Every failed request: when it started, connected and ended (ms from the fault).
     pub failures: Vec<Failure>,
+    /// Every slow one, the same way (kind: null).
+    pub slow_requests: Vec<Failure>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -105,7 +111,7 @@ pub struct Failure {
     pub start_ms: f64,
     pub connected_ms: Option<f64>,
     pub end_ms: f64,
-    pub kind: Fail,
+    pub kind: Option<Fail>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -163,7 +169,7 @@ pub fn evaluate(o: &Observed) -> Outcome {
     let became = o
         .to_seen
         .iter()
-        .find(|(t, s)| *t >= t0 && all_in(s, "master"))
+        .find(|(t, s)| *t >= t0 && all_in(s, "master") && !super::probe::any_standby(s))
         .map(|(t, _)| *t);
     let mut vrid_master_ms = BTreeMap::new();
     for (t, s) in o.to_seen.iter().filter(|(t, _)| *t >= t0) {
@@ -177,13 +183,25 @@ pub fn evaluate(o: &Observed) -> Outcome {
         .then(|| o.to_seen.iter().find(|(t, s)| *t >= t0 && s.is_some()))
         .flatten()
         .map(|(t, _)| *t);
+    // The old master let go of every VRID (down counts).
+    let left = o
+        .from_seen
+        .iter()
+        .find(|(t, s)| *t >= t0 && !any_master(s))
+        .map(|(t, _)| *t);
     // Requests: who answered each one.
     let served = |r: &Req| -> Option<String> {
         let seen = r.result.as_ref().ok()?;
         match seen.peer {
             Some(p) => (o.host_of)(p),
-            // No attribution possible: after the new master took over, it is the new master.
-            None => became.filter(|b| r.start >= *b).map(|_| o.to.to_string()),
+            // No server reported who relayed it (bare connects on a real pair): a request
+            // started once the new master held everything and the old one nothing was
+            // answered by the new master; one before the fault by the old.
+            None if r.end < t0 => Some(o.from.to_string()),
+            None => match (became, left) {
+                (Some(b), Some(l)) if r.start >= b.max(l) => Some(o.to.to_string()),
+                _ => None,
+            },
         }
     };
     let by_to: Vec<&Req> = o
@@ -210,6 +228,16 @@ pub fn evaluate(o: &Observed) -> Outcome {
                 }
                 if lat > Duration::from_millis(500) {
                     rq.slow += 1;
+                    if r.start + Duration::from_millis(50) < t0 {
+                        rq.slow_before_fault += 1;
+                    }
+                    rq.slow_requests.push(Failure {
+                        source: r.src.to_string(),
+                        start_ms: since(t0, r.start),
+                        connected_ms: r.connected.map(|c| since(t0, c)),
+                        end_ms: since(t0, r.end),
+                        kind: None,
+                    });
                 }
                 rq.max_latency_ms = rq.max_latency_ms.max(ms(lat));
             }
@@ -220,7 +248,7 @@ pub fn evaluate(o: &Observed) -> Outcome {
                     start_ms: since(t0, r.start),
                     connected_ms: r.connected.map(|c| since(t0, c)),
                     end_ms: since(t0, r.end),
-                    kind: *f,
+                    kind: Some(*f),
                 });
                 *rq.by_kind.entry(*f).or_insert(0) += 1;
                 if f.is_connect() {
@@ -268,6 +296,12 @@ pub fn evaluate(o: &Observed) -> Outcome {
         problems.push(format!(
             "{} request(s) failed before the fault: the pair was not healthy",
             rq.failed_before_fault
+        ));
+    }
+    if rq.slow_before_fault > 0 {
+        problems.push(format!(
+            "{} request(s) started before the fault waited for a retransmitted SYN: the pair was not healthy",
+            rq.slow_before_fault
         ));
     }
     if o.kind.planned() && rq.new_connections_lost > 0 {

@@ -5,7 +5,11 @@
 pub mod drill;
 pub mod echo;
 #[cfg(target_os = "linux")]
+pub mod interrupt;
+#[cfg(target_os = "linux")]
 pub mod netns;
+#[cfg(target_os = "linux")]
+pub mod pair;
 #[cfg(target_os = "linux")]
 pub mod probe;
 #[cfg(target_os = "linux")]

@@ -323,16 +323,27 @@ pub fn states(control: &str, timeout: Duration) -> States {
     parse_states(&reply)
 }
 
-/// Whether every VRID is in `state`.
-pub fn all_in(s: &States, state: &str) -> bool {
-    s.as_ref()
-        .is_some_and(|v| !v.is_empty() && v.iter().all(|(_, st)| st == state))
+/// The state without the `+standby` mark.
+fn base(st: &str) -> &str {
+    st.split('+').next().unwrap_or(st)
 }
 
-/// Whether any VRID is master.
+/// Whether every VRID is in `state` (on standby or not).
+pub fn all_in(s: &States, state: &str) -> bool {
+    s.as_ref()
+        .is_some_and(|v| !v.is_empty() && v.iter().all(|(_, st)| base(st) == state))
+}
+
+/// Whether any VRID is master (a master on standby still holds its VIPs).
 pub fn any_master(s: &States) -> bool {
     s.as_ref()
-        .is_some_and(|v| v.iter().any(|(_, st)| st == "master"))
+        .is_some_and(|v| v.iter().any(|(_, st)| base(st) == "master"))
+}
+
+/// Whether any VRID is on standby.
+pub fn any_standby(s: &States) -> bool {
+    s.as_ref()
+        .is_some_and(|v| v.iter().any(|(_, st)| st.ends_with("+standby")))
 }
 
 /// A thread polling a control port every `every`; keeps each change with its time.
@@ -436,7 +447,9 @@ mod tests {
             s,
             Some(vec![(1, "master".into()), (2, "backup+standby".into())])
         );
-        assert!(any_master(&s) && !all_in(&s, "master"));
+        assert!(any_master(&s) && !all_in(&s, "master") && any_standby(&s));
+        let m = parse_states(r#"{"vrrp":[{"vrid":1,"state":"master","standby":true}]}"#);
+        assert!(any_master(&m) && all_in(&m, "master"));
         assert!(parse_states("error: show vrrp: no [[vrrp]] configured").is_none());
     }
 }

@@ -85,6 +85,44 @@ pub struct Report {
     pub error: Option<String>,
 }
 
+/// The drills as a table: timeline, budget, requests, verdict.
+pub fn drills_table(drills: &[Outcome]) -> String {
+    let rows: Vec<Vec<String>> = drills
+        .iter()
+        .map(|d| {
+            let t = &d.timeline_ms;
+            let r = &d.requests;
+            vec![
+                d.title.clone(),
+                format!("{} -> {}", d.from, d.to),
+                opt_ms(t.became_master),
+                opt_ms(t.vip_answered),
+                opt_ms(t.first_success),
+                format!("{:.0}", d.budget_ms),
+                format!("{}/{}", r.failed, r.total),
+                r.new_connections_lost.to_string(),
+                r.slow.to_string(),
+                verdict(d.pass),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "drill",
+            "from -> to",
+            "master",
+            "VIP",
+            "first ok",
+            "budget",
+            "failed",
+            "lost new",
+            "slow",
+            "result",
+        ],
+        &rows,
+    )
+}
+
 /// Columns aligned on the widest cell.
 pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
     let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
@@ -214,41 +252,7 @@ impl Report {
             out.push_str(
                 "\ndrills (ms from the fault; budget 3 x interval + skew + 50 ms; load: a request every 10 ms)\n",
             );
-            let rows: Vec<Vec<String>> = self
-                .drills
-                .iter()
-                .map(|d| {
-                    let t = &d.timeline_ms;
-                    let r = &d.requests;
-                    vec![
-                        d.title.clone(),
-                        format!("{} -> {}", d.from, d.to),
-                        opt_ms(t.became_master),
-                        opt_ms(t.vip_answered),
-                        opt_ms(t.first_success),
-                        format!("{:.0}", d.budget_ms),
-                        format!("{}/{}", r.failed, r.total),
-                        r.new_connections_lost.to_string(),
-                        r.slow.to_string(),
-                        verdict(d.pass),
-                    ]
-                })
-                .collect();
-            out.push_str(&table(
-                &[
-                    "drill",
-                    "from -> to",
-                    "master",
-                    "VIP",
-                    "first ok",
-                    "budget",
-                    "failed",
-                    "lost new",
-                    "slow",
-                    "result",
-                ],
-                &rows,
-            ));
+            out.push_str(&drills_table(&self.drills));
         }
         let mut problems = Vec::new();
         for t in &self.traffic {

@@ -7,12 +7,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 
 use super::drill::{self, Kind, Outcome};
+use super::interrupt::{interrupted, pause, watch_signals};
 use super::netns::{self, Net};
 use super::probe::{self, Aim, Load, LoadSpec, Req, States, Watcher};
 use super::report::{self, Report, Traffic};
@@ -43,74 +43,6 @@ const AFTER: Duration = Duration::from_millis(300);
 const DRILL_LIMIT: Duration = Duration::from_secs(5);
 /// How long the pair may take to settle after a start or a repair.
 const SETTLE_LIMIT: Duration = Duration::from_secs(10);
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-fn interrupted() -> bool {
-    INTERRUPTED.load(Ordering::Relaxed)
-}
-
-/// Sleep, unless Ctrl-C came.
-fn pause(d: Duration) -> Result<()> {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        if interrupted() {
-            bail!("interrupted");
-        }
-        std::thread::sleep(Duration::from_millis(10).min(end - Instant::now()));
-    }
-    if interrupted() {
-        bail!("interrupted");
-    }
-    Ok(())
-}
-
-/// SIGINT, SIGTERM and SIGHUP set a flag the lab checks between steps; it then tears down.
-fn watch_signals() -> Result<()> {
-    let (tx, rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
-    std::thread::spawn(move || {
-        use tokio::signal::unix::{SignalKind, signal};
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                return;
-            }
-        };
-        rt.block_on(async move {
-            let sigs = (|| {
-                Ok::<_, std::io::Error>((
-                    signal(SignalKind::interrupt())?,
-                    signal(SignalKind::terminate())?,
-                    signal(SignalKind::hangup())?,
-                ))
-            })();
-            let (mut int, mut term, mut hup) = match sigs {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            };
-            let _ = tx.send(Ok(()));
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-                _ = hup.recv() => {}
-            }
-            INTERRUPTED.store(true, Ordering::Relaxed);
-            eprintln!("fwlb lab: interrupted: tearing everything down");
-            // Later signals are absorbed by the handlers: the teardown runs to its end.
-            std::future::pending::<()>().await;
-        });
-    });
-    rx.recv()
-        .map_err(|_| anyhow!("signal thread died"))?
-        .context("cannot install signal handlers")
-}
 
 fn have(cmd: &str) -> bool {
     let path = std::env::var("PATH").unwrap_or_default();
@@ -736,9 +668,37 @@ impl Lab {
                 }
             }
             Kind::Term => self.wait_exit(m)?,
-            Kind::Restore | Kind::Handover => {}
+            Kind::Handover => {
+                // Hand back the same way: resume here, stand the peer by until this host
+                // holds everything again, resume the peer.
+                let b = 1 - m;
+                self.ctl(m, "vrrp resume")?;
+                self.ctl(b, "vrrp standby")?;
+                let t0 = Instant::now();
+                while !probe::all_in(&self.states(m)?, "master") {
+                    if t0.elapsed() > SETTLE_LIMIT {
+                        bail!("{} did not take its VRIDs back", self.topo.hosts[m].name);
+                    }
+                    pause(Duration::from_millis(10))?;
+                }
+                self.ctl(b, "vrrp resume")?;
+            }
+            Kind::Restore => {}
         }
         Ok(())
+    }
+
+    /// One control command to host `h`; an error reply is an error.
+    fn ctl(&self, h: usize, line: &str) -> Result<String> {
+        let (c, l) = (self.topo.hosts[h].control.clone(), line.to_string());
+        let reply = netns::run_in_ns(&self.topo.hosts[h].ns, move || {
+            crate::control::client::request_within(&c, &l, Duration::from_secs(2))
+        })?
+        .map_err(|e| anyhow!("{}: {e}", self.topo.hosts[h].name))?;
+        if crate::control::client::is_error(&reply) {
+            bail!("{}: `{line}`: {}", self.topo.hosts[h].name, reply.trim());
+        }
+        Ok(reply)
     }
 
     fn front_port(&self, h: usize) -> (String, String) {
@@ -850,7 +810,11 @@ impl Lab {
                     netns::set_link(&ns, &port, false)?
                 }
                 Kind::Restore => self.start_daemon(to)?,
-                Kind::Handover => bail!("the handover drill is not in this version"),
+                Kind::Handover => {
+                    let t = Instant::now();
+                    self.ctl(from, "vrrp standby")?;
+                    t
+                }
             };
             // Until the new master holds everything, answers through it, and the old one
             // holds nothing; then a little longer, to see it stays that way.
