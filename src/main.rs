@@ -101,9 +101,9 @@ enum Cmd {
     /// A whole pair on this machine (Linux, root): network namespaces built from two host
     /// configurations, mock servers, a traffic check and failover drills, then a report.
     Lab {
-        /// The directory holding the two host configurations (*.toml).
-        #[arg(default_value = "conf/lab")]
-        dir: PathBuf,
+        /// The directory holding the two host configurations (*.toml) [default: conf/lab
+        /// if there is one here, else the pair built into this binary].
+        dir: Option<PathBuf>,
         /// The report as JSON on stdout (progress stays on stderr).
         #[arg(long)]
         json: bool,

@@ -94,7 +94,8 @@ pub struct Requests {
     /// Answered, but after more than 500 ms (a lost SYN retransmitted after 1 s).
     pub slow: usize,
     pub max_latency_ms: f64,
-    /// Failures of requests that ended before the fault (the pair was not healthy).
+    /// Failures of requests started well before the fault (50 ms or more): the pair was not
+    /// healthy before it.
     pub failed_before_fault: usize,
     /// Slow requests started well before the fault (50 ms or more): lost SYNs before the
     /// fault, so the pair was not healthy either.
@@ -256,7 +257,7 @@ pub fn evaluate(o: &Observed) -> Outcome {
                 } else {
                     rq.broken += 1;
                 }
-                if r.end < t0 {
+                if r.start + Duration::from_millis(50) < t0 {
                     rq.failed_before_fault += 1;
                 }
             }

@@ -20,7 +20,8 @@ use super::topo::{self, Topology};
 use crate::config::{Algorithm, ProxyProtocol};
 
 pub struct Options {
-    pub dir: PathBuf,
+    /// None: conf/lab here, else the built-in pair.
+    pub dir: Option<PathBuf>,
     pub json: bool,
     pub keep: bool,
     pub clean: bool,
@@ -104,6 +105,31 @@ fn prerequisites(nft: bool) -> Result<(), i32> {
     Ok(())
 }
 
+/// The shipped pair (conf/lab), for a binary run away from its source tree.
+const BUILT_IN: [(&str, &str); 2] = [
+    ("fwlb-a.toml", include_str!("../../conf/lab/fwlb-a.toml")),
+    ("fwlb-b.toml", include_str!("../../conf/lab/fwlb-b.toml")),
+];
+
+/// The directory given, else conf/lab here, else the built-in pair written out.
+fn lab_dir(given: Option<PathBuf>) -> Result<PathBuf, String> {
+    if let Some(d) = given {
+        return Ok(d);
+    }
+    let here = PathBuf::from("conf/lab");
+    if here.is_dir() {
+        return Ok(here);
+    }
+    let d = netns::state_dir().join("conf");
+    std::fs::create_dir_all(&d)
+        .map_err(|e| format!("cannot write the built-in pair to {}: {e}", d.display()))?;
+    for (name, text) in BUILT_IN {
+        std::fs::write(d.join(name), text)
+            .map_err(|e| format!("cannot write {}: {e}", d.join(name).display()))?;
+    }
+    Ok(d)
+}
+
 /// The `*.toml` files of `dir`, in name order, each loaded and validated.
 fn load_dir(dir: &Path) -> Result<Vec<(String, PathBuf, crate::config::Config)>, Vec<String>> {
     let rd = std::fs::read_dir(dir).map_err(|e| vec![format!("{}: {e}", dir.display())])?;
@@ -142,7 +168,14 @@ pub fn main(opts: Options) -> i32 {
         }
         return 0;
     }
-    let hosts = match load_dir(&opts.dir) {
+    let dir = match lab_dir(opts.dir.clone()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("fwlb lab: {e}");
+            return 1;
+        }
+    };
+    let hosts = match load_dir(&dir) {
         Ok(h) => h,
         Err(errs) => {
             for e in errs {
@@ -158,7 +191,7 @@ pub fn main(opts: Options) -> i32 {
         Ok(t) => t,
         Err(errs) => {
             for e in errs {
-                eprintln!("fwlb lab: {}: {e}", opts.dir.display());
+                eprintln!("fwlb lab: {}: {e}", dir.display());
             }
             return 1;
         }
@@ -215,7 +248,7 @@ pub fn main(opts: Options) -> i32 {
             cleaned.join(", ")
         ));
     }
-    let mut rep = lab.base_report(&opts.dir, cleaned);
+    let mut rep = lab.base_report(&dir, cleaned);
     let res = lab.go(&drills, &mut rep);
     if let Err(e) = &res {
         rep.error = Some(format!("{e:#}"));
@@ -235,7 +268,7 @@ pub fn main(opts: Options) -> i32 {
     let keep = opts.keep && res.is_ok() && !interrupted();
     if keep {
         // Leave the pair as it started.
-        if let Err(e) = lab.ensure_initial(None) {
+        if let Err(e) = lab.ensure_initial(None).map(|_| ()) {
             rep.error = Some(format!("{e:#}"));
         }
     }
@@ -405,9 +438,10 @@ impl Lab {
                     .push("no back segment: the back-link drill was skipped".into());
                 continue;
             }
-            self.ensure_initial(Some(k))?;
+            let warm = self.ensure_initial(Some(k))?;
             self.say(&format!("drill: {}", k.title()));
-            let out = self.drill(k)?;
+            let mut out = self.drill(k)?;
+            out.notes.extend(warm);
             self.say(&format!(
                 "  {} -> {}: master at {} ms, first answer at {} ms, {} of {} requests failed: {}",
                 out.from,
@@ -603,7 +637,8 @@ impl Lab {
     /// Bring the lab to its initial state for drill `next` (None: the end of a --keep run):
     /// both daemons up, the expected master holding every VRID, no blacklisted server. A
     /// restore drill needs the master stopped instead.
-    fn ensure_initial(&mut self, next: Option<Kind>) -> Result<()> {
+    /// Returns a note when the pair needed time before it served promptly again.
+    fn ensure_initial(&mut self, next: Option<Kind>) -> Result<Option<String>> {
         let (m, b) = (self.master, 1 - self.master);
         if next == Some(Kind::Restore) {
             if self.running(m) {
@@ -613,7 +648,7 @@ impl Lab {
             }
             self.wait_steady(b, true)?;
             self.clear_blacklists(b)?;
-            return Ok(());
+            return self.wait_serving(b);
         }
         let mut started = false;
         for h in [m, b] {
@@ -630,7 +665,61 @@ impl Lab {
         self.wait_steady(m, false)?;
         self.clear_blacklists(m)?;
         self.clear_blacklists(b)?;
-        Ok(())
+        self.wait_serving(m)
+    }
+
+    /// Requests through every target from every client address until one whole round is
+    /// answered within 200 ms each (at most 5 s): a drill starts from a pair that serves. A
+    /// host back from a cable pull can stall first: ARP entries for its servers made while the
+    /// cable was out stay incomplete until the kernel's next probe (once a second).
+    fn wait_serving(&mut self, via: usize) -> Result<Option<String>> {
+        if self.topo.targets.is_empty() {
+            return Ok(None);
+        }
+        let aims = self.aims();
+        let sources = self.topo.client.addrs.clone();
+        let t0 = Instant::now();
+        loop {
+            let (a2, s2) = (aims.clone(), sources.clone());
+            let reqs: Vec<Req> =
+                netns::run_in_ns(&self.topo.client.ns, move || -> Result<Vec<Req>> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    Ok(rt.block_on(async move {
+                        let mut out = Vec::new();
+                        for aim in &a2 {
+                            for src in &s2 {
+                                out.push(probe::request(aim, *src, REQ_TIMEOUT).await);
+                            }
+                        }
+                        out
+                    }))
+                })??;
+            let prompt = reqs.iter().all(|r| {
+                r.result.is_ok()
+                    && r.end.saturating_duration_since(r.start) < Duration::from_millis(200)
+            });
+            if prompt {
+                let took = t0.elapsed();
+                return Ok((took > Duration::from_millis(300)).then(|| {
+                    format!(
+                        "before this drill, requests through {} stalled for {} ms after the previous repair (ARP entries for its servers made while a cable was out wait for the kernel's next probe, once a second)",
+                        self.topo.hosts[via].name,
+                        took.as_millis()
+                    )
+                }));
+            }
+            if t0.elapsed() > Duration::from_secs(5) {
+                let bad = reqs.iter().filter(|r| r.result.is_err()).count();
+                bail!(
+                    "the pair does not serve promptly through {}: {bad} of {} requests failed in the last round",
+                    self.topo.hosts[via].name,
+                    reqs.len()
+                );
+            }
+            pause(Duration::from_millis(20))?;
+        }
     }
 
     fn wait_exit(&mut self, h: usize) -> Result<()> {
