@@ -123,6 +123,26 @@ pub fn drills_table(drills: &[Outcome]) -> String {
     )
 }
 
+/// `192.0.2.247-254` for a run of three or more consecutive IPv4 addresses, else the list.
+fn compact(addrs: &[String]) -> String {
+    let ips: Vec<u32> = addrs
+        .iter()
+        .filter_map(|a| a.parse::<std::net::Ipv4Addr>().ok().map(u32::from))
+        .collect();
+    let (Some(lo), Some(hi)) = (ips.iter().min(), ips.iter().max()) else {
+        return addrs.join(" ");
+    };
+    let run = ips.len() == addrs.len()
+        && ips.len() >= 3
+        && (hi - lo) as usize + 1 == ips.len()
+        && lo >> 8 == hi >> 8;
+    if run {
+        format!("{}-{}", std::net::Ipv4Addr::from(*lo), hi & 0xff)
+    } else {
+        addrs.join(" ")
+    }
+}
+
 /// Columns aligned on the widest cell.
 pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
     let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
@@ -187,7 +207,7 @@ impl Report {
                     who.push(format!(
                         "{} {}",
                         l.namespace.trim_start_matches(super::topo::PREFIX),
-                        l.addresses.join(" ")
+                        compact(&l.addresses)
                     ));
                 }
             }
@@ -311,5 +331,14 @@ mod tests {
             ],
         );
         assert_eq!(t, "  a    bb\n  xyz  1\n  q    22\n");
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            compact(&s(&["192.0.2.254", "192.0.2.253", "192.0.2.252"])),
+            "192.0.2.252-254"
+        );
+        assert_eq!(
+            compact(&s(&["10.0.0.11", "10.0.0.13"])),
+            "10.0.0.11 10.0.0.13"
+        );
     }
 }
