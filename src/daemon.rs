@@ -79,10 +79,6 @@ fn bind_control(c: &Control) -> Result<ControlSocket> {
 /// them rather than silently running without them; `check` lists them.
 pub fn unsupported(cfg: &Config) -> Vec<String> {
     let mut out = Vec::new();
-    let d = &cfg.daemon;
-    if d.log == config::LogTarget::Syslog {
-        out.push("[daemon] log = \"syslog\": only \"stderr\" is in this version".into());
-    }
     if !cfg.vrrp.is_empty() && !cfg!(target_os = "linux") {
         out.push("[[vrrp]]: the speaker runs on Linux only in this version".into());
     }

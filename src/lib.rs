@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod demo;
 pub mod firewall;
 pub mod lab;
+pub mod logging;
 pub mod privsep;
 pub mod sys;
 pub mod trace;

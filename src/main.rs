@@ -164,7 +164,7 @@ fn init_log(debug: u8) -> fwlb::control::SetLevel {
                 .without_time()
                 .with_ansi(false)
                 .with_target(true)
-                .with_writer(std::io::stderr),
+                .with_writer(fwlb::logging::Writer::default()),
         )
         .init();
     Box::new(move |n| {
@@ -338,6 +338,16 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            // Connected now, before any fork or chroot.
+            if cfg.daemon.log == fwlb::config::LogTarget::Syslog
+                && let Err(e) = fwlb::logging::to_syslog()
+            {
+                eprintln!(
+                    "fwlb: {}: log = \"syslog\": cannot connect: {e}",
+                    config.display()
+                );
+                return ExitCode::FAILURE;
+            }
             let opts = fwlb::daemon::Options {
                 set_level,
                 debug: cli.debug,
@@ -369,6 +379,13 @@ fn main() -> ExitCode {
             };
             if run.debug > 0 {
                 set_level(run.debug);
+            }
+            // pen without -f logs to syslog; without a syslog daemon, stderr still works
+            // until it detaches.
+            if !run.foreground
+                && let Err(e) = fwlb::logging::to_syslog()
+            {
+                eprintln!("fwlb pen: cannot log to syslog: {e}");
             }
             let opts = fwlb::daemon::Options {
                 set_level,

@@ -1043,3 +1043,35 @@ fn design_example_passes() {
     let (out, _file) = check_src(DESIGN_EXAMPLE);
     assert_ok(&out);
 }
+
+#[test]
+fn vrrp_ipv6_needs_version_3_and_one_family() {
+    assert_errors(
+        r#"[[vrrp]]
+vrid = 1
+interface = "eth0"
+addresses = ["fd77::10/64"]
+
+[[vrrp]]
+vrid = 2
+interface = "eth0"
+addresses = ["fd77::11/64", "198.51.100.10/24"]
+version = 3
+
+[[vrrp]]
+vrid = 3
+interface = "eth0"
+addresses = ["fe80::1/64", "fd77::12/64"]
+version = 3
+peers = ["fe80::2", "198.51.100.3"]
+"#,
+        &[
+            ("4:13", "IPv6 addresses need `version = 3`"),
+            ("9:13", "`addresses` mixes IPv4 and IPv6"),
+            (
+                "17:21",
+                "peer \"198.51.100.3\" is not of the family of `addresses`",
+            ),
+        ],
+    );
+}

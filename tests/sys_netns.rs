@@ -267,3 +267,166 @@ fn vrrp_adverts_cross_the_veth_and_garp_goes_out() {
     let arp = arp.expect("gratuitous ARP received on b");
     assert_eq!(&arp[..frame.len()], &frame[..]);
 }
+
+/// Wait until `dev` in `ns` has a link-local address that finished duplicate address
+/// detection, and return it.
+fn link_local(ns: &str, dev: &str) -> std::net::Ipv6Addr {
+    let t0 = Instant::now();
+    loop {
+        let out = ip_in(
+            ns,
+            &["-6", "-o", "addr", "show", "dev", dev, "scope", "link"],
+        );
+        if !out.contains("tentative")
+            && let Some(a) = out
+                .split_whitespace()
+                .skip_while(|w| *w != "inet6")
+                .nth(1)
+                .and_then(|a| a.split('/').next())
+                .and_then(|a| a.parse().ok())
+        {
+            return a;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no usable link-local address on {dev}: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn vrrp_v6_adverts_carry_hop_limit_and_addresses_and_na_goes_out() {
+    use fwlb::sys::raw::GROUP_V6;
+    use fwlb::wire::{ndisc, vrrp};
+    use std::net::Ipv6Addr;
+    let ns = Ns::new("r6");
+    for n in [&ns.0, &ns.1] {
+        let st = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                n,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=0",
+            ])
+            .status()
+            .expect("sysctl");
+        assert!(st.success(), "cannot enable IPv6 in {n}");
+    }
+    let (ll_a, ll_b) = (link_local(&ns.0, "va"), link_local(&ns.1, "vb"));
+    let (a_index, a_mac) = ns.within(0, || {
+        let links = Netlink::requests()
+            .expect("netlink")
+            .dump_links()
+            .expect("dump");
+        let a = by_name(&links, "va");
+        (a.index, a.mac.expect("mac"))
+    });
+    let vip: Ipv6Addr = "fd77::10".parse().unwrap();
+    let repr = vrrp::VrrpRepr {
+        version: vrrp::Version::V3,
+        vrid: 52,
+        priority: 150,
+        interval_cs: 10,
+        auth: vrrp::Auth::None,
+        addrs: vec![vip.into()],
+    };
+    let multicast = vrrp::emit(
+        &repr,
+        ll_a.into(),
+        GROUP_V6.into(),
+        vrrp::ChecksumMode::PseudoHeader,
+    );
+    let unicast = vrrp::emit(
+        &repr,
+        ll_a.into(),
+        ll_b.into(),
+        vrrp::ChecksumMode::PseudoHeader,
+    );
+    let na = ndisc::unsolicited_na_frame(a_mac, vip);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let name = format!("/var/run/netns/{}", ns.1);
+    let receiver = std::thread::spawn(move || {
+        enter_netns(std::path::Path::new(&name)).expect("setns");
+        let links = Netlink::requests()
+            .expect("netlink")
+            .dump_links()
+            .expect("dump");
+        let b = by_name(&links, "vb");
+        let rx = VrrpSocket::open_v6("vb", b.index).expect("raw v6 socket vb");
+        let frames = PacketSocket::open(b.index, 0x86dd).expect("packet socket vb");
+        let deaf = PacketSocket::open_send_only(b.index, 0x86dd).expect("send-only socket");
+        ready_tx.send(()).expect("ready");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let (mut adverts, mut na) = (Vec::new(), None);
+        let mut buf = vec![0u8; 2048];
+        while Instant::now() < deadline && (adverts.len() < 2 || na.is_none()) {
+            while let Ok(r) = rx.recv_v6(&mut buf) {
+                adverts.push((buf[..r.len].to_vec(), r));
+            }
+            while let Ok(n) = frames.recv(&mut buf) {
+                if ndisc::parse_frame(&buf[..n]).is_ok() {
+                    na = Some(buf[..n].to_vec());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let deaf_got = deaf.recv(&mut buf);
+        (adverts, na, deaf_got.map_err(|e| e.kind()))
+    });
+    ready_rx.recv().expect("receiver ready");
+    let (m, u, f) = (multicast.clone(), unicast.clone(), na.clone());
+    ns.within(0, move || {
+        let tx = VrrpSocket::open_v6("va", a_index).expect("raw v6 socket va");
+        tx.send_v6(&m, ll_a, GROUP_V6).expect("send to ff02::12");
+        tx.send_v6(&u, ll_a, ll_b).expect("send to the peer");
+        let nd = PacketSocket::open_send_only(a_index, 0x86dd).expect("packet socket va");
+        nd.send(&f).expect("send NA");
+    });
+    let (adverts, got_na, deaf) = receiver.join().expect("receiver");
+    assert_eq!(adverts.len(), 2, "both adverts arrive: {adverts:?}");
+    for ((payload, r), (sent, dst)) in adverts
+        .iter()
+        .zip([(&multicast, GROUP_V6), (&unicast, ll_b)])
+    {
+        assert_eq!(payload, sent, "the VRRP message alone, intact");
+        assert_eq!(r.src, ll_a, "sent from the link-local address");
+        assert_eq!(r.dst, Some(dst));
+        assert_eq!(r.hop_limit, Some(255), "hop limit from ancillary data");
+        assert_eq!(
+            vrrp::parse(payload, r.src.into(), dst.into(), 255),
+            Ok(repr.clone()),
+            "the checksum covers the pseudo-header with the real destination"
+        );
+    }
+    assert_eq!(got_na.as_deref(), Some(&na[..]), "the NA frame as sent");
+    assert_eq!(
+        deaf,
+        Err(std::io::ErrorKind::WouldBlock),
+        "a send-only packet socket gets no copy of incoming traffic"
+    );
+    // An IPv6 VIP is added without duplicate address detection: usable at once.
+    let idx = a_index;
+    ns.within(0, move || {
+        Netlink::requests()
+            .expect("netlink")
+            .add_addr(idx, IpAddr::V6(vip), 64)
+            .expect("add v6");
+    });
+    let shown = ns.ip(&[
+        "-6",
+        "-o",
+        "addr",
+        "show",
+        "dev",
+        "va",
+        "to",
+        "fd77::10/128",
+    ]);
+    assert!(
+        shown.contains("fd77::10/64") && !shown.contains("tentative"),
+        "{shown}"
+    );
+}

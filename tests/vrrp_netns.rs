@@ -273,12 +273,58 @@ impl Daemon {
             .args([&format!("-{sig}"), &self.child.id().to_string()])
             .status();
     }
+
+    /// The pids of fwlb's own children (the unprivileged child).
+    fn kids(&self) -> Vec<String> {
+        let pid = self.child.id();
+        let mut kids = Vec::new();
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for t in tasks.flatten() {
+                let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                kids.extend(list.split_whitespace().map(str::to_string));
+            }
+        }
+        kids
+    }
+
+    /// A crash: SIGKILL the unprivileged child (the speaker) first, then the parent. Killing
+    /// only the parent is a planned handover: the child sees it go, sends priority 0, exits.
+    fn crash(&self) {
+        let kids = self.kids();
+        assert!(
+            !kids.is_empty(),
+            "fwlb {} has no child process to crash",
+            self.child.id()
+        );
+        for k in kids.iter().chain([&self.child.id().to_string()]) {
+            let _ = Command::new("kill").args(["-KILL", k]).status();
+        }
+    }
 }
 
 impl Drop for Daemon {
+    /// Both processes, and wait until the child is gone too: it holds the control port, which
+    /// the next daemon started in this namespace needs.
     fn drop(&mut self) {
+        let kids = self.kids();
+        for k in &kids {
+            let _ = Command::new("kill").args(["-KILL", k]).status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let t0 = Instant::now();
+        let alive = |k: &String| {
+            std::fs::read_to_string(format!("/proc/{k}/stat")).is_ok_and(|st| {
+                !st.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+        };
+        while kids.iter().any(alive) && t0.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -343,7 +389,7 @@ fn fwlb_pair_fails_over_on_kill_cable_and_planned_stop() {
     lab.cable(1, true);
     lab.wait_holder(Some(1), Duration::from_secs(3));
     // kill -9 of the master: no priority 0, so Master_Down_Interval.
-    h1.signal("KILL");
+    h1.crash();
     let t0 = Instant::now();
     // The killed master cannot remove its VIP; only look at h2.
     loop {
@@ -360,6 +406,7 @@ fn fwlb_pair_fails_over_on_kill_cable_and_planned_stop() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+    eprintln!("kill -9: VIP on h2 after {:?}", t0.elapsed());
     assert!(
         t0.elapsed() < Duration::from_millis(361 + 300),
         "kill -9 failover took {:?}",
@@ -689,7 +736,7 @@ fn after_a_crash_the_clients_arp_points_at_the_new_master_and_preempt_off_stays(
     ping();
     assert_eq!(client_mac_for_vip(&lab, 3), Some(mac_of(&lab, 1)));
     // Crash: kill -9 and cable pull at once.
-    h1.signal("KILL");
+    h1.crash();
     lab.cable(1, false);
     let t0 = Instant::now();
     loop {
@@ -847,7 +894,19 @@ fn a_third_host_with_a_wrong_password_or_address_list_cannot_take_over() {
         conf(254, "secret", "\"10.77.0.10/24\", \"10.77.0.11/24\""),
     ] {
         let r = Daemon::with_config(lab.host(3), &rogue);
-        std::thread::sleep(Duration::from_millis(3500));
+        // The rogue ignores the pair too, so it becomes master after its Master_Down_Interval
+        // (3 s at v2): wait for that (start-up takes longer on a loaded machine), then give the
+        // pair time to hear several of its adverts.
+        let t0 = Instant::now();
+        while !r.log().contains("became master") {
+            assert!(
+                t0.elapsed() < Duration::from_secs(8),
+                "the rogue never advertised:\n{}",
+                r.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
         // Neither of the pair yields to priority 254 (the rogue may well think it is master,
         // with its own address list: the pair ignores it).
         let on = |k: usize| {
@@ -934,6 +993,27 @@ fn unicast_peers_elect_among_themselves_only() {
     assert!(
         on(1) && !on(2),
         "the pair ignores a host that is not a peer"
+    );
+    // The pair's adverts are unicast: the third host, which lists h1 as its peer, hears none.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            lab.host(3),
+            BIN,
+            "ctl",
+            "--json",
+            "show",
+            "vrrp",
+        ])
+        .output()
+        .expect("ctl");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        v["vrrp"][0]["adverts_received"].as_u64(),
+        Some(0),
+        "{}",
+        v["vrrp"][0]
     );
     // Planned stop: the unicast peer takes over within its skew time.
     h1.signal("TERM");

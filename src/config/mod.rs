@@ -679,6 +679,24 @@ fn vrrp(r: &mut Reader, t: &Table) -> Option<Vrrp> {
             if addresses.is_empty() {
                 r.err(t.get("addresses").and_then(span_of), "`addresses` is empty");
             }
+            // Only once every address parses: a typo is reported as such, not as a family.
+            let v6: Vec<bool> = addresses
+                .iter()
+                .map(|a| parse_cidr(a).map(|(a, _)| a.is_ipv6()))
+                .collect::<Option<_>>()
+                .unwrap_or_default();
+            let span = t.get("addresses").and_then(span_of);
+            if v6.contains(&true) && v6.contains(&false) {
+                r.err(
+                    span,
+                    format!("[[vrrp]] vrid {vrid}: `addresses` mixes IPv4 and IPv6; a virtual router is one or the other (RFC 5798): use two [[vrrp]] sections, each with its own VRID"),
+                );
+            } else if v6.contains(&true) && version != 3 {
+                r.err(
+                    t.get("version").and_then(span_of).or(span),
+                    format!("[[vrrp]] vrid {vrid}: IPv6 addresses need `version = 3` (VRRPv2 is IPv4 only, RFC 3768)"),
+                );
+            }
         }
         None if !t.contains_key("addresses") => {
             r.err(
@@ -723,8 +741,18 @@ fn vrrp(r: &mut Reader, t: &Table) -> Option<Vrrp> {
         .map(|v| v.into_iter().map(|n| n as u8).collect())
         .unwrap_or_default();
     let mut peers = Vec::new();
+    let family_v6 = addresses
+        .iter()
+        .find_map(|a| parse_cidr(a))
+        .map(|(a, _)| a.is_ipv6());
     for (s, span) in r.strings(t, "peers").unwrap_or_default() {
         match s.parse::<IpAddr>() {
+            Ok(ip) if family_v6.is_some_and(|v6| v6 != ip.is_ipv6()) => r.err(
+                span,
+                format!(
+                    "peer {s:?} is not of the family of `addresses`: adverts go over one IP version"
+                ),
+            ),
             Ok(ip) => peers.push(ip),
             Err(_) => r.err(span, format!("peer {s:?} must be an IP address")),
         }

@@ -25,6 +25,8 @@ const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
+/// ifa_flags: skip duplicate address detection (linux/if_addr.h).
+const IFA_F_NODAD: u8 = 0x02;
 const IFF_UP: u32 = 0x1;
 const IFF_LOWER_UP: u32 = 0x10000;
 const RTMGRP_LINK: u32 = 0x1;
@@ -186,8 +188,16 @@ pub fn addr_request(add: bool, index: u32, addr: IpAddr, prefix: u8, seq: u32) -
     };
     let flags = NLM_F_REQUEST | NLM_F_ACK | if add { NLM_F_CREATE | NLM_F_REPLACE } else { 0 };
     let mut m = header(0, if add { RTM_NEWADDR } else { RTM_DELADDR }, flags, seq);
+    // An IPv6 VIP is usable at once, as keepalived adds it: DAD would keep it tentative
+    // (unusable as a source, not answered for) for a second after a failover, and would
+    // fail outright while the old master still holds it after a crash.
+    let ifa_flags = if add && addr.is_ipv6() {
+        IFA_F_NODAD
+    } else {
+        0
+    };
     // ifaddrmsg: family, prefixlen, flags, scope (universe), index
-    m.extend_from_slice(&[family, prefix, 0, 0]);
+    m.extend_from_slice(&[family, prefix, ifa_flags, 0]);
     m.extend_from_slice(&index.to_ne_bytes());
     push_attr(&mut m, IFA_LOCAL, &bytes);
     push_attr(&mut m, IFA_ADDRESS, &bytes);
@@ -469,6 +479,12 @@ mod tests {
                 (IFA_ADDRESS, &[10u8, 0, 0, 1][..])
             ]
         );
+        // IPv6 addresses are added without duplicate address detection; removal has no flags.
+        let v6: IpAddr = "fd77::10".parse().unwrap();
+        let m = addr_request(true, 7, v6, 64, 10);
+        assert_eq!(&m[16..20], &[libc::AF_INET6 as u8, 64, IFA_F_NODAD, 0]);
+        let m = addr_request(false, 7, v6, 64, 11);
+        assert_eq!(&m[16..20], &[libc::AF_INET6 as u8, 64, 0, 0]);
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! The VRRP speaker: the thin I/O loop around the pure state machines (Linux). One raw
-//! protocol-112 socket per instance, link state from rtnetlink events (a cable pull is seen at
-//! once), gratuitous ARP through a packet socket. Every socket is opened by the privileged
+//! protocol-112 socket per instance (IPv4, or IPv6 for a VRRPv3 instance whose addresses are
+//! IPv6), link state from rtnetlink events (a cable pull is seen at once), gratuitous ARP or
+//! unsolicited neighbour advertisements through a packet socket. Every socket is opened by the privileged
 //! parent before the fork ([`open`]); the unprivileged child runs the loop ([`run`]) and asks
 //! the parent to add or remove the VIPs and to run notify scripts. Every decision is made by
 //! `fsm::Machine` and `group::Group`; this file only turns their actions into requests and
 //! packets, and packets into events.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,8 +21,8 @@ use super::group::Group;
 use crate::config;
 use crate::privsep::{Client, Request};
 use crate::sys::netlink::{self, Netlink};
-use crate::sys::raw::{GROUP_V4, PacketSocket, VrrpSocket};
-use crate::wire::{arp, vrrp};
+use crate::sys::raw::{GROUP_V4, GROUP_V6, PacketSocket, VrrpSocket};
+use crate::wire::{arp, ndisc, vrrp};
 
 pub use super::status::{InstanceStatus, Operator, OperatorTx, Status};
 
@@ -31,16 +32,24 @@ struct Instance {
     machine: Machine,
     ifindex: u32,
     mac: [u8; 6],
-    primary: Ipv4Addr,
+    /// The advert source and tie-break address: the interface's IPv4 address, or for IPv6
+    /// its link-local address (RFC 5798 §5.1.2.1; a global one with global unicast peers).
+    primary: IpAddr,
     vips: Vec<(IpAddr, u8)>,
+    /// The addresses in advert order: for IPv6 a link-local VIP first (RFC 5798 §5.2.9).
+    advert_addrs: Vec<IpAddr>,
     sock: Arc<VrrpSocket>,
+    /// Gratuitous ARP (IPv4) or unsolicited neighbour advertisements (IPv6).
     garp: Arc<PacketSocket>,
+    /// IPv6: the interface forwards, so our advertisements carry the Router flag.
+    router: bool,
     auth: vrrp::Auth,
     ident: u16,
     /// Unicast peers: adverts go to each of them instead of the group, and only theirs count.
-    peers: Vec<Ipv4Addr>,
-    /// The rest of the gratuitous ARP burst of the last takeover, still being sent: stopped
-    /// when the VIPs go, or a host that lost mastership would point clients back at itself.
+    peers: Vec<IpAddr>,
+    /// The rest of the gratuitous ARP / NA burst of the last takeover, still being sent:
+    /// stopped when the VIPs go, or a host that lost mastership would point clients back at
+    /// itself.
     garp_burst: Option<tokio::task::AbortHandle>,
 }
 
@@ -64,22 +73,103 @@ impl Instance {
             priority,
             interval_cs: interval_cs(self.cfg.advert_interval),
             auth: self.auth,
-            addrs: self.vips.iter().map(|(a, _)| *a).collect(),
+            addrs: self.advert_addrs.clone(),
         }
     }
 
+    fn v6(&self) -> bool {
+        self.primary.is_ipv6()
+    }
+
+    /// To the group, or to each unicast peer (the checksum covers the destination).
     fn send_advert(&mut self, priority: u8) {
-        self.ident = self.ident.wrapping_add(1);
-        let pkt = vrrp::emit_ipv4(
-            &self.repr(priority),
-            self.primary,
-            self.ident,
-            vrrp::ChecksumMode::PseudoHeader,
-        );
-        if let Err(e) = self.sock.send(&pkt, GROUP_V4) {
-            warn!(target: "vrrp", vrid = self.cfg.vrid, "cannot send advertisement: {e}");
+        let repr = self.repr(priority);
+        let group = if self.v6() {
+            IpAddr::V6(GROUP_V6)
+        } else {
+            IpAddr::V4(GROUP_V4)
+        };
+        let dsts = if self.peers.is_empty() {
+            vec![group]
+        } else {
+            self.peers.clone()
+        };
+        for dst in dsts {
+            let sent = match (self.primary, dst) {
+                (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                    self.ident = self.ident.wrapping_add(1);
+                    let pkt = vrrp::emit_ipv4_to(
+                        &repr,
+                        src,
+                        dst,
+                        self.ident,
+                        vrrp::ChecksumMode::PseudoHeader,
+                    );
+                    self.sock.send(&pkt, dst)
+                }
+                (IpAddr::V6(src), IpAddr::V6(dst6)) => {
+                    let pkt = vrrp::emit(&repr, src.into(), dst, vrrp::ChecksumMode::PseudoHeader);
+                    self.sock.send_v6(&pkt, src, dst6)
+                }
+                // The configuration refuses peers of the other family.
+                _ => continue,
+            };
+            if let Err(e) = sent {
+                warn!(target: "vrrp", vrid = self.cfg.vrid, %dst, "cannot send advertisement: {e}");
+            }
         }
     }
+
+    /// The frames announcing our VIPs at our MAC.
+    fn announcements(&self) -> Vec<Vec<u8>> {
+        self.vips
+            .iter()
+            .map(|(a, _)| match a {
+                IpAddr::V4(v4) => arp::gratuitous(self.mac, *v4),
+                IpAddr::V6(v6) => ndisc::unsolicited_na_frame_as(self.mac, *v6, self.router),
+            })
+            .collect()
+    }
+}
+
+/// What a receive task read: a whole IPv4 packet, or an IPv6 payload with the header fields
+/// the kernel reported beside it.
+enum Datagram {
+    V4(Vec<u8>),
+    V6 {
+        payload: Vec<u8>,
+        src: Ipv6Addr,
+        dst: Option<Ipv6Addr>,
+        hop_limit: Option<u8>,
+    },
+}
+
+impl Datagram {
+    fn parse(&self) -> Result<vrrp::Received, vrrp::Drop> {
+        match self {
+            Datagram::V4(buf) => vrrp::parse_ip_packet(buf),
+            Datagram::V6 {
+                payload,
+                src,
+                dst,
+                hop_limit,
+            } => {
+                // No hop limit reported counts as a wrong one: the check is not skipped.
+                let (dst, ttl) = (dst.unwrap_or(GROUP_V6), hop_limit.unwrap_or(0));
+                let repr = vrrp::parse(payload, (*src).into(), dst.into(), ttl)?;
+                Ok(vrrp::Received {
+                    src: (*src).into(),
+                    dst: dst.into(),
+                    ttl,
+                    repr,
+                })
+            }
+        }
+    }
+}
+
+fn is_link_local(a: &Ipv6Addr) -> bool {
+    a.segments()[0] & 0xffc0 == 0xfe80
 }
 
 /// Events from the per-instance receive tasks and the link watcher.
@@ -87,7 +177,7 @@ enum Input {
     Packet {
         vrid: u8,
         iface: String,
-        buf: Vec<u8>,
+        datagram: Datagram,
     },
     Link(netlink::Link),
 }
@@ -111,31 +201,58 @@ fn open_instances(
         let Some(link) = links.get(&c.interface) else {
             bail!("[[vrrp]] vrid {}: no interface {:?}", c.vrid, c.interface);
         };
-        if c.version == 3 && c.addresses.iter().any(|a| a.contains(':')) {
-            bail!(
-                "[[vrrp]] vrid {}: VRRPv3 over IPv6 is not in this version of the speaker",
-                c.vrid
-            );
-        }
         let vips: Vec<(IpAddr, u8)> = c
             .addresses
             .iter()
             .filter_map(|a| config::parse_cidr(a))
             .collect();
-        // The primary address: the interface's first IPv4 address that is not one of ours.
-        let primary = addrs
-            .iter()
-            .filter(|a| a.index == link.index && !vips.iter().any(|(v, _)| *v == a.addr))
-            .find_map(|a| match a.addr {
-                IpAddr::V4(v4) => Some(v4),
-                IpAddr::V6(_) => None,
-            })
-            .with_context(|| {
-                format!(
-                    "[[vrrp]] vrid {}: {} has no IPv4 address of its own",
-                    c.vrid, c.interface
-                )
-            })?;
+        let v6 = vips.first().is_some_and(|(a, _)| a.is_ipv6());
+        // The configuration checks these; `fwlb vrrpd` builds instances itself.
+        if vips.iter().any(|(a, _)| a.is_ipv6() != v6) || c.peers.iter().any(|p| p.is_ipv6() != v6)
+        {
+            bail!(
+                "[[vrrp]] vrid {}: addresses and peers must be all IPv4 or all IPv6",
+                c.vrid
+            );
+        }
+        if v6 && c.version != 3 {
+            bail!("[[vrrp]] vrid {}: IPv6 needs VRRP version 3", c.vrid);
+        }
+        let own = || {
+            addrs
+                .iter()
+                .filter(|a| a.index == link.index && !vips.iter().any(|(v, _)| *v == a.addr))
+                .map(|a| a.addr)
+        };
+        // The primary address: the interface's first IPv4 address that is not one of ours;
+        // for IPv6 its link-local address, or a global one when every unicast peer is global
+        // (the peers list us by the address we send from).
+        let global_peers = !c.peers.is_empty()
+            && c.peers
+                .iter()
+                .all(|p| matches!(p, IpAddr::V6(p6) if !is_link_local(p6)));
+        let primary = if !v6 {
+            own().find(|a| a.is_ipv4())
+        } else if global_peers {
+            own().find(|a| matches!(a, IpAddr::V6(a6) if !is_link_local(a6)))
+        } else {
+            own().find(|a| matches!(a, IpAddr::V6(a6) if is_link_local(a6)))
+        };
+        let primary = primary.with_context(|| {
+            format!(
+                "[[vrrp]] vrid {}: {} has no {} of its own",
+                c.vrid,
+                c.interface,
+                match (v6, global_peers) {
+                    (false, _) => "IPv4 address",
+                    (true, false) => "IPv6 link-local address (is IPv6 enabled on it?)",
+                    (true, true) => "global IPv6 address to send to the global `peers` from",
+                }
+            )
+        })?;
+        let mut advert_addrs: Vec<IpAddr> = vips.iter().map(|(a, _)| *a).collect();
+        // Stable: configured order otherwise, as keepalived (which compares the lists as sets).
+        advert_addrs.sort_by_key(|a| !matches!(a, IpAddr::V6(a6) if is_link_local(a6)));
         for (a, p) in &vips {
             if addrs.iter().any(|x| x.index == link.index && x.addr == *a) {
                 warn!(target: "vrrp", vrid = c.vrid, interface = %c.interface,
@@ -145,10 +262,26 @@ fn open_instances(
                 }
             }
         }
-        let sock = VrrpSocket::open_v4(&c.interface, link.index)
-            .with_context(|| format!("VRRP socket on {}", c.interface))?;
-        let garp = PacketSocket::open(link.index, 0x0806)
-            .with_context(|| format!("ARP socket on {}", c.interface))?;
+        let sock = if v6 {
+            VrrpSocket::open_v6(&c.interface, link.index)
+        } else {
+            VrrpSocket::open_v4(&c.interface, link.index)
+        }
+        .with_context(|| format!("VRRP socket on {}", c.interface))?;
+        let (ethertype, what) = if v6 {
+            (ndisc::ETHERTYPE_IPV6, "neighbour advertisement")
+        } else {
+            (0x0806, "ARP")
+        };
+        let garp = PacketSocket::open_send_only(link.index, ethertype)
+            .with_context(|| format!("{what} socket on {}", c.interface))?;
+        // Read now: the child runs chrooted, without /proc.
+        let router = v6
+            && std::fs::read_to_string(format!(
+                "/proc/sys/net/ipv6/conf/{}/forwarding",
+                c.interface
+            ))
+            .is_ok_and(|s| s.trim() == "1");
         let mut p = fsm::Params::new(
             c.vrid,
             if c.version == 3 {
@@ -157,7 +290,7 @@ fn open_instances(
                 fsm::Version::V2
             },
             c.priority,
-            IpAddr::V4(primary),
+            primary,
         );
         p.advert_interval = c.advert_interval;
         p.preempt = c.preempt;
@@ -173,18 +306,13 @@ fn open_instances(
             mac: link.mac.unwrap_or([0; 6]),
             primary,
             vips,
+            advert_addrs,
             sock: Arc::new(sock),
             garp: Arc::new(garp),
+            router,
             auth,
             ident: 0,
-            peers: c
-                .peers
-                .iter()
-                .filter_map(|p| match p {
-                    IpAddr::V4(v4) => Some(*v4),
-                    IpAddr::V6(_) => None,
-                })
-                .collect(),
+            peers: c.peers.clone(),
             garp_burst: None,
         });
     }
@@ -245,11 +373,12 @@ pub async fn run(
     let nl = &*ops;
     let (tx, mut rx) = mpsc::channel::<Input>(1024);
     for i in &inst {
-        let (sock, tx, vrid, iface) = (
+        let (sock, tx, vrid, iface, v6) = (
             crate::sys::async_fd(i.sock.clone()).context("registering the VRRP socket")?,
             tx.clone(),
             i.cfg.vrid,
             i.cfg.interface.clone(),
+            i.v6(),
         );
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
@@ -257,12 +386,26 @@ pub async fn run(
                 let Ok(mut guard) = sock.readable().await else {
                     return;
                 };
-                match guard.try_io(|s| s.get_ref().recv(&mut buf)) {
-                    Ok(Ok(n)) => {
+                let read = guard.try_io(|s| {
+                    let s = s.get_ref();
+                    if v6 {
+                        s.recv_v6(&mut buf).map(|r| Datagram::V6 {
+                            payload: buf.get(..r.len).unwrap_or_default().to_vec(),
+                            src: r.src,
+                            dst: r.dst,
+                            hop_limit: r.hop_limit,
+                        })
+                    } else {
+                        s.recv(&mut buf)
+                            .map(|n| Datagram::V4(buf.get(..n).unwrap_or_default().to_vec()))
+                    }
+                });
+                match read {
+                    Ok(Ok(datagram)) => {
                         let input = Input::Packet {
                             vrid,
                             iface: iface.clone(),
-                            buf: buf[..n].to_vec(),
+                            datagram,
                         };
                         if tx.send(input).await.is_err() {
                             return;
@@ -346,9 +489,9 @@ pub async fn run(
             Some(input) = rx.recv() => {
                 let now = Instant::now();
                 match input {
-                    Input::Packet { vrid, iface, buf } => {
+                    Input::Packet { vrid, iface, datagram } => {
                         let Some(k) = inst.iter().position(|i| i.cfg.vrid == vrid && i.cfg.interface == iface) else { continue };
-                        if let Some(ev) = receive(&inst[k], &buf, &status) {
+                        if let Some(ev) = receive(&inst[k], &datagram, &status) {
                             let before = inst[k].machine.state();
                             let acts = inst[k].machine.step(ev, now);
                             perform(&mut inst, k, before, acts, &mut groups, nl, &status);
@@ -380,20 +523,20 @@ pub async fn run(
 }
 
 /// Validate a received packet; count and drop what is not a valid advert for this instance.
-fn receive(i: &Instance, buf: &[u8], status: &Status) -> Option<Event> {
+fn receive(i: &Instance, datagram: &Datagram, status: &Status) -> Option<Event> {
     let count = |reason: &str| {
         with_status(status, i, |s| {
             *s.dropped.entry(reason.to_string()).or_insert(0) += 1
         });
     };
-    let vrrp::Received { src, repr, .. } = match vrrp::parse_ip_packet(buf) {
+    let vrrp::Received { src, repr, .. } = match datagram.parse() {
         Ok(r) => r,
         Err(d) => {
             count(d.as_str());
             return None;
         }
     };
-    if !i.peers.is_empty() && !i.peers.iter().any(|p| IpAddr::V4(*p) == src) {
+    if !i.peers.is_empty() && !i.peers.contains(&src) {
         // Unicast mode: only the configured peers may take part in the election.
         count("not-a-peer");
         return None;
@@ -466,14 +609,8 @@ fn perform(
                     }
                 }
                 Action::SendGratuitous => {
-                    let frames: Vec<Vec<u8>> = i
-                        .vips
-                        .iter()
-                        .filter_map(|(a, _)| match a {
-                            IpAddr::V4(v4) => Some(arp::gratuitous(i.mac, *v4)),
-                            IpAddr::V6(_) => None,
-                        })
-                        .collect();
+                    // Gratuitous ARP, or unsolicited NA with Override (RFC 5798 §6.4.2).
+                    let frames = i.announcements();
                     for f in &frames {
                         let _ = i.garp.send(f);
                     }

@@ -181,8 +181,12 @@ pub fn parse(icmp: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> Result<NaRepr, Error>
 }
 
 fn unsolicited(mac: [u8; 6], target: Ipv6Addr) -> NaRepr {
+    unsolicited_as(mac, target, false)
+}
+
+fn unsolicited_as(mac: [u8; 6], target: Ipv6Addr, router: bool) -> NaRepr {
     NaRepr {
-        router: false,
+        router,
         solicited: false,
         override_flag: true,
         target,
@@ -199,7 +203,14 @@ pub fn unsolicited_na(mac: [u8; 6], target: Ipv6Addr, src: Ipv6Addr) -> Vec<u8> 
 /// The same as a whole Ethernet frame, as keepalived sends it on a packet socket: to
 /// 33:33:00:00:00:01 from `mac`, IPv6 from `target` to ff02::1, hop limit 255, traffic class 0.
 pub fn unsolicited_na_frame(mac: [u8; 6], target: Ipv6Addr) -> Vec<u8> {
-    let icmp = unsolicited_na(mac, target, target);
+    unsolicited_na_frame_as(mac, target, false)
+}
+
+/// As [`unsolicited_na_frame`], with the Router flag set when `router`: a host that forwards
+/// must say so, or neighbours using the address as their default gateway drop it from their
+/// default router list (RFC 4861 §7.2.5; keepalived sets it from the forwarding sysctl).
+pub fn unsolicited_na_frame_as(mac: [u8; 6], target: Ipv6Addr, router: bool) -> Vec<u8> {
+    let icmp = unsolicited_as(mac, target, router).emit(target, ALL_NODES);
     let mut b = Vec::with_capacity(ETHERNET_HEADER_LEN + IPV6_HEADER_LEN + icmp.len());
     b.extend_from_slice(&ALL_NODES_MAC);
     b.extend_from_slice(&mac);
@@ -321,6 +332,13 @@ mod tests {
         let mut padded = f.clone();
         padded.extend_from_slice(&[0; 4]);
         assert_eq!(parse_frame(&padded), Ok(got));
+        // A forwarding host sets the Router flag: one bit and the checksum differ.
+        let r = unsolicited_na_frame_as(MAC, vip(), true);
+        let got = parse_frame(&r).unwrap();
+        assert!(got.na.router && got.na.override_flag && !got.na.solicited);
+        assert_eq!(r[58], NA[4] | FLAG_ROUTER);
+        assert_eq!((&r[..56], &r[59..]), (&f[..56], &f[59..]));
+        assert_eq!(unsolicited_na_frame_as(MAC, vip(), false), f);
     }
 
     #[test]
