@@ -471,6 +471,10 @@ async fn serve(
     }
     tasks.push(tokio::spawn(housekeeping(lbs.clone(), stop_rx.clone())));
     #[cfg(target_os = "linux")]
+    let vrrp_operator = speaker.as_ref().map(|sp| sp.operator());
+    #[cfg(not(target_os = "linux"))]
+    let vrrp_operator = None;
+    #[cfg(target_os = "linux")]
     let vrrp_status = match speaker {
         None => None,
         Some(sp) => {
@@ -506,6 +510,7 @@ async fn serve(
         exit: exit.clone(),
         started: std::time::Instant::now(),
         vrrp: vrrp_status,
+        vrrp_operator,
         firewall: cfg.firewall.as_ref().is_some_and(|f| f.backend != "none"),
         privileged: Some(client.clone()),
     });

@@ -98,6 +98,48 @@ enum Cmd {
     /// Show the balancer working on this machine: built-in backends on loopback, clients,
     /// a server killed mid-way. Needs nothing but this binary.
     Demo,
+    /// A whole pair on this machine (Linux, root): network namespaces built from two host
+    /// configurations, mock servers, a traffic check and failover drills, then a report.
+    Lab {
+        /// The directory holding the two host configurations (*.toml) [default: conf/lab
+        /// if there is one here, else the pair built into this binary].
+        dir: Option<PathBuf>,
+        /// The report as JSON on stdout (progress stays on stderr).
+        #[arg(long)]
+        json: bool,
+        /// Leave the network and daemons up afterwards, and say how to enter them.
+        #[arg(long)]
+        keep: bool,
+        /// Only remove what an earlier lab left (namespaces, processes), then exit.
+        #[arg(long, conflicts_with_all = ["json", "keep"])]
+        clean: bool,
+        /// Run only these drills (comma-separated or repeated): kill, front-link, back-link,
+        /// term, restore; `none` for none.
+        #[arg(long = "drill", value_name = "NAME")]
+        drills: Option<Vec<String>>,
+    },
+    /// A planned handover on a real pair, run on the master: hand every VRID to the peer
+    /// (`vrrp standby`), confirm it holds and serves them, take them back; print the timeline.
+    /// Refuses unless the peer answers and is a healthy backup.
+    Drill {
+        /// The peer's control port, HOST:PORT (its control_allow must list this host).
+        #[arg(long)]
+        peer: String,
+        /// This host's control port [default: the control of -c FILE, else $FWLB_CONTROL,
+        /// else 127.0.0.1:8888].
+        #[arg(short = 'C', long = "control")]
+        control: Option<String>,
+        /// Take this host's control address from this configuration file.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Where the load loop connects (repeatable) [default: every balancer address on a
+        /// VIP].
+        #[arg(long = "target", value_name = "ADDR:PORT")]
+        targets: Vec<std::net::SocketAddrV4>,
+    },
 }
 
 fn level_name(debug: u8) -> &'static str {
@@ -130,28 +172,36 @@ fn init_log(debug: u8) -> fwlb::control::SetLevel {
     })
 }
 
+/// The control address from `-C`, else the `control` of `-c FILE`, else $FWLB_CONTROL, else
+/// 127.0.0.1:8888.
+fn control_address(control: Option<String>, config: Option<PathBuf>) -> Result<String, String> {
+    match (control, config) {
+        (Some(a), _) => Ok(a),
+        (None, Some(c)) => match fwlb::config::load(&c) {
+            Ok(cfg) => match cfg.daemon.control {
+                Some(c) => Ok(fwlb::control::describe(&c)),
+                None => Err(format!("{} has control = \"none\"", c.display())),
+            },
+            Err(e) => Err(e.to_string()),
+        },
+        (None, None) => {
+            Ok(std::env::var("FWLB_CONTROL").unwrap_or_else(|_| "127.0.0.1:8888".into()))
+        }
+    }
+}
+
 fn ctl(
     control: Option<String>,
     config: Option<PathBuf>,
     json: bool,
     command: Vec<String>,
 ) -> ExitCode {
-    let addr = match (control, config) {
-        (Some(a), _) => a,
-        (None, Some(c)) => match fwlb::config::load(&c) {
-            Ok(cfg) => match cfg.daemon.control {
-                Some(c) => fwlb::control::describe(&c),
-                None => {
-                    eprintln!("fwlb ctl: {} has control = \"none\"", c.display());
-                    return ExitCode::from(2);
-                }
-            },
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-        },
-        (None, None) => std::env::var("FWLB_CONTROL").unwrap_or_else(|_| "127.0.0.1:8888".into()),
+    let addr = match control_address(control, config) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("fwlb ctl: {e}");
+            return ExitCode::from(2);
+        }
     };
     let mut line = command.join(" ");
     if json {
@@ -371,6 +421,56 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        #[cfg(target_os = "linux")]
+        Cmd::Lab {
+            dir,
+            json,
+            keep,
+            clean,
+            drills,
+        } => {
+            let code = fwlb::lab::run::main(fwlb::lab::run::Options {
+                dir,
+                json,
+                keep,
+                clean,
+                drills,
+            });
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+        #[cfg(target_os = "linux")]
+        Cmd::Drill {
+            peer,
+            control,
+            config,
+            json,
+            targets,
+        } => {
+            let local = match control_address(control, config) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("fwlb drill: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let code = fwlb::lab::pair::main(fwlb::lab::pair::Options {
+                peer,
+                local,
+                json,
+                targets,
+            });
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+        #[cfg(not(target_os = "linux"))]
+        Cmd::Drill { .. } => {
+            eprintln!("fwlb drill: Linux only in this version");
+            ExitCode::FAILURE
+        }
+        #[cfg(not(target_os = "linux"))]
+        Cmd::Lab { .. } => {
+            eprintln!("fwlb lab: network namespaces are Linux only");
+            ExitCode::FAILURE
         }
         Cmd::Demo => match fwlb::demo::run() {
             Ok(()) => ExitCode::SUCCESS,

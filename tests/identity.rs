@@ -133,6 +133,34 @@ async fn proxy_v1_and_v2_carry_the_client_address() {
     );
 }
 
+/// A balancer writes the PROXY header when it connects and the client's request when it
+/// arrives: the echo must still see an HTTP request after a header that came alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_reads_http_after_a_proxy_header_that_came_alone() {
+    let echo = Echo::start("e");
+    let v1 = b"PROXY TCP4 192.0.2.7 192.0.2.10 40000 8000\r\n".to_vec();
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    v2.extend_from_slice(&[192, 0, 2, 7, 192, 0, 2, 10, 0x9c, 0x40, 0x1f, 0x40]);
+    for (version, head) in [(1, v1), (2, v2)] {
+        let mut s = TcpStream::connect(echo.addr).await.expect("connect");
+        s.write_all(&head).await.expect("header");
+        s.flush().await.expect("flush");
+        // Separate segments: the request comes well after the header.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        s.write_all(b"GE").await.expect("part");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        s.write_all(b"T /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("request");
+        let r = responses(&mut s, 1).await;
+        let j = &r[0];
+        assert_eq!(j["request"], "GET /x HTTP/1.1", "PROXY v{version}: {j}");
+        assert_eq!(j["proxy"]["version"], version, "{j}");
+        assert_eq!(j["proxy"]["src"], "192.0.2.7:40000", "{j}");
+        assert_eq!(header(j, "host"), ["h"], "{j}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xff_on_every_keep_alive_request_with_chunked_and_pipelined_bodies() {
     let echo = Echo::start("e");

@@ -11,10 +11,16 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// Send `line` to the control port at `addr` (`HOST:PORT` or a unix socket path) and return
 /// the whole reply.
 pub fn request(addr: &str, line: &str) -> Result<String, String> {
+    request_within(addr, line, TIMEOUT)
+}
+
+/// As `request`, giving up after `timeout` (to connect, and for each read): the lab and
+/// `fwlb drill` poll every few milliseconds and must not hang on a dead host.
+pub fn request_within(addr: &str, line: &str, timeout: Duration) -> Result<String, String> {
     let msg = format!("{line}\n");
     let reply = if addr.contains('/') {
         let s = UnixStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        s.set_read_timeout(Some(TIMEOUT))
+        s.set_read_timeout(Some(timeout))
             .map_err(|e| e.to_string())?;
         exchange(s, addr, &msg)?
     } else {
@@ -23,10 +29,10 @@ pub fn request(addr: &str, line: &str) -> Result<String, String> {
             .map_err(|e| format!("bad control address {addr:?}: {e}"))?
             .next()
             .ok_or_else(|| format!("control address {addr:?} has no address"))?;
-        let s = TcpStream::connect_timeout(&target, TIMEOUT).map_err(|e| {
+        let s = TcpStream::connect_timeout(&target, timeout).map_err(|e| {
             format!("cannot connect to {addr}: {e} (is fwlb running with this control port?)")
         })?;
-        s.set_read_timeout(Some(TIMEOUT))
+        s.set_read_timeout(Some(timeout))
             .map_err(|e| e.to_string())?;
         exchange(s, addr, &msg)?
     };

@@ -77,6 +77,9 @@ pub fn execute(ctl: &Ctl, words: &[&str]) -> Reply {
     if first == "show" && words.get(1) == Some(&"vrrp") {
         return show_vrrp(ctl, words.last() == Some(&"json"));
     }
+    if first == "vrrp" {
+        return vrrp_operator(ctl, words);
+    }
     if matches!(first, "ban" | "unban") || (first == "show" && words.get(1) == Some(&"bans")) {
         return bans(ctl, words);
     }
@@ -84,7 +87,9 @@ pub fn execute(ctl: &Ctl, words: &[&str]) -> Reply {
         return Reply::ok(format!("{}\n", ctl.pid()));
     }
     if ctl.balancers.is_empty() {
-        return Reply::err("no balancer configured (only `show vrrp` and `pid` work without one)");
+        return Reply::err(
+            "no balancer configured (only `show vrrp`, `vrrp standby|resume` and `pid` work without one)",
+        );
     }
     // `balancer NAME CMD...` picks the balancer; `balancers` lists them.
     let (lb, words) = if first == "balancer" {
@@ -224,6 +229,13 @@ fn run(ctl: &Ctl, lb: &Arc<Balancer>, cmd: &str, args: &[&str], json: bool) -> O
         "write" => read(write_cmd(ctl, lb, arg)),
         "show" => read(show(ctl, lb, args, json)),
         "drain" | "enable" => changed(drain_enable(lb, cmd == "drain", arg, json)),
+        // The JSON form adds the listen addresses (`fwlb drill` sends its load there).
+        "balancers" if json => read(Reply::json(json!({
+            "balancers": ctl.balancers.iter().map(|b| json!({
+                "name": b.cfg.name,
+                "listen": b.cfg.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>()
+        }))),
         "balancers" => read(Reply::ok(
             ctl.balancers
                 .iter()
@@ -240,7 +252,8 @@ pen commands: servers, server N [address A] [port P] [max M] [hard H] [blacklist
   blacklist [T], tracking [T], timeout [T], idle_timeout [T], mode, [no] roundrobin|hash|weight|prio|stubborn,
   recent [S], clients_max [N], conn_max [N], pid, control, debug [N], exit, status, write [FILE]
 fwlb commands: show servers|conns|stats|clients [json], drain N, enable N, balancers,
-  balancer NAME COMMAND... (any command, on that balancer)
+  balancer NAME COMMAND... (any command, on that balancer),
+  show vrrp [json], vrrp standby|resume [VRID|all] [json]
 ";
 
 fn duration_setting(
@@ -757,6 +770,58 @@ fn bans(ctl: &Ctl, words: &[&str]) -> Reply {
 }
 
 /// `show vrrp`: every VRRP instance (works without any balancer).
+/// `vrrp standby [VRID|all]`: hand mastership over on purpose (priority 0 adverts; the VIPs
+/// stay until a peer takes over; no preemption until resumed). `vrrp resume [VRID|all]`.
+fn vrrp_operator(ctl: &Ctl, words: &[&str]) -> Reply {
+    use crate::vrrp::status::Operator;
+    let json = words.last() == Some(&"json");
+    let args: &[&str] = if json {
+        &words[1..words.len() - 1]
+    } else {
+        &words[1..]
+    };
+    let err = |m: String| {
+        if json {
+            Reply::json_err(m)
+        } else {
+            Reply::err(m)
+        }
+    };
+    let (Some(status), Some(tx)) = (&ctl.vrrp, &ctl.vrrp_operator) else {
+        return err("vrrp: no [[vrrp]] configured".into());
+    };
+    let configured: Vec<u8> = status
+        .lock()
+        .map(|s| s.iter().map(|i| i.vrid).collect())
+        .unwrap_or_default();
+    let (what, target) = match args {
+        [w @ ("standby" | "resume")] | [w @ ("standby" | "resume"), "all"] => (*w, None),
+        [w @ ("standby" | "resume"), v] => match v.parse::<u8>() {
+            Ok(n) if configured.contains(&n) => (*w, Some(n)),
+            _ => {
+                return err(format!(
+                    "vrrp {w}: no VRID {v:?} here (configured: {configured:?})"
+                ));
+            }
+        },
+        _ => return err("usage: vrrp standby|resume [VRID|all]".into()),
+    };
+    let req = if what == "standby" {
+        Operator::Standby(target)
+    } else {
+        Operator::Resume(target)
+    };
+    if tx.send(req).is_err() {
+        return err("vrrp: the speaker is not running".into());
+    }
+    let vrids: Vec<u8> = target.map_or(configured, |v| vec![v]);
+    if json {
+        return Reply::json(json!({ "vrrp": what, "vrids": vrids }));
+    }
+    let list: Vec<String> = vrids.iter().map(|v| v.to_string()).collect();
+    Reply::ok(format!("{what}: vrid {}\n", list.join(" ")))
+}
+
 fn show_vrrp(ctl: &Ctl, json: bool) -> Reply {
     let Some(status) = &ctl.vrrp else {
         return Reply::err("show vrrp: no [[vrrp]] configured");
@@ -780,6 +845,7 @@ fn show_vrrp(ctl: &Ctl, json: bool) -> Reply {
                 s.adverts_sent.to_string(),
                 s.adverts_received.to_string(),
                 s.dropped.values().sum::<u64>().to_string(),
+                if s.standby { "yes" } else { "no" }.to_string(),
             ]
         })
         .collect();
@@ -795,6 +861,7 @@ fn show_vrrp(ctl: &Ctl, json: bool) -> Reply {
             "sent",
             "received",
             "dropped",
+            "standby",
         ],
         &r,
     ))

@@ -48,6 +48,8 @@ pub struct Ctl {
     pub started: Instant,
     /// The VRRP instances' state, when the speaker runs.
     pub vrrp: Option<crate::vrrp::status::Status>,
+    /// Where `vrrp standby` / `vrrp resume` go, when the speaker runs.
+    pub vrrp_operator: Option<crate::vrrp::status::OperatorTx>,
     /// The nftables firewall is installed: `ban`, `unban` and `show bans` work.
     pub firewall: bool,
     /// The privileged parent, which changes the firewall's sets (None in tests and tools that

@@ -90,6 +90,16 @@ async fn answer(mut s: TcpStream, peer: SocketAddr, name: Option<&str>) -> Resul
             Ok(Err(e)) => return Err(e.into()),
         }
     }
+    // The first bytes after a PROXY header may come in a later segment (a balancer writes the
+    // header as soon as it connects, the client's bytes when they arrive): read until the
+    // start says whether this is HTTP.
+    while undecided(&buf) {
+        match tokio::time::timeout(RAW_WAIT, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => return Err(e.into()),
+        }
+    }
     let base = json!({
         "server": name,
         "peer": peer.to_string(),
@@ -243,6 +253,12 @@ async fn read_chunked(
     }
 }
 
+/// Whether the bytes so far could still become an HTTP request line: nothing yet, or only
+/// upper-case letters short of the longest method.
+fn undecided(b: &[u8]) -> bool {
+    b.len() < 21 && b.iter().all(|c| c.is_ascii_uppercase())
+}
+
 /// An HTTP method token and a space at the start.
 fn looks_like_http(b: &[u8]) -> bool {
     let n = b
@@ -273,5 +289,7 @@ mod tests {
         assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest"), Some(24));
         assert_eq!(head_end(b"GET / HTTP/1.1\nA: b\n\nrest"), Some(21));
         assert_eq!(head_end(b"GET / HTTP/1.1\r\n"), None);
+        assert!(undecided(b"") && undecided(b"GE") && undecided(b"OPTIONS"));
+        assert!(!undecided(b"GET ") && !undecided(b"\x16\x03") && !undecided(b"hello"));
     }
 }

@@ -9,6 +9,7 @@ pub mod nft;
 pub mod pf;
 pub mod privdrop;
 pub mod privsep;
+pub mod process;
 #[cfg(target_os = "linux")]
 pub mod raw;
 pub mod socket;

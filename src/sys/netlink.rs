@@ -206,6 +206,20 @@ pub fn addr_request(add: bool, index: u32, addr: IpAddr, prefix: u8, seq: u32) -
     m
 }
 
+/// An RTM_NEWLINK request setting link `index` administratively up or down (`ip link set
+/// DEV up|down`): the lab pulls and restores cables with it.
+pub fn link_request(index: u32, up: bool, seq: u32) -> Vec<u8> {
+    let mut m = header(0, RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, seq);
+    // ifinfomsg: family (unspec), pad, type, index, flags, change mask (only IFF_UP).
+    m.extend_from_slice(&[0, 0, 0, 0]);
+    m.extend_from_slice(&index.to_ne_bytes());
+    m.extend_from_slice(&(if up { IFF_UP } else { 0 }).to_ne_bytes());
+    m.extend_from_slice(&IFF_UP.to_ne_bytes());
+    let len = m.len() as u32;
+    m[0..4].copy_from_slice(&len.to_ne_bytes());
+    m
+}
+
 /// A netlink route socket.
 pub struct Netlink {
     fd: OwnedFd,
@@ -349,6 +363,13 @@ impl Netlink {
         }
     }
 
+    /// Set link `index` administratively up or down.
+    pub fn set_link(&mut self, index: u32, up: bool) -> io::Result<()> {
+        self.seq += 1;
+        let seq = self.seq;
+        self.request_ack(&link_request(index, up, seq), seq)
+    }
+
     /// Remove `addr/prefix` from link `index` (already gone: fine).
     pub fn del_addr(&mut self, index: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
         self.seq += 1;
@@ -464,5 +485,18 @@ mod tests {
         assert_eq!(&m[16..20], &[libc::AF_INET6 as u8, 64, IFA_F_NODAD, 0]);
         let m = addr_request(false, 7, v6, 64, 11);
         assert_eq!(&m[16..20], &[libc::AF_INET6 as u8, 64, 0, 0]);
+    }
+
+    #[test]
+    fn link_request_layout() {
+        let m = link_request(7, false, 4);
+        assert_eq!(m.len(), 32);
+        assert_eq!(u32_at(&m, 0), Some(32));
+        assert_eq!(u16_at(&m, 4), Some(RTM_NEWLINK));
+        assert_eq!(u32_at(&m, 8), Some(4));
+        assert_eq!(u32_at(&m, 20), Some(7));
+        assert_eq!((u32_at(&m, 24), u32_at(&m, 28)), (Some(0), Some(IFF_UP)));
+        let up = link_request(7, true, 5);
+        assert_eq!(u32_at(&up, 24), Some(IFF_UP));
     }
 }

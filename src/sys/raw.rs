@@ -346,12 +346,17 @@ impl PacketSocket {
     }
 
     fn open_with(ifindex: u32, receive: u16, ethertype: u16) -> io::Result<PacketSocket> {
+        // Protocol 0 here, the one to receive only in bind(2): a socket created with a
+        // protocol is hooked in at once, and binding it then unhooks it first, which waits for
+        // an RCU grace period (synchronize_net, 10-20 ms). Measured in `fwlb lab`, a socket
+        // opened on becoming master, on the thread that also serves clients, stalled the new
+        // master's first connections by ~35 ms.
         // SAFETY: plain socket(2).
         let fd = cvt(unsafe {
             libc::socket(
                 libc::AF_PACKET,
                 libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                i32::from(receive.to_be()),
+                0,
             )
         })?;
         // SAFETY: a fresh descriptor we own.

@@ -104,6 +104,12 @@ pub enum Event {
     /// the effective priority at 0 until GroupRecovered.
     GroupFault,
     GroupRecovered,
+    /// An operator hands mastership over on purpose (`vrrp standby`): effective priority 0
+    /// until Resume. A master advertises priority 0 at once but keeps its VIPs until a peer's
+    /// advert shows the peer took over (make before break), then goes Backup; a backup does
+    /// not preempt. Not in the RFCs.
+    Standby,
+    Resume,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +134,8 @@ pub struct Machine {
     state: State,
     /// Set by GroupFault: effective priority 0, never becomes master.
     group_held: bool,
+    /// Set by Standby: effective priority 0 until Resume.
+    standby: bool,
     /// RFC 5798 §6.1 Master_Adver_Interval; always the local interval in v2.
     master_adver_interval: Duration,
     /// Backup only. None while `down_expired`.
@@ -162,6 +170,7 @@ impl Machine {
             p,
             state: State::Initialize,
             group_held: false,
+            standby: false,
             master_down_at: None,
             down_expired: false,
             adver_at: None,
@@ -177,9 +186,19 @@ impl Machine {
         self.state
     }
 
-    /// The priority we advertise and compare with: 0 while the group holds us.
+    /// The priority we advertise and compare with: 0 while the group holds us or an
+    /// operator put us on standby.
     pub fn effective_priority(&self) -> u8 {
-        if self.group_held { 0 } else { self.p.priority }
+        if self.group_held || self.standby {
+            0
+        } else {
+            self.p.priority
+        }
+    }
+
+    /// On standby (`vrrp standby`) until Resume.
+    pub fn standby(&self) -> bool {
+        self.standby
     }
 
     /// RFC 5798 §6.1 Master_Adver_Interval (v3: learned from the master's adverts).
@@ -233,6 +252,8 @@ impl Machine {
             Event::LinkUp => self.on_link_up(now, &mut out),
             Event::GroupFault => self.on_group_fault(now, &mut out),
             Event::GroupRecovered => self.on_group_recovered(now, &mut out),
+            Event::Standby => self.on_standby(now, &mut out),
+            Event::Resume => self.on_resume(now, &mut out),
         }
         out
     }
@@ -349,7 +370,9 @@ impl Machine {
             // compare; IpAddr orders within a family by value): cancel Adver_Timer,
             // (v3: learn Master_Adver_Interval) set Master_Down_Timer, go to Backup.
             self.learn_interval(interval);
-            let why = if priority > local {
+            let why = if self.standby {
+                "standby: a peer took over"
+            } else if priority > local {
                 "higher priority advert (RFC 3768 §6.4.3)"
             } else {
                 "equal priority, greater primary address (RFC 3768 §6.4.3)"
@@ -451,6 +474,44 @@ impl Machine {
         } else {
             out.push(self.note("released by the group"));
         }
+    }
+
+    fn on_standby(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.standby {
+            return;
+        }
+        self.standby = true;
+        self.preempt_from = None;
+        if self.state == State::Master {
+            // Priority 0 now, so a backup takes over after its Skew_Time (RFC 3768 §6.4.2);
+            // every advert until then says 0 too. The VIPs stay until the new master is
+            // heard (master_rx: any priority above 0 is higher than ours): clients are
+            // answered by one host or the other throughout.
+            out.push(self.note("standby: advertising priority 0 until a peer takes over"));
+            out.push(Action::SendAdvert {
+                priority: PRIORITY_STOP,
+            });
+            self.adver_at = now.checked_add(self.p.advert_interval);
+        } else {
+            out.push(self.note("standby: effective priority 0, no preemption"));
+        }
+    }
+
+    fn on_resume(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if !self.standby {
+            return;
+        }
+        self.standby = false;
+        out.push(self.note("resumed: configured priority again"));
+        if self.state == State::Master {
+            // Say the real priority at once (a backup may have armed its Skew_Time).
+            out.push(Action::SendAdvert {
+                priority: self.effective_priority(),
+            });
+            self.adver_at = now.checked_add(self.p.advert_interval);
+        }
+        // A backup preempts through its normal timers: the next lower-priority advert is
+        // discarded and Master_Down_Timer fires.
     }
 
     // ===== transitions =====
@@ -1331,6 +1392,156 @@ mod tests {
         );
         net.run_for(60.0);
         net.check_vrid(1, start, Duration::ZERO);
+    }
+
+    // ===== standby (operator handover, not in the RFCs) =====
+
+    #[test]
+    fn standby_master_keeps_its_vips_until_a_peer_takes_over() {
+        let t0 = Instant::now();
+        let (mut m, t) = master(params(Version::V3, 150, 100), t0);
+        let a = acts(m.step(Event::Standby, t));
+        assert_eq!(
+            a,
+            vec![Action::SendAdvert { priority: 0 }],
+            "no RemoveVips yet"
+        );
+        assert_eq!(
+            (m.state(), m.effective_priority(), m.standby()),
+            (State::Master, 0, true)
+        );
+        assert!(m.step(Event::Standby, t).is_empty(), "twice is once");
+        // Every advert until then says 0.
+        let at = m.next_deadline().unwrap();
+        assert_eq!(
+            acts(m.step(Event::Timer, at)),
+            vec![Action::SendAdvert { priority: 0 }]
+        );
+        // The peer's first advert as master: now the VIPs go.
+        let a = acts(m.step(advert(3, 100, 100), at + 10 * MS));
+        assert_eq!(a, vec![Action::RemoveVips, Action::BecameBackup]);
+        assert_eq!(m.state(), State::Backup);
+        // A standby backup does not preempt a lower priority master...
+        let t2 = at + 50 * MS;
+        m.step(advert(3, 100, 100), t2);
+        assert_eq!(m.next_deadline(), Some(t2 + m.master_down_interval()));
+        // ...until Resume: then the next lower advert is discarded and it takes over.
+        m.step(Event::Resume, t2);
+        assert!(!m.standby());
+        assert_eq!(m.effective_priority(), 150);
+        let t3 = t2 + 100 * MS;
+        m.step(advert(3, 100, 100), t3);
+        assert_eq!(
+            m.next_deadline(),
+            Some(t2 + m.master_down_interval()),
+            "discarded"
+        );
+        let at = m.next_deadline().unwrap();
+        assert_eq!(acts(m.step(Event::Timer, at)), to_master(150));
+    }
+
+    #[test]
+    fn resume_on_a_standby_master_advertises_the_real_priority_at_once() {
+        let t0 = Instant::now();
+        let (mut m, t) = master(params(Version::V3, 150, 100), t0);
+        m.step(Event::Standby, t);
+        let a = acts(m.step(Event::Resume, t + 5 * MS));
+        assert_eq!(a, vec![Action::SendAdvert { priority: 150 }]);
+        assert_eq!((m.state(), m.standby()), (State::Master, false));
+        assert!(m.step(Event::Resume, t + 6 * MS).is_empty());
+    }
+
+    /// Two routers, `vrids` each, grouped when more than one; 1 ms between them.
+    fn grouped_pair(vrids: &[u8]) -> Net {
+        let mk = |prio, last, vrid| Params {
+            primary: ip(last),
+            ..Params {
+                advert_interval: Duration::from_millis(100),
+                ..Params::new(vrid, Version::V3, prio, ip(last))
+            }
+        };
+        let groups = if vrids.len() > 1 {
+            vec![vrids.to_vec()]
+        } else {
+            vec![]
+        };
+        let mut net = Net::new(
+            Instant::now(),
+            vec![
+                (
+                    vrids.iter().map(|&v| mk(150, 1, v)).collect(),
+                    groups.clone(),
+                ),
+                (vrids.iter().map(|&v| mk(100, 2, v)).collect(), groups),
+            ],
+        );
+        net.latency = MS;
+        net
+    }
+
+    #[test]
+    fn net_standby_hands_over_and_back_without_a_gap() {
+        for vrids in [vec![1u8], vec![1, 2]] {
+            let mut net = grouped_pair(&vrids);
+            net.start_all();
+            net.run_for(5.0);
+            let from = net.now;
+            for &v in &vrids {
+                assert_eq!(net.holders(v), vec![0]);
+            }
+            // Hand over: A on standby. B holds every VRID within its Skew_Time, and at every
+            // moment someone holds each VRID (make before break).
+            let t = net.now;
+            for &v in &vrids {
+                net.inject(0, v, Event::Standby);
+            }
+            net.run_for(2.0);
+            let skew_b = Machine::new(net.routers[1].params[0].clone()).skew_time();
+            for &v in &vrids {
+                assert_eq!(net.holders(v), vec![1], "{vrids:?}");
+                let took = net.first(1, v, &Action::BecameMaster, t).unwrap() - t;
+                assert!(took <= skew_b + 2 * MS, "{vrids:?}: {took:?}");
+                net.check_vrid(v, from, Duration::ZERO);
+            }
+            // Hand back: resume A, stand B by, resume B.
+            let t = net.now;
+            for &v in &vrids {
+                net.inject(0, v, Event::Resume);
+                net.inject(1, v, Event::Standby);
+            }
+            net.run_for(1.0);
+            for &v in &vrids {
+                net.inject(1, v, Event::Resume);
+            }
+            net.run_for(5.0);
+            let skew_a = Machine::new(net.routers[0].params[0].clone()).skew_time();
+            for &v in &vrids {
+                assert_eq!(net.holders(v), vec![0], "{vrids:?}");
+                let took = net.first(0, v, &Action::BecameMaster, t).unwrap() - t;
+                assert!(took <= skew_a + 2 * MS, "{vrids:?}: back in {took:?}");
+                net.check_vrid(v, from, Duration::ZERO);
+            }
+        }
+    }
+
+    #[test]
+    fn net_a_standby_backup_still_takes_over_from_a_dead_master() {
+        let mut net = grouped_pair(&[1]);
+        net.start_all();
+        net.run_for(5.0);
+        net.inject(0, 1, Event::Standby);
+        net.run_for(2.0);
+        assert_eq!(net.holders(1), vec![1]);
+        // B dies: A on standby still serves rather than leave nobody (and says priority 0,
+        // so anyone able to take over does).
+        let crash = net.now;
+        net.crash(1);
+        net.run_for(2.0);
+        assert_eq!(net.holders(1), vec![0]);
+        let took = net.first(0, 1, &Action::BecameMaster, crash).unwrap() - crash;
+        let mdi = Machine::new(net.routers[0].params[0].clone()).master_down_interval();
+        assert!(took <= mdi + MS, "{took:?}");
+        assert_eq!(net.routers[0].machines[0].effective_priority(), 0);
     }
 }
 

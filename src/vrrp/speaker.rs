@@ -24,7 +24,7 @@ use crate::sys::netlink::{self, Netlink};
 use crate::sys::raw::{GROUP_V4, GROUP_V6, PacketSocket, VrrpSocket};
 use crate::wire::{arp, ndisc, vrrp};
 
-pub use super::status::{InstanceStatus, Status};
+pub use super::status::{InstanceStatus, Operator, OperatorTx, Status};
 
 /// One configured virtual router and its I/O.
 struct Instance {
@@ -47,6 +47,10 @@ struct Instance {
     ident: u16,
     /// Unicast peers: adverts go to each of them instead of the group, and only theirs count.
     peers: Vec<IpAddr>,
+    /// The rest of the gratuitous ARP / NA burst of the last takeover, still being sent:
+    /// stopped when the VIPs go, or a host that lost mastership would point clients back at
+    /// itself.
+    garp_burst: Option<tokio::task::AbortHandle>,
 }
 
 fn wire_version(v: u8) -> vrrp::Version {
@@ -309,6 +313,7 @@ fn open_instances(
             auth,
             ident: 0,
             peers: c.peers.clone(),
+            garp_burst: None,
         });
     }
     Ok((out, links))
@@ -326,6 +331,14 @@ pub struct Speaker {
     links: HashMap<String, netlink::Link>,
     groups: Vec<Group>,
     events: Netlink,
+    operator: (OperatorTx, mpsc::UnboundedReceiver<Operator>),
+}
+
+impl Speaker {
+    /// Where the control port sends operator requests (`vrrp standby`, `vrrp resume`).
+    pub fn operator(&self) -> OperatorTx {
+        self.operator.0.clone()
+    }
 }
 
 /// Open the sockets of every instance. Needs root and no runtime: the privileged parent calls
@@ -337,6 +350,7 @@ pub fn open(cfgs: &[config::Vrrp]) -> Result<Speaker> {
         links,
         groups: groups(cfgs),
         events: Netlink::link_events().context("link events")?,
+        operator: mpsc::unbounded_channel(),
     })
 }
 
@@ -353,6 +367,7 @@ pub async fn run(
         links,
         mut groups,
         events,
+        operator: (_, mut operator),
     } = sp;
     let events = crate::sys::async_fd(events).context("registering link events")?;
     let nl = &*ops;
@@ -452,6 +467,21 @@ pub async fn run(
                     if inst[k].machine.next_deadline().is_some_and(|t| t <= now) {
                         let before = inst[k].machine.state();
                         let acts = inst[k].machine.step(Event::Timer, now);
+                        perform(&mut inst, k, before, acts, &mut groups, nl, &status);
+                    }
+                }
+            }
+            Some(req) = operator.recv() => {
+                let now = Instant::now();
+                let (vrid, ev, what) = match req {
+                    Operator::Standby(v) => (v, Event::Standby, "standby"),
+                    Operator::Resume(v) => (v, Event::Resume, "resume"),
+                };
+                for k in 0..inst.len() {
+                    if vrid.is_none_or(|v| v == inst[k].cfg.vrid) {
+                        info!(target: "vrrp", vrid = inst[k].cfg.vrid, "operator: {what}");
+                        let before = inst[k].machine.state();
+                        let acts = inst[k].machine.step(ev, now);
                         perform(&mut inst, k, before, acts, &mut groups, nl, &status);
                     }
                 }
@@ -565,6 +595,9 @@ fn perform(
                 }
                 Action::AddVips | Action::RemoveVips => {
                     let up = matches!(a, Action::AddVips);
+                    if !up && let Some(b) = i.garp_burst.take() {
+                        b.abort();
+                    }
                     let req = Request::Vips {
                         vrid: i.cfg.vrid,
                         interface: i.cfg.interface.clone(),
@@ -585,7 +618,10 @@ fn perform(
                     // the port may drop the first).
                     let (sock, count, spacing) =
                         (i.garp.clone(), i.cfg.garp_count, i.cfg.garp_interval);
-                    tokio::spawn(async move {
+                    if let Some(b) = i.garp_burst.take() {
+                        b.abort();
+                    }
+                    let burst = tokio::spawn(async move {
                         for _ in 1..count {
                             tokio::time::sleep(spacing).await;
                             for f in &frames {
@@ -593,6 +629,7 @@ fn perform(
                             }
                         }
                     });
+                    i.garp_burst = Some(burst.abort_handle());
                 }
                 Action::BecameMaster => {
                     info!(target: "vrrp", vrid = i.cfg.vrid, interface = %i.cfg.interface, "became master");
@@ -679,6 +716,11 @@ fn publish(inst: &[Instance], status: &Status) {
         s.state = format!("{:?}", i.machine.state()).to_lowercase();
         s.priority = i.cfg.priority;
         s.effective_priority = i.machine.effective_priority();
+        s.standby = i.machine.standby();
+        if s.addresses.is_empty() {
+            s.addresses = i.vips.iter().map(|(a, p)| format!("{a}/{p}")).collect();
+        }
+        s.advert_interval_ms = u64::try_from(i.cfg.advert_interval.as_millis()).unwrap_or(0);
         if i.machine.state() == State::Master {
             s.master = Some(i.primary.to_string());
         }

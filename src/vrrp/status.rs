@@ -17,6 +17,24 @@ pub struct InstanceStatus {
     pub adverts_received: u64,
     /// Packets dropped, by reason.
     pub dropped: HashMap<String, u64>,
+    /// Put on standby by `vrrp standby` (effective priority 0 until `vrrp resume`).
+    pub standby: bool,
+    /// The virtual addresses, `ADDR/PREFIX`.
+    pub addresses: Vec<String>,
+    /// The configured advertisement interval.
+    pub advert_interval_ms: u64,
 }
 
 pub type Status = Arc<Mutex<Vec<InstanceStatus>>>;
+
+/// What an operator asks of the speaker through the control port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operator {
+    /// Hand mastership over on purpose: VRID, or every instance (None).
+    Standby(Option<u8>),
+    /// Undo Standby.
+    Resume(Option<u8>),
+}
+
+/// The speaker's end receives them in order; sending never blocks the control port.
+pub type OperatorTx = tokio::sync::mpsc::UnboundedSender<Operator>;
