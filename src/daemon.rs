@@ -306,6 +306,53 @@ fn start_listener(lb: &Arc<Balancer>, l: std::net::TcpListener) -> Result<(Socke
     Ok((addr, Listening { stop, task }))
 }
 
+/// Put every VRRP instance in standby and wait until none is master (the peer has taken
+/// over), for at most 4 advert intervals (200 ms to 3 s: a host without a peer still stops).
+async fn hand_over(
+    cfg: &Config,
+    status: Option<&crate::vrrp::status::Status>,
+    operator: Option<&crate::vrrp::status::OperatorTx>,
+) {
+    let (Some(status), Some(tx)) = (status, operator) else {
+        return;
+    };
+    let masters = || {
+        status
+            .lock()
+            .map(|s| s.iter().filter(|i| i.state == "master").count())
+            .unwrap_or(0)
+    };
+    if masters() == 0 {
+        return;
+    }
+    let longest = cfg
+        .vrrp
+        .iter()
+        .map(|v| v.advert_interval)
+        .max()
+        .unwrap_or_default();
+    let limit = (longest * 4).clamp(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(3),
+    );
+    info!(target: "vrrp", "stop: handing mastership over before closing the listeners (up to {} ms)", limit.as_millis());
+    if tx
+        .send(crate::vrrp::status::Operator::Standby(None))
+        .is_err()
+    {
+        return;
+    }
+    let t0 = std::time::Instant::now();
+    while masters() > 0 && t0.elapsed() < limit {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    if masters() == 0 {
+        info!(target: "vrrp", "stop: the peer took over after {} ms", t0.elapsed().as_millis());
+    } else {
+        warn!(target: "vrrp", "stop: no peer took over within {} ms; giving the addresses up anyway", limit.as_millis());
+    }
+}
+
 /// What wakes the child's main loop besides signals.
 enum Wake {
     Push(Push),
@@ -561,6 +608,12 @@ async fn serve(
                 }
             },
         }
+    }
+    // A planned stop hands VRRP mastership over before the listeners close (make before
+    // break): the peer takes the VIPs within its skew time while this host still answers, so
+    // no client meets a closed port or an address nobody holds.
+    if !parent_gone && !deadline.is_zero() {
+        hand_over(&cfg, ctl.vrrp.as_ref(), ctl.vrrp_operator.as_ref()).await;
     }
     let _ = stop_tx.send(true);
     for ls in listening.values() {
