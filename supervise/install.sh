@@ -218,7 +218,7 @@ if $systemd; then
 	file "$tmp/fwlb.service" "$D/etc/systemd/system/fwlb.service" 0644
 fi
 if [ "$os" = FreeBSD ]; then
-	paths "$here/rc.d/fwlb" "$tmp/rc.d"
+	paths "$top/rc.d/fwlb" "$tmp/rc.d"
 	file "$tmp/rc.d" "$D$prefix/etc/rc.d/fwlb" 0555
 fi
 

@@ -705,7 +705,7 @@ fn shipped_scripts_are_posix_sh() {
         "supervise/runit/fwlb/log/run",
         "supervise/daemontools/fwlb/run",
         "supervise/daemontools/fwlb/log/run",
-        "supervise/rc.d/fwlb",
+        "rc.d/fwlb",
     ] {
         let p = Path::new(REPO).join(f);
         let mode = std::fs::metadata(&p).expect(f).permissions().mode();
