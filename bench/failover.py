@@ -23,7 +23,7 @@ time the fault is injected at a recorded time t0, a chosen fraction (random, 0.1
 same for fwlb and keepalived in run k of a cell) of an interval after an advert of h1 seen by the
 client (a crash is detected Master_Down_Interval after the master's LAST advert, so the phase
 alone spreads crash times over one interval; pairing the phases makes the columns comparable):
-  crash   = kill -9 of h1's daemon (keepalived: its VRRP child, then the parent) + cable pull
+  crash   = kill -9 of h1's daemon (its VRRP child, then the parent, for both) + cable pull
             (`link set p1 down` in the bridge namespace, through an `ip -batch` already running,
             within ~1 ms): otherwise the killed master keeps the VIP and answers on it.
   planned = SIGTERM to h1's daemon (both send priority 0 and remove the VIP).
@@ -413,14 +413,27 @@ class Fwlb:
         except Exception:
             return None
 
+    def child(self):
+        try:
+            kids = open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read().split()
+            return int(kids[0]) if kids else None
+        except OSError:
+            return None
+
     def crash(self):
+        # The unprivileged child (the speaker) first, then the privileged parent: killing the
+        # parent alone is a planned handover (the child sends priority 0 and exits).
+        c = self.child()
+        if c:
+            os.kill(c, signal.SIGKILL)
         os.kill(self.proc.pid, signal.SIGKILL)
 
     def term(self):
         os.kill(self.proc.pid, signal.SIGTERM)
 
     def pids(self):
-        return [self.proc.pid]
+        c = self.child()
+        return [self.proc.pid] + ([c] if c else [])
 
     def warnings(self):
         try:
