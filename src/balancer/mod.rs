@@ -215,15 +215,7 @@ impl Balancer {
         let servers: Vec<ServerState> = cfg.servers.iter().cloned().map(ServerState::new).collect();
         let settings = Settings::from_config(&cfg);
         let select = select::new(settings.sticky, settings.base, &servers);
-        let emergency = cfg.emergency.map(|addr| {
-            ServerState::new(config::Server {
-                addr,
-                max: 0,
-                hard: 0,
-                weight: 0,
-                prio: 0,
-            })
-        });
+        let emergency = cfg.emergency.map(ServerState::emergency);
         let clients = ClientTable::new(cfg.max_clients, cfg.tracking);
         Arc::new(Balancer {
             limit: Arc::new(Semaphore::new(cfg.max_connections)),

@@ -35,6 +35,18 @@ impl ServerState {
         }
     }
 
+    /// The emergency server: no limits, no weight (used only when no other server can take
+    /// a client).
+    pub fn emergency(addr: std::net::SocketAddr) -> Self {
+        ServerState::new(config::Server {
+            addr,
+            max: 0,
+            hard: 0,
+            weight: 0,
+            prio: 0,
+        })
+    }
+
     /// An empty slot, as pen's `server N` beyond the end of the list leaves.
     pub fn empty() -> Self {
         ServerState::new(config::Server {

@@ -64,15 +64,7 @@ impl Balancer {
             if st.emergency.is_some() || new.emergency.is_some() {
                 notes.push(format!("emergency server now {:?}", new.emergency));
             }
-            st.emergency = new.emergency.map(|addr| {
-                ServerState::new(config::Server {
-                    addr,
-                    max: 0,
-                    hard: 0,
-                    weight: 0,
-                    prio: 0,
-                })
-            });
+            st.emergency = new.emergency.map(ServerState::emergency);
         }
         let fresh = Settings::from_config(new);
         let s = &mut st.settings;

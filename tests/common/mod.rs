@@ -306,3 +306,96 @@ pub fn read_all_blocking(s: &mut std::net::TcpStream) -> Vec<u8> {
 pub fn write_blocking(s: &mut std::net::TcpStream, b: &[u8]) {
     s.write_all(b).expect("write");
 }
+
+/// `fwlb run` inside network namespace `ns` (as `ip netns exec` execs it, the pid is the
+/// privileged parent's), killed with its child when dropped.
+pub struct NsDaemon {
+    pub child: Child,
+    _dir: tempfile::TempDir,
+    pub log: std::path::PathBuf,
+}
+
+impl NsDaemon {
+    pub fn with_config(ns: &str, config: &str) -> NsDaemon {
+        let dir = tempfile::tempdir().expect("dir");
+        let cfg = dir.path().join("fwlb.toml");
+        std::fs::write(&cfg, config).expect("config");
+        let log = dir.path().join("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, BIN, "run", "-c"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn fwlb");
+        NsDaemon {
+            child,
+            _dir: dir,
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        // `ip netns exec` execs the program: the child pid is fwlb's.
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status();
+    }
+
+    /// The pids of fwlb's own children (the unprivileged child).
+    pub fn kids(&self) -> Vec<String> {
+        let pid = self.child.id();
+        let mut kids = Vec::new();
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for t in tasks.flatten() {
+                let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                kids.extend(list.split_whitespace().map(str::to_string));
+            }
+        }
+        kids
+    }
+
+    /// A crash: SIGKILL the unprivileged child (the speaker) first, then the parent. Killing
+    /// only the parent is a planned handover: the child sees it go, sends priority 0, exits.
+    pub fn crash(&self) {
+        let kids = self.kids();
+        assert!(
+            !kids.is_empty(),
+            "fwlb {} has no child process to crash",
+            self.child.id()
+        );
+        for k in kids.iter().chain([&self.child.id().to_string()]) {
+            let _ = Command::new("kill").args(["-KILL", k]).status();
+        }
+    }
+}
+
+impl Drop for NsDaemon {
+    /// Both processes, and wait until the child is gone too: it holds the control port, which
+    /// the next daemon started in this namespace needs.
+    fn drop(&mut self) {
+        let kids = self.kids();
+        for k in &kids {
+            let _ = Command::new("kill").args(["-KILL", k]).status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let t0 = Instant::now();
+        let alive = |k: &String| {
+            std::fs::read_to_string(format!("/proc/{k}/stat")).is_ok_and(|st| {
+                !st.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+        };
+        while kids.iter().any(alive) && t0.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
