@@ -246,15 +246,7 @@ impl Parent {
     }
 
     fn instance(&self, vrid: u8, interface: &str) -> Result<&config::Vrrp, String> {
-        self.cfg
-            .vrrp
-            .iter()
-            .find(|v| v.vrid == vrid && v.interface == interface)
-            .ok_or_else(|| {
-                format!(
-                    "vrid {vrid} on {interface:?} is not a [[vrrp]] instance of the configuration"
-                )
-            })
+        instance(&self.cfg, vrid, interface)
     }
 
     /// Add or remove every address of one configured instance (only those: the child names
@@ -464,20 +456,20 @@ impl Parent {
     }
 }
 
+/// The configured VRRP instance a request names.
+fn instance<'a>(cfg: &'a Config, vrid: u8, interface: &str) -> Result<&'a config::Vrrp, String> {
+    cfg.vrrp
+        .iter()
+        .find(|v| v.vrid == vrid && v.interface == interface)
+        .ok_or_else(|| {
+            format!("vrid {vrid} on {interface:?} is not a [[vrrp]] instance of the configuration")
+        })
+}
+
 /// Whether the configuration allows `req` at all (the parent's first line of defence: the
 /// child may be compromised, so it only ever names things the operator configured).
 pub fn check(cfg: &Config, req: &Request) -> Result<(), String> {
-    let instance = |vrid: u8, interface: &str| {
-        cfg.vrrp
-            .iter()
-            .find(|v| v.vrid == vrid && v.interface == interface)
-            .map(|_| ())
-            .ok_or_else(|| {
-                format!(
-                    "vrid {vrid} on {interface:?} is not a [[vrrp]] instance of the configuration"
-                )
-            })
-    };
+    let instance = |vrid: u8, interface: &str| instance(cfg, vrid, interface).map(|_| ());
     let firewall = || match cfg.firewall.as_ref().map(|f| f.backend.as_str()) {
         Some("nftables" | "pf") => Ok(()),
         _ => Err("no firewall installed ([firewall] backend = \"nftables\" or \"pf\")".to_string()),
