@@ -296,9 +296,9 @@ struct Listening {
 }
 
 fn start_listener(lb: &Arc<Balancer>, l: std::net::TcpListener) -> Result<(SocketAddr, Listening)> {
-    let l = tokio::net::TcpListener::from_std(l)
-        .with_context(|| format!("balancer {:?}: listener", lb.cfg.name))?;
-    let addr = l.local_addr()?;
+    let l =
+        balancer::listener(l).with_context(|| format!("balancer {:?}: listener", lb.cfg.name))?;
+    let addr = l.get_ref().local_addr()?;
     info!(target: "lb", balancer = %lb.cfg.name, listen = %addr,
         servers = lb.lock().servers.len(), algorithm = lb.cfg.algorithm.name(), "listening");
     let (stop, rx) = watch::channel(false);

@@ -112,8 +112,8 @@ async fn demo() -> Result<()> {
         connection_log: false,
     };
     let std_l = sys::socket::listener(cfg.listen[0], cfg.backlog).context("listen")?;
-    let listener = TcpListener::from_std(std_l)?;
-    let addr = listener.local_addr()?;
+    let listener = balancer::listener(std_l)?;
+    let addr = listener.get_ref().local_addr()?;
     let lb = Balancer::new(cfg);
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(balancer::accept_loop(lb.clone(), listener, stop_rx));

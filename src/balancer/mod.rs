@@ -6,6 +6,7 @@
 //! server; the client is closed only when nothing can take it.
 
 pub mod clients;
+pub mod engine;
 pub mod pool;
 pub mod relay;
 mod reload;
@@ -18,7 +19,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use tokio::io::unix::AsyncFd;
 use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{debug, info, warn};
 
@@ -27,6 +30,7 @@ use crate::sys;
 use crate::wire::http::{RequestRewriter, XffConfig};
 use crate::wire::proxy;
 use clients::ClientTable;
+use engine::{Conn, Engine};
 use pool::ServerState;
 use select::{Pick, Select};
 
@@ -142,6 +146,10 @@ pub struct Balancer {
     local_waiting: AtomicUsize,
     idle: Notify,
     last_no_server_log: AtomicU64,
+    /// The socket engines (one per runtime worker), started with the first connection.
+    engines: std::sync::OnceLock<Vec<Arc<Engine>>>,
+    engines_init: Mutex<()>,
+    next_engine: AtomicUsize,
 }
 
 /// Which server a connection is using, so the count is given back even when the task is
@@ -236,7 +244,32 @@ impl Balancer {
             local_waiting: AtomicUsize::new(0),
             idle: Notify::new(),
             last_no_server_log: AtomicU64::new(0),
+            engines: std::sync::OnceLock::new(),
+            engines_init: Mutex::new(()),
+            next_engine: AtomicUsize::new(0),
         })
+    }
+
+    /// The engine for a new connection: round robin over one per runtime worker.
+    fn engine(&self) -> io::Result<Arc<Engine>> {
+        let list = match self.engines.get() {
+            Some(l) => l,
+            None => {
+                let _init = self.engines_init.lock().unwrap_or_else(|e| e.into_inner());
+                if self.engines.get().is_none() {
+                    let n = tokio::runtime::Handle::current().metrics().num_workers();
+                    let list = (0..n.max(1))
+                        .map(|_| Engine::start())
+                        .collect::<io::Result<Vec<_>>>()?;
+                    let _ = self.engines.set(list);
+                }
+                self.engines
+                    .get()
+                    .ok_or_else(|| io::Error::other("no socket engine"))?
+            }
+        };
+        let i = self.next_engine.fetch_add(1, Ordering::Relaxed) % list.len();
+        Ok(list[i].clone())
     }
 
     /// The state lock. A panic elsewhere cannot leave it unusable: the data is plain counters.
@@ -274,28 +307,37 @@ impl Balancer {
 
     /// Serve one accepted client until it ends.
     /// `listen` is the listener's address; a wildcard one is resolved per connection.
-    pub async fn serve(
-        self: Arc<Self>,
-        mut client: TcpStream,
-        peer: SocketAddr,
-        listen: SocketAddr,
-    ) {
+    pub async fn serve(self: Arc<Self>, client: OwnedFd, peer: SocketAddr, listen: SocketAddr) {
         self.active.fetch_add(1, Ordering::AcqRel);
         let _active = ActiveGuard(&self);
+        let engine = match self.engine() {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(target: "lb", balancer = %self.cfg.name, client = %peer, "no socket engine: {e}; client closed");
+                return;
+            }
+        };
+        let client = match engine.register(client) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(target: "lb", balancer = %self.cfg.name, client = %peer, "cannot poll the client socket: {e}; client closed");
+                return;
+            }
+        };
         // Nagle on a relay adds ~40 ms stalls per response (pen without tcp_nodelay). Linux
         // accepted sockets inherit TCP_NODELAY from the listener (sys::socket::listener sets
         // it), which saves a setsockopt(2) per connection.
         #[cfg(not(target_os = "linux"))]
-        let _ = client.set_nodelay(true);
+        let _ = socket2::SockRef::from(client.fd()).set_tcp_nodelay(true);
         let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
         let listen = if listen.ip().is_unspecified() {
-            client.local_addr().unwrap_or(unknown)
+            sys::socket::local_addr(client.fd().as_raw_fd()).unwrap_or(unknown)
         } else {
             listen
         };
         // Who the client is: behind another proxy, the address its PROXY header carries.
         let (who, dst, early) = if self.cfg.accept_proxy {
-            match read_proxy_header(&mut client).await {
+            match read_proxy_header(&client).await {
                 Ok((addrs, rest)) => match addrs {
                     Some(a) => (a.src, a.dst, rest),
                     // LOCAL / UNKNOWN: the proxy's own connection (health checks).
@@ -310,13 +352,13 @@ impl Balancer {
         } else {
             (peer, listen, Vec::new())
         };
-        let Some((mut upstream, guard, addr)) = self.connect_for(who).await else {
+        let Some((upstream, guard, addr)) = self.connect_for(&engine, who).await else {
             self.stats.no_server.fetch_add(1, Ordering::Relaxed);
             self.log_no_server(who);
             return;
         };
         self.stats.served.fetch_add(1, Ordering::Relaxed);
-        let upstream_fd = std::os::fd::AsRawFd::as_raw_fd(&upstream);
+        let upstream_fd = upstream.fd().as_raw_fd();
         let (info, idle) = {
             let mut st = self.lock();
             st.next_conn += 1;
@@ -337,31 +379,60 @@ impl Balancer {
             (info, st.settings.idle_timeout)
         };
         let id = info.id;
+        // Boxed: it moves into the engine's relay table, whose entries stay small.
         let mut rewriter = self.cfg.http_forwarded_for.then(|| {
             let trusted = self
                 .cfg
                 .trusted_proxies
                 .iter()
                 .any(|(n, l)| config::in_network(who.ip(), *n, *l));
-            RequestRewriter::new(XffConfig {
+            Box::new(RequestRewriter::new(XffConfig {
                 client: who.ip(),
                 trusted,
                 proto: "http",
-            })
+            }))
         });
         let end = match self
-            .preamble(&mut upstream, who, dst, &early, rewriter.as_mut(), &info)
+            .preamble(&upstream, who, dst, &early, rewriter.as_deref_mut(), &info)
             .await
         {
             Ok(()) => {
-                relay::relay(
-                    &mut client,
-                    &mut upstream,
-                    idle,
-                    &info.bytes,
-                    rewriter.as_mut(),
-                )
-                .await
+                let mut running = engine.relay(&client, &upstream, info.clone(), rewriter.take());
+                if idle.is_zero() {
+                    let (end, rw) = (&mut running).await;
+                    rewriter = rw;
+                    end
+                } else {
+                    // Look for moved bytes four times per period rather than stamping every
+                    // read: the connection closes between `idle` and 1.25 x `idle` after the
+                    // last byte moved.
+                    let tick = (idle / 4).max(Duration::from_millis(10));
+                    let moved = || {
+                        info.bytes.up.load(Ordering::Relaxed)
+                            + info.bytes.down.load(Ordering::Relaxed)
+                    };
+                    let (mut seen, mut quiet) = (moved(), Duration::ZERO);
+                    loop {
+                        tokio::select! {
+                            (end, rw) = &mut running => {
+                                rewriter = rw;
+                                break end;
+                            }
+                            _ = tokio::time::sleep(tick) => {
+                                let now = moved();
+                                if now != seen {
+                                    (seen, quiet) = (now, Duration::ZERO);
+                                } else {
+                                    quiet += tick;
+                                    if quiet >= idle {
+                                        rewriter = running.cancel();
+                                        break relay::End::Idle;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
             Err(e) => relay::End::Error(e),
         };
@@ -393,7 +464,7 @@ impl Balancer {
             }
             relay::End::BadRequest(e) => {
                 self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
-                lingering_close(&mut client).await;
+                lingering_close(&client).await;
                 format!("400 bad request ({e})")
             }
             relay::End::Error(e) => format!("error: {e}"),
@@ -423,14 +494,13 @@ impl Balancer {
     /// came with the PROXY header we accepted.
     async fn preamble(
         &self,
-        upstream: &mut TcpStream,
+        upstream: &Conn,
         who: SocketAddr,
         dst: SocketAddr,
         early: &[u8],
         rewriter: Option<&mut RequestRewriter>,
         info: &ConnInfo,
     ) -> io::Result<()> {
-        use tokio::io::AsyncWriteExt;
         let mut out = match self.cfg.proxy_protocol {
             config::ProxyProtocol::None => Vec::new(),
             config::ProxyProtocol::V1 => proxy::encode_v1(who, dst),
@@ -505,8 +575,9 @@ impl Balancer {
 
     async fn connect_for(
         &self,
+        engine: &Arc<Engine>,
         peer: SocketAddr,
-    ) -> Option<(TcpStream, ConnGuard<'_>, SocketAddr)> {
+    ) -> Option<(Conn, ConnGuard<'_>, SocketAddr)> {
         let now = Instant::now();
         let (first, n, failover) = self.plan(peer.ip(), peer.port(), now);
         // pen's walk: the pick, then pick+1, pick+2 ...; stubborn tries only the pick.
@@ -526,7 +597,7 @@ impl Balancer {
                 addr,
                 epoch,
             };
-            match connect(addr, timeout, &self.local_waiting).await {
+            match connect(engine, addr, timeout, &self.local_waiting).await {
                 Ok(s) => {
                     let now = Instant::now();
                     let mut st = self.lock();
@@ -582,28 +653,28 @@ const LOCAL_WAIT: Duration = Duration::from_secs(30);
 /// (descriptors, ports) is not the server's fault: wait for it to pass (backing off) instead
 /// of blaming the server.
 async fn connect(
+    engine: &Arc<Engine>,
     addr: SocketAddr,
     timeout: Duration,
     waiting: &AtomicUsize,
-) -> Result<TcpStream, ConnectError> {
+) -> Result<Conn, ConnectError> {
     let give_up = tokio::time::Instant::now() + LOCAL_WAIT.max(timeout);
     let mut backoff = Duration::from_millis(5);
     loop {
-        let sock = if addr.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        };
-        let result = match sock.and_then(|s| s.set_nodelay(true).map(|()| s)) {
+        let result = match sys::socket::connect(addr) {
             Err(e) => Err(e),
-            Ok(sock) => match tokio::time::timeout(timeout, sock.connect(addr)).await {
-                Err(_) => {
-                    return Err(ConnectError::Server(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "connect timed out",
-                    )));
-                }
-                Ok(r) => r,
+            Ok((fd, done)) => match engine.register(fd) {
+                Err(e) => Err(e),
+                Ok(conn) if done => Ok(conn),
+                Ok(conn) => match tokio::time::timeout(timeout, conn.connected()).await {
+                    Err(_) => {
+                        return Err(ConnectError::Server(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "connect timed out",
+                        )));
+                    }
+                    Ok(r) => r.map(|()| conn),
+                },
             },
         };
         match result {
@@ -627,9 +698,8 @@ async fn connect(
 /// After answering 400, read and drop what the client still sends for a moment before closing:
 /// closing with unread data sends a reset, and a reset makes the client's kernel discard the
 /// 400 it has not read yet.
-async fn lingering_close(client: &mut TcpStream) {
-    use tokio::io::AsyncReadExt;
-    let _ = sys::socket::shutdown_write(&*client);
+async fn lingering_close(client: &Conn) {
+    let _ = sys::socket::shutdown_write(client.fd());
     let drain = async {
         // On the heap: an array here would sit in every connection's task, used or not.
         let mut buf = vec![0u8; 16 * 1024];
@@ -646,8 +716,7 @@ async fn lingering_close(client: &mut TcpStream) {
 
 /// Read a PROXY header (v1 or v2) from a client within 5 s; returns its addresses and the
 /// client bytes that followed it in the same reads.
-async fn read_proxy_header(client: &mut TcpStream) -> io::Result<(Option<proxy::Addrs>, Vec<u8>)> {
-    use tokio::io::AsyncReadExt;
+async fn read_proxy_header(client: &Conn) -> io::Result<(Option<proxy::Addrs>, Vec<u8>)> {
     let mut buf = Vec::with_capacity(256);
     let read = async {
         let mut chunk = vec![0u8; 1024];
@@ -687,14 +756,31 @@ fn coarse_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// A listening socket (non-blocking) ready for `accept_loop`.
+pub fn listener(l: std::net::TcpListener) -> io::Result<AsyncFd<std::net::TcpListener>> {
+    // SAFETY: a std TcpListener owns its descriptor for its whole life.
+    unsafe { AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE) }
+        .map_err(io::Error::from)
+}
+
+/// The next client: its socket (non-blocking, not registered anywhere yet) and address.
+async fn accept(l: &AsyncFd<std::net::TcpListener>) -> io::Result<(OwnedFd, SocketAddr)> {
+    loop {
+        let mut ready = l.readable().await?;
+        if let Ok(r) = ready.try_io(|l| sys::socket::accept(l.get_ref().as_raw_fd())) {
+            return r;
+        }
+    }
+}
+
 /// Accept clients on one listener until `stop` turns true. Descriptor exhaustion makes the
 /// loop back off (the pending clients wait in the kernel's backlog) and log once per episode.
 pub async fn accept_loop(
     lb: Arc<Balancer>,
-    listener: TcpListener,
+    listener: AsyncFd<std::net::TcpListener>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let local = listener.local_addr().ok();
+    let local = listener.get_ref().local_addr().ok();
     let listen = local.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut exhausted_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(10);
@@ -713,7 +799,7 @@ pub async fn accept_loop(
             Err(io::Error::from_raw_os_error(libc::EMFILE))
         } else {
             tokio::select! {
-                r = listener.accept() => r,
+                r = accept(&listener) => r,
                 _ = stop.changed() => return,
             }
         };
@@ -766,16 +852,16 @@ mod size_probe {
     /// it 17 KiB).
     #[tokio::test]
     async fn a_connection_task_stays_small() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let a = l.local_addr().unwrap();
-        let c = tokio::net::TcpStream::connect(a).await.unwrap();
+        let c = std::net::TcpStream::connect(a).unwrap();
         let cfg = crate::config::parse_str(
             "[[balancer]]\nname = \"t\"\nlisten = \"127.0.0.1:1\"\nservers = [\"127.0.0.1:2\"]\n",
             std::path::Path::new("x"),
         )
         .unwrap();
         let lb = super::Balancer::new(cfg.balancers[0].clone());
-        let f = lb.clone().serve(c, a, a);
+        let f = lb.clone().serve(c.into(), a, a);
         assert!(
             std::mem::size_of_val(&f) <= 2048,
             "serve future is {} bytes",

@@ -2,37 +2,33 @@
 //! with shutdown(SHUT_WR), backpressure (a direction stops reading while its peer cannot take
 //! more), and nothing lost when a side closes right after sending.
 //!
-//! Memory: an idle connection holds no buffer. Reads go into one per-thread scratch buffer and
+//! A `Relay` is a synchronous state machine over two non-blocking descriptors and the
+//! readiness bits the engine's poller last reported for them: `pump` moves what can move
+//! without blocking and says whether it is blocked, still busy, or done. The engine
+//! (balancer::engine) runs it straight from its event loop, with no task wake-up, waker or
+//! future per event: the per-request CPU of a keep-alive relay is two recv(2) and two send(2)
+//! plus this loop.
+//!
+//! Memory: an idle connection holds no buffer. Reads go into the engine's scratch buffer and
 //! are written straight on; only bytes the peer cannot take at once are kept, per connection,
 //! until they drain. A direction whose reads fill the whole scratch buffer is carrying bulk
 //! data and switches to splice(2) on Linux, so the bytes never enter user space.
-//!
-//! CPU: the relay is one hand-written poll function over both directions rather than two
-//! joined async loops, so a wake-up costs one pass over a small state machine. Reads use
-//! tokio's `poll_read`, which after a short read knows the socket is drained and waits for the
-//! next edge instead of spending a read(2) on EAGAIN.
 
-use std::cell::RefCell;
 use std::io;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-
+use super::ConnInfo;
 use crate::sys;
+use crate::sys::poller::{READ, WRITE, drained};
 use crate::wire::http::{self, HttpError, RequestRewriter};
 
-const SCRATCH: usize = 64 * 1024;
+/// Size of the engine's scratch buffer: a read that fills it marks bulk data.
+pub const SCRATCH: usize = 64 * 1024;
 
-/// Passes over both directions in one wake-up before yielding to other connections.
+/// Passes over both directions per pump before other connections get their turn.
 const ROUNDS: usize = 16;
-
-thread_local! {
-    static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH]);
-}
 
 /// Bytes moved so far, readable while the relay runs.
 #[derive(Default, Debug)]
@@ -54,6 +50,16 @@ pub enum End {
     Idle,
     /// A socket error (reset, broken pipe ...).
     Error(io::Error),
+}
+
+/// What one `pump` left.
+pub enum Pumped {
+    /// Waiting for the poller: nothing moves until a socket reports readiness.
+    Blocked,
+    /// Still moving after ROUNDS passes: pump again after the other connections.
+    Busy,
+    /// Both directions ended (Ok) or a socket failed.
+    Done(io::Result<()>),
 }
 
 /// One direction's state.
@@ -78,92 +84,126 @@ enum Step {
     BadRequest(HttpError),
 }
 
-/// What one read did.
-enum Read {
-    Nothing,
-    Eof,
-    Data { bulk: bool },
-    Refused(HttpError),
+/// One socket as a direction sees it.
+struct Io<'a> {
+    fd: RawFd,
+    ready: &'a mut u8,
 }
 
-/// Relay until both directions end, one fails, or the connection is idle for `idle` (0 = never).
-/// With `rewriter`, client bytes go through it (X-Forwarded-For on every request).
-pub async fn relay(
-    client: &mut TcpStream,
-    server: &mut TcpStream,
-    idle: Duration,
-    ctr: &Counters,
-    mut rewriter: Option<&mut RequestRewriter>,
-) -> End {
-    let mut up = Dir::default();
-    let mut down = Dir::default();
-    let mut refused: Option<HttpError> = None;
-    let moved = AtomicBool::new(false);
-    let mut both = std::future::poll_fn(|cx| {
+/// A running relay. `ready` is owned by the relay while it runs: the engine ORs the poller's
+/// events into it, the relay clears a bit when the socket says EAGAIN (or a short read or
+/// write shows it drained or full; edge-triggered polling reports the next change).
+pub struct Relay {
+    /// Client, server.
+    fds: [RawFd; 2],
+    pub ready: [u8; 2],
+    up: Dir,
+    down: Dir,
+    info: Arc<ConnInfo>,
+    /// With it, client bytes go through it (X-Forwarded-For on every request).
+    pub rewriter: Option<Box<RequestRewriter>>,
+    pub refused: Option<HttpError>,
+}
+
+impl Relay {
+    pub fn new(
+        fds: [RawFd; 2],
+        ready: [u8; 2],
+        info: Arc<ConnInfo>,
+        rewriter: Option<Box<RequestRewriter>>,
+    ) -> Relay {
+        Relay {
+            fds,
+            ready,
+            up: Dir::default(),
+            down: Dir::default(),
+            info,
+            rewriter,
+            refused: None,
+        }
+    }
+
+    /// Move whatever can move now.
+    pub fn pump(&mut self, scratch: &mut [u8]) -> Pumped {
+        let [cfd, sfd] = self.fds;
         for _ in 0..ROUNDS {
-            let filter = rewriter.as_deref_mut();
-            let a = match step(&mut up, down.done, client, server, &ctr.up, cx, filter) {
+            let [rc, rs] = &mut self.ready;
+            let a = match step(
+                &mut self.up,
+                self.down.done,
+                Io { fd: cfd, ready: rc },
+                Io { fd: sfd, ready: rs },
+                &self.info.bytes.up,
+                scratch,
+                self.rewriter.as_deref_mut(),
+            ) {
                 Ok(Step::BadRequest(e)) => {
-                    refused = Some(e);
-                    if rewriter.as_deref().is_none_or(|r| r.requests() == 0) {
+                    self.refused = Some(e);
+                    if self.rewriter.as_ref().is_none_or(|r| r.requests() == 0) {
                         // Nothing went to the server: answer 400 now and close both sides.
-                        let _ = client.try_write(http::BAD_REQUEST);
-                        return Poll::Ready(Ok(()));
+                        let _ = sys::socket::send(cfd, http::BAD_REQUEST);
+                        return Pumped::Done(Ok(()));
                     }
                     // Stop reading the client, let the server finish what it was sent (it
                     // answers earlier pipelined requests), then answer 400.
-                    down.bad_request = true;
-                    if let Err(e) = finish(&mut up, down.done, server) {
-                        return Poll::Ready(Err(e));
+                    self.down.bad_request = true;
+                    if let Err(e) = finish(&mut self.up, self.down.done, sfd) {
+                        return Pumped::Done(Err(e));
                     }
                     Step::Progress
                 }
                 Ok(s) => s,
-                Err(e) => return Poll::Ready(Err(e)),
+                Err(e) => return Pumped::Done(Err(e)),
             };
-            let b = match step(&mut down, up.done, server, client, &ctr.down, cx, None) {
+            let [rc, rs] = &mut self.ready;
+            let b = match step(
+                &mut self.down,
+                self.up.done,
+                Io { fd: sfd, ready: rs },
+                Io { fd: cfd, ready: rc },
+                &self.info.bytes.down,
+                scratch,
+                None,
+            ) {
                 Ok(s) => s,
-                Err(e) => return Poll::Ready(Err(e)),
+                Err(e) => return Pumped::Done(Err(e)),
             };
-            if up.done && down.done {
-                return Poll::Ready(Ok(()));
+            if self.up.done && self.down.done {
+                return Pumped::Done(Ok(()));
             }
-            match (a, b) {
-                (Step::Blocked, Step::Blocked) => return Poll::Pending,
-                _ => moved.store(true, Ordering::Relaxed),
-            }
-        }
-        // Still busy: let other connections run, then come back.
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    });
-    let r = if idle.is_zero() {
-        (&mut both).await
-    } else {
-        // Look for activity four times per period rather than stamping every read: the
-        // connection closes between `idle` and 1.25 x `idle` after the last byte moved.
-        let tick = (idle / 4).max(Duration::from_millis(10));
-        let mut quiet = Duration::ZERO;
-        loop {
-            tokio::select! {
-                r = &mut both => break r,
-                _ = tokio::time::sleep(tick) => {
-                    if moved.swap(false, Ordering::Relaxed) {
-                        quiet = Duration::ZERO;
-                    } else {
-                        quiet += tick;
-                        if quiet >= idle {
-                            return End::Idle;
-                        }
-                    }
-                }
+            if let (Step::Blocked, Step::Blocked) = (a, b) {
+                return Pumped::Blocked;
             }
         }
-    };
-    match (r, refused) {
-        (Ok(()), Some(e)) => End::BadRequest(e),
-        (Ok(()), None) => End::Closed,
-        (Err(e), _) => End::Error(e),
+        Pumped::Busy
+    }
+}
+
+/// Add to a byte counter. The relay is its only writer (under the engine's lock), so a plain
+/// load and store does, without the locked add; readers (`show conns`) see a recent value.
+fn count(ctr: &AtomicU64, n: usize) {
+    ctr.store(ctr.load(Ordering::Relaxed) + n as u64, Ordering::Relaxed);
+}
+
+/// Send `buf` if `dst` can take it: Ok(bytes taken); a short send means the socket is full.
+fn send_some(dst: &mut Io<'_>, buf: &[u8]) -> io::Result<usize> {
+    if *dst.ready & WRITE == 0 {
+        return Ok(0);
+    }
+    match sys::socket::send(dst.fd, buf) {
+        Ok(n) => {
+            if n < buf.len() {
+                // Full: the kernel flagged the socket and reports EPOLLOUT when it drains.
+                *dst.ready &= !WRITE;
+            }
+            Ok(n)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            *dst.ready &= !WRITE;
+            Ok(0)
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+        Err(e) => Err(e),
     }
 }
 
@@ -171,118 +211,95 @@ pub async fn relay(
 fn step(
     d: &mut Dir,
     other_done: bool,
-    src: &mut TcpStream,
-    dst: &mut TcpStream,
+    src: Io<'_>,
+    mut dst: Io<'_>,
     ctr: &AtomicU64,
-    cx: &mut Context<'_>,
+    scratch: &mut [u8],
     filter: Option<&mut RequestRewriter>,
 ) -> io::Result<Step> {
     if d.done {
         return Ok(Step::Blocked);
     }
     if d.off < d.pending.len() {
-        return match Pin::new(&mut *dst).poll_write(cx, &d.pending[d.off..]) {
-            Poll::Pending => Ok(Step::Blocked),
-            Poll::Ready(Err(e)) => Err(e),
-            Poll::Ready(Ok(0)) => Err(io::ErrorKind::WriteZero.into()),
-            Poll::Ready(Ok(n)) => {
-                d.off += n;
-                if d.off == d.pending.len() {
-                    // Free it: an idle connection keeps no buffer.
-                    d.pending = Vec::new();
-                    d.off = 0;
-                }
-                Ok(Step::Progress)
-            }
-        };
+        let n = send_some(&mut dst, &d.pending[d.off..])?;
+        if n == 0 {
+            return Ok(Step::Blocked);
+        }
+        d.off += n;
+        if d.off == d.pending.len() {
+            // Free it: an idle connection keeps no buffer.
+            d.pending = Vec::new();
+            d.off = 0;
+        }
+        return Ok(Step::Progress);
     }
     #[cfg(target_os = "linux")]
     if d.pipe.is_some() {
-        return splice_step(d, other_done, src, dst, ctr, cx);
+        return splice_step(d, other_done, src, dst, ctr);
     }
-    let read = BUF.with(|b| {
-        let mut buf = b.borrow_mut();
-        let mut rb = ReadBuf::new(&mut buf[..]);
-        match Pin::new(&mut *src).poll_read(cx, &mut rb) {
-            Poll::Pending => Ok(Read::Nothing),
-            Poll::Ready(Err(e)) => Err(e),
-            Poll::Ready(Ok(())) => {
-                let n = rb.filled().len();
-                if n > 0 {
-                    ctr.fetch_add(n as u64, Ordering::Relaxed);
-                    if let Some(f) = filter {
-                        // Rewritten bytes go through `pending`, written below like any
-                        // backlog; a refused head ends this direction.
-                        if let Err(e) = f.feed(&buf[..n], &mut d.pending) {
-                            d.pending.clear();
-                            return Ok(Read::Refused(e));
-                        }
-                        match dst.try_write(&d.pending) {
-                            Ok(w) => d.off = w,
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                            Err(e) => return Err(e),
-                        }
-                        if d.off == d.pending.len() {
-                            d.pending = Vec::new();
-                            d.off = 0;
-                        }
-                        // No splice: every byte must pass the rewriter.
-                        return Ok(Read::Data { bulk: false });
-                    }
-                    match dst.try_write(&buf[..n]) {
-                        Ok(w) if w == n => {}
-                        Ok(w) => d.pending.extend_from_slice(&buf[w..n]),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            d.pending.extend_from_slice(&buf[..n])
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                if n == 0 {
-                    Ok(Read::Eof)
-                } else {
-                    Ok(Read::Data {
-                        bulk: n == buf.len(),
-                    })
-                }
-            }
-        }
-    })?;
-    match read {
-        Read::Nothing => Ok(Step::Blocked),
-        Read::Refused(e) => Ok(Step::BadRequest(e)),
-        Read::Eof => {
-            finish(d, other_done, dst)?;
-            Ok(Step::Progress)
-        }
-        Read::Data { bulk } => {
-            #[cfg(target_os = "linux")]
-            if bulk {
-                // Bulk data: from now on socket -> pipe -> socket inside the kernel. What is
-                // pending is written first, so the byte order holds. Without a pipe (out of
-                // descriptors) the copy path simply goes on.
-                d.pipe = sys::splice::Pipe::new().ok();
-            }
-            #[cfg(not(target_os = "linux"))]
-            let _ = bulk;
-            Ok(Step::Progress)
-        }
+    if *src.ready & READ == 0 {
+        return Ok(Step::Blocked);
     }
+    let n = match sys::socket::recv(src.fd, scratch) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            drained(src.ready);
+            return Ok(Step::Blocked);
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Step::Progress),
+        Err(e) => return Err(e),
+    };
+    if n == 0 {
+        finish(d, other_done, dst.fd)?;
+        return Ok(Step::Progress);
+    }
+    if n < scratch.len() {
+        // A short read drained the socket: the next arrival is a new edge. Saves the
+        // recv(2) that would only say EAGAIN.
+        drained(src.ready);
+    }
+    count(ctr, n);
+    if let Some(f) = filter {
+        // Rewritten bytes go through `pending`, written like any backlog; a refused head
+        // ends this direction. No splice: every byte must pass the rewriter.
+        if let Err(e) = f.feed(&scratch[..n], &mut d.pending) {
+            d.pending.clear();
+            return Ok(Step::BadRequest(e));
+        }
+        d.off = send_some(&mut dst, &d.pending)?;
+        if d.off == d.pending.len() {
+            d.pending = Vec::new();
+            d.off = 0;
+        }
+        return Ok(Step::Progress);
+    }
+    let w = send_some(&mut dst, &scratch[..n])?;
+    if w < n {
+        d.pending.extend_from_slice(&scratch[w..n]);
+    }
+    #[cfg(target_os = "linux")]
+    if n == scratch.len() {
+        // Bulk data: from now on socket -> pipe -> socket inside the kernel. What is
+        // pending is written first, so the byte order holds. Without a pipe (out of
+        // descriptors) the copy path simply goes on.
+        d.pipe = sys::splice::Pipe::new().ok();
+    }
+    Ok(Step::Progress)
 }
 
 /// End of stream from src: pass the FIN on; the other direction may go on. When the other
 /// direction has ended too, both sockets are about to be closed, and close(2) sends the FIN:
 /// the shutdown(2) would be a wasted call on every connection.
-fn finish(d: &mut Dir, other_done: bool, dst: &TcpStream) -> io::Result<()> {
+fn finish(d: &mut Dir, other_done: bool, dst: RawFd) -> io::Result<()> {
     d.done = true;
     if d.bad_request {
         // Best effort: 70 bytes into a socket that has taken nothing for a while.
-        let _ = dst.try_write(http::BAD_REQUEST);
+        let _ = sys::socket::send(dst, http::BAD_REQUEST);
     }
     if other_done {
         return Ok(());
     }
-    match sys::socket::shutdown_write(dst) {
+    match sys::socket::shutdown_write_raw(dst) {
         Ok(()) => Ok(()),
         // The peer already went away entirely: nothing left to tell it.
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(()),
@@ -295,40 +312,46 @@ fn finish(d: &mut Dir, other_done: bool, dst: &TcpStream) -> io::Result<()> {
 fn splice_step(
     d: &mut Dir,
     other_done: bool,
-    src: &TcpStream,
-    dst: &TcpStream,
+    src: Io<'_>,
+    dst: Io<'_>,
     ctr: &AtomicU64,
-    cx: &mut Context<'_>,
 ) -> io::Result<Step> {
-    use std::os::fd::AsRawFd;
-    use tokio::io::Interest;
     let Some(pipe) = d.pipe.as_mut() else {
         return Ok(Step::Blocked);
     };
     if pipe.len > 0 {
-        if dst.poll_write_ready(cx).is_pending() {
+        if *dst.ready & WRITE == 0 {
             return Ok(Step::Blocked);
         }
-        return match dst.try_io(Interest::WRITABLE, || pipe.drain(dst.as_raw_fd())) {
+        return match pipe.drain(dst.fd) {
+            Ok(0) => Err(io::ErrorKind::WriteZero.into()),
             Ok(_) => Ok(Step::Progress),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Step::Progress),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *dst.ready &= !WRITE;
+                Ok(Step::Blocked)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Step::Progress),
             Err(e) => Err(e),
         };
     }
-    if src.poll_read_ready(cx).is_pending() {
+    if *src.ready & READ == 0 {
         return Ok(Step::Blocked);
     }
-    match src.try_io(Interest::READABLE, || pipe.fill(src.as_raw_fd())) {
+    match pipe.fill(src.fd) {
         Ok(0) => {
             d.pipe = None;
-            finish(d, other_done, dst)?;
+            finish(d, other_done, dst.fd)?;
             Ok(Step::Progress)
         }
         Ok(n) => {
-            ctr.fetch_add(n as u64, Ordering::Relaxed);
+            count(ctr, n);
             Ok(Step::Progress)
         }
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Step::Progress),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            drained(src.ready);
+            Ok(Step::Blocked)
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Step::Progress),
         Err(e) => Err(e),
     }
 }

@@ -7,6 +7,7 @@ pub mod nft;
 // The layouts are tested on every OS; only FreeBSD opens /dev/pf.
 #[cfg(any(target_os = "freebsd", test))]
 pub mod pf;
+pub mod poller;
 pub mod privdrop;
 pub mod privsep;
 pub mod process;

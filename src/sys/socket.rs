@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
@@ -75,6 +76,83 @@ pub fn local_addr(fd: std::os::fd::RawFd) -> Option<SocketAddr> {
     // balancer::ConnInfo::local); the borrow does not outlive it.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     SockRef::from(&fd).local_addr().ok()?.as_socket()
+}
+
+/// accept4(2): the next client, non-blocking and close-on-exec in the one call.
+pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, SocketAddr)> {
+    let mut storage = socket2::SockAddrStorage::zeroed();
+    let mut len = storage.size_of();
+    // SAFETY: the address buffer (a sockaddr_storage) and its length live across the call.
+    let fd = unsafe {
+        libc::accept4(
+            listener,
+            storage.view_as::<libc::sockaddr>(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: accept4 returned a new descriptor that nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: the kernel wrote a socket address of `len` bytes into `storage`.
+    let addr = unsafe { socket2::SockAddr::new(storage, len) };
+    let addr = addr
+        .as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "accepted a non-IP socket"))?;
+    Ok((fd, addr))
+}
+
+/// A non-blocking TCP socket with TCP_NODELAY, connecting to `addr`: Ok(true) connected
+/// already, Ok(false) in progress (wait until writable, then `take_error`).
+pub fn connect(addr: SocketAddr) -> io::Result<(OwnedFd, bool)> {
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )?;
+    sock.set_tcp_nodelay(true)?;
+    let done = match sock.connect(&addr.into()) {
+        Ok(()) => true,
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => false,
+        Err(e) => return Err(e),
+    };
+    Ok((sock.into(), done))
+}
+
+/// SO_ERROR of a socket: how its connect ended.
+pub fn take_error(fd: &OwnedFd) -> io::Result<Option<io::Error>> {
+    SockRef::from(fd).take_error()
+}
+
+/// recv(2) into `buf`.
+pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length for the call.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// send(2) of `buf`; a peer that went away is an EPIPE error, never a SIGPIPE.
+pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of its length for the call.
+    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// shutdown(SHUT_WR) of a descriptor the caller keeps open.
+pub fn shutdown_write_raw(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain syscall on a descriptor number; errors are reported, not UB.
+    if unsafe { libc::shutdown(fd, libc::SHUT_WR) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
