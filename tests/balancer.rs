@@ -544,6 +544,46 @@ async fn thousand_concurrent_connections() {
     assert!(per.values().all(|&n| n == 500), "{per:?}");
 }
 
+/// `threads = 2`: one socket engine per runtime worker, connections spread over both; every
+/// connection still relays its own bytes exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_worker_threads_relay_exactly() {
+    let b = backends(2).await;
+    let l = lb_addr();
+    let cfg = config(l, &addrs(&b), "algorithm = \"roundrobin\"").replacen(
+        "[daemon]\n",
+        "[daemon]\nthreads = 2\n",
+        1,
+    );
+    let _f = Fwlb::start(&cfg, l);
+    let mut tasks = Vec::new();
+    for i in 0..200u32 {
+        tasks.push(tokio::spawn(async move {
+            let mut s = connect_from(1 + i % 50, l).await.expect("connect");
+            let who = read_line(&mut s).await.expect("greeting");
+            // 64 KiB per connection, distinct per connection.
+            let msg: Vec<u8> = (0..65536u32).map(|k| b'a' + ((k + i) % 26) as u8).collect();
+            let (mut r, mut w) = s.into_split();
+            let send = tokio::spawn(async move {
+                w.write_all(&msg).await.expect("write");
+                w.shutdown().await.expect("fin");
+                msg
+            });
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).await.expect("read");
+            let mut want = send.await.expect("send");
+            want.extend_from_slice(format!("BYE {who}\n").as_bytes());
+            assert!(out == want, "connection {i}: {} bytes back", out.len());
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("a connection stalled")
+            .expect("task");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn descriptor_exhaustion_backs_off_and_recovers() {
     let b = Backend::start("s").await;

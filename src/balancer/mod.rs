@@ -261,6 +261,7 @@ impl Balancer {
                     let list = (0..n.max(1))
                         .map(|_| Engine::start())
                         .collect::<io::Result<Vec<_>>>()?;
+                    debug!(target: "lb", balancer = %self.cfg.name, engines = list.len(), "socket engines started");
                     let _ = self.engines.set(list);
                 }
                 self.engines
