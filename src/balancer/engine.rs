@@ -180,15 +180,9 @@ impl Engine {
                 }
             }
         }
-        let queue = std::mem::take(&mut inner.queue);
-        for &r in &queue {
+        // `pump` queues the still-busy relays again, for the next pass.
+        for r in std::mem::take(&mut inner.queue) {
             inner.pump(r);
-        }
-        // Keep the allocation: `pump` queued only the busy ones into the fresh vector.
-        let mut queue = queue;
-        queue.clear();
-        if inner.queue.is_empty() {
-            inner.queue = queue;
         }
         n == BATCH || !inner.queue.is_empty()
     }
@@ -284,6 +278,14 @@ impl Inner {
     }
 }
 
+/// Keep the waker to wake, cloning only when it changed.
+fn store_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
 /// The driver: sleeps in the runtime's reactor until the poller has events, then drains it.
 async fn drive(engine: Arc<Engine>, afd: AsyncFd<PollFd>) {
     loop {
@@ -329,16 +331,14 @@ impl Conn {
         &self.fd
     }
 
-    fn poll_ready(&self, cx: &mut Context<'_>, want: u8) -> Poll<u32> {
+    /// Ready for `want`: the event tick (for `clear_ready`) and all the readiness bits.
+    fn poll_ready(&self, cx: &mut Context<'_>, want: u8) -> Poll<(u32, u8)> {
         let mut g = self.engine.lock();
         let s = &mut g.socks[self.idx as usize];
         if s.ready & want != 0 {
-            return Poll::Ready(s.tick);
+            return Poll::Ready((s.tick, s.ready));
         }
-        match &s.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => s.waker = Some(cx.waker().clone()),
-        }
+        store_waker(&mut s.waker, cx);
         Poll::Pending
     }
 
@@ -354,14 +354,14 @@ impl Conn {
         }
     }
 
-    async fn ready(&self, want: u8) -> u32 {
+    async fn ready(&self, want: u8) -> (u32, u8) {
         std::future::poll_fn(|cx| self.poll_ready(cx, want)).await
     }
 
     /// Read what is there (0 = end of stream), waiting for it if need be.
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            let tick = self.ready(READ).await;
+            let (tick, _) = self.ready(READ).await;
             match sys::socket::recv(self.fd.as_raw_fd(), buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.clear_ready(READ, tick),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -372,7 +372,7 @@ impl Conn {
 
     pub async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
-            let tick = self.ready(WRITE).await;
+            let (tick, _) = self.ready(WRITE).await;
             match sys::socket::send(self.fd.as_raw_fd(), buf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => buf = &buf[n..],
@@ -386,13 +386,15 @@ impl Conn {
 
     /// Wait for a non-blocking connect to finish; its error, if it failed.
     pub async fn connected(&self) -> io::Result<()> {
-        self.ready(WRITE).await;
+        let (_, ready) = self.ready(WRITE).await;
         // On Linux a failed connect always reports EPOLLERR (HUP here): writable without it
         // is established, and the getsockopt(2) per connection can be saved.
         #[cfg(target_os = "linux")]
-        if self.engine.lock().socks[self.idx as usize].ready & sys::poller::HUP == 0 {
+        if ready & sys::poller::HUP == 0 {
             return Ok(());
         }
+        #[cfg(not(target_os = "linux"))]
+        let _ = ready;
         match sys::socket::take_error(&self.fd)? {
             Some(e) => Err(e),
             None => Ok(()),
@@ -457,10 +459,7 @@ impl Future for RelayFuture<'_> {
             let mut g = self.engine.lock();
             let slot = &mut g.relays[self.id as usize];
             if slot.end.is_none() {
-                match &slot.waker {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => slot.waker = Some(cx.waker().clone()),
-                }
+                store_waker(&mut slot.waker, cx);
                 return Poll::Pending;
             }
         }

@@ -67,7 +67,8 @@ fn bind_any(_sock: &Socket, _addr: SocketAddr) -> io::Result<()> {
 
 /// Half-close: tell the peer no more data comes (FIN) while still reading its data.
 pub fn shutdown_write<S: std::os::fd::AsFd>(s: &S) -> io::Result<()> {
-    SockRef::from(s).shutdown(std::net::Shutdown::Write)
+    use std::os::fd::AsRawFd;
+    shutdown_write_raw(s.as_fd().as_raw_fd())
 }
 
 /// getsockname(2) of a descriptor the caller knows to be an open socket.
