@@ -17,7 +17,8 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::balancer::{self, Balancer};
+use crate::balancer::Balancer;
+use crate::balancer::engine::{DataPath, Listening};
 use crate::config::{self, Config, Control};
 use crate::control::{self, Ctl};
 use crate::privsep::{self, Client, Push, Request, parent::Parent};
@@ -197,17 +198,12 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
             drop((req_parent, push_parent, signals, firewall));
             sys::privsep::reset_signals(&privsep::parent::SIGNALS);
             become_unprivileged(&cfg)?;
-            let rt = if cfg.daemon.threads <= 1 {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-            } else {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(cfg.daemon.threads)
-                    .enable_all()
-                    .build()
-            }
-            .context("cannot start the runtime")?;
+            // One thread for the control port, VRRP, signals and the parent's channel; the
+            // data path runs on threads of its own (balancer::engine).
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the runtime")?;
             let client = Arc::new(Client::new(req_child));
             let res = rt.block_on(serve(
                 cfg, listeners, ctl_sock, speaker, client, push_child, opts,
@@ -271,9 +267,7 @@ fn become_unprivileged(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Once a second: forget client-table entries past `tracking`. Its timer also keeps the
-/// runtime's timer wheel from running empty, so the connect timeout armed for each new
-/// connection never has to wake the I/O driver with an eventfd write.
+/// Once a second: forget client-table entries past `tracking`.
 async fn housekeeping(lbs: Vec<Arc<Balancer>>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
@@ -289,21 +283,18 @@ async fn housekeeping(lbs: Vec<Arc<Balancer>>, mut stop: watch::Receiver<bool>) 
     }
 }
 
-/// One accepting listener, with its own stop switch (a reload may close it alone).
-struct Listening {
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-fn start_listener(lb: &Arc<Balancer>, l: std::net::TcpListener) -> Result<(SocketAddr, Listening)> {
-    let l =
-        balancer::listener(l).with_context(|| format!("balancer {:?}: listener", lb.cfg.name))?;
-    let addr = l.get_ref().local_addr()?;
+fn start_listener(
+    dp: &DataPath,
+    lb: &Arc<Balancer>,
+    l: std::net::TcpListener,
+) -> Result<(SocketAddr, Listening)> {
+    let ls = dp
+        .listen(lb, l)
+        .with_context(|| format!("balancer {:?}: listener", lb.cfg.name))?;
+    let addr = ls.addr();
     info!(target: "lb", balancer = %lb.cfg.name, listen = %addr,
         servers = lb.lock().servers.len(), algorithm = lb.cfg.algorithm.name(), "listening");
-    let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn(balancer::accept_loop(lb.clone(), l, rx));
-    Ok((addr, Listening { stop, task }))
+    Ok((addr, ls))
 }
 
 /// Put every VRRP instance in standby and wait until none is master (the peer has taken
@@ -398,6 +389,7 @@ async fn read_pushes(chan: Channel, tx: tokio::sync::mpsc::Sender<Wake>) {
 /// settings, new listeners (bound by the parent, passed back over the socketpair) and
 /// closed ones. Established connections are not touched.
 fn apply_reload(
+    dp: &DataPath,
     path: &str,
     text: &str,
     lbs: &[Arc<Balancer>],
@@ -445,11 +437,7 @@ fn apply_reload(
                 }
             };
             let l = std::net::TcpListener::from(fd);
-            match l
-                .set_nonblocking(true)
-                .map_err(anyhow::Error::from)
-                .and_then(|()| start_listener(lb, l))
-            {
+            match start_listener(dp, lb, l) {
                 Ok((_, ls)) => {
                     listening.insert((b.name.clone(), *addr), ls);
                 }
@@ -465,8 +453,8 @@ fn apply_reload(
             .collect();
         for key in gone {
             if let Some(ls) = listening.remove(&key) {
-                // The accept loop returns and drops the socket; open connections go on.
-                let _ = ls.stop.send(true);
+                // The data path lets the socket go; open connections go on.
+                tokio::spawn(ls.close());
                 info!(target: "lb", balancer = %key.0, listen = %key.1, "reload: listener closed");
             }
         }
@@ -496,10 +484,17 @@ async fn serve(
     let mut lbs = Vec::new();
     let mut listening: HashMap<(String, SocketAddr), Listening> = HashMap::new();
     let mut tasks = Vec::new();
+    // No balancer, no data-path thread (a VRRP-only host).
+    let threads = if cfg.balancers.is_empty() {
+        0
+    } else {
+        cfg.daemon.threads.max(1)
+    };
+    let dp = DataPath::start(threads).context("cannot start the data path")?;
     for b in &cfg.balancers {
         let lb = Balancer::new(b.clone());
         for (name, l) in listeners.iter().filter(|(n, _)| *n == b.name) {
-            let (addr, ls) = start_listener(&lb, l.try_clone()?)?;
+            let (addr, ls) = start_listener(&dp, &lb, l.try_clone()?)?;
             // Keyed by the configured address (a port-0 listener reports its real one).
             let key = b
                 .listen
@@ -511,7 +506,8 @@ async fn serve(
         }
         lbs.push(lb);
     }
-    // The std listeners were cloned into tokio; close the originals so a stop closes the port.
+    // The std listeners were cloned into the data path; close the originals so a stop closes
+    // the port.
     drop(listeners);
     if let Some(p) = &cfg.daemon.state_file {
         control::state::restore(p, &lbs);
@@ -598,7 +594,7 @@ async fn serve(
                 Some(Wake::Push(Push::Stop)) => { info!(target: "lb", "stop: stop accepting, draining"); break; }
                 Some(Wake::Push(Push::StopNow)) => { deadline = std::time::Duration::ZERO; break; }
                 Some(Wake::Push(Push::Reload { path, text })) => {
-                    apply_reload(&path, &text, &lbs, &mut listening, &client, &mut deadline);
+                    apply_reload(&dp, &path, &text, &lbs, &mut listening, &client, &mut deadline);
                 }
                 Some(Wake::Push(Push::Unknown)) => warn!(target: "priv", "ignored an unknown message from the parent"),
                 Some(Wake::ParentGone) | None => {
@@ -616,11 +612,8 @@ async fn serve(
         hand_over(&cfg, ctl.vrrp.as_ref(), ctl.vrrp_operator.as_ref()).await;
     }
     let _ = stop_tx.send(true);
-    for ls in listening.values() {
-        let _ = ls.stop.send(true);
-    }
     for (_, ls) in listening.drain() {
-        let _ = ls.task.await;
+        ls.close().await;
     }
     for t in tasks {
         let _ = t.await;
@@ -658,6 +651,8 @@ async fn serve(
             why = now_please => warn!(target: "lb", "{why}: closing open connections now"),
         }
     }
+    // Stops the data-path threads, closing what is still open.
+    drop(dp);
     info!(target: "lb", "exiting");
     Ok(())
 }

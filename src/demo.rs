@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::watch;
 
-use crate::balancer::{self, Balancer};
+use crate::balancer::Balancer;
+use crate::balancer::engine::DataPath;
 use crate::config::{self, Algorithm};
 use crate::sys;
 
@@ -112,11 +112,10 @@ async fn demo() -> Result<()> {
         connection_log: false,
     };
     let std_l = sys::socket::listener(cfg.listen[0], cfg.backlog).context("listen")?;
-    let listener = balancer::listener(std_l)?;
-    let addr = listener.get_ref().local_addr()?;
     let lb = Balancer::new(cfg);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(balancer::accept_loop(lb.clone(), listener, stop_rx));
+    let dp = DataPath::start(1).context("data path")?;
+    let listening = dp.listen(&lb, std_l).context("listen")?;
+    let addr = listening.addr();
     println!("fwlb demo: balancer {addr} -> web1 {a1}, web2 {a2}, web3 {a3} (algorithm sticky)");
     let mut failed = round(
         addr,
@@ -146,8 +145,8 @@ async fn demo() -> Result<()> {
             );
         }
     }
-    let _ = stop_tx.send(true);
-    let _ = task.await;
+    listening.close().await;
+    drop(dp);
     if failed > 0 {
         bail!("{failed} request(s) failed");
     }

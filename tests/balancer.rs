@@ -544,7 +544,7 @@ async fn thousand_concurrent_connections() {
     assert!(per.values().all(|&n| n == 500), "{per:?}");
 }
 
-/// `threads = 2`: one socket engine per runtime worker, connections spread over both; every
+/// `threads = 2`: two data-path threads accepting from one listener; every
 /// connection still relays its own bytes exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_worker_threads_relay_exactly() {

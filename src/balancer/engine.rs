@@ -1,483 +1,516 @@
-//! The balancer's socket engine: one edge-triggered poller (epoll, kqueue) for every client
-//! and server socket, itself registered with the tokio runtime, and one driver task that
-//! drains it.
+//! The data path: `threads` event-loop threads (pen's loop, haproxy's nbthread), each with its
+//! own edge-triggered poller (epoll, kqueue), blocking in it with the next deadline as its
+//! timeout. A thread accepts on every listener, connects, fails over and relays its
+//! connections (balancer::session) straight from its events: no task, future, waker or
+//! reactor in between, and no lock but the balancer's bookkeeping one.
 //!
-//! Why not tokio's own TcpStream: a keep-alive request through a relay is four syscalls, and
-//! with tokio around them each event also cost a reactor dispatch, a waker, a task schedule
-//! and a task poll, which made fwlb's CPU per request 9 % worse than pen's event loop. Here a
-//! connection's task sets up (accept, connect with failover, PROXY header) with async reads
-//! and writes on the engine's sockets, then hands both to `relay`, and from then on events go
-//! straight from the poller to the relay's state machine (balancer::relay). The task wakes
-//! again only when the relay ends, or on its idle-timeout tick.
+//! Why not the tokio runtime: there a new connection cost a task spawn, several polls, a timer
+//! entry and two epoll_wait(2) per wake-up (the runtime's and a nested poller's); fwlb spent 4x
+//! pen's user-space CPU per new connection and 12 % more CPU in all. The tokio runtime still
+//! runs everything else (control port, VRRP, signals, the privileged parent's channel) on its
+//! own thread, which a busy data path can no longer delay: VRRP adverts keep their cadence
+//! under any load.
 //!
-//! One engine per runtime worker; everything in it is behind one mutex, taken once per batch
-//! of events by the driver and once per operation by a connection task (uncontended with one
-//! worker, the default).
+//! The runtime talks to the threads through a command queue and a waker (an eventfd): add a
+//! listener, remove one (acknowledged, so the port is closed when `Listening::close` returns),
+//! stop. Listeners are shared by every thread (EPOLLEXCLUSIVE: a new client wakes one).
 
-use std::future::Future;
+use std::cell::Cell;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
-use tokio::sync::Notify;
-use tracing::error;
+use tracing::{debug, error, info, warn};
 
-use super::ConnInfo;
-use super::relay::{End, Pumped, Relay, SCRATCH};
+use super::Balancer;
+use super::relay::SCRATCH;
+use super::session::{Flow, Session};
+use super::timers::Timers;
 use crate::sys;
-use crate::sys::poller::{BATCH, Events, Poller, READ, WRITE};
-use crate::wire::http::RequestRewriter;
+use crate::sys::poller::{Events, Poller, Waker};
 
-pub struct Engine {
+/// Token layout: the registration serial in the high 32 bits; in the low 32, a connection's
+/// slot and side (slot << 1 | side), a listener (LISTENER | index), or the waker.
+const LISTENER: u32 = 1 << 31;
+const WAKER: u32 = u32::MAX;
+/// Connection slots must fit the token below the listener bit.
+const MAX_SLOTS: usize = 1 << 30;
+/// Clients accepted from one listener per pass before the other sockets get their turn.
+const ACCEPT_BATCH: usize = 64;
+
+fn token(serial: u32, low: u32) -> u64 {
+    (u64::from(serial) << 32) | u64::from(low)
+}
+
+thread_local! {
+    /// The waker of the data-path thread this is, if it is one.
+    static CURRENT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Whether `w` is the waker of the calling thread (which needs no wake-up: it looks at its
+/// listeners after every pass).
+pub fn is_current(w: &Arc<Waker>) -> bool {
+    CURRENT.with(|c| c.get() == Arc::as_ptr(w) as usize)
+}
+
+/// What the session code uses of its engine.
+pub struct Ctx {
     poller: Poller,
-    inner: Mutex<Inner>,
-    /// Wakes the driver for relays queued outside it (a relay started with more to move).
-    kick: Notify,
+    pub timers: Timers,
+    pub scratch: Box<[u8]>,
+    /// Relays to pump once this batch of events is in.
+    pub queue: Vec<u32>,
+    /// This pass's time.
+    pub now: Instant,
+    serial: u32,
 }
 
-struct Inner {
-    socks: Vec<Sock>,
-    free_socks: Vec<u32>,
-    relays: Vec<RelaySlot>,
-    free_relays: Vec<u32>,
-    /// Relays to pump on the driver's next pass.
-    queue: Vec<u32>,
+impl Ctx {
+    /// Watch a connection's socket; the serial its events will carry.
+    pub fn register(&mut self, fd: std::os::fd::RawFd, idx: u32, side: usize) -> io::Result<u32> {
+        self.serial = self.serial.wrapping_add(1);
+        let serial = self.serial;
+        self.poller.add(fd, token(serial, idx << 1 | side as u32))?;
+        Ok(serial)
+    }
+}
+
+enum Cmd {
+    Listen {
+        id: u64,
+        lb: Arc<Balancer>,
+        sock: Arc<TcpListener>,
+        addr: SocketAddr,
+        shared: bool,
+    },
+    Unlisten {
+        id: u64,
+        done: tokio::sync::oneshot::Sender<()>,
+    },
+    Stop,
+}
+
+struct Listener {
+    id: u64,
+    lb: Arc<Balancer>,
+    sock: Arc<TcpListener>,
+    addr: SocketAddr,
+    serial: u32,
+    /// The poller reported clients since the last EAGAIN (edge-triggered).
+    ready: bool,
+    /// Out of descriptors: no accept before this.
+    backoff_until: Option<Instant>,
+    backoff: Duration,
+    exhausted_since: Option<Instant>,
+}
+
+struct Engine {
+    ctx: Ctx,
+    sessions: Vec<Option<Session>>,
+    free: Vec<u32>,
+    listeners: Vec<Option<Listener>>,
+    rx: mpsc::Receiver<Cmd>,
+    waker: Arc<Waker>,
     events: Events,
-    scratch: Box<[u8]>,
-}
-
-/// One registered socket.
-#[derive(Default)]
-struct Sock {
-    /// Bumped when the slot is freed: a stale event for a closed socket carries the old one.
-    generation: u32,
-    live: bool,
-    /// READ/WRITE as last reported, while no relay runs on the socket.
-    ready: u8,
-    /// Bumped per event, so clearing after EAGAIN cannot lose an event that came meanwhile.
-    tick: u32,
-    waker: Option<Waker>,
-    /// The relay running on this socket and which side it is (0 client, 1 server).
-    relay: Option<(u32, usize)>,
-}
-
-#[derive(Default)]
-struct RelaySlot {
-    relay: Option<Relay>,
-    socks: [u32; 2],
-    queued: bool,
-    end: Option<io::Result<()>>,
-    waker: Option<Waker>,
-}
-
-fn token(idx: u32, generation: u32) -> u64 {
-    (u64::from(generation) << 32) | u64::from(idx)
+    stop: bool,
 }
 
 impl Engine {
-    /// A new engine and its driver task on the current runtime.
-    pub fn start() -> io::Result<Arc<Engine>> {
-        let poller = Poller::new()?;
-        // SAFETY: the poller's descriptor stays open while the driver task holding `afd`
-        // runs: the task holds the Engine, which owns the descriptor.
-        let afd = unsafe {
-            AsyncFd::register_with_interest(PollFd(poller.as_raw_fd()), Interest::READABLE)
-        }
-        .map_err(io::Error::from)?;
-        let engine = Arc::new(Engine {
-            poller,
-            inner: Mutex::new(Inner {
-                socks: Vec::new(),
-                free_socks: Vec::new(),
-                relays: Vec::new(),
-                free_relays: Vec::new(),
-                queue: Vec::new(),
-                events: Events::new(),
-                scratch: vec![0; SCRATCH].into_boxed_slice(),
-            }),
-            kick: Notify::new(),
-        });
-        tokio::spawn(drive(engine.clone(), afd));
-        Ok(engine)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic elsewhere must not take the data path with it: the state stays usable.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Take `fd` (a non-blocking socket) into the engine.
-    pub fn register(self: &Arc<Self>, fd: OwnedFd) -> io::Result<Conn> {
-        let mut g = self.lock();
-        let idx = match g.free_socks.pop() {
-            Some(i) => i,
-            None => {
-                g.socks.push(Sock::default());
-                (g.socks.len() - 1) as u32
+    fn run(mut self) {
+        CURRENT.with(|c| c.set(Arc::as_ptr(&self.waker) as usize));
+        while !self.stop {
+            let timeout = self.timeout();
+            let n = match self.ctx.poller.wait(&mut self.events, timeout) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                Err(e) => {
+                    error!(target: "lb", "data path poller: {e}");
+                    // Nothing sensible is left to do but not spin.
+                    std::thread::sleep(Duration::from_millis(10));
+                    0
+                }
+            };
+            self.ctx.now = Instant::now();
+            for i in 0..n {
+                let (tok, bits) = self.events.get(i);
+                self.dispatch(tok, bits);
             }
-        };
-        let s = &mut g.socks[idx as usize];
-        let generation = s.generation;
-        if let Err(e) = self.poller.add(fd.as_raw_fd(), token(idx, generation)) {
-            g.free_socks.push(idx);
-            return Err(e);
+            while let Some(idx) = self.ctx.timers.pop_due(self.ctx.now) {
+                self.with_session(idx, |s, ctx| s.timer(ctx, idx));
+            }
+            for idx in std::mem::take(&mut self.ctx.queue) {
+                self.with_session(idx, |s, ctx| s.pump(ctx, idx));
+            }
+            self.accept_all();
         }
-        let s = &mut g.socks[idx as usize];
-        s.live = true;
-        s.ready = 0;
-        Ok(Conn {
-            engine: self.clone(),
-            idx,
-            fd,
+    }
+
+    /// How long the next wait may block: not at all while relays or listeners have more to
+    /// do, else until the next deadline.
+    fn timeout(&self) -> Option<Duration> {
+        if !self.ctx.queue.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let mut next = self.ctx.timers.next();
+        for l in self.listeners.iter().flatten() {
+            if !l.ready {
+                continue;
+            }
+            match l.backoff_until {
+                Some(t) => next = Some(next.map_or(t, |n| n.min(t))),
+                // Blocked at a limit: woken by whoever frees a slot.
+                None if l.lb.accept_blocked() => {}
+                None => return Some(Duration::ZERO),
+            }
+        }
+        next.map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
+    fn dispatch(&mut self, tok: u64, bits: u8) {
+        let (serial, low) = ((tok >> 32) as u32, tok as u32);
+        if low == WAKER {
+            self.waker.reset();
+            self.commands();
+        } else if low & LISTENER != 0 {
+            if let Some(Some(l)) = self.listeners.get_mut((low & !LISTENER) as usize)
+                && l.serial == serial
+            {
+                l.ready = true;
+            }
+        } else {
+            let (idx, side) = (low >> 1, (low & 1) as usize);
+            let live = matches!(self.sessions.get(idx as usize), Some(Some(s)) if s.serial[side] == serial);
+            if live {
+                self.with_session(idx, |s, ctx| s.event(ctx, idx, side, bits));
+            }
+        }
+    }
+
+    /// Run `f` on connection `idx` if it exists; close it if `f` says so.
+    fn with_session(&mut self, idx: u32, f: impl FnOnce(&mut Session, &mut Ctx) -> Flow) {
+        let Some(Some(s)) = self.sessions.get_mut(idx as usize) else {
+            return;
+        };
+        if f(s, &mut self.ctx) == Flow::Close {
+            self.close(idx);
+        }
+    }
+
+    fn close(&mut self, idx: u32) {
+        self.ctx.timers.clear(idx);
+        if let Some(slot) = self.sessions.get_mut(idx as usize)
+            && slot.take().is_some()
+        {
+            // Dropping the session settles its books and closes its sockets.
+            self.free.push(idx);
+        }
+    }
+
+    fn commands(&mut self) {
+        while let Ok(cmd) = self.rx.try_recv() {
+            match cmd {
+                Cmd::Listen {
+                    id,
+                    lb,
+                    sock,
+                    addr,
+                    shared,
+                } => {
+                    let li = match self.listeners.iter().position(Option::is_none) {
+                        Some(i) => i,
+                        None => {
+                            self.listeners.push(None);
+                            self.listeners.len() - 1
+                        }
+                    };
+                    self.ctx.serial = self.ctx.serial.wrapping_add(1);
+                    let serial = self.ctx.serial;
+                    let tok = token(serial, LISTENER | li as u32);
+                    if let Err(e) = self.ctx.poller.add_read(sock.as_raw_fd(), tok, shared) {
+                        error!(target: "lb", balancer = %lb.cfg.name, listen = %addr, "cannot poll the listener: {e}");
+                        continue;
+                    }
+                    lb.add_accepter(&self.waker);
+                    self.listeners[li] = Some(Listener {
+                        id,
+                        lb,
+                        sock,
+                        addr,
+                        serial,
+                        // Clients may be waiting in the backlog already.
+                        ready: true,
+                        backoff_until: None,
+                        backoff: Duration::from_millis(10),
+                        exhausted_since: None,
+                    });
+                }
+                Cmd::Unlisten { id, done } => {
+                    self.unlisten(id);
+                    let _ = done.send(());
+                }
+                Cmd::Stop => self.stop = true,
+            }
+        }
+    }
+
+    /// Stop accepting on listener `id`. Clients that completed their handshake are in its
+    /// backlog, and closing the socket would reset them: they are taken first (within the
+    /// limits) and served like any other.
+    fn unlisten(&mut self, id: u64) {
+        let Some(li) = self
+            .listeners
+            .iter()
+            .position(|l| l.as_ref().is_some_and(|l| l.id == id))
+        else {
+            return;
+        };
+        for _ in 0..16 {
+            let before = match &mut self.listeners[li] {
+                Some(l) => {
+                    l.ready = true;
+                    l.backoff_until = None;
+                    l.lb.stats.accepted.load(Ordering::Relaxed)
+                }
+                None => break,
+            };
+            self.accept(li);
+            // Drained (EAGAIN), or at a limit (nothing taken): done.
+            match &self.listeners[li] {
+                Some(l) if l.ready && l.lb.stats.accepted.load(Ordering::Relaxed) != before => {}
+                _ => break,
+            }
+        }
+        if let Some(l) = self.listeners[li].take() {
+            let _ = self.ctx.poller.delete(l.sock.as_raw_fd());
+        }
+    }
+
+    fn accept_all(&mut self) {
+        for li in 0..self.listeners.len() {
+            self.accept(li);
+        }
+    }
+
+    /// Accept what the listener has (up to a batch) and start on each client.
+    fn accept(&mut self, li: usize) {
+        let now = self.ctx.now;
+        for _ in 0..ACCEPT_BATCH {
+            let Some(Some(l)) = self.listeners.get_mut(li) else {
+                return;
+            };
+            if !l.ready || l.backoff_until.is_some_and(|t| now < t) {
+                return;
+            }
+            l.backoff_until = None;
+            // max_connections, or clients waiting for descriptors: the new ones wait in the
+            // kernel's backlog, and a freed slot wakes this thread.
+            if !l.lb.admit() {
+                if l.lb.local_waiting.load(Ordering::Relaxed) > 0 && l.exhausted_since.is_none() {
+                    // The same episode as an EMFILE from accept(2) itself: one line for both.
+                    l.exhausted_since = Some(now);
+                    warn!(target: "lb", balancer = %l.lb.cfg.name, listen = %l.addr,
+                        "cannot accept: clients already accepted wait for descriptors or ports to reach their server; backing off until they free up");
+                }
+                return;
+            }
+            let lb = l.lb.clone();
+            match sys::socket::accept(l.sock.as_raw_fd()) {
+                Ok((fd, peer)) => {
+                    if let Some(t) = l.exhausted_since.take() {
+                        info!(target: "lb", balancer = %lb.cfg.name,
+                            "accepting again after {} ms of descriptor exhaustion", t.elapsed().as_millis());
+                        l.backoff = Duration::from_millis(10);
+                    }
+                    lb.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    let listen = l.addr;
+                    let idx = match self.free.pop() {
+                        Some(i) => i,
+                        None if self.sessions.len() < MAX_SLOTS => {
+                            self.sessions.push(None);
+                            (self.sessions.len() - 1) as u32
+                        }
+                        None => {
+                            // A billion connections on one thread: not reachable with any
+                            // descriptor limit, but never a panic.
+                            lb.leave();
+                            continue;
+                        }
+                    };
+                    self.sessions[idx as usize] = Some(Session::new(lb, fd, peer, listen));
+                    self.with_session(idx, |s, ctx| s.start(ctx, idx));
+                }
+                Err(e) => {
+                    lb.leave();
+                    if e.kind() == io::ErrorKind::WouldBlock {
+                        l.ready = false;
+                        return;
+                    }
+                    if sys::is_resource_exhaustion(&e) {
+                        lb.stats.fd_exhausted.fetch_add(1, Ordering::Relaxed);
+                        if l.exhausted_since.is_none() {
+                            l.exhausted_since = Some(now);
+                            warn!(target: "lb", balancer = %lb.cfg.name, listen = %l.addr,
+                                "cannot accept: {e}; backing off until descriptors free up");
+                        }
+                        l.backoff_until = Some(now + l.backoff);
+                        l.backoff = (l.backoff * 2).min(Duration::from_secs(1));
+                        return;
+                    }
+                    // ECONNABORTED and friends: that client is gone, the listener is fine.
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        debug!(target: "lb", balancer = %lb.cfg.name, "accept: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Thread {
+    tx: mpsc::Sender<Cmd>,
+    waker: Arc<Waker>,
+}
+
+impl Thread {
+    fn send(&self, cmd: Cmd) {
+        if self.tx.send(cmd).is_ok() {
+            self.waker.wake();
+        }
+    }
+}
+
+/// The data-path threads. Dropping it stops them, closing every connection they hold.
+pub struct DataPath {
+    threads: Arc<Vec<Thread>>,
+    joins: Vec<JoinHandle<()>>,
+    next_id: AtomicU64,
+}
+
+impl DataPath {
+    /// Start `threads` event-loop threads (none: a data path that can take no listener).
+    pub fn start(threads: usize) -> io::Result<DataPath> {
+        let mut list = Vec::new();
+        let mut joins = Vec::new();
+        for n in 0..threads {
+            let poller = Poller::new()?;
+            let waker = Arc::new(Waker::new()?);
+            poller.add_read(waker.fd(), token(0, WAKER), false)?;
+            let (tx, rx) = mpsc::channel();
+            let engine = Engine {
+                ctx: Ctx {
+                    poller,
+                    timers: Timers::default(),
+                    scratch: vec![0; SCRATCH].into_boxed_slice(),
+                    queue: Vec::new(),
+                    now: Instant::now(),
+                    serial: 0,
+                },
+                sessions: Vec::new(),
+                free: Vec::new(),
+                listeners: Vec::new(),
+                rx,
+                waker: waker.clone(),
+                events: Events::new(),
+                stop: false,
+            };
+            let join = std::thread::Builder::new()
+                .name(format!("fwlb-lb{n}"))
+                .spawn(move || engine.run())?;
+            list.push(Thread { tx, waker });
+            joins.push(join);
+        }
+        debug!(target: "lb", threads = list.len(), "data path started");
+        Ok(DataPath {
+            threads: Arc::new(list),
+            joins,
+            next_id: AtomicU64::new(1),
         })
     }
 
-    /// One pass: fetch the poller's events, apply them, pump the relays they concern.
-    /// True when there is more to do right away (a full batch, busy relays).
-    fn turn(&self) -> bool {
-        let mut g = self.lock();
-        let inner = &mut *g;
-        let n = match self.poller.wait(&mut inner.events) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-            Err(e) => {
-                error!(target: "lb", "engine poller: {e}");
-                0
-            }
-        };
-        for i in 0..n {
-            let (tok, bits) = inner.events.get(i);
-            let (idx, generation) = (tok as u32, (tok >> 32) as u32);
-            let Some(s) = inner.socks.get_mut(idx as usize) else {
-                continue;
-            };
-            if !s.live || s.generation != generation {
-                continue;
-            }
-            match s.relay {
-                Some((r, side)) => {
-                    let slot = &mut inner.relays[r as usize];
-                    if let Some(relay) = slot.relay.as_mut() {
-                        relay.ready[side] |= bits;
-                        if !slot.queued {
-                            slot.queued = true;
-                            inner.queue.push(r);
-                        }
-                    }
-                }
-                None => {
-                    s.ready |= bits;
-                    s.tick = s.tick.wrapping_add(1);
-                    if let Some(w) = s.waker.take() {
-                        w.wake();
-                    }
-                }
-            }
+    /// Accept `lb`'s clients from `l` (non-blocking) on every data-path thread.
+    pub fn listen(&self, lb: &Arc<Balancer>, l: TcpListener) -> io::Result<Listening> {
+        if self.threads.is_empty() {
+            return Err(io::Error::other("the data path has no thread"));
         }
-        // `pump` queues the still-busy relays again, for the next pass.
-        for r in std::mem::take(&mut inner.queue) {
-            inner.pump(r);
+        l.set_nonblocking(true)?;
+        let addr = l.local_addr()?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let sock = Arc::new(l);
+        let shared = self.threads.len() > 1;
+        for t in self.threads.iter() {
+            t.send(Cmd::Listen {
+                id,
+                lb: lb.clone(),
+                sock: sock.clone(),
+                addr,
+                shared,
+            });
         }
-        n == BATCH || !inner.queue.is_empty()
-    }
-
-    /// Relay between `client` and `server` until both ends close or one fails. Counters go
-    /// to `info.bytes`. The future returns the rewriter back with the end.
-    pub fn relay<'a>(
-        self: &Arc<Self>,
-        client: &'a Conn,
-        server: &'a Conn,
-        info: Arc<ConnInfo>,
-        rewriter: Option<Box<RequestRewriter>>,
-    ) -> RelayFuture<'a> {
-        let mut g = self.lock();
-        let inner = &mut *g;
-        let id = match inner.free_relays.pop() {
-            Some(i) => i,
-            None => {
-                inner.relays.push(RelaySlot::default());
-                (inner.relays.len() - 1) as u32
-            }
-        };
-        let ready = [
-            inner.socks[client.idx as usize].ready,
-            inner.socks[server.idx as usize].ready,
-        ];
-        inner.socks[client.idx as usize].relay = Some((id, 0));
-        inner.socks[server.idx as usize].relay = Some((id, 1));
-        let slot = &mut inner.relays[id as usize];
-        *slot = RelaySlot {
-            relay: Some(Relay::new(
-                [client.fd.as_raw_fd(), server.fd.as_raw_fd()],
-                ready,
-                info,
-                rewriter,
-            )),
-            socks: [client.idx, server.idx],
-            ..RelaySlot::default()
-        };
-        // Whatever is ready already (the request that came with the connection) moves now.
-        inner.pump(id);
-        let kick = !inner.queue.is_empty();
-        drop(g);
-        if kick {
-            self.kick.notify_one();
-        }
-        RelayFuture {
-            engine: self.clone(),
+        Ok(Listening {
             id,
-            done: false,
-            _conns: std::marker::PhantomData,
+            addr,
+            threads: Some(self.threads.clone()),
+        })
+    }
+}
+
+impl Drop for DataPath {
+    fn drop(&mut self) {
+        for t in self.threads.iter() {
+            t.send(Cmd::Stop);
+        }
+        for j in self.joins.drain(..) {
+            let _ = j.join();
         }
     }
 }
 
-impl Inner {
-    fn pump(&mut self, r: u32) {
-        let slot = &mut self.relays[r as usize];
-        slot.queued = false;
-        let Some(relay) = slot.relay.as_mut() else {
+/// One listener on the data path. `close` (or dropping it) stops accepting on it; open
+/// connections go on.
+pub struct Listening {
+    id: u64,
+    addr: SocketAddr,
+    threads: Option<Arc<Vec<Thread>>>,
+}
+
+impl Listening {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting; when this returns every thread has let the socket go, so the port is
+    /// closed.
+    pub async fn close(mut self) {
+        let Some(threads) = self.threads.take() else {
             return;
         };
-        if slot.end.is_some() {
-            return;
+        let mut acks = Vec::new();
+        for t in threads.iter() {
+            let (done, ack) = tokio::sync::oneshot::channel();
+            t.send(Cmd::Unlisten { id: self.id, done });
+            acks.push(ack);
         }
-        match relay.pump(&mut self.scratch) {
-            Pumped::Blocked => {}
-            Pumped::Busy => {
-                slot.queued = true;
-                self.queue.push(r);
-            }
-            Pumped::Done(res) => {
-                slot.end = Some(res);
-                let ready = relay.ready;
-                let socks = slot.socks;
-                if let Some(w) = slot.waker.take() {
-                    w.wake();
-                }
-                self.detach(socks, ready);
-            }
-        }
-    }
-
-    /// The relay is over: its sockets report to their own readiness (and wakers) again.
-    fn detach(&mut self, socks: [u32; 2], ready: [u8; 2]) {
-        for (i, idx) in socks.into_iter().enumerate() {
-            if let Some(s) = self.socks.get_mut(idx as usize) {
-                s.relay = None;
-                s.ready = ready[i];
-                s.tick = s.tick.wrapping_add(1);
-            }
+        drop(threads);
+        for a in acks {
+            // An error: that thread is gone, and the socket with it.
+            let _ = a.await;
         }
     }
 }
 
-/// Keep the waker to wake, cloning only when it changed.
-fn store_waker(slot: &mut Option<Waker>, cx: &Context<'_>) {
-    match slot {
-        Some(w) if w.will_wake(cx.waker()) => {}
-        _ => *slot = Some(cx.waker().clone()),
-    }
-}
-
-/// The driver: sleeps in the runtime's reactor until the poller has events, then drains it.
-async fn drive(engine: Arc<Engine>, afd: AsyncFd<PollFd>) {
-    loop {
-        tokio::select! {
-            biased;
-            r = afd.readable() => match r {
-                // Cleared before draining: an event that arrives during the drain makes the
-                // poller readable again, so none is lost.
-                Ok(mut g) => g.clear_ready(),
-                Err(e) => {
-                    error!(target: "lb", "engine poller lost its reactor registration: {e}");
-                    return;
-                }
-            },
-            _ = engine.kick.notified() => {}
-        }
-        while engine.turn() {
-            // More work waiting: let the rest of the runtime (accepts, control) run first.
-            tokio::task::yield_now().await;
-        }
-    }
-}
-
-/// The poller's descriptor as the runtime sees it (owned by the Engine, which outlives the
-/// driver task holding this).
-struct PollFd(RawFd);
-
-impl AsRawFd for PollFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
-    }
-}
-
-/// A socket in the engine. Dropping it closes the socket.
-pub struct Conn {
-    engine: Arc<Engine>,
-    idx: u32,
-    fd: OwnedFd,
-}
-
-impl Conn {
-    pub fn fd(&self) -> &OwnedFd {
-        &self.fd
-    }
-
-    /// Ready for `want`: the event tick (for `clear_ready`) and all the readiness bits.
-    fn poll_ready(&self, cx: &mut Context<'_>, want: u8) -> Poll<(u32, u8)> {
-        let mut g = self.engine.lock();
-        let s = &mut g.socks[self.idx as usize];
-        if s.ready & want != 0 {
-            return Poll::Ready((s.tick, s.ready));
-        }
-        store_waker(&mut s.waker, cx);
-        Poll::Pending
-    }
-
-    fn clear_ready(&self, want: u8, tick: u32) {
-        let mut g = self.engine.lock();
-        let s = &mut g.socks[self.idx as usize];
-        if s.tick == tick {
-            if want == READ {
-                sys::poller::drained(&mut s.ready);
-            } else {
-                s.ready &= !want;
-            }
-        }
-    }
-
-    async fn ready(&self, want: u8) -> (u32, u8) {
-        std::future::poll_fn(|cx| self.poll_ready(cx, want)).await
-    }
-
-    /// Read what is there (0 = end of stream), waiting for it if need be.
-    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let (tick, _) = self.ready(READ).await;
-            match sys::socket::recv(self.fd.as_raw_fd(), buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.clear_ready(READ, tick),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                r => return r,
-            }
-        }
-    }
-
-    pub async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
-        while !buf.is_empty() {
-            let (tick, _) = self.ready(WRITE).await;
-            match sys::socket::send(self.fd.as_raw_fd(), buf) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => buf = &buf[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.clear_ready(WRITE, tick),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Wait for a non-blocking connect to finish; its error, if it failed.
-    pub async fn connected(&self) -> io::Result<()> {
-        let (_, ready) = self.ready(WRITE).await;
-        // On Linux a failed connect always reports EPOLLERR (HUP here): writable without it
-        // is established, and the getsockopt(2) per connection can be saved.
-        #[cfg(target_os = "linux")]
-        if ready & sys::poller::HUP == 0 {
-            return Ok(());
-        }
-        #[cfg(not(target_os = "linux"))]
-        let _ = ready;
-        match sys::socket::take_error(&self.fd)? {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Conn {
+impl Drop for Listening {
     fn drop(&mut self) {
-        let mut g = self.engine.lock();
-        let inner = &mut *g;
-        let s = &mut inner.socks[self.idx as usize];
-        // Stale events for this slot (the descriptor is closed right after) carry the old
-        // generation and are ignored.
-        s.generation = s.generation.wrapping_add(1);
-        s.live = false;
-        s.waker = None;
-        s.relay = None;
-        inner.free_socks.push(self.idx);
-    }
-}
-
-/// A relay in progress, as its connection task sees it.
-pub struct RelayFuture<'a> {
-    engine: Arc<Engine>,
-    id: u32,
-    done: bool,
-    /// The relay uses both sockets: they must outlive it.
-    _conns: std::marker::PhantomData<&'a Conn>,
-}
-
-impl RelayFuture<'_> {
-    /// Stop the relay now (idle timeout); the sockets stay open. Gives the rewriter back.
-    pub fn cancel(mut self) -> Option<Box<RequestRewriter>> {
-        self.stop().and_then(|(r, _)| r.rewriter)
-    }
-
-    /// Take the relay out of the engine, with its result if it ended.
-    fn stop(&mut self) -> Option<(Relay, Option<io::Result<()>>)> {
-        if self.done {
-            return None;
-        }
-        self.done = true;
-        let mut g = self.engine.lock();
-        let inner = &mut *g;
-        let slot = std::mem::take(&mut inner.relays[self.id as usize]);
-        inner.free_relays.push(self.id);
-        let relay = slot.relay?;
-        if slot.end.is_none() {
-            // Still running: the sockets go back to reporting to their own readiness.
-            inner.detach(slot.socks, relay.ready);
-        }
-        Some((relay, slot.end))
-    }
-}
-
-impl Future for RelayFuture<'_> {
-    type Output = (End, Option<Box<RequestRewriter>>);
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        {
-            let mut g = self.engine.lock();
-            let slot = &mut g.relays[self.id as usize];
-            if slot.end.is_none() {
-                store_waker(&mut slot.waker, cx);
-                return Poll::Pending;
+        if let Some(threads) = self.threads.take() {
+            for t in threads.iter() {
+                let (done, _) = tokio::sync::oneshot::channel();
+                t.send(Cmd::Unlisten { id: self.id, done });
             }
         }
-        let Some((relay, Some(end))) = self.stop() else {
-            return Poll::Ready((End::Error(io::ErrorKind::Other.into()), None));
-        };
-        let end = match (end, relay.refused) {
-            (Ok(()), Some(e)) => End::BadRequest(e),
-            (Ok(()), None) => End::Closed,
-            (Err(e), _) => End::Error(e),
-        };
-        Poll::Ready((end, relay.rewriter))
-    }
-}
-
-impl Drop for RelayFuture<'_> {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -485,32 +518,42 @@ impl Drop for RelayFuture<'_> {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::net::{Shutdown, TcpListener, TcpStream};
-    use std::sync::atomic::Ordering;
-    use std::time::Instant;
+    use std::net::{Shutdown, TcpStream};
 
-    /// A loopback connection: the application's blocking end, and the engine's end.
-    fn pair() -> (TcpStream, OwnedFd) {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let app = TcpStream::connect(l.local_addr().unwrap()).unwrap();
-        let (ours, _) = l.accept().unwrap();
-        ours.set_nonblocking(true).unwrap();
-        (app, ours.into())
+    /// A balancer in front of `servers`, on one data-path thread, and its address.
+    fn balancer(servers: &[SocketAddr], extra: &str) -> (DataPath, Arc<Balancer>, Listening) {
+        let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+        let text = format!(
+            "[[balancer]]\nname = \"t\"\nlisten = \"127.0.0.1:1\"\nservers = [{}]\n{extra}",
+            list.join(", ")
+        );
+        let cfg = crate::config::parse_str(&text, std::path::Path::new("t.toml")).unwrap();
+        let lb = Balancer::new(cfg.balancers[0].clone());
+        let dp = DataPath::start(1).unwrap();
+        let l = sys::socket::listener("127.0.0.1:0".parse().unwrap(), 64).unwrap();
+        let ls = dp.listen(&lb, l).unwrap();
+        (dp, lb, ls)
     }
 
-    fn info() -> Arc<ConnInfo> {
-        let a = "127.0.0.1:1".parse().unwrap();
-        Arc::new(ConnInfo {
-            id: 1,
-            client: a,
-            peer: a,
-            listen: a,
-            upstream_fd: -1,
-            server: a,
-            server_index: Some(0),
-            started: Instant::now(),
-            bytes: Default::default(),
-        })
+    /// One-connection backend on its own thread running `f` on the accepted socket.
+    fn backend<T: Send + 'static>(
+        f: impl FnOnce(TcpStream) -> T + Send + 'static,
+    ) -> (SocketAddr, std::thread::JoinHandle<T>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || f(l.accept().unwrap().0));
+        (addr, t)
+    }
+
+    fn wait_idle(lb: &Balancer) {
+        let t = Instant::now();
+        while lb.active() > 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "connection never closed"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn pattern(n: usize, seed: u8) -> Vec<u8> {
@@ -519,131 +562,128 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn relays_both_ways_and_passes_each_half_close_on() {
-        let engine = Engine::start().unwrap();
-        let (mut client_app, c) = pair();
-        let (mut server_app, s) = pair();
-        let (c, s) = (engine.register(c).unwrap(), engine.register(s).unwrap());
-        let info = info();
-        // The applications block: they run on threads of their own, the engine on this one.
-        let client = std::thread::spawn(move || {
-            client_app.write_all(b"request").unwrap();
-            client_app.shutdown(Shutdown::Write).unwrap();
-            let mut got = Vec::new();
-            client_app.read_to_end(&mut got).unwrap();
-            got
-        });
-        let server = std::thread::spawn(move || {
+    #[test]
+    fn relays_both_ways_and_passes_each_half_close_on() {
+        let (s, server) = backend(|mut s| {
             let mut got = Vec::new();
             // Ends only if the client's FIN was passed on while the server still sends.
-            server_app.read_to_end(&mut got).unwrap();
-            server_app.write_all(b"answer after the FIN").unwrap();
+            s.read_to_end(&mut got).unwrap();
+            s.write_all(b"answer after the FIN").unwrap();
             got
         });
-        let (end, rw) = engine.relay(&c, &s, info.clone(), None).await;
-        assert!(matches!(end, End::Closed), "{end:?}");
-        assert!(rw.is_none());
-        // The balancer closes both sockets after the relay: the client's last EOF is that.
-        drop((c, s));
+        let (_dp, lb, ls) = balancer(&[s], "");
+        let mut c = TcpStream::connect(ls.addr()).unwrap();
+        c.write_all(b"request").unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"answer after the FIN");
         assert_eq!(server.join().unwrap(), b"request");
-        assert_eq!(client.join().unwrap(), b"answer after the FIN");
-        assert_eq!(info.bytes.up.load(Ordering::Relaxed), 7);
-        assert_eq!(info.bytes.down.load(Ordering::Relaxed), 20);
+        drop(c);
+        wait_idle(&lb);
+        let st = lb.lock();
+        assert!(st.conns.is_empty(), "show conns keeps a closed connection");
+        let srv = &st.servers[0];
+        assert_eq!((srv.sx, srv.rx, srv.conns, srv.total), (7, 20, 0, 1));
     }
 
-    #[tokio::test]
-    async fn an_echo_of_8_mib_each_way_keeps_every_byte() {
+    #[test]
+    fn an_echo_of_8_mib_each_way_keeps_every_byte() {
         // Bulk both ways at once: backpressure, partial writes and the splice switch.
-        let engine = Engine::start().unwrap();
-        let (client_app, c) = pair();
-        let (server_app, s) = pair();
-        let (c, s) = (engine.register(c).unwrap(), engine.register(s).unwrap());
-        let data = pattern(8 << 20, 7);
-        let sent = data.clone();
-        let mut writer = client_app.try_clone().unwrap();
-        let send = std::thread::spawn(move || {
-            writer.write_all(&sent).unwrap();
-            writer.shutdown(Shutdown::Write).unwrap();
-        });
-        let echo = std::thread::spawn(move || {
-            let mut r = server_app.try_clone().unwrap();
-            let mut w = server_app;
+        let (s, server) = backend(|s| {
+            let mut r = s.try_clone().unwrap();
+            let mut w = s;
             std::io::copy(&mut r, &mut w).unwrap();
             w.shutdown(Shutdown::Write).unwrap();
         });
-        let recv = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            let mut r = client_app;
-            r.read_to_end(&mut got).unwrap();
-            got
+        let (_dp, lb, ls) = balancer(&[s], "");
+        let c = TcpStream::connect(ls.addr()).unwrap();
+        let data = pattern(8 << 20, 7);
+        let sent = data.clone();
+        let mut w = c.try_clone().unwrap();
+        let send = std::thread::spawn(move || {
+            w.write_all(&sent).unwrap();
+            w.shutdown(Shutdown::Write).unwrap();
         });
-        let info = info();
-        let (end, _) = engine.relay(&c, &s, info.clone(), None).await;
-        assert!(matches!(end, End::Closed), "{end:?}");
-        drop((c, s));
+        let mut got = Vec::new();
+        (&c).read_to_end(&mut got).unwrap();
         send.join().unwrap();
-        echo.join().unwrap();
-        let got = recv.join().unwrap();
+        server.join().unwrap();
         assert_eq!(got.len(), data.len());
         assert!(got == data, "the echoed bytes differ");
-        assert_eq!(info.bytes.up.load(Ordering::Relaxed), 8 << 20);
-        assert_eq!(info.bytes.down.load(Ordering::Relaxed), 8 << 20);
+        drop(c);
+        wait_idle(&lb);
+        let srv = &lb.lock().servers[0];
+        assert_eq!((srv.sx, srv.rx), (8 << 20, 8 << 20));
     }
 
-    #[tokio::test]
-    async fn a_cancelled_relay_gives_the_sockets_back() {
-        let engine = Engine::start().unwrap();
-        let (mut client_app, c) = pair();
-        let (_server_app, s) = pair();
-        let (c, s) = (engine.register(c).unwrap(), engine.register(s).unwrap());
-        let running = engine.relay(&c, &s, info(), None);
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        assert!(running.cancel().is_none());
-        // After the cancel the engine reports the client's bytes to a reader again.
-        client_app.write_all(b"late").unwrap();
-        let mut buf = [0u8; 16];
-        let n = tokio::time::timeout(std::time::Duration::from_secs(5), c.read(&mut buf))
-            .await
-            .expect("the read after the cancel never woke")
-            .unwrap();
-        assert_eq!(&buf[..n], b"late");
-    }
-
-    #[tokio::test]
-    async fn a_reset_ends_the_relay_with_an_error() {
-        let engine = Engine::start().unwrap();
-        let (client_app, c) = pair();
-        let (_server_app, s) = pair();
-        let (c, s) = (engine.register(c).unwrap(), engine.register(s).unwrap());
+    #[test]
+    fn a_reset_ends_the_connection_and_frees_its_slot() {
+        let (s, server) = backend(|mut s| {
+            let mut buf = [0u8; 64];
+            // The client's reset reaches the server as an end (or reset) of its own.
+            let n = s.read(&mut buf).unwrap_or(0);
+            n == 0 || s.read(&mut buf).map_or(true, |n| n == 0)
+        });
+        let (_dp, lb, ls) = balancer(&[s], "");
+        let c = TcpStream::connect(ls.addr()).unwrap();
         // SO_LINGER 0: close(2) sends a reset.
-        socket2::SockRef::from(&client_app)
-            .set_linger(Some(std::time::Duration::ZERO))
+        socket2::SockRef::from(&c)
+            .set_linger(Some(Duration::ZERO))
             .unwrap();
-        drop(client_app);
-        let (end, _) = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            engine.relay(&c, &s, info(), None),
-        )
-        .await
-        .expect("a reset must end the relay");
-        assert!(matches!(end, End::Error(_)), "{end:?}");
+        std::thread::sleep(Duration::from_millis(50));
+        drop(c);
+        wait_idle(&lb);
+        assert!(server.join().unwrap());
+        assert_eq!(lb.lock().servers[0].conns, 0);
     }
 
-    #[tokio::test]
-    async fn slots_of_closed_sockets_are_reused() {
-        let engine = Engine::start().unwrap();
-        for _ in 0..50 {
-            let (mut app, fd) = pair();
-            let conn = engine.register(fd).unwrap();
-            app.write_all(b"x").unwrap();
+    #[test]
+    fn closing_a_listener_serves_its_backlog_then_closes_the_port() {
+        let (s, server) = backend(|mut s| {
             let mut buf = [0u8; 4];
-            let n = tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf))
-                .await
-                .expect("read never woke")
-                .unwrap();
-            assert_eq!(n, 1);
+            s.read_exact(&mut buf).unwrap();
+            s.write_all(&buf).unwrap();
+        });
+        let (_dp, lb, ls) = balancer(&[s], "");
+        let addr = ls.addr();
+        let mut c = TcpStream::connect(addr).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(ls.close());
+        assert!(TcpStream::connect(addr).is_err(), "the port is still open");
+        c.write_all(b"ping").unwrap();
+        let mut buf = [0u8; 4];
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+        server.join().unwrap();
+        drop(c);
+        wait_idle(&lb);
+    }
+
+    #[test]
+    fn stopping_the_data_path_closes_what_it_holds() {
+        let (s, server) = backend(|mut s| {
+            let mut buf = [0u8; 4];
+            s.read(&mut buf).unwrap_or(0)
+        });
+        let (dp, lb, ls) = balancer(&[s], "");
+        let mut c = TcpStream::connect(ls.addr()).unwrap();
+        let t = Instant::now();
+        while lb.lock().conns.is_empty() {
+            assert!(t.elapsed() < Duration::from_secs(5), "never connected");
+            std::thread::sleep(Duration::from_millis(5));
         }
-        assert_eq!(engine.lock().socks.len(), 1, "one slot, reused");
+        drop(ls);
+        drop(dp);
+        assert_eq!(lb.active(), 0);
+        assert_eq!(
+            server.join().unwrap(),
+            0,
+            "the server saw its connection close"
+        );
+        let mut buf = [0u8; 4];
+        assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)));
     }
 }

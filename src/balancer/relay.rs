@@ -90,13 +90,11 @@ struct Io<'a> {
     ready: &'a mut u8,
 }
 
-/// A running relay. `ready` is owned by the relay while it runs: the engine ORs the poller's
-/// events into it, the relay clears a bit when the socket says EAGAIN (or a short read or
-/// write shows it drained or full; edge-triggered polling reports the next change).
+/// A running relay over the client and server sockets its connection owns. The readiness
+/// bits are the connection's: the engine ORs the poller's events into them, the relay clears
+/// a bit when the socket says EAGAIN (or a short read or write shows it drained or full;
+/// edge-triggered polling reports the next change).
 pub struct Relay {
-    /// Client, server.
-    fds: [RawFd; 2],
-    pub ready: [u8; 2],
     up: Dir,
     down: Dir,
     info: Arc<ConnInfo>,
@@ -106,16 +104,18 @@ pub struct Relay {
 }
 
 impl Relay {
+    /// `preamble` goes to the server before any client byte (a PROXY header, the bytes that
+    /// came with the client's own PROXY header).
     pub fn new(
-        fds: [RawFd; 2],
-        ready: [u8; 2],
         info: Arc<ConnInfo>,
         rewriter: Option<Box<RequestRewriter>>,
+        preamble: Vec<u8>,
     ) -> Relay {
         Relay {
-            fds,
-            ready,
-            up: Dir::default(),
+            up: Dir {
+                pending: preamble,
+                ..Dir::default()
+            },
             down: Dir::default(),
             info,
             rewriter,
@@ -123,11 +123,16 @@ impl Relay {
         }
     }
 
-    /// Move whatever can move now.
-    pub fn pump(&mut self, scratch: &mut [u8]) -> Pumped {
-        let [cfd, sfd] = self.fds;
+    /// Bytes moved so far, both ways (the idle check compares it between ticks).
+    pub fn moved(&self) -> u64 {
+        self.info.bytes.up.load(Ordering::Relaxed) + self.info.bytes.down.load(Ordering::Relaxed)
+    }
+
+    /// Move whatever can move now between the client and server sockets `fds`.
+    pub fn pump(&mut self, fds: [RawFd; 2], ready: &mut [u8; 2], scratch: &mut [u8]) -> Pumped {
+        let [cfd, sfd] = fds;
         for _ in 0..ROUNDS {
-            let [rc, rs] = &mut self.ready;
+            let [rc, rs] = &mut *ready;
             let a = match step(
                 &mut self.up,
                 self.down.done,
@@ -155,7 +160,7 @@ impl Relay {
                 Ok(s) => s,
                 Err(e) => return Pumped::Done(Err(e)),
             };
-            let [rc, rs] = &mut self.ready;
+            let [rc, rs] = &mut *ready;
             let b = match step(
                 &mut self.down,
                 self.up.done,
@@ -179,7 +184,7 @@ impl Relay {
     }
 }
 
-/// Add to a byte counter. The relay is its only writer (under the engine's lock), so a plain
+/// Add to a byte counter. The relay is its only writer (on its engine's thread), so a plain
 /// load and store does, without the locked add; readers (`show conns`) see a recent value.
 fn count(ctr: &AtomicU64, n: usize) {
     ctr.store(ctr.load(Ordering::Relaxed) + n as u64, Ordering::Relaxed);

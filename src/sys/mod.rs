@@ -20,7 +20,7 @@ pub mod splice;
 use std::io;
 
 /// Errors that mean this host ran out of a resource (descriptors, buffers, ports), not that
-/// the peer failed: they must not blacklist a server, and the accept loop backs off on them.
+/// the peer failed: they must not blacklist a server, and accepting backs off on them.
 pub fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),

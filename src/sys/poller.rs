@@ -1,9 +1,11 @@
-//! The relay engine's readiness poller: epoll on Linux, kqueue on FreeBSD, edge-triggered,
-//! every socket registered once for both directions. A thin wrapper: what to do with an event
-//! is the engine's business (balancer::engine).
+//! The data path's readiness poller: epoll on Linux, kqueue on FreeBSD, edge-triggered,
+//! every socket registered once for both directions, plus a waker another thread can use to
+//! interrupt a wait. A thin wrapper: what to do with an event is the engine's business
+//! (balancer::engine).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 /// The socket has (or may have) bytes or an end of stream to read.
 pub const READ: u8 = 1;
@@ -38,6 +40,19 @@ pub struct Events {
     list: Vec<libc::kevent>,
 }
 
+/// Milliseconds for epoll_wait, rounded up: a wait that ends before its deadline would only
+/// spin once more.
+#[cfg(target_os = "linux")]
+fn timeout_ms(t: Option<Duration>) -> libc::c_int {
+    match t {
+        None => -1,
+        Some(d) => {
+            let ms = d.as_nanos().div_ceil(1_000_000);
+            ms.min(i32::MAX as u128) as libc::c_int
+        }
+    }
+}
+
 #[cfg(target_os = "linux")]
 impl Poller {
     pub fn new() -> io::Result<Poller> {
@@ -52,30 +67,51 @@ impl Poller {
         })
     }
 
-    /// Watch `fd` for both directions, edge-triggered, until it is closed (close(2) removes
-    /// it: no deregistration call per connection).
-    pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: libc::c_int, token: u64) -> io::Result<()> {
         let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            events: events as u32,
             u64: token,
         };
         // SAFETY: `ev` lives across the call; the kernel copies it.
-        let rc = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        let rc = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev) };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(())
     }
 
-    /// Fetch what is ready now, without blocking (the runtime's reactor tells when to call).
-    pub fn wait(&self, events: &mut Events) -> io::Result<usize> {
+    /// Watch `fd` for both directions, edge-triggered, until it is closed (close(2) removes
+    /// it: no deregistration call per connection).
+    pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let ev = libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET;
+        self.ctl(libc::EPOLL_CTL_ADD, fd, ev, token)
+    }
+
+    /// Watch `fd` (a listener, a waker) for reading only, edge-triggered. `shared`: other
+    /// pollers watch the same listener, and each new client should wake only one of them
+    /// (EPOLLEXCLUSIVE), not every data-path thread.
+    pub fn add_read(&self, fd: RawFd, token: u64, shared: bool) -> io::Result<()> {
+        let mut ev = libc::EPOLLIN | libc::EPOLLET;
+        if shared {
+            ev |= libc::EPOLLEXCLUSIVE;
+        }
+        self.ctl(libc::EPOLL_CTL_ADD, fd, ev, token)
+    }
+
+    /// Stop watching `fd`, which stays open (a listener other threads still use).
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// Wait up to `timeout` (None: until something happens) for events.
+    pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
         // SAFETY: the buffer holds `BATCH` initialised entries the kernel may overwrite.
         let n = unsafe {
             libc::epoll_wait(
                 self.fd.as_raw_fd(),
                 events.list.as_mut_ptr(),
                 events.list.len() as libc::c_int,
-                0,
+                timeout_ms(timeout),
             )
         };
         if n < 0 {
@@ -93,7 +129,7 @@ impl Events {
         }
     }
 
-    /// Entry `i` of the last wait: its token and READ/WRITE bits.
+    /// Entry `i` of the last wait: its token and READ/WRITE/HUP bits.
     pub fn get(&self, i: usize) -> (u64, u8) {
         let ev = self.list[i];
         let e = ev.events as libc::c_int;
@@ -126,24 +162,28 @@ impl Poller {
         Ok(Poller { fd })
     }
 
-    /// Watch `fd` for both directions, edge-triggered (EV_CLEAR), until it is closed.
-    pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        let change = |filter| libc::kevent {
-            ident: fd as libc::uintptr_t,
-            filter,
-            flags: libc::EV_ADD | libc::EV_CLEAR,
-            fflags: 0,
-            data: 0,
-            udata: token as usize as *mut libc::c_void,
-            ext: [0; 4],
-        };
-        let changes = [change(libc::EVFILT_READ), change(libc::EVFILT_WRITE)];
+    fn change(
+        &self,
+        fd: RawFd,
+        filters: &[libc::c_short],
+        flags: u16,
+        token: u64,
+    ) -> io::Result<()> {
+        let mut changes: [libc::kevent; 2] =
+            // SAFETY: kevent is plain old data; all-zero is a valid value.
+            unsafe { std::mem::zeroed() };
+        for (c, f) in changes.iter_mut().zip(filters) {
+            c.ident = fd as libc::uintptr_t;
+            c.filter = *f;
+            c.flags = flags;
+            c.udata = token as usize as *mut libc::c_void;
+        }
         // SAFETY: `changes` lives across the call; no event list is asked for.
         let rc = unsafe {
             libc::kevent(
                 self.fd.as_raw_fd(),
                 changes.as_ptr(),
-                changes.len() as libc::c_int,
+                filters.len() as libc::c_int,
                 std::ptr::null_mut(),
                 0,
                 std::ptr::null(),
@@ -155,12 +195,38 @@ impl Poller {
         Ok(())
     }
 
-    pub fn wait(&self, events: &mut Events) -> io::Result<usize> {
-        let zero = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: the buffer holds `BATCH` entries the kernel may overwrite.
+    /// Watch `fd` for both directions, edge-triggered (EV_CLEAR), until it is closed.
+    pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let f = [libc::EVFILT_READ, libc::EVFILT_WRITE];
+        self.change(fd, &f, libc::EV_ADD | libc::EV_CLEAR, token)
+    }
+
+    /// Watch `fd` for reading only (listeners, the waker). kqueue has no EPOLLEXCLUSIVE: every
+    /// thread watching a shared listener wakes, and all but one find nothing to accept.
+    pub fn add_read(&self, fd: RawFd, token: u64, _shared: bool) -> io::Result<()> {
+        self.change(
+            fd,
+            &[libc::EVFILT_READ],
+            libc::EV_ADD | libc::EV_CLEAR,
+            token,
+        )
+    }
+
+    /// Stop watching `fd`, which stays open.
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        self.change(fd, &[libc::EVFILT_READ], libc::EV_DELETE, 0)
+    }
+
+    pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
+        let ts = timeout.map(|d| libc::timespec {
+            tv_sec: d.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
+        });
+        let tsp = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: the buffer holds `BATCH` entries the kernel may overwrite; `ts` outlives
+        // the call.
         let n = unsafe {
             libc::kevent(
                 self.fd.as_raw_fd(),
@@ -168,7 +234,7 @@ impl Poller {
                 0,
                 events.list.as_mut_ptr(),
                 events.list.len() as libc::c_int,
-                &zero,
+                tsp,
             )
         };
         if n < 0 {
@@ -217,5 +283,103 @@ impl AsRawFd for Poller {
 impl Default for Events {
     fn default() -> Self {
         Events::new()
+    }
+}
+
+/// Interrupts another thread's `wait`: an eventfd on Linux, a pipe elsewhere. Register
+/// `fd()` with `add_read`; after it fires, `reset` before looking at what was asked.
+pub struct Waker {
+    read: OwnedFd,
+    #[cfg(not(target_os = "linux"))]
+    write: OwnedFd,
+}
+
+impl Waker {
+    #[cfg(target_os = "linux")]
+    pub fn new() -> io::Result<Waker> {
+        // SAFETY: plain syscall; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: eventfd returned a new descriptor that nobody else owns.
+        Ok(Waker {
+            read: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn new() -> io::Result<Waker> {
+        let mut fds = [0 as RawFd; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 returned two new descriptors that nobody else owns.
+        Ok(unsafe {
+            Waker {
+                read: OwnedFd::from_raw_fd(fds[0]),
+                write: OwnedFd::from_raw_fd(fds[1]),
+            }
+        })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+
+    /// Make the poller watching `fd()` report it. A full counter or pipe already does.
+    pub fn wake(&self) {
+        let one = 1u64.to_ne_bytes();
+        #[cfg(target_os = "linux")]
+        let fd = self.read.as_raw_fd();
+        #[cfg(not(target_os = "linux"))]
+        let fd = self.write.as_raw_fd();
+        // SAFETY: `one` is valid for reads of its length for the call.
+        let _ = unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
+    }
+
+    /// Consume the wake-ups so far (the next `wake` is a new edge).
+    pub fn reset(&self) {
+        let mut buf = [0u8; 64];
+        // SAFETY: `buf` is valid for writes of its length; the descriptor is non-blocking.
+        let mut read = || unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), 64) };
+        // An eventfd gives its whole count to one read; a pipe holds one byte per wake.
+        #[cfg(target_os = "linux")]
+        let _ = read();
+        #[cfg(not(target_os = "linux"))]
+        while read() > 0 {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_wait_ends_at_its_timeout_or_when_woken() {
+        let p = Poller::new().unwrap();
+        let w = std::sync::Arc::new(Waker::new().unwrap());
+        p.add_read(w.fd(), 7, false).unwrap();
+        let mut ev = Events::new();
+        let t = Instant::now();
+        assert_eq!(p.wait(&mut ev, Some(Duration::from_millis(30))).unwrap(), 0);
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        let w2 = w.clone();
+        let th = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            w2.wake();
+        });
+        let t = Instant::now();
+        assert_eq!(p.wait(&mut ev, None).unwrap(), 1);
+        assert_eq!(ev.get(0).0, 7);
+        assert!(t.elapsed() < Duration::from_secs(5));
+        th.join().unwrap();
+        w.reset();
+        // Reset: nothing pending until the next wake.
+        assert_eq!(p.wait(&mut ev, Some(Duration::ZERO)).unwrap(), 0);
+        w.wake();
+        assert_eq!(p.wait(&mut ev, Some(Duration::ZERO)).unwrap(), 1);
     }
 }

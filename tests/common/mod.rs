@@ -385,13 +385,20 @@ impl Drop for NsDaemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let t0 = Instant::now();
+        // Any thread not yet a zombie: the data-path threads close their sockets after the
+        // main thread already shows as one.
         let alive = |k: &String| {
-            std::fs::read_to_string(format!("/proc/{k}/stat")).is_ok_and(|st| {
-                !st.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{k}/task")) else {
+                return false;
+            };
+            tasks.flatten().any(|t| {
+                std::fs::read_to_string(t.path().join("stat")).is_ok_and(|st| {
+                    !st.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
             })
         };
         while kids.iter().any(alive) && t0.elapsed() < Duration::from_secs(3) {

@@ -1,0 +1,731 @@
+//! One client connection on the data path: a state machine that its engine (balancer::engine)
+//! drives from socket events and deadlines, on the engine's thread, with no task, future or
+//! waker in between.
+//!
+//!   accepted -> [PROXY header] -> connecting (failover walk) -> relay -> [linger] -> closed
+//!                                  |      ^
+//!                                  v      |  out of descriptors/ports: the same server again
+//!                                 local wait  after a backoff, accepting paused meanwhile
+//!
+//! Every failure to reach a server blacklists it and moves the same client on to the next
+//! server of the walk (pen's order: the pick, pick+1, ...; then the emergency server); the
+//! client is closed only when the walk is exhausted. What a connection holds on its balancer
+//! (its place in `active`, a server slot, its `show conns` entry, a local-wait count) is given
+//! back in `Drop`, whichever way it ends.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+
+use super::engine::Ctx;
+use super::relay::{self, End, Pumped, Relay};
+use super::{Balancer, ConnInfo, Guard, Slot};
+use crate::config;
+use crate::sys;
+use crate::sys::poller::{HUP, READ, WRITE, drained};
+use crate::wire::http::{RequestRewriter, XffConfig};
+use crate::wire::proxy;
+
+/// What the engine does with a connection after it handled an event.
+#[must_use]
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    Keep,
+    Close,
+}
+
+/// How long a client waits for this host to have a descriptor or port again: it was
+/// accepted, so it can be served once the shortage passes.
+const LOCAL_WAIT: Duration = Duration::from_secs(30);
+/// A PROXY header must arrive within this.
+const PROXY_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a 400: how long, and how much, to read and drop before closing.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_MAX: usize = 1 << 20;
+/// A v2 header is at most 16 + 65535 bytes; anything longer is refused.
+const PROXY_MAX: usize = 16 + 65_535;
+/// Client bytes read per recv(2) while looking for a PROXY header: what follows the header
+/// is kept for the server, so read in modest pieces.
+const PROXY_CHUNK: usize = 4096;
+
+enum Phase {
+    /// Reading the client's PROXY header (`accept_proxy`).
+    Proxy {
+        buf: Vec<u8>,
+    },
+    /// A server connect in progress, under its connect timeout.
+    Connecting,
+    /// This host ran out of descriptors or ports: the same server again after `backoff`.
+    LocalWait {
+        backoff: Duration,
+        give_up: Instant,
+        timeout: Duration,
+    },
+    Relay(Relaying),
+    /// Answered 400: reading what the client still sends for a moment before closing, since
+    /// closing with unread data sends a reset, and a reset makes the client's kernel discard
+    /// the 400 it has not read yet.
+    Linger {
+        total: usize,
+    },
+}
+
+struct Relaying {
+    relay: Relay,
+    /// Idle check: bytes moved at the last tick and the quiet time since they last changed.
+    seen: u64,
+    quiet: Duration,
+    idle: Duration,
+}
+
+/// The failover walk: the pick, pick+1, ... (all servers, or only the pick when stubborn),
+/// then the emergency server (not when stubborn).
+struct Walk {
+    planned: bool,
+    first: Option<usize>,
+    n: usize,
+    tries: usize,
+    k: usize,
+    emergency: bool,
+}
+
+impl Walk {
+    fn new(first: Option<usize>, n: usize, failover: bool) -> Walk {
+        Walk {
+            planned: true,
+            first,
+            n,
+            tries: if failover { n } else { 1 },
+            k: 0,
+            emergency: failover,
+        }
+    }
+
+    fn next(&mut self) -> Option<Slot> {
+        if let Some(f) = self.first
+            && self.k < self.tries
+            && self.n > 0
+        {
+            let s = Slot::Regular((f + self.k) % self.n);
+            self.k += 1;
+            return Some(s);
+        }
+        if self.emergency {
+            self.emergency = false;
+            return Some(Slot::Emergency);
+        }
+        None
+    }
+}
+
+pub struct Session {
+    lb: Arc<Balancer>,
+    /// Client, server.
+    fds: [Option<OwnedFd>; 2],
+    /// The registration serial of each socket: an event for a socket since closed (a failed
+    /// server, a previous connection in this slot) carries another and is ignored.
+    pub serial: [u32; 2],
+    /// READ/WRITE/HUP as the poller last reported them, cleared as reads and writes drain.
+    ready: [u8; 2],
+    /// In the engine's queue of relays to pump again.
+    pub queued: bool,
+    /// The TCP peer; the client (the PROXY header's source behind another proxy); where the
+    /// client connected to.
+    peer: SocketAddr,
+    who: SocketAddr,
+    dst: SocketAddr,
+    phase: Phase,
+    walk: Walk,
+    guard: Option<Guard>,
+    info: Option<Arc<ConnInfo>>,
+    /// Client bytes that came with its PROXY header, for the server.
+    early: Vec<u8>,
+    /// Counted in the balancer's `local_waiting`.
+    waiting_local: bool,
+}
+
+impl Session {
+    /// A client the engine accepted (and counted in `lb.active`).
+    pub fn new(lb: Arc<Balancer>, client: OwnedFd, peer: SocketAddr, listen: SocketAddr) -> Self {
+        Session {
+            lb,
+            fds: [Some(client), None],
+            serial: [0; 2],
+            ready: [0; 2],
+            queued: false,
+            peer,
+            who: peer,
+            dst: listen,
+            phase: Phase::Connecting,
+            walk: Walk {
+                planned: false,
+                first: None,
+                n: 0,
+                tries: 0,
+                k: 0,
+                emergency: false,
+            },
+            guard: None,
+            info: None,
+            early: Vec::new(),
+            waiting_local: false,
+        }
+    }
+
+    fn fd(&self, side: usize) -> RawFd {
+        self.fds[side].as_ref().map_or(-1, |f| f.as_raw_fd())
+    }
+
+    /// Take the accepted client into the engine and start on it.
+    pub fn start(&mut self, ctx: &mut Ctx, idx: u32) -> Flow {
+        let fd = self.fd(0);
+        match ctx.register(fd, idx, 0) {
+            Ok(serial) => self.serial[0] = serial,
+            Err(e) => {
+                warn!(target: "lb", balancer = %self.lb.cfg.name, client = %self.peer, "cannot poll the client socket: {e}; client closed");
+                return Flow::Close;
+            }
+        }
+        // Nagle on a relay adds ~40 ms stalls per response (pen without tcp_nodelay). Linux
+        // accepted sockets inherit TCP_NODELAY from the listener (sys::socket::listener sets
+        // it), which saves a setsockopt(2) per connection.
+        #[cfg(not(target_os = "linux"))]
+        if let Some(c) = &self.fds[0] {
+            let _ = socket2::SockRef::from(c).set_tcp_nodelay(true);
+        }
+        if self.dst.ip().is_unspecified() {
+            let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+            self.dst = sys::socket::local_addr(fd).unwrap_or(unknown);
+        }
+        if self.lb.cfg.accept_proxy {
+            self.phase = Phase::Proxy {
+                buf: Vec::with_capacity(256),
+            };
+            ctx.timers.set(idx, ctx.now + PROXY_TIMEOUT);
+            // The header may be in already; otherwise the client's first event brings it.
+            return self.read_proxy(ctx, idx);
+        }
+        self.dial(ctx, idx)
+    }
+
+    /// A poller event for this connection's socket `side`.
+    pub fn event(&mut self, ctx: &mut Ctx, idx: u32, side: usize, bits: u8) -> Flow {
+        self.ready[side] |= bits;
+        match self.phase {
+            Phase::Relay(_) => {
+                // Pumped after this batch of events: one pass sees both sockets' news.
+                if !self.queued {
+                    self.queued = true;
+                    ctx.queue.push(idx);
+                }
+                Flow::Keep
+            }
+            Phase::Proxy { .. } if side == 0 => self.read_proxy(ctx, idx),
+            Phase::Connecting if side == 1 && bits & (WRITE | HUP) != 0 => {
+                self.connect_done(ctx, idx)
+            }
+            Phase::Linger { .. } if side == 0 => self.linger(ctx),
+            _ => Flow::Keep,
+        }
+    }
+
+    /// This connection's deadline passed.
+    pub fn timer(&mut self, ctx: &mut Ctx, idx: u32) -> Flow {
+        match &mut self.phase {
+            Phase::Proxy { .. } => self.proxy_failed(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no PROXY header within 5 s",
+            )),
+            Phase::Connecting => {
+                let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+                self.server_failed(e);
+                self.dial(ctx, idx)
+            }
+            Phase::LocalWait { timeout, .. } => {
+                let timeout = *timeout;
+                self.set_waiting_local(false);
+                self.connect(ctx, idx, timeout)
+            }
+            Phase::Relay(r) => {
+                let now = r.relay.moved();
+                if now != r.seen {
+                    (r.seen, r.quiet) = (now, Duration::ZERO);
+                } else {
+                    r.quiet += tick(r.idle);
+                    if r.quiet >= r.idle {
+                        return self.end(ctx, idx, End::Idle);
+                    }
+                }
+                ctx.timers.set(idx, ctx.now + tick(r.idle));
+                Flow::Keep
+            }
+            Phase::Linger { .. } => Flow::Close,
+        }
+    }
+
+    /// Move what the relay can move now (queued by `event`, or still busy last pass).
+    pub fn pump(&mut self, ctx: &mut Ctx, idx: u32) -> Flow {
+        self.queued = false;
+        let fds = [self.fd(0), self.fd(1)];
+        let Phase::Relay(r) = &mut self.phase else {
+            return Flow::Keep;
+        };
+        match r.relay.pump(fds, &mut self.ready, &mut ctx.scratch) {
+            Pumped::Blocked => Flow::Keep,
+            Pumped::Busy => {
+                self.queued = true;
+                ctx.queue.push(idx);
+                Flow::Keep
+            }
+            Pumped::Done(res) => {
+                let end = match (res, r.relay.refused.take()) {
+                    (Ok(()), Some(e)) => End::BadRequest(e),
+                    (Ok(()), None) => End::Closed,
+                    (Err(e), _) => End::Error(e),
+                };
+                self.end(ctx, idx, end)
+            }
+        }
+    }
+
+    fn proxy_failed(&mut self, e: io::Error) -> Flow {
+        self.lb.stats.proxy_errors.fetch_add(1, Ordering::Relaxed);
+        warn!(target: "lb", balancer = %self.lb.cfg.name, client = %self.peer, "no valid PROXY header: {e}; closed");
+        Flow::Close
+    }
+
+    fn read_proxy(&mut self, ctx: &mut Ctx, idx: u32) -> Flow {
+        let fd = self.fd(0);
+        loop {
+            let Phase::Proxy { buf } = &mut self.phase else {
+                return Flow::Keep;
+            };
+            match proxy::decode(buf) {
+                Ok(proxy::Decoded::Header { len, addrs, .. }) => {
+                    // LOCAL / UNKNOWN: the proxy's own connection (health checks).
+                    if let Some(a) = addrs {
+                        (self.who, self.dst) = (a.src, a.dst);
+                    }
+                    self.early = buf[len..].to_vec();
+                    ctx.timers.clear(idx);
+                    return self.dial(ctx, idx);
+                }
+                Ok(proxy::Decoded::Incomplete) => {}
+                Err(e) => {
+                    let e = io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+                    return self.proxy_failed(e);
+                }
+            }
+            if buf.len() > PROXY_MAX {
+                let e = io::Error::new(io::ErrorKind::InvalidData, "PROXY header too long");
+                return self.proxy_failed(e);
+            }
+            if self.ready[0] & READ == 0 {
+                return Flow::Keep;
+            }
+            let chunk = &mut ctx.scratch[..PROXY_CHUNK];
+            match sys::socket::recv(fd, chunk) {
+                Ok(0) => {
+                    let e = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "closed before a PROXY header",
+                    );
+                    return self.proxy_failed(e);
+                }
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    if n < PROXY_CHUNK {
+                        drained(&mut self.ready[0]);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => drained(&mut self.ready[0]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.proxy_failed(e),
+            }
+        }
+    }
+
+    /// Plan the walk over the servers, then try them.
+    fn dial(&mut self, ctx: &mut Ctx, idx: u32) -> Flow {
+        if !self.walk.planned {
+            let (first, n, failover) = self.lb.plan(self.who.ip(), self.who.port(), ctx.now);
+            self.walk = Walk::new(first, n, failover);
+        }
+        loop {
+            let Some(slot) = self.walk.next() else {
+                self.lb.stats.no_server.fetch_add(1, Ordering::Relaxed);
+                self.lb.log_no_server(self.who);
+                return Flow::Close;
+            };
+            let Some((guard, timeout)) = self.lb.reserve(slot, self.who.ip(), ctx.now) else {
+                continue;
+            };
+            self.guard = Some(guard);
+            match self.connect(ctx, idx, timeout) {
+                Flow::Keep if self.guard.is_none() => continue,
+                f => return f,
+            }
+        }
+    }
+
+    /// Open a socket to the guard's server and start connecting. Keep with the guard gone:
+    /// that server failed, try the next.
+    fn connect(&mut self, ctx: &mut Ctx, idx: u32, timeout: Duration) -> Flow {
+        let Some(addr) = self.guard.as_ref().map(Guard::addr) else {
+            return self.dial(ctx, idx);
+        };
+        let attempt = sys::socket::connect(addr).and_then(|(fd, done)| {
+            let serial = ctx.register(fd.as_raw_fd(), idx, 1)?;
+            Ok((fd, done, serial))
+        });
+        match attempt {
+            Ok((fd, done, serial)) => {
+                self.fds[1] = Some(fd);
+                self.serial[1] = serial;
+                self.ready[1] = 0;
+                if done {
+                    self.ready[1] = WRITE;
+                    return self.connected(ctx, idx);
+                }
+                self.phase = Phase::Connecting;
+                ctx.timers.set(idx, ctx.now + timeout);
+                Flow::Keep
+            }
+            Err(e) if sys::is_resource_exhaustion(&e) => {
+                let now = Instant::now();
+                let (backoff, give_up) = match self.phase {
+                    Phase::LocalWait {
+                        backoff, give_up, ..
+                    } => ((backoff * 2).min(Duration::from_millis(200)), give_up),
+                    _ => (Duration::from_millis(5), now + LOCAL_WAIT.max(timeout)),
+                };
+                if now + backoff >= give_up {
+                    // Every server would hit the same shortage: give this client up without
+                    // blaming anyone.
+                    warn!(target: "lb", balancer = %self.lb.cfg.name, client = %self.who,
+                        "no local resources to reach a server for {} s ({e}); client closed", LOCAL_WAIT.as_secs());
+                    return Flow::Close;
+                }
+                // While anyone waits here no new client is accepted, so freed descriptors go
+                // to the clients already accepted (or everyone starves).
+                self.set_waiting_local(true);
+                self.phase = Phase::LocalWait {
+                    backoff,
+                    give_up,
+                    timeout,
+                };
+                ctx.timers.set(idx, ctx.now + backoff);
+                Flow::Keep
+            }
+            Err(e) => {
+                self.server_failed(e);
+                if matches!(self.phase, Phase::LocalWait { .. }) {
+                    self.phase = Phase::Connecting;
+                    return self.dial(ctx, idx);
+                }
+                Flow::Keep
+            }
+        }
+    }
+
+    /// The server socket reported writable or failed: how did its connect end?
+    fn connect_done(&mut self, ctx: &mut Ctx, idx: u32) -> Flow {
+        // On Linux a failed connect always reports EPOLLERR (HUP here): writable without it
+        // is established, and the getsockopt(2) per connection can be saved.
+        #[cfg(target_os = "linux")]
+        let check = self.ready[1] & HUP != 0;
+        #[cfg(not(target_os = "linux"))]
+        let check = true;
+        if check && let Some(fd) = &self.fds[1] {
+            let err = match sys::socket::take_error(fd) {
+                Ok(Some(e)) | Err(e) => Some(e),
+                Ok(None) => None,
+            };
+            if let Some(e) = err {
+                self.server_failed(e);
+                return self.dial(ctx, idx);
+            }
+        }
+        self.connected(ctx, idx)
+    }
+
+    /// The current server failed: blacklist it, close its socket.
+    fn server_failed(&mut self, e: io::Error) {
+        self.fds[1] = None;
+        self.ready[1] = 0;
+        if let Some(g) = self.guard.take() {
+            self.lb.server_failed(g, &e);
+        }
+    }
+
+    fn set_waiting_local(&mut self, on: bool) {
+        if self.waiting_local != on {
+            self.waiting_local = on;
+            self.lb.local_wait(on);
+        }
+    }
+
+    /// Connected: book the connection, then relay (PROXY header and early bytes first).
+    fn connected(&mut self, ctx: &mut Ctx, idx: u32) -> Flow {
+        let Some(guard) = self.guard.as_ref() else {
+            return Flow::Close;
+        };
+        let now = ctx.now;
+        let lb = self.lb.clone();
+        let (info, idle) = {
+            let mut st = lb.lock();
+            let index = st.index_of(guard);
+            st.clients.record(self.who.ip(), index, now);
+            // A blacklist is not cleared here: a connection placed before an operator's
+            // `server N blacklist T` must not undo it by succeeding.
+            if let Some(s) = st.guarded(guard) {
+                s.total += 1;
+            }
+            st.next_conn += 1;
+            let info = Arc::new(ConnInfo {
+                id: st.next_conn,
+                client: self.who,
+                peer: self.peer,
+                // Where the client connected: our listener, or behind a proxy the
+                // destination its PROXY header names.
+                listen: self.dst,
+                upstream_fd: self.fd(1),
+                server: guard.addr(),
+                server_index: index,
+                started: now,
+                bytes: relay::Counters::default(),
+            });
+            st.conns.insert(info.id, info.clone());
+            (info, st.settings.idle_timeout)
+        };
+        lb.stats.served.fetch_add(1, Ordering::Relaxed);
+        self.info = Some(info.clone());
+        // Boxed: most connections have none, and the relay stays small.
+        let mut rewriter = lb.cfg.http_forwarded_for.then(|| {
+            let trusted = lb
+                .cfg
+                .trusted_proxies
+                .iter()
+                .any(|(n, l)| config::in_network(self.who.ip(), *n, *l));
+            Box::new(RequestRewriter::new(XffConfig {
+                client: self.who.ip(),
+                trusted,
+                proto: "http",
+            }))
+        });
+        let mut preamble = match lb.cfg.proxy_protocol {
+            config::ProxyProtocol::None => Vec::new(),
+            config::ProxyProtocol::V1 => proxy::encode_v1(self.who, self.dst),
+            config::ProxyProtocol::V2 => proxy::encode_v2(self.who, self.dst),
+        };
+        let early = std::mem::take(&mut self.early);
+        if !early.is_empty() {
+            info.bytes
+                .up
+                .fetch_add(early.len() as u64, Ordering::Relaxed);
+            match rewriter.as_deref_mut() {
+                Some(r) => {
+                    if let Err(e) = r.feed(&early, &mut preamble) {
+                        let e = io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+                        self.phase = Phase::Relay(Relaying {
+                            relay: Relay::new(info, rewriter, Vec::new()),
+                            seen: 0,
+                            quiet: Duration::ZERO,
+                            idle,
+                        });
+                        return self.end(ctx, idx, End::Error(e));
+                    }
+                }
+                None => preamble.extend_from_slice(&early),
+            }
+        }
+        self.phase = Phase::Relay(Relaying {
+            relay: Relay::new(info, rewriter, preamble),
+            seen: 0,
+            quiet: Duration::ZERO,
+            idle,
+        });
+        if idle.is_zero() {
+            ctx.timers.clear(idx);
+        } else {
+            ctx.timers.set(idx, ctx.now + tick(idle));
+        }
+        // Whatever is ready already (the request that came with the connection) moves now.
+        self.pump(ctx, idx)
+    }
+
+    /// The relay ended: settle the books, log, and close (or linger after a 400).
+    fn end(&mut self, ctx: &mut Ctx, idx: u32, end: End) -> Flow {
+        let lb = self.lb.clone();
+        let Some(info) = self.info.clone() else {
+            return Flow::Close;
+        };
+        let (up, down) = (
+            info.bytes.up.load(Ordering::Relaxed),
+            info.bytes.down.load(Ordering::Relaxed),
+        );
+        // Read while the upstream socket is open and the connection registered.
+        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+        let local = if lb.cfg.connection_log {
+            info.local()
+        } else {
+            unknown
+        };
+        let slot = self.guard.as_ref().map(Guard::slot);
+        let addr = info.server;
+        self.settle();
+        let requests = match &self.phase {
+            Phase::Relay(r) => r.relay.rewriter.as_ref().map(|r| r.requests()),
+            _ => None,
+        };
+        let how = match &end {
+            End::Closed => "closed".to_string(),
+            End::Idle => {
+                lb.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                "idle timeout".to_string()
+            }
+            End::BadRequest(e) => {
+                lb.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+                format!("400 bad request ({e})")
+            }
+            End::Error(e) => format!("error: {e}"),
+        };
+        if lb.cfg.connection_log {
+            let server = match slot {
+                Some(Slot::Regular(i)) => format!("#{i}"),
+                _ => "emergency".into(),
+            };
+            let requests = requests.map_or(String::new(), |r| format!(" requests={r}"));
+            let via = if self.who == self.peer {
+                String::new()
+            } else {
+                format!(" via={}", self.peer)
+            };
+            info!(target: "lb",
+                "conn {} -> {} {local} -> {addr} balancer={} server={server} up={up} down={down} duration={:.3}s end=\"{how}\"{requests}{via}",
+                self.who, self.dst, lb.cfg.name, info.started.elapsed().as_secs_f64());
+        } else if let End::Error(e) = &end {
+            debug!(target: "lb", balancer = %lb.cfg.name, client = %self.who, server = %addr, "connection ended: {e}");
+        }
+        if !matches!(end, End::BadRequest(_)) {
+            return Flow::Close;
+        }
+        // The server is done with: only the client is read until it stops or time is up.
+        self.fds[1] = None;
+        if let Some(c) = &self.fds[0] {
+            let _ = sys::socket::shutdown_write(c);
+        }
+        self.phase = Phase::Linger { total: 0 };
+        ctx.timers.set(idx, ctx.now + LINGER);
+        self.linger(ctx)
+    }
+
+    fn linger(&mut self, ctx: &mut Ctx) -> Flow {
+        let fd = self.fd(0);
+        let Phase::Linger { total } = &mut self.phase else {
+            return Flow::Keep;
+        };
+        while self.ready[0] & READ != 0 {
+            match sys::socket::recv(fd, &mut ctx.scratch) {
+                Ok(0) => return Flow::Close,
+                Ok(n) => {
+                    *total += n;
+                    if *total >= LINGER_MAX {
+                        return Flow::Close;
+                    }
+                    if n < ctx.scratch.len() {
+                        drained(&mut self.ready[0]);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => drained(&mut self.ready[0]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Flow::Close,
+            }
+        }
+        Flow::Keep
+    }
+
+    /// Give back what the connection holds on its balancer: its `show conns` entry and byte
+    /// counts, its server slot, a local-wait count. Idempotent.
+    fn settle(&mut self) {
+        let info = self.info.take();
+        let guard = self.guard.take();
+        if info.is_some() || guard.is_some() {
+            let mut st = self.lb.lock();
+            if let Some(info) = info {
+                let (up, down) = (
+                    info.bytes.up.load(Ordering::Relaxed),
+                    info.bytes.down.load(Ordering::Relaxed),
+                );
+                // Before the upstream socket closes: `show conns` reads its address.
+                st.conns.remove(&info.id);
+                if let Some(g) = &guard
+                    && let Some(s) = st.guarded(g)
+                {
+                    s.sx += up;
+                    s.rx += down;
+                }
+                // pen's sx/rx per client: bytes sent to / received from the client.
+                st.clients.add_bytes(self.who.ip(), down, up);
+            }
+            if let Some(g) = guard {
+                st.release(g);
+            }
+        }
+        self.set_waiting_local(false);
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // The sockets close after this (field drop), once nothing refers to them.
+        self.settle();
+        self.lb.leave();
+    }
+}
+
+/// The idle check looks for moved bytes four times per period rather than stamping every
+/// read: a quiet connection closes between `idle` and 1.25 x `idle` after its last byte.
+fn tick(idle: Duration) -> Duration {
+    (idle / 4).max(Duration::from_millis(10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn walk(first: Option<usize>, n: usize, failover: bool) -> Vec<Slot> {
+        let mut w = Walk::new(first, n, failover);
+        std::iter::from_fn(|| w.next()).collect()
+    }
+
+    #[test]
+    fn the_walk_is_pens_order_then_the_emergency_server() {
+        use Slot::*;
+        assert_eq!(
+            walk(Some(2), 4, true),
+            [Regular(2), Regular(3), Regular(0), Regular(1), Emergency]
+        );
+        // Stubborn: the pick only, no emergency server.
+        assert_eq!(walk(Some(2), 4, false), [Regular(2)]);
+        // Nothing usable to pick: straight to the emergency server.
+        assert_eq!(walk(None, 4, true), [Emergency]);
+        assert_eq!(walk(None, 0, false), []);
+    }
+
+    #[test]
+    fn a_connection_stays_small() {
+        // Every open connection holds one in its engine's table: its size is a floor under
+        // the memory per idle connection (the tokio task it replaced was 1.6 KiB).
+        assert!(
+            std::mem::size_of::<Session>() <= 512,
+            "Session is {} bytes",
+            std::mem::size_of::<Session>()
+        );
+    }
+}
