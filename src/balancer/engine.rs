@@ -588,6 +588,44 @@ mod tests {
     }
 
     #[test]
+    fn a_response_and_its_fin_in_one_go_arrive_whole_before_the_end() {
+        // The server answers and closes at once, so the data and the FIN come in together:
+        // a short read then ends the direction without another recv(2). Small answers go
+        // straight through; a large one to a client that does not read yet backs up in the
+        // relay, and the FIN must wait for its last byte.
+        for (size, client_waits) in [(300usize, false), (3 << 20, true)] {
+            let answer = pattern(size, 3);
+            let sent = answer.clone();
+            let (s, server) = backend(move |mut s| {
+                let mut req = [0u8; 3];
+                s.read_exact(&mut req).unwrap();
+                s.write_all(&sent).unwrap();
+                s.shutdown(Shutdown::Write).unwrap();
+                // Then the client's FIN, passed on after ours went to it.
+                let mut rest = Vec::new();
+                s.read_to_end(&mut rest).unwrap();
+                rest
+            });
+            let (_dp, lb, ls) = balancer(&[s], "");
+            let mut c = TcpStream::connect(ls.addr()).unwrap();
+            c.write_all(b"GET").unwrap();
+            if client_waits {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let mut got = Vec::new();
+            c.read_to_end(&mut got).unwrap();
+            assert_eq!(got.len(), answer.len(), "{size} bytes");
+            assert!(got == answer, "{size} bytes: the answer differs");
+            // The client's direction is still open after the server's end came through.
+            c.write_all(b"bye").unwrap();
+            c.shutdown(Shutdown::Write).unwrap();
+            assert_eq!(server.join().unwrap(), b"bye");
+            drop(c);
+            wait_idle(&lb);
+        }
+    }
+
+    #[test]
     fn an_echo_of_8_mib_each_way_keeps_every_byte() {
         // Bulk both ways at once: backpressure, partial writes and the splice switch.
         let (s, server) = backend(|s| {

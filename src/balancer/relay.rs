@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::ConnInfo;
 use crate::sys;
-use crate::sys::poller::{READ, WRITE, drained};
+use crate::sys::poller::{FIN, READ, WRITE, drained};
 use crate::wire::http::{self, HttpError, RequestRewriter};
 
 /// Size of the engine's scratch buffer: a read that fills it marks bulk data.
@@ -258,6 +258,10 @@ fn step(
         finish(d, other_done, dst.fd)?;
         return Ok(Step::Progress);
     }
+    // A short read after the peer's FIN came in read everything before it: the end of stream
+    // is next, and the recv(2) that would only return 0 is saved (a server's last response
+    // and its FIN usually arrive together).
+    let at_end = n < scratch.len() && *src.ready & FIN != 0;
     if n < scratch.len() {
         // A short read drained the socket: the next arrival is a new edge. Saves the
         // recv(2) that would only say EAGAIN.
@@ -275,12 +279,19 @@ fn step(
         if d.off == d.pending.len() {
             d.pending = Vec::new();
             d.off = 0;
+            if at_end {
+                finish(d, other_done, dst.fd)?;
+            }
         }
         return Ok(Step::Progress);
     }
     let w = send_some(&mut dst, &scratch[..n])?;
     if w < n {
         d.pending.extend_from_slice(&scratch[w..n]);
+    } else if at_end {
+        // Only with nothing left to write: the FIN must follow the last byte.
+        finish(d, other_done, dst.fd)?;
+        return Ok(Step::Progress);
     }
     #[cfg(target_os = "linux")]
     if n == scratch.len() {

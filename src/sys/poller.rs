@@ -14,6 +14,9 @@ pub const WRITE: u8 = 2;
 /// The peer's FIN (or an error) is in: reads never block again, so READ stays set. A short
 /// read does not mean drained any more: the end of stream may sit right behind the data.
 pub const HUP: u8 = 4;
+/// The peer's FIN, without an error: every byte it sent before is in the receive queue, so
+/// a read that drains the queue has read up to the end of stream.
+pub const FIN: u8 = 8;
 
 /// After a read found no more data (EAGAIN, or a short read): READ goes until the next event,
 /// unless the end of stream is known to be there.
@@ -139,6 +142,9 @@ impl Events {
         }
         if e & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
             bits |= READ | HUP;
+        }
+        if e & libc::EPOLLRDHUP != 0 && e & libc::EPOLLERR == 0 {
+            bits |= FIN;
         }
         if e & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
             bits |= WRITE;
@@ -266,6 +272,10 @@ impl Events {
         };
         if ev.flags & libc::EV_EOF != 0 && ev.filter == libc::EVFILT_READ {
             bits |= HUP;
+            // fflags holds the socket error, if the end was one.
+            if ev.fflags == 0 {
+                bits |= FIN;
+            }
         }
         if ev.flags & libc::EV_ERROR != 0 {
             bits = READ | WRITE | HUP;
