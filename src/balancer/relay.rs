@@ -27,9 +27,6 @@ use crate::wire::http::{self, HttpError, RequestRewriter};
 /// Size of the engine's scratch buffer: a read that fills it marks bulk data.
 pub const SCRATCH: usize = 64 * 1024;
 
-/// Passes over both directions per pump before other connections get their turn.
-const ROUNDS: usize = 16;
-
 /// Bytes moved so far, readable while the relay runs.
 #[derive(Default, Debug)]
 pub struct Counters {
@@ -56,7 +53,7 @@ pub enum End {
 pub enum Pumped {
     /// Waiting for the poller: nothing moves until a socket reports readiness.
     Blocked,
-    /// Still moving after ROUNDS passes: pump again after the other connections.
+    /// More could move: pump again after the other connections had their turn.
     Busy,
     /// Both directions ended (Ok) or a socket failed.
     Done(io::Result<()>),
@@ -128,10 +125,14 @@ impl Relay {
         self.info.bytes.up.load(Ordering::Relaxed) + self.info.bytes.down.load(Ordering::Relaxed)
     }
 
-    /// Move whatever can move now between the client and server sockets `fds`.
+    /// One step each way between the client and server sockets `fds`. A relay that could move
+    /// more says Busy and goes to the back of its engine's queue: bulk connections take turns
+    /// with each other and with the poller, one pipe-full (or scratch buffer) at a time.
+    /// Measured on loopback with BBR pacing, 10 connections of 1 MiB responses: 16 steps per
+    /// turn cost 25 % more CPU per GB than one, and a 256 KiB pipe 40 % more than 64 KiB.
     pub fn pump(&mut self, fds: [RawFd; 2], ready: &mut [u8; 2], scratch: &mut [u8]) -> Pumped {
         let [cfd, sfd] = fds;
-        for _ in 0..ROUNDS {
+        {
             let [rc, rs] = &mut *ready;
             let a = match step(
                 &mut self.up,
@@ -180,7 +181,31 @@ impl Relay {
                 return Pumped::Blocked;
             }
         }
-        Pumped::Busy
+        let [rc, rs] = *ready;
+        if self.up.can_move(rc, rs) || self.down.can_move(rs, rc) {
+            Pumped::Busy
+        } else {
+            Pumped::Blocked
+        }
+    }
+}
+
+impl Dir {
+    /// Whether a step could move something now: a backlog and a writable peer, or a
+    /// readable source.
+    fn can_move(&self, src: u8, dst: u8) -> bool {
+        if self.done {
+            return false;
+        }
+        #[cfg(target_os = "linux")]
+        let piped = self.pipe.as_ref().is_some_and(|p| p.len > 0);
+        #[cfg(not(target_os = "linux"))]
+        let piped = false;
+        if piped || self.off < self.pending.len() {
+            dst & WRITE != 0
+        } else {
+            src & READ != 0
+        }
     }
 }
 

@@ -4,8 +4,10 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// Pipe capacity: larger than the default 64 KiB so one splice moves more per wake-up.
-const PIPE_SIZE: libc::c_int = 256 * 1024;
+/// Pipe capacity: 64 KiB, Linux's default on 4 KiB pages, set explicitly for other page sizes.
+/// Larger is not better: with BBR's pacing on loopback a 256 KiB pipe cost 40 % more CPU per GB
+/// (bigger bursts arm the pacing timer more often) at no gain in throughput.
+const PIPE_SIZE: libc::c_int = 64 * 1024;
 
 pub struct Pipe {
     read: OwnedFd,
@@ -25,7 +27,7 @@ impl Pipe {
         }
         // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // Best effort: a smaller pipe still works, only with more wake-ups.
+        // Best effort: another size still works.
         // SAFETY: fcntl on an fd we own.
         let set = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
         // F_SETPIPE_SZ returns the size granted; the default is 64 KiB.
@@ -54,15 +56,18 @@ impl Pipe {
 }
 
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+    // The raw syscall: glibc's wrapper is a thread-cancellation point (see socket::recv).
     // SAFETY: plain fds, no offsets (null pointers are allowed for pipes and sockets).
     let n = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
+        // Every argument as a full register (syscall(2) reads longs).
+        libc::syscall(
+            libc::SYS_splice,
+            libc::c_long::from(from),
+            std::ptr::null_mut::<libc::loff_t>(),
+            libc::c_long::from(to),
+            std::ptr::null_mut::<libc::loff_t>(),
             len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            libc::c_long::from(libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK),
         )
     };
     if n < 0 {
