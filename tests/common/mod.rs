@@ -16,6 +16,18 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_fwlb");
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
+    // Below the ephemeral range (32768 and up): a port the kernel hands out for port 0 may be
+    // taken as the source port of some test's outgoing connection between this check and the
+    // daemon's bind. Each test process starts at its own offset and counts up.
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 120) as u16 * 100;
+    for _ in 0..12_000 {
+        let port = 20_000 + (base - 20_000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     let l = StdListener::bind("127.0.0.1:0").expect("bind port 0");
     l.local_addr().expect("local addr").port()
 }
