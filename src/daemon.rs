@@ -488,7 +488,7 @@ async fn serve(
     let threads = if cfg.balancers.is_empty() {
         0
     } else {
-        cfg.daemon.threads.max(1)
+        cfg.daemon.threads
     };
     let dp = DataPath::start(threads).context("cannot start the data path")?;
     for b in &cfg.balancers {

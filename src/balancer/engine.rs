@@ -270,19 +270,17 @@ impl Engine {
             return;
         };
         for _ in 0..16 {
-            let before = match &mut self.listeners[li] {
+            match &mut self.listeners[li] {
                 Some(l) => {
                     l.ready = true;
                     l.backoff_until = None;
-                    l.lb.stats.accepted.load(Ordering::Relaxed)
                 }
                 None => break,
-            };
-            self.accept(li);
+            }
+            let taken = self.accept(li);
             // Drained (EAGAIN), or at a limit (nothing taken): done.
-            match &self.listeners[li] {
-                Some(l) if l.ready && l.lb.stats.accepted.load(Ordering::Relaxed) != before => {}
-                _ => break,
+            if taken == 0 || self.listeners[li].as_ref().is_none_or(|l| !l.ready) {
+                break;
             }
         }
         if let Some(l) = self.listeners[li].take() {
@@ -296,15 +294,16 @@ impl Engine {
         }
     }
 
-    /// Accept what the listener has (up to a batch) and start on each client.
-    fn accept(&mut self, li: usize) {
+    /// Accept what the listener has (up to a batch) and start on each client; how many.
+    fn accept(&mut self, li: usize) -> usize {
         let now = self.ctx.now;
+        let mut taken = 0;
         for _ in 0..ACCEPT_BATCH {
             let Some(Some(l)) = self.listeners.get_mut(li) else {
-                return;
+                return taken;
             };
             if !l.ready || l.backoff_until.is_some_and(|t| now < t) {
-                return;
+                return taken;
             }
             l.backoff_until = None;
             // max_connections, or clients waiting for descriptors: the new ones wait in the
@@ -316,7 +315,7 @@ impl Engine {
                     warn!(target: "lb", balancer = %l.lb.cfg.name, listen = %l.addr,
                         "cannot accept: clients already accepted wait for descriptors or ports to reach their server; backing off until they free up");
                 }
-                return;
+                return taken;
             }
             let lb = l.lb.clone();
             match sys::socket::accept(l.sock.as_raw_fd()) {
@@ -343,12 +342,13 @@ impl Engine {
                     };
                     self.sessions[idx as usize] = Some(Session::new(lb, fd, peer, listen));
                     self.with_session(idx, |s, ctx| s.start(ctx, idx));
+                    taken += 1;
                 }
                 Err(e) => {
                     lb.leave();
                     if e.kind() == io::ErrorKind::WouldBlock {
                         l.ready = false;
-                        return;
+                        return taken;
                     }
                     if sys::is_resource_exhaustion(&e) {
                         lb.stats.fd_exhausted.fetch_add(1, Ordering::Relaxed);
@@ -359,7 +359,7 @@ impl Engine {
                         }
                         l.backoff_until = Some(now + l.backoff);
                         l.backoff = (l.backoff * 2).min(Duration::from_secs(1));
-                        return;
+                        return taken;
                     }
                     // ECONNABORTED and friends: that client is gone, the listener is fine.
                     if e.kind() != io::ErrorKind::Interrupted {
@@ -368,6 +368,7 @@ impl Engine {
                 }
             }
         }
+        taken
     }
 }
 

@@ -277,7 +277,8 @@ impl Balancer {
         }
     }
 
-    /// Why a new client cannot be accepted now, if it cannot.
+    /// Whether a new client must wait in the backlog: a limit is reached, or accepted clients
+    /// wait for descriptors.
     fn accept_blocked(&self) -> bool {
         self.local_waiting.load(Ordering::SeqCst) > 0
             || self.active.load(Ordering::SeqCst) >= self.max_connections()

@@ -74,6 +74,8 @@ struct Dir {
     pipe: Option<sys::splice::Pipe>,
 }
 
+/// What a step did. Whether to step again is decided from the readiness bits and backlogs
+/// (`Dir::can_move`), not from this.
 enum Step {
     Progress,
     Blocked,
@@ -132,54 +134,47 @@ impl Relay {
     /// turn cost 25 % more CPU per GB than one, and a 256 KiB pipe 40 % more than 64 KiB.
     pub fn pump(&mut self, fds: [RawFd; 2], ready: &mut [u8; 2], scratch: &mut [u8]) -> Pumped {
         let [cfd, sfd] = fds;
-        {
-            let [rc, rs] = &mut *ready;
-            let a = match step(
-                &mut self.up,
-                self.down.done,
-                Io { fd: cfd, ready: rc },
-                Io { fd: sfd, ready: rs },
-                &self.info.bytes.up,
-                scratch,
-                self.rewriter.as_deref_mut(),
-            ) {
-                Ok(Step::BadRequest(e)) => {
-                    self.refused = Some(e);
-                    if self.rewriter.as_ref().is_none_or(|r| r.requests() == 0) {
-                        // Nothing went to the server: answer 400 now and close both sides.
-                        let _ = sys::socket::send(cfd, http::BAD_REQUEST);
-                        return Pumped::Done(Ok(()));
-                    }
-                    // Stop reading the client, let the server finish what it was sent (it
-                    // answers earlier pipelined requests), then answer 400.
-                    self.down.bad_request = true;
-                    if let Err(e) = finish(&mut self.up, self.down.done, sfd) {
-                        return Pumped::Done(Err(e));
-                    }
-                    Step::Progress
+        let [rc, rs] = &mut *ready;
+        match step(
+            &mut self.up,
+            self.down.done,
+            Io { fd: cfd, ready: rc },
+            Io { fd: sfd, ready: rs },
+            &self.info.bytes.up,
+            scratch,
+            self.rewriter.as_deref_mut(),
+        ) {
+            Ok(Step::BadRequest(e)) => {
+                self.refused = Some(e);
+                if self.rewriter.as_ref().is_none_or(|r| r.requests() == 0) {
+                    // Nothing went to the server: answer 400 now and close both sides.
+                    let _ = sys::socket::send(cfd, http::BAD_REQUEST);
+                    return Pumped::Done(Ok(()));
                 }
-                Ok(s) => s,
-                Err(e) => return Pumped::Done(Err(e)),
-            };
-            let [rc, rs] = &mut *ready;
-            let b = match step(
-                &mut self.down,
-                self.up.done,
-                Io { fd: sfd, ready: rs },
-                Io { fd: cfd, ready: rc },
-                &self.info.bytes.down,
-                scratch,
-                None,
-            ) {
-                Ok(s) => s,
-                Err(e) => return Pumped::Done(Err(e)),
-            };
-            if self.up.done && self.down.done {
-                return Pumped::Done(Ok(()));
+                // Stop reading the client, let the server finish what it was sent (it
+                // answers earlier pipelined requests), then answer 400.
+                self.down.bad_request = true;
+                if let Err(e) = finish(&mut self.up, self.down.done, sfd) {
+                    return Pumped::Done(Err(e));
+                }
             }
-            if let (Step::Blocked, Step::Blocked) = (a, b) {
-                return Pumped::Blocked;
-            }
+            Ok(_) => {}
+            Err(e) => return Pumped::Done(Err(e)),
+        }
+        let [rc, rs] = &mut *ready;
+        if let Err(e) = step(
+            &mut self.down,
+            self.up.done,
+            Io { fd: sfd, ready: rs },
+            Io { fd: cfd, ready: rc },
+            &self.info.bytes.down,
+            scratch,
+            None,
+        ) {
+            return Pumped::Done(Err(e));
+        }
+        if self.up.done && self.down.done {
+            return Pumped::Done(Ok(()));
         }
         let [rc, rs] = *ready;
         if self.up.can_move(rc, rs) || self.down.can_move(rs, rc) {

@@ -84,7 +84,8 @@ struct Relaying {
 }
 
 /// The failover walk: the pick, pick+1, ... (all servers, or only the pick when stubborn),
-/// then the emergency server (not when stubborn).
+/// then the emergency server (not when stubborn). The default is not planned yet.
+#[derive(Default)]
 struct Walk {
     planned: bool,
     first: Option<usize>,
@@ -162,14 +163,7 @@ impl Session {
             who: peer,
             dst: listen,
             phase: Phase::Connecting,
-            walk: Walk {
-                planned: false,
-                first: None,
-                n: 0,
-                tries: 0,
-                k: 0,
-                emergency: false,
-            },
+            walk: Walk::default(),
             guard: None,
             info: None,
             early: Vec::new(),

@@ -28,6 +28,14 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
     )
 }
 
+/// A byte count returned by a syscall, or the error its -1 stands for.
+fn byte_count(n: i64) -> io::Result<usize> {
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// The soft limit on open descriptors (RLIMIT_NOFILE), for start-up warnings.
 pub fn nofile_limit() -> Option<u64> {
     let mut r = libc::rlimit {

@@ -149,10 +149,7 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     #[cfg(not(target_os = "linux"))]
     // SAFETY: `buf` is valid for writes of its length for the call.
     let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    super::byte_count(n as i64)
 }
 
 /// send(2) of `buf`; a peer that went away is an EPIPE error, never a SIGPIPE.
@@ -174,10 +171,7 @@ pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     #[cfg(not(target_os = "linux"))]
     // SAFETY: `buf` is valid for reads of its length for the call.
     let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    super::byte_count(n as i64)
 }
 
 /// shutdown(SHUT_WR) of a descriptor the caller keeps open.

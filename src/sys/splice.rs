@@ -70,9 +70,5 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
             libc::c_long::from(libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK),
         )
     };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    super::byte_count(n)
 }
