@@ -164,13 +164,14 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write pidfile {}", p.display()))?;
     }
-    // Installed before the fork, so a signal between the fork and the parent's loop is kept.
-    let signals = SignalPipe::install(&privsep::parent::SIGNALS).context("signal handlers")?;
+    // Held from before the fork, so a signal between the fork and the parent's loop is kept.
+    let held = sys::privsep::hold_signals(&privsep::parent::SIGNALS).context("blocking signals")?;
     let (req_parent, req_child) = sys::privsep::pair().context("socketpair")?;
     let (push_parent, push_child) = sys::privsep::pair().context("socketpair")?;
     let reload_path = opts.config_file.clone();
     match sys::privsep::fork().context("fork")? {
         Forked::Parent { child } => {
+            let signals = SignalPipe::install(held).context("signal handlers")?;
             // The child owns the data path: the parent keeps no listener (a dead child must
             // not leave a port accepting into a backlog nobody reads) and no VRRP socket.
             drop((req_child, push_child, listeners, ctl_sock, speaker));
@@ -195,8 +196,8 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
             }
         }
         Forked::Child => {
-            drop((req_parent, push_parent, signals, firewall));
-            sys::privsep::reset_signals(&privsep::parent::SIGNALS);
+            drop((req_parent, push_parent, firewall));
+            sys::privsep::reset_signals(held).context("unblocking signals")?;
             become_unprivileged(&cfg)?;
             // One thread for the control port, VRRP, signals and the parent's channel; the
             // data path runs on threads of its own (balancer::engine).

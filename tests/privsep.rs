@@ -110,6 +110,43 @@ async fn child_is_chrooted_unprivileged_and_serves() {
         bnd & (1 << CAP_SYS_ADMIN) == 0 && bnd & (1 << CAP_SETUID) == 0,
         "the parent dropped what it does not use: {bnd:x}"
     );
+    // Signals: the parent catches its four and blocks none (they were held across the fork
+    // only); the child blocks none, and catches only what its own runtime asked for.
+    let bit = |sig: i32| 1u64 << (sig - 1);
+    let mask = |st: &str, name: &str| u64::from_str_radix(field(st, name), 16).unwrap();
+    let parent_wants =
+        bit(libc::SIGTERM) | bit(libc::SIGINT) | bit(libc::SIGHUP) | bit(libc::SIGCHLD);
+    assert_eq!(mask(&pst, "SigCgt:") & parent_wants, parent_wants, "{pst}");
+    assert_eq!(
+        mask(&pst, "SigBlk:"),
+        0,
+        "the parent unblocked what it held"
+    );
+    assert_eq!(
+        mask(&st, "SigBlk:"),
+        0,
+        "the child unblocked what it inherited"
+    );
+    assert_eq!(
+        mask(&st, "SigCgt:") & bit(libc::SIGCHLD),
+        0,
+        "no parent handler in the child"
+    );
+    // Nothing of the parent's (its signal pipe included) is open in the child: no socket is
+    // shared between them.
+    let sockets = |pid: i32| -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .map(|l| l.display().to_string())
+            .filter(|l| l.starts_with("socket:"))
+            .collect()
+    };
+    let shared: Vec<_> = sockets(f.pid())
+        .intersection(&sockets(child))
+        .cloned()
+        .collect();
+    assert!(shared.is_empty(), "sockets open in both: {shared:?}");
     // And it serves.
     assert_eq!(which(1, listen).await, "A");
     assert!(

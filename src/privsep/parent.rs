@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -68,7 +68,7 @@ impl Parent {
         let mut buf = vec![0u8; 64 * 1024];
         let mut child_gone_at: Option<Instant> = None;
         loop {
-            let fds = [self.signals.as_raw_fd(), self.requests.as_raw_fd()];
+            let fds = [self.signals.as_fd(), self.requests.as_fd()];
             // pf keeps ban deadlines in user space: wake up for the next one.
             let wait = self.firewall.next_expiry().map_or(500, |t| {
                 t.saturating_duration_since(Instant::now())
@@ -101,7 +101,7 @@ impl Parent {
                                 (Reply::Error(e), None)
                             }
                         };
-                        let fds: Vec<_> = fd.iter().map(|f| f.as_raw_fd()).collect();
+                        let fds: Vec<_> = fd.iter().map(|f| f.as_fd()).collect();
                         if let Err(e) = self.requests.send(&encode(&reply), &fds) {
                             warn!(target: "priv", "cannot answer the child: {e}");
                         }

@@ -1,15 +1,32 @@
 //! The syscalls of privilege separation: the parent/child socketpair (SOCK_SEQPACKET, one
 //! message per request, descriptors passed with SCM_RIGHTS), fork, the signal self-pipe of the
-//! parent's loop, and dropping / trimming capabilities.
+//! parent's loop, and dropping / trimming capabilities. On nix, signal-hook, socket2 and caps;
+//! two blocks are left to the caller by those crates: fork, and owning received descriptors.
 
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 
-fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
+    sendmsg, socketpair,
+};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid};
+use signal_hook::iterator::backend::SignalDelivery;
+use signal_hook::iterator::exfiltrator::SignalOnly;
+
+/// Retry a syscall that was interrupted by a signal (the parent's handlers are SA_RESTART,
+/// but a caller on another thread may not be).
+fn retry<T>(mut call: impl FnMut() -> nix::Result<T>) -> io::Result<T> {
+    loop {
+        match call() {
+            Err(Errno::EINTR) => continue,
+            r => return r.map_err(io::Error::from),
+        }
     }
 }
 
@@ -17,12 +34,22 @@ fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
 pub const MAX_MESSAGE: usize = 1 << 20;
 /// Most descriptors one message carries.
 const MAX_FDS: usize = 8;
+/// Room for every descriptor a sender can attach to one message (Linux's SCM_MAX_FD), so
+/// none arrives beyond the control buffer, installed in this process but never seen (and
+/// never closed): a peer attaching more than [`MAX_FDS`] only gets them closed.
+const RECV_FDS: usize = 253;
 
 /// One end of the parent/child socketpair. Messages keep their boundaries (SEQPACKET), so a
 /// request is one `send` and one `recv`; EOF means the other process is gone.
 #[derive(Debug)]
 pub struct Channel {
     fd: OwnedFd,
+}
+
+impl AsFd for Channel {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 impl AsRawFd for Channel {
@@ -34,151 +61,69 @@ impl AsRawFd for Channel {
 /// A connected pair, close-on-exec (so a notify script or nft never holds it open and hides
 /// the death of its owner).
 pub fn pair() -> io::Result<(Channel, Channel)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: socketpair writes two descriptors into the array we own.
-    cvt(unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    })?;
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
     for fd in [&a, &b] {
         // Room for a reload message in one datagram.
-        let sz: libc::c_int = MAX_MESSAGE as libc::c_int * 2;
-        // SAFETY: an int option value and its size.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                (&sz as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        socket2::SockRef::from(fd).set_send_buffer_size(MAX_MESSAGE * 2)?;
     }
     Ok((Channel { fd: a }, Channel { fd: b }))
 }
 
 impl Channel {
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        // SAFETY: fcntl on a descriptor we own.
-        let flags = cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_GETFL) })?;
-        let flags = if on {
-            flags | libc::O_NONBLOCK
-        } else {
-            flags & !libc::O_NONBLOCK
-        };
-        // SAFETY: as above.
-        cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_SETFL, flags) }).map(|_| ())
+        socket2::SockRef::from(&self.fd).set_nonblocking(on)
     }
 
-    /// Send one message with `fds` attached.
-    pub fn send(&self, msg: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    /// Send one message with `fds` attached. A dead peer is an error return, not a SIGPIPE.
+    pub fn send(&self, msg: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         if fds.len() > MAX_FDS {
             return Err(io::Error::other("too many descriptors for one message"));
         }
-        let mut iov = libc::iovec {
-            iov_base: msg.as_ptr() as *mut libc::c_void,
-            iov_len: msg.len(),
-        };
-        // u64 alignment is what cmsghdr needs on every supported target.
-        let mut cbuf = [0u64; 16];
-        // SAFETY: msghdr is plain data; all-zero is valid.
-        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
-        mh.msg_iov = &mut iov;
-        mh.msg_iovlen = 1;
-        if !fds.is_empty() {
-            let bytes = std::mem::size_of_val(fds);
-            // SAFETY: CMSG_SPACE is a pure size computation.
-            let space = unsafe { libc::CMSG_SPACE(bytes as u32) } as usize;
-            mh.msg_control = cbuf.as_mut_ptr().cast();
-            mh.msg_controllen = space as _;
-            // SAFETY: msg_control points at a buffer of at least `space` bytes (16 u64 =
-            // 128 bytes, and MAX_FDS descriptors need 16 + 32); the header and data written
-            // through CMSG_* stay inside it.
-            unsafe {
-                let c = libc::CMSG_FIRSTHDR(&mh);
-                (*c).cmsg_level = libc::SOL_SOCKET;
-                (*c).cmsg_type = libc::SCM_RIGHTS;
-                (*c).cmsg_len = libc::CMSG_LEN(bytes as u32) as _;
-                std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(c), bytes);
-            }
-        }
-        loop {
-            // SAFETY: mh points at live buffers for the duration of the call.
-            let rc = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &mh, MSG_NOSIGNAL) };
-            if rc >= 0 {
-                return Ok(());
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let rights = [ControlMessage::ScmRights(&raw)];
+        let cmsgs: &[ControlMessage] = if raw.is_empty() { &[] } else { &rights };
+        let iov = [IoSlice::new(msg)];
+        let fd = self.fd.as_raw_fd();
+        retry(|| sendmsg::<()>(fd, &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)).map(|_| ())
     }
 
     /// Receive one message into `buf`; returns its length (0 = the other side is gone) and
-    /// the descriptors that came with it.
+    /// the descriptors that came with it (close-on-exec). A message longer than `buf` is an
+    /// error, not a silent cut.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let mut cbuf = [0u64; 16];
-        // SAFETY: msghdr is plain data; all-zero is valid.
-        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
-        mh.msg_iov = &mut iov;
-        mh.msg_iovlen = 1;
-        mh.msg_control = cbuf.as_mut_ptr().cast();
-        mh.msg_controllen = std::mem::size_of_val(&cbuf) as _;
-        let n = loop {
-            // SAFETY: mh points at live buffers of the sizes it states.
-            let rc = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut mh, MSG_CMSG_CLOEXEC) };
-            if rc >= 0 {
-                break rc as usize;
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+        let mut cbuf = nix::cmsg_space!([RawFd; RECV_FDS]);
+        let mut iov = [IoSliceMut::new(buf)];
+        let fd = self.fd.as_raw_fd();
+        let msg = loop {
+            match recvmsg::<()>(fd, &mut iov, Some(&mut cbuf), MsgFlags::MSG_CMSG_CLOEXEC) {
+                Err(Errno::EINTR) => continue,
+                r => break r?,
             }
         };
         let mut fds = Vec::new();
-        // SAFETY: the kernel filled msg_control with well-formed headers up to msg_controllen;
-        // CMSG_FIRSTHDR/NXTHDR walk only within it, and each SCM_RIGHTS payload holds
-        // (cmsg_len - CMSG_LEN(0)) / sizeof(int) new descriptors that we now own.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&mh);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                    let data = libc::CMSG_DATA(c);
-                    let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
-                    for k in 0..len / std::mem::size_of::<RawFd>() {
-                        let mut fd: RawFd = 0;
-                        std::ptr::copy_nonoverlapping(
-                            data.add(k * std::mem::size_of::<RawFd>()),
-                            (&mut fd as *mut RawFd).cast::<u8>(),
-                            std::mem::size_of::<RawFd>(),
-                        );
-                        fds.push(OwnedFd::from_raw_fd(fd));
-                    }
-                }
-                c = libc::CMSG_NXTHDR(&mh, c);
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(received) = c {
+                // SAFETY: each descriptor of an SCM_RIGHTS message was just installed in this
+                // process by the kernel and belongs to nobody else. nix 0.32 hands them back
+                // as RawFd, so taking ownership is left to the caller.
+                fds.extend(
+                    received
+                        .into_iter()
+                        .map(|r| unsafe { OwnedFd::from_raw_fd(r) }),
+                );
             }
         }
-        if mh.msg_flags & libc::MSG_TRUNC != 0 {
+        if msg.flags.contains(MsgFlags::MSG_TRUNC) {
             return Err(io::Error::other("message larger than the receive buffer"));
         }
-        Ok((n, fds))
+        Ok((msg.bytes, fds))
     }
 }
-
-// A dead peer is an error return, not a SIGPIPE; received descriptors are close-on-exec.
-const MSG_NOSIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
-const MSG_CMSG_CLOEXEC: libc::c_int = libc::MSG_CMSG_CLOEXEC;
 
 /// fork(2). Call only while the process has a single thread.
 pub enum Forked {
@@ -188,21 +133,26 @@ pub enum Forked {
 
 pub fn fork() -> io::Result<Forked> {
     // SAFETY: the caller guarantees no other thread exists, so the child's copy of the
-    // address space is consistent (no lock held by a vanished thread).
-    match cvt(unsafe { libc::fork() })? {
-        0 => Ok(Forked::Child),
-        child => Ok(Forked::Parent { child }),
+    // address space is consistent (no lock held by a vanished thread). No crate can check
+    // that, so nix leaves the guarantee to the caller.
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Child => Ok(Forked::Child),
+        ForkResult::Parent { child } => Ok(Forked::Parent {
+            child: child.as_raw(),
+        }),
     }
+}
+
+/// A signal number as nix's type (an unknown number is EINVAL, as kill(2) would say).
+fn signal(sig: libc::c_int) -> io::Result<Signal> {
+    Signal::try_from(sig).map_err(io::Error::from)
 }
 
 /// The child asks to be killed by `sig` when its parent dies (Linux; elsewhere the closed
 /// socketpair tells it).
 pub fn die_with_parent(sig: libc::c_int) -> io::Result<()> {
     #[cfg(target_os = "linux")]
-    {
-        // SAFETY: prctl with integer arguments.
-        cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) })?;
-    }
+    nix::sys::prctl::set_pdeathsig(signal(sig)?)?;
     #[cfg(not(target_os = "linux"))]
     let _ = sig;
     Ok(())
@@ -210,14 +160,15 @@ pub fn die_with_parent(sig: libc::c_int) -> io::Result<()> {
 
 /// The parent's own pid, as the child sees it (1 or a subreaper once the parent is gone).
 pub fn parent_pid() -> libc::pid_t {
-    // SAFETY: getppid has no failure mode.
-    unsafe { libc::getppid() }
+    nix::unistd::getppid().as_raw()
 }
 
-/// Send `sig` to `pid`.
+/// Send `sig` to process `pid` (a positive pid: never a process group).
 pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
-    // SAFETY: plain integer arguments.
-    cvt(unsafe { libc::kill(pid, sig) }).map(|_| ())
+    if pid <= 0 {
+        return Err(io::Error::from(Errno::ESRCH));
+    }
+    nix::sys::signal::kill(Pid::from_raw(pid), signal(sig)?).map_err(io::Error::from)
 }
 
 /// How a child ended.
@@ -238,143 +189,103 @@ impl std::fmt::Display for Exit {
 
 /// Reap `pid` if it has ended (never blocks).
 pub fn try_wait(pid: libc::pid_t) -> io::Result<Option<Exit>> {
-    let mut st: libc::c_int = 0;
-    // SAFETY: waitpid writes the status into our int.
-    let rc = cvt(unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) })?;
-    if rc == 0 {
-        return Ok(None);
+    match retry(|| waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)))? {
+        WaitStatus::Exited(_, code) => Ok(Some(Exit::Code(code))),
+        WaitStatus::Signaled(_, sig, _) => Ok(Some(Exit::Signal(sig as i32))),
+        // Still running (stops and continues are not asked for: no WUNTRACED).
+        _ => Ok(None),
     }
-    Ok(Some(if libc::WIFSIGNALED(st) {
-        Exit::Signal(libc::WTERMSIG(st))
-    } else {
-        Exit::Code(libc::WEXITSTATUS(st))
-    }))
 }
 
-/// Signals delivered through a pipe, so the parent's poll loop sees them as readable data
-/// (the handler only writes one byte: async-signal-safe).
+/// The parent's signals, blocked from before the fork until the parent's handlers are in
+/// place ([`SignalPipe::install`]) or, in the child, until [`reset_signals`]. So a signal in
+/// between is kept pending rather than lost, and nothing is ever installed in the child: it
+/// starts with the default dispositions, a fresh signal-hook registry (tokio's handlers in
+/// the child go through it) and no copy of the parent's pipe.
+#[must_use = "the signals stay blocked until installed or reset"]
+pub struct HeldSignals {
+    signals: Vec<libc::c_int>,
+    set: SigSet,
+}
+
+/// Block `signals` (call before the fork, single-threaded: the mask is per thread).
+pub fn hold_signals(signals: &[libc::c_int]) -> io::Result<HeldSignals> {
+    let mut set = SigSet::empty();
+    for &s in signals {
+        set.add(signal(s)?);
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+    Ok(HeldSignals {
+        signals: signals.to_vec(),
+        set,
+    })
+}
+
+impl HeldSignals {
+    fn unblock(&self) -> io::Result<()> {
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&self.set), None)
+            .map_err(io::Error::from)
+    }
+}
+
+/// The child's side: unblock the held signals. Their dispositions were never changed, so
+/// they are the defaults (what was pending stayed with the parent: fork clears it).
+pub fn reset_signals(held: HeldSignals) -> io::Result<()> {
+    held.unblock()
+}
+
+/// Signals delivered through a socketpair (signal-hook's self-pipe), so the parent's poll
+/// loop sees them as readable data.
 pub struct SignalPipe {
-    read: OwnedFd,
-}
-
-static SIGNAL_WRITE_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    let fd = SIGNAL_WRITE_FD.load(std::sync::atomic::Ordering::Relaxed);
-    if fd >= 0 {
-        let b = sig as u8;
-        // SAFETY: write(2) is async-signal-safe; one byte from a local. errno is saved and
-        // restored so the interrupted code does not see it change.
-        unsafe {
-            let saved = *errno_location();
-            libc::write(fd, (&b as *const u8).cast(), 1);
-            *errno_location() = saved;
-        }
-    }
-}
-
-#[cfg(target_os = "linux")]
-unsafe fn errno_location() -> *mut libc::c_int {
-    // SAFETY: glibc's per-thread errno.
-    unsafe { libc::__errno_location() }
-}
-#[cfg(target_os = "freebsd")]
-unsafe fn errno_location() -> *mut libc::c_int {
-    // SAFETY: FreeBSD's per-thread errno.
-    unsafe { libc::__error() }
+    delivery: SignalDelivery<UnixStream, SignalOnly>,
 }
 
 impl SignalPipe {
-    /// Route `signals` to the pipe. Call once, before any thread exists.
-    pub fn install(signals: &[libc::c_int]) -> io::Result<SignalPipe> {
-        let mut fds = [0 as libc::c_int; 2];
-        // SAFETY: pipe writes two descriptors into our array.
-        cvt(unsafe { libc::pipe(fds.as_mut_ptr()) })?;
-        // SAFETY: both were just created; we own them.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        for fd in [&r, &w] {
-            // SAFETY: fcntl on descriptors we own.
-            unsafe {
-                libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
-                let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-                libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
-            }
-        }
-        // The write end lives as long as the process (the handler may run at any time).
-        let wfd = std::os::fd::IntoRawFd::into_raw_fd(w);
-        SIGNAL_WRITE_FD.store(wfd, std::sync::atomic::Ordering::Relaxed);
-        for &s in signals {
-            // SAFETY: sigaction is plain data; the handler is an extern "C" fn that only
-            // calls async-signal-safe functions.
-            unsafe {
-                let mut sa: libc::sigaction = std::mem::zeroed();
-                sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
-                sa.sa_flags = libc::SA_RESTART;
-                libc::sigemptyset(&mut sa.sa_mask);
-                cvt(libc::sigaction(s, &sa, std::ptr::null_mut()))?;
-            }
-        }
-        Ok(SignalPipe { read: r })
+    /// Route the held signals to the pipe, then unblock them: one that arrived while they
+    /// were held is delivered now, through the pipe. Call before any thread exists.
+    pub fn install(held: HeldSignals) -> io::Result<SignalPipe> {
+        let (read, write) = UnixStream::pair()?;
+        let delivery = SignalDelivery::with_pipe(read, write, SignalOnly, &held.signals)?;
+        held.unblock()?;
+        Ok(SignalPipe { delivery })
     }
 
-    /// Signals that arrived since the last call.
-    pub fn drain(&self) -> Vec<libc::c_int> {
-        let mut buf = [0u8; 64];
-        let mut out = Vec::new();
-        loop {
-            // SAFETY: read into our buffer of its stated length.
-            let n = unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), 64) };
-            if n <= 0 {
-                return out;
-            }
-            out.extend(buf[..n as usize].iter().map(|b| libc::c_int::from(*b)));
-        }
+    /// Signals that arrived since the last call, each once (like the kernel's pending set,
+    /// two of a kind in between count as one).
+    pub fn drain(&mut self) -> Vec<libc::c_int> {
+        self.delivery.pending().collect()
+    }
+}
+
+impl AsFd for SignalPipe {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.delivery.get_read().as_fd()
     }
 }
 
 impl AsRawFd for SignalPipe {
     fn as_raw_fd(&self) -> RawFd {
-        self.read.as_raw_fd()
+        self.delivery.get_read().as_raw_fd()
     }
 }
 
-/// Put the child's signal dispositions back to default (the parent's handlers write into a
-/// pipe the child must not touch).
-pub fn reset_signals(signals: &[libc::c_int]) {
-    let fd = SIGNAL_WRITE_FD.swap(-1, std::sync::atomic::Ordering::Relaxed);
-    if fd >= 0 {
-        // SAFETY: the pipe's write end, owned by this static since `install`; nothing else
-        // uses it once the store above took it out.
-        unsafe { libc::close(fd) };
-    }
-    for &s in signals {
-        // SAFETY: resetting a disposition to SIG_DFL.
-        unsafe {
-            libc::signal(s, libc::SIG_DFL);
-        }
-    }
-}
-
-/// poll(2) on `fds` for readability; returns which are readable (or hung up).
-pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
-    let mut p: Vec<libc::pollfd> = fds
+/// poll(2) on `fds` for readability; returns which are readable (or hung up). An interrupted
+/// wait reports nothing ready.
+pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout_ms: i32) -> io::Result<Vec<bool>> {
+    let mut p: Vec<PollFd> = fds
         .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
+        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
         .collect();
-    // SAFETY: an array of pollfd we own, and its length.
-    let rc = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(vec![false; fds.len()]);
-        }
-        return Err(e);
+    // A negative timeout waits without limit, as poll(2).
+    let timeout = PollTimeout::try_from(timeout_ms).unwrap_or(PollTimeout::NONE);
+    match nix::poll::poll(&mut p, timeout) {
+        Ok(_) => Ok(p
+            .iter()
+            .map(|x| x.revents().is_some_and(|r| !r.is_empty()))
+            .collect()),
+        Err(Errno::EINTR) => Ok(vec![false; fds.len()]),
+        Err(e) => Err(e.into()),
     }
-    Ok(p.iter().map(|x| x.revents != 0).collect())
 }
 
 /// The effective, permitted and bounding capability sets, for the child's self-check.
@@ -443,19 +354,17 @@ pub fn trim_capabilities(keep: &[caps::Capability]) -> io::Result<()> {
 /// The no-new-privileges flag (Linux), for the child's self-check.
 #[cfg(target_os = "linux")]
 pub fn no_new_privs() -> bool {
-    // SAFETY: prctl query with integer arguments.
-    unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1 }
+    nix::sys::prctl::get_no_new_privs().unwrap_or(false)
 }
 
-/// Real, effective and saved uid and gid, for the child's self-check.
+/// Real and effective uid and gid, for the child's self-check (the saved ones are checked
+/// where they are set, in `privdrop`).
 pub fn ids() -> ((u32, u32), (u32, u32)) {
-    // SAFETY: plain getters.
-    unsafe {
-        (
-            (libc::getuid(), libc::geteuid()),
-            (libc::getgid(), libc::getegid()),
-        )
-    }
+    use nix::unistd::{getegid, geteuid, getgid, getuid};
+    (
+        (getuid().as_raw(), geteuid().as_raw()),
+        (getgid().as_raw(), getegid().as_raw()),
+    )
 }
 
 #[cfg(test)]
@@ -466,13 +375,15 @@ mod tests {
     fn messages_keep_boundaries_and_carry_descriptors() {
         let (a, b) = pair().unwrap();
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        a.send(b"first", &[l.as_raw_fd()]).unwrap();
+        a.send(b"first", &[l.as_fd()]).unwrap();
         a.send(b"second", &[]).unwrap();
         let mut buf = vec![0u8; 64];
         let (n, fds) = b.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"first");
         assert_eq!(fds.len(), 1);
-        // The descriptor is the same listening socket.
+        // The descriptor is the same listening socket, and close-on-exec.
+        let flags = nix::fcntl::fcntl(&fds[0], nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(flags & libc::FD_CLOEXEC, 0, "MSG_CMSG_CLOEXEC");
         let got = std::net::TcpListener::from(fds.into_iter().next().unwrap());
         assert_eq!(got.local_addr().unwrap(), l.local_addr().unwrap());
         let (n, fds) = b.recv(&mut buf).unwrap();
@@ -487,5 +398,87 @@ mod tests {
         a.send(&[7u8; 100], &[]).unwrap();
         let mut buf = vec![0u8; 10];
         assert!(b.recv(&mut buf).is_err());
+    }
+
+    #[test]
+    fn descriptor_limits() {
+        let (a, b) = pair().unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let nine = [l.as_fd(); MAX_FDS + 1];
+        assert!(a.send(b"x", &nine).is_err(), "more than MAX_FDS");
+        a.send(b"eight", &nine[..MAX_FDS]).unwrap();
+        let mut buf = vec![0u8; 64];
+        let (n, fds) = b.recv(&mut buf).unwrap();
+        assert_eq!((&buf[..n], fds.len()), (&b"eight"[..], MAX_FDS));
+    }
+
+    #[test]
+    fn sending_to_a_closed_peer_is_an_error_not_sigpipe() {
+        let (a, b) = pair().unwrap();
+        drop(b);
+        let e = a.send(b"anyone?", &[]).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPIPE), "{e}");
+    }
+
+    #[test]
+    fn poll_reports_the_readable_one() {
+        let (a, b) = pair().unwrap();
+        let (c, _d) = pair().unwrap();
+        assert_eq!(
+            poll_readable(&[b.as_fd(), c.as_fd()], 0).unwrap(),
+            [false, false]
+        );
+        a.send(b"ping", &[]).unwrap();
+        assert_eq!(
+            poll_readable(&[b.as_fd(), c.as_fd()], 1000).unwrap(),
+            [true, false]
+        );
+    }
+
+    #[test]
+    fn a_signal_while_held_arrives_through_the_pipe() {
+        // SIGUSR2 is no other test's; raise() sends it to this thread, whose mask holds it.
+        let held = hold_signals(&[libc::SIGUSR2]).unwrap();
+        nix::sys::signal::raise(Signal::SIGUSR2).unwrap();
+        let mut pipe = SignalPipe::install(held).unwrap();
+        assert_eq!(poll_readable(&[pipe.as_fd()], 2000).unwrap(), [true]);
+        assert_eq!(pipe.drain(), [libc::SIGUSR2]);
+        assert!(pipe.drain().is_empty(), "each signal once");
+        nix::sys::signal::raise(Signal::SIGUSR2).unwrap();
+        assert_eq!(poll_readable(&[pipe.as_fd()], 2000).unwrap(), [true]);
+        assert_eq!(pipe.drain(), [libc::SIGUSR2], "and again, once installed");
+    }
+
+    #[test]
+    fn waiting_for_children() {
+        // Two shells stand in for the child, reaped by try_wait (not by std): their status
+        // comes back as the parent's loop reads it.
+        let code = std::process::Command::new("sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .unwrap()
+            .id();
+        let killed = std::process::Command::new("sh")
+            .args(["-c", "kill -9 $$"])
+            .spawn()
+            .unwrap()
+            .id();
+        let wait = |pid: u32| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                if let Some(e) = try_wait(pid as libc::pid_t).unwrap() {
+                    return e;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "child {pid} never ended"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        };
+        assert_eq!(wait(code), Exit::Code(3));
+        assert_eq!(wait(killed), Exit::Signal(libc::SIGKILL));
+        assert!(kill(0, libc::SIGTERM).is_err(), "never a process group");
+        assert!(kill(-1, libc::SIGTERM).is_err(), "never every process");
     }
 }
