@@ -1,45 +1,24 @@
 //! Dropping privileges after every privileged resource is open: chroot, then the configured
-//! user (groups, gid, uid), no new privileges, and a check that it all took.
+//! user (groups, then real, effective and saved gid and uid), no new privileges, and a check
+//! that it all took. All of it through nix's safe wrappers.
 
-use std::ffi::CString;
 use std::io;
 use std::path::Path;
 
-fn last() -> io::Error {
-    io::Error::last_os_error()
-}
+use nix::unistd::{Gid, Uid, User};
 
 /// uid and gid of `name`, from the password database (read before any chroot).
 pub fn lookup_user(name: &str) -> io::Result<(libc::uid_t, libc::gid_t)> {
-    let cname = CString::new(name).map_err(|_| io::Error::other("user name contains NUL"))?;
-    let mut pwd: libc::passwd = unsafe_zeroed_passwd();
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer refers to a live local of the right type and size.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            cname.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::from_raw_os_error(rc));
+    if name.contains('\0') {
+        return Err(io::Error::other("user name contains NUL"));
     }
-    if result.is_null() {
-        return Err(io::Error::new(
+    match User::from_name(name)? {
+        Some(u) => Ok((u.uid.as_raw(), u.gid.as_raw())),
+        None => Err(io::Error::new(
             io::ErrorKind::NotFound,
             format!("no user named {name:?}"),
-        ));
+        )),
     }
-    Ok((pwd.pw_uid, pwd.pw_gid))
-}
-
-fn unsafe_zeroed_passwd() -> libc::passwd {
-    // SAFETY: passwd is a plain C struct of integers and pointers; all-zero is a valid value.
-    unsafe { std::mem::zeroed() }
 }
 
 /// chroot to `dir` (if any), then become `user` (if any). Call before any thread starts:
@@ -50,50 +29,52 @@ pub fn drop_privileges(
 ) -> io::Result<Option<(libc::uid_t, libc::gid_t)>> {
     let ids = user.map(lookup_user).transpose()?;
     if let Some(dir) = dir {
-        let c = CString::new(dir.as_os_str().as_encoded_bytes())
-            .map_err(|_| io::Error::other("chroot path contains NUL"))?;
-        // SAFETY: a valid NUL-terminated path.
-        if unsafe { libc::chroot(c.as_ptr()) } != 0 {
-            return Err(last());
-        }
-        // SAFETY: a static NUL-terminated path.
-        if unsafe { libc::chdir(c"/".as_ptr()) } != 0 {
-            return Err(last());
-        }
+        nix::unistd::chroot(dir)?;
+        nix::unistd::chdir("/")?;
     }
     if let Some((uid, gid)) = ids {
-        let groups = [gid];
-        // SAFETY: a one-element array of gid_t and its length.
-        if unsafe { libc::setgroups(1, groups.as_ptr()) } != 0 {
-            return Err(last());
-        }
-        // SAFETY: plain integer arguments.
-        if unsafe { libc::setgid(gid) } != 0 || unsafe { libc::setuid(uid) } != 0 {
-            return Err(last());
-        }
-        // Verify: the ids took, and root cannot be regained.
-        // SAFETY: plain getters and a setuid that must fail.
-        let (ruid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
-        if ruid != uid || euid != uid || (uid != 0 && unsafe { libc::setuid(0) } == 0) {
-            return Err(io::Error::other("privileges were not dropped"));
-        }
+        become_user(Uid::from_raw(uid), Gid::from_raw(gid))?;
     }
     #[cfg(target_os = "linux")]
-    {
-        // SAFETY: prctl with integer arguments.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(last());
-        }
-    }
+    nix::sys::prctl::set_no_new_privs()?;
     Ok(ids)
+}
+
+/// Only `gid` as group, then all three gids and uids (setresgid/setresuid: no saved id is
+/// left to switch back to), then the proof: the ids are what was asked, and root cannot be
+/// regained.
+fn become_user(uid: Uid, gid: Gid) -> io::Result<()> {
+    nix::unistd::setgroups(&[gid])?;
+    nix::unistd::setresgid(gid, gid, gid)?;
+    nix::unistd::setresuid(uid, uid, uid)?;
+    let u = nix::unistd::getresuid()?;
+    let g = nix::unistd::getresgid()?;
+    let took =
+        [u.real, u.effective, u.saved] == [uid; 3] && [g.real, g.effective, g.saved] == [gid; 3];
+    let root = Uid::from_raw(0);
+    // Once not root, setuid(0) must fail; if it works, something kept the privilege.
+    let regained = !uid.is_root() && nix::unistd::setuid(root).is_ok();
+    if !took || regained {
+        return Err(io::Error::other("privileges were not dropped"));
+    }
+    Ok(())
 }
 
 /// Detach from the terminal as pen does without -f: fork, new session, cwd /, stdio to
 /// /dev/null. Call before any thread starts.
 pub fn daemonize() -> io::Result<()> {
-    // SAFETY: no threads exist yet, so fork inside daemon(3) is safe.
-    if unsafe { libc::daemon(0, 0) } != 0 {
-        return Err(last());
+    nix::unistd::daemon(false, false).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_are_looked_up() {
+        assert_eq!(lookup_user("root").unwrap(), (0, 0));
+        let e = lookup_user("no-such-user-fwlb").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+        assert!(lookup_user("ro\0ot").is_err());
     }
-    Ok(())
 }
