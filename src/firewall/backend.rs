@@ -1,6 +1,6 @@
 //! One firewall handle for the daemon's privileged side, whatever the OS: [`open`] gives a
 //! [`Firewall`] for the configured backend, and the daemon calls the same methods on Linux
-//! (nftables: `nft -f -` through `sys::nft`), FreeBSD (pf: `sys::pf`) or with `none`.
+//! (nftables: `nft -f -` through `sys::nft`), FreeBSD (pf: `pf_apply`) or with `none`.
 //!
 //! Unlike the rest of `firewall/`, this module does I/O (through `sys/`) and reads the clock:
 //! it is the applier the renderers feed. Every method is meant for the privileged parent
@@ -210,10 +210,11 @@ pub fn annotate(hosts: &[IpAddr], deadlines: &Deadlines, now: Instant) -> Vec<Ba
         .collect()
 }
 
-/// pf: the anchor `fwlb`, loaded with pfctl, bans in `<fwlb_banned>` through /dev/pf.
+/// pf: the anchor `fwlb`, loaded with pfctl, bans in `<fwlb_banned>` through /dev/pf
+/// (`pf_apply`), their deadlines here.
 #[cfg(target_os = "freebsd")]
 pub struct Pf {
-    pf: crate::sys::pf::Pf,
+    pf: super::pf_apply::Anchor,
     deadlines: Deadlines,
 }
 
@@ -222,7 +223,7 @@ impl Pf {
     /// Open /dev/pf (as root, before any chroot).
     pub fn open() -> Result<Pf> {
         Ok(Pf {
-            pf: crate::sys::pf::Pf::open()?,
+            pf: super::pf_apply::Anchor::open()?,
             deadlines: Deadlines::default(),
         })
     }

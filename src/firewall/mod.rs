@@ -3,8 +3,9 @@
 //! `model` turns the config into a backend-neutral [`Ruleset`]; `nft` and `pf` render it as
 //! text for `nft -f -` (table `inet fwlb`) and `pfctl -a fwlb -f -` (anchor `fwlb`), and give
 //! the commands that change the dynamic sets (bans) without a reload. Everything here is pure
-//! (no I/O, no clock) except `backend`: the [`Firewall`] handle through which the privileged
-//! parent applies the text and changes the bans, the same calls on either OS.
+//! (no I/O, no clock) except `backend`, the [`Firewall`] handle through which the privileged
+//! parent applies the text and changes the bans, the same calls on either OS, and `pf_apply`,
+//! which does that on pf (pfctl and /dev/pf).
 //!
 //! What the ruleset does, on both backends:
 //! - inbound on `front`: drop by default; banned sources first; established and related
@@ -20,6 +21,9 @@ pub mod backend;
 pub mod model;
 pub mod nft;
 pub mod pf;
+// The pfctl runner and error wording are tested on every OS; only FreeBSD opens /dev/pf.
+#[cfg(any(target_os = "freebsd", test))]
+pub mod pf_apply;
 
 pub use backend::{Firewall, open};
 pub use model::{Allow, Backend, Ban, Proto, Rate, Ruleset, build, parse_allow, parse_rate};

@@ -1,6 +1,7 @@
 //! Every syscall wrapper lives here, and only here is `unsafe` allowed (each block with a
 //! `// SAFETY:` line). The rest of the crate sees safe functions.
 
+pub mod command;
 #[cfg(target_os = "linux")]
 pub mod netlink;
 pub mod nft;

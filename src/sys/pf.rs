@@ -1,20 +1,13 @@
-//! pf (FreeBSD): the privileged operations on fwlb's anchor, for the privileged parent.
+//! pf (FreeBSD): the /dev/pf table ioctls (`DIOCRADDADDRS`, `DIOCRDELADDRS`,
+//! `DIOCRGETADDRS`) and the kernel structs they take. Hand-written: no kept crate wraps
+//! FreeBSD's pf table ioctls portably. What fwlb does with them (its anchor, bans, pfctl for
+//! rules and states) is `firewall::pf_apply`.
 //!
-//! - Rules: `pfctl -a fwlb -f -` with the rendered anchor (`firewall::pf::render`). Turning
-//!   pf.conf text into `struct pf_rule` is pfctl's parser, and the rule ioctls changed between
-//!   releases (nvlist `DIOCADDRULENV` in 13, netlink in 14); pfctl matches its own kernel. The
-//!   parent runs it as root outside the chroot, so exec is fine there.
-//! - Tables: /dev/pf ioctls (`DIOCRADDADDRS`, `DIOCRDELADDRS`, `DIOCRGETADDRS`) on
-//!   `<fwlb_banned>` in the anchor: no process per ban, and the descriptor, opened once before
-//!   any chroot, is all they need. `struct pfioc_table`, `pfr_table` and `pfr_addr` have kept
-//!   their layout from FreeBSD 7 to 15 (sys/net/pfvar.h); the sizes are asserted below.
-//! - States: `pfctl -k ADDR`. The struct-based `DIOCKILLSTATES` is gone from FreeBSD 14's
-//!   headers (nvlist `DIOCKILLSTATESNV`, then netlink), so pfctl again.
-//!
-//! The layouts, request numbers and the pfctl runner also build for Linux tests (which check
-//! them against the header's values and with sh standing in for pfctl); [`Pf`], which opens
-//! /dev/pf and calls the kernel, is FreeBSD-only and only type-checked here: no FreeBSD host
-//! runs these tests.
+//! `struct pfioc_table`, `pfr_table` and `pfr_addr` have kept their layout from FreeBSD 7 to
+//! 15 (sys/net/pfvar.h); the sizes are asserted below. The layouts and request numbers also
+//! build for Linux tests (which check them against the header's values); [`PfDevice`], which
+//! opens /dev/pf and calls the kernel, is FreeBSD-only and only type-checked here: no FreeBSD
+//! host runs these tests.
 
 use std::mem::size_of;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -99,7 +92,8 @@ pub struct PfrTable {
 }
 
 impl PfrTable {
-    pub fn new(anchor: &str, name: &str) -> Result<PfrTable, String> {
+    pub fn new(anchor: &str, name: &str) -> std::io::Result<PfrTable> {
+        let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
         let mut t = PfrTable {
             anchor: [0; MAXPATHLEN],
             name: [0; PF_TABLE_NAME_SIZE],
@@ -108,13 +102,13 @@ impl PfrTable {
         };
         // Room for the terminator; an inner NUL would silently shorten the name.
         if anchor.len() >= MAXPATHLEN || anchor.contains('\0') {
-            return Err(format!("pf anchor name {anchor:?} is not usable"));
+            return Err(invalid(format!("pf anchor name {anchor:?} is not usable")));
         }
         if name.is_empty() || name.len() >= PF_TABLE_NAME_SIZE || name.contains('\0') {
-            return Err(format!(
+            return Err(invalid(format!(
                 "pf table name {name:?} must be 1 to {} bytes",
                 PF_TABLE_NAME_SIZE - 1
-            ));
+            )));
         }
         t.anchor[..anchor.len()].copy_from_slice(anchor.as_bytes());
         t.name[..name.len()].copy_from_slice(name.as_bytes());
@@ -174,152 +168,54 @@ pub const DIOCRADDADDRS: u64 = iowr(b'D', 67, size_of::<PfiocTable>());
 pub const DIOCRDELADDRS: u64 = iowr(b'D', 68, size_of::<PfiocTable>());
 pub const DIOCRGETADDRS: u64 = iowr(b'D', 70, size_of::<PfiocTable>());
 
-/// What an errno from a table ioctl means for fwlb's anchor.
-pub fn table_error(op: &str, table: &str, e: &std::io::Error) -> String {
-    let anchor = crate::firewall::pf::ANCHOR;
-    match e.raw_os_error() {
-        // pf_strerror in pfctl: ESRCH is a missing table, EINVAL/ENOENT a missing anchor.
-        Some(libc::ESRCH) => format!(
-            "{op}: table <{table}> does not exist in anchor {anchor:?}: the firewall is not installed (or was flushed by hand)"
-        ),
-        Some(libc::ENOENT) => {
-            format!("{op}: anchor {anchor:?} does not exist: the firewall is not installed")
-        }
-        // The kernel checks esize against its own sizeof(struct pfr_addr).
-        Some(libc::ENODEV) => format!(
-            "{op}: the kernel's struct pfr_addr differs from fwlb's ({} bytes)",
-            size_of::<PfrAddr>()
-        ),
-        _ => format!("{op} <{table}> in anchor {anchor:?}: {e}"),
-    }
-}
-
-/// Run `argv` (a pfctl command line from `firewall::pf`), feeding `stdin` if given.
-/// Ok(stdout), or Err with the command, its exit status and what it printed on stderr.
-pub fn pfctl(argv: &[String], stdin: Option<&str>) -> Result<String, String> {
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
-
-    let (prog, args) = argv
-        .split_first()
-        .ok_or_else(|| "pfctl: empty command line".to_string())?;
-    let mut child = Command::new(prog)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run {prog}: {e}"))?;
-    // The pipe is dropped (closed) at the end of this statement: pfctl reads to end of
-    // file. A failed write still waits for the child, so none is left behind, and its own
-    // complaint (why it stopped reading) comes first.
-    let fed = match (stdin, child.stdin.take()) {
-        (Some(text), Some(mut pipe)) => pipe.write_all(text.as_bytes()).err(),
-        _ => None,
-    };
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("{prog} did not finish: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`{}` failed ({}): {}",
-            argv.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    match fed {
-        Some(e) => Err(format!("cannot feed {prog}: {e}")),
-        None => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
-    }
-}
-
 #[cfg(target_os = "freebsd")]
-pub use freebsd::Pf;
+pub use freebsd::PfDevice;
 
 #[cfg(target_os = "freebsd")]
 mod freebsd {
     use std::io;
-    use std::net::IpAddr;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::{AsRawFd, OwnedFd};
 
-    use super::{
-        DIOCRADDADDRS, DIOCRDELADDRS, DIOCRGETADDRS, PfiocTable, PfrAddr, PfrTable, pfctl,
-        table_error,
-    };
-    use crate::firewall::pf as render;
+    use super::{DIOCRADDADDRS, DIOCRDELADDRS, DIOCRGETADDRS, PfiocTable, PfrAddr, PfrTable};
 
-    /// Largest table read at once: bans are few, and the kernel's own limit on one ioctl
+    /// Largest table read at once: the kernel's own limit on one ioctl
     /// (`net.pf.request_maxcount`) is 65535 by default.
     const MAX_ENTRIES: usize = 65_535;
 
-    /// fwlb's handle on pf: the /dev/pf descriptor, opened once as root.
-    pub struct Pf {
+    /// /dev/pf, opened once as root: the table operations need only this descriptor.
+    pub struct PfDevice {
         fd: OwnedFd,
     }
 
-    impl Pf {
-        /// Open /dev/pf read-write (needs root and the pf module: `kldload pf`). Do it before
-        /// any chroot and keep the value: the table operations use only this descriptor.
-        pub fn open() -> io::Result<Pf> {
-            let path = c"/dev/pf";
-            // SAFETY: `path` is a NUL-terminated string that outlives the call; open returns
-            // a new descriptor or -1, and nothing else is touched.
-            let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-            if fd < 0 {
-                let e = io::Error::last_os_error();
-                let hint = match e.raw_os_error() {
-                    Some(libc::ENOENT) => {
-                        " (pf is not loaded: kldload pf, or pf_enable=\"YES\" in /etc/rc.conf)"
-                    }
-                    Some(libc::EACCES | libc::EPERM) => " (fwlb must start as root)",
-                    _ => "",
-                };
-                return Err(io::Error::new(e.kind(), format!("/dev/pf: {e}{hint}")));
-            }
-            // SAFETY: fd is a descriptor open() just returned, owned by nothing else.
-            Ok(Pf {
-                fd: unsafe { OwnedFd::from_raw_fd(fd) },
+    impl PfDevice {
+        /// Open /dev/pf read-write (needs root and the pf module: `kldload pf`), close-on-exec.
+        /// Do it before any chroot and keep the value.
+        pub fn open() -> io::Result<PfDevice> {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/pf")
+                .map_err(|e| {
+                    let hint = match e.raw_os_error() {
+                        Some(libc::ENOENT) => {
+                            " (pf is not loaded: kldload pf, or pf_enable=\"YES\" in /etc/rc.conf)"
+                        }
+                        Some(libc::EACCES | libc::EPERM) => " (fwlb must start as root)",
+                        _ => "",
+                    };
+                    io::Error::new(e.kind(), format!("/dev/pf: {e}{hint}"))
+                })?;
+            Ok(PfDevice {
+                fd: OwnedFd::from(file),
             })
-        }
-
-        /// Check that packets reach the anchor (pf enabled, the main ruleset calls
-        /// `anchor "fwlb"` and, with `nat`, `nat-anchor "fwlb"`), then load `anchor_rules`
-        /// (rendered by `firewall::pf::render`) as the anchor in one pfctl transaction. Any
-        /// failure leaves pf as it was.
-        pub fn install(&self, anchor_rules: &str, nat: bool) -> Result<(), String> {
-            let info = pfctl(&render::show_info(), None)?;
-            let rules = pfctl(&render::show_rules(), None)?;
-            let nat_rules = if nat {
-                Some(pfctl(&render::show_nat(), None)?)
-            } else {
-                None
-            };
-            render::check_reachable(&info, &rules, nat_rules.as_deref())?;
-            pfctl(&render::load(), Some(anchor_rules)).map(|_| ())
-        }
-
-        /// Empty the anchor: its rules, translation rules and tables (a clean stop with
-        /// `keep_on_exit = false`). The main ruleset's calls stay and then match nothing.
-        pub fn remove(&self) -> Result<(), String> {
-            pfctl(&render::flush(), None).map(|_| ())
-        }
-
-        /// Kill every state whose source is `ip`: pf matches states before rules, so a
-        /// banned client's open connections would otherwise go on.
-        pub fn kill_states(&self, ip: IpAddr) -> Result<(), String> {
-            pfctl(&render::kill_states(ip), None).map(|_| ())
         }
 
         fn ioctl(&self, req: u64, io: &mut PfiocTable) -> io::Result<()> {
             // SAFETY: `io` is a live, exclusively borrowed struct laid out as the kernel's
             // struct pfioc_table (sizes asserted at build time); its buffer is null or points
             // to at least `io.size` PfrAddr entries that the caller keeps alive and borrowed
-            // for this call. The kernel copies in and out within those bounds.
+            // for this call. The kernel copies in and out within those bounds. No kept crate
+            // knows these structs (nix's ioctl macros would only wrap this same call).
             let rc = unsafe {
                 libc::ioctl(
                     self.fd.as_raw_fd(),
@@ -334,36 +230,36 @@ mod freebsd {
             }
         }
 
-        /// Add entries to a table of the anchor; returns how many were new.
-        pub fn add_addrs(&self, table: &str, addrs: &[PfrAddr]) -> Result<usize, String> {
-            self.change(DIOCRADDADDRS, "add", table, addrs)
+        /// Add entries to table `table` of `anchor`; returns how many were new.
+        pub fn add_addrs(&self, anchor: &str, table: &str, addrs: &[PfrAddr]) -> io::Result<usize> {
+            self.change(DIOCRADDADDRS, anchor, table, addrs)
                 .map(|io| io.nadd.max(0) as usize)
         }
 
-        /// Delete entries from a table of the anchor; returns how many were there.
-        pub fn del_addrs(&self, table: &str, addrs: &[PfrAddr]) -> Result<usize, String> {
-            self.change(DIOCRDELADDRS, "delete", table, addrs)
+        /// Delete entries from table `table` of `anchor`; returns how many were there.
+        pub fn del_addrs(&self, anchor: &str, table: &str, addrs: &[PfrAddr]) -> io::Result<usize> {
+            self.change(DIOCRDELADDRS, anchor, table, addrs)
                 .map(|io| io.ndel.max(0) as usize)
         }
 
         fn change(
             &self,
             req: u64,
-            op: &str,
+            anchor: &str,
             table: &str,
             addrs: &[PfrAddr],
-        ) -> Result<PfiocTable, String> {
+        ) -> io::Result<PfiocTable> {
             let mut buf = addrs.to_vec();
-            let mut io = PfiocTable::new(PfrTable::new(render::ANCHOR, table)?);
+            let mut io = PfiocTable::new(PfrTable::new(anchor, table)?);
             io.buffer = buf.as_mut_ptr().cast();
-            io.size = i32::try_from(buf.len()).map_err(|_| format!("{op}: too many addresses"))?;
-            self.ioctl(req, &mut io)
-                .map_err(|e| table_error(op, table, &e))?;
+            io.size = i32::try_from(buf.len())
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "too many addresses"))?;
+            self.ioctl(req, &mut io)?;
             Ok(io)
         }
 
-        /// Every entry of a table of the anchor.
-        pub fn get_addrs(&self, table: &str) -> Result<Vec<PfrAddr>, String> {
+        /// Every entry of table `table` of `anchor`.
+        pub fn get_addrs(&self, anchor: &str, table: &str) -> io::Result<Vec<PfrAddr>> {
             let empty = PfrAddr {
                 addr: [0; 16],
                 af: 0,
@@ -375,11 +271,10 @@ mod freebsd {
             // The table may grow between the calls; a few rounds settle it.
             for _ in 0..4 {
                 let mut buf = vec![empty; want];
-                let mut io = PfiocTable::new(PfrTable::new(render::ANCHOR, table)?);
+                let mut io = PfiocTable::new(PfrTable::new(anchor, table)?);
                 io.buffer = buf.as_mut_ptr().cast();
                 io.size = want as i32;
-                self.ioctl(DIOCRGETADDRS, &mut io)
-                    .map_err(|e| table_error("list", table, &e))?;
+                self.ioctl(DIOCRGETADDRS, &mut io)?;
                 // On return `size` is the table's entry count; the kernel fills the buffer
                 // only when it fits.
                 let n = usize::try_from(io.size).unwrap_or(0);
@@ -388,38 +283,14 @@ mod freebsd {
                     return Ok(buf);
                 }
                 if n > MAX_ENTRIES {
-                    return Err(format!(
-                        "list <{table}>: {n} entries, more than fwlb reads ({MAX_ENTRIES})"
-                    ));
+                    return Err(io::Error::other(format!(
+                        "{n} entries, more than fwlb reads ({MAX_ENTRIES})"
+                    )));
                 }
                 // Some headroom for entries added meanwhile, within the kernel's limit.
                 want = (n + 16).min(MAX_ENTRIES);
             }
-            Err(format!(
-                "list <{table}>: the table kept growing while being read"
-            ))
-        }
-
-        /// Add `ip` to `<fwlb_banned>` (a no-op if present) and kill its states.
-        pub fn ban(&self, ip: IpAddr) -> Result<(), String> {
-            self.add_addrs(render::BANNED, &[PfrAddr::host(ip)])?;
-            self.kill_states(ip)
-                .map_err(|e| format!("{ip} is banned, but its open connections were not cut: {e}"))
-        }
-
-        /// Remove `ip` from `<fwlb_banned>`; Ok(false) if it was not there.
-        pub fn unban(&self, ip: IpAddr) -> Result<bool, String> {
-            self.del_addrs(render::BANNED, &[PfrAddr::host(ip)])
-                .map(|n| n > 0)
-        }
-
-        /// The banned hosts (networks added by hand with pfctl are left out).
-        pub fn list_bans(&self) -> Result<Vec<IpAddr>, String> {
-            Ok(self
-                .get_addrs(render::BANNED)?
-                .iter()
-                .filter_map(PfrAddr::host_ip)
-                .collect())
+            Err(io::Error::other("the table kept growing while being read"))
         }
     }
 }
@@ -539,17 +410,6 @@ mod tests {
         );
         assert!(PfrTable::new("fw\0lb", "t").is_err());
         assert!(PfrTable::new(&"a".repeat(1024), "t").is_err());
-        // The names fwlb renders fit.
-        for name in [
-            crate::firewall::pf::BANNED,
-            crate::firewall::pf::PEERS,
-            crate::firewall::pf::SERVERS,
-        ] {
-            assert!(
-                PfrTable::new(crate::firewall::pf::ANCHOR, name).is_ok(),
-                "{name}"
-            );
-        }
     }
 
     #[test]
@@ -558,53 +418,5 @@ mod tests {
         assert_eq!(io.esize, 20, "the kernel refuses any other esize (ENODEV)");
         assert_eq!((io.size, io.flags, io.nadd), (0, 0, 0));
         assert!(io.buffer.is_null());
-    }
-
-    fn argv(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn command_runner() {
-        // sh stands in for pfctl: stdin reaches it whole, stdout comes back.
-        assert_eq!(
-            pfctl(
-                &argv(&["/bin/sh", "-c", "tr a-z A-Z"]),
-                Some("anchor \"fwlb\"\n")
-            ),
-            Ok("ANCHOR \"FWLB\"\n".to_string())
-        );
-        assert_eq!(
-            pfctl(&argv(&["/bin/sh", "-c", "echo ok"]), None),
-            Ok("ok\n".into())
-        );
-        // A failure carries the command line, the status and stderr.
-        let e = pfctl(
-            &argv(&["/bin/sh", "-c", "echo 'pfctl: Syntax error' >&2; exit 1"]),
-            Some("x"),
-        )
-        .unwrap_err();
-        assert!(e.contains("failed (exit status: 1)"), "{e}");
-        assert!(e.ends_with("pfctl: Syntax error"), "{e}");
-        // A child that exits without reading a large input: its status is the error.
-        let big = "#\n".repeat(1 << 20);
-        let e = pfctl(&argv(&["/bin/sh", "-c", "exit 2"]), Some(&big)).unwrap_err();
-        assert!(e.contains("exit status: 2"), "{e}");
-        let e = pfctl(&argv(&["/nonexistent/pfctl"]), None).unwrap_err();
-        assert!(e.starts_with("cannot run /nonexistent/pfctl"), "{e}");
-        assert!(pfctl(&[], None).is_err());
-    }
-
-    #[test]
-    fn errors_name_the_cause() {
-        let e = |n| std::io::Error::from_raw_os_error(n);
-        assert!(
-            table_error("add", "fwlb_banned", &e(libc::ESRCH))
-                .contains("table <fwlb_banned> does not exist in anchor \"fwlb\"")
-        );
-        assert!(
-            table_error("list", "t", &e(libc::ENOENT)).contains("anchor \"fwlb\" does not exist")
-        );
-        assert!(table_error("list", "t", &e(libc::ENODEV)).contains("struct pfr_addr differs"));
     }
 }
