@@ -1,5 +1,10 @@
 //! fwlb: a redundant firewall + TCP load-balancer pair in one supervised binary.
 //! See the design notes (architecture.md) for the process model and layers.
+//!
+//! `unsafe` is denied everywhere but in `sys`, the syscall wrappers, where each block carries
+//! a `// SAFETY:` line.
+
+#![deny(unsafe_code)]
 
 pub mod balancer;
 pub mod config;
@@ -10,6 +15,7 @@ pub mod firewall;
 pub mod lab;
 pub mod logging;
 pub mod privsep;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod trace;
 pub mod vrrp;

@@ -1,5 +1,7 @@
 //! The command line: parse arguments and hand over; no logic here.
 
+#![deny(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

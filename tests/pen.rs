@@ -157,7 +157,7 @@ async fn dash_c_control_port_with_penctl_and_dash_f_file() {
 #[test]
 fn dash_u_and_dash_j_drop_to_the_user_in_the_chroot() {
     assert_eq!(
-        unsafe_geteuid(),
+        nix::unistd::geteuid().as_raw(),
         0,
         "this test needs root (CI runs as root)"
     );
@@ -186,15 +186,6 @@ fn dash_u_and_dash_j_drop_to_the_user_in_the_chroot() {
     assert_eq!(r, root.canonicalize().expect("canon"));
     let _ = f.child.kill();
     let _ = f.wait_exit(Duration::from_secs(2));
-}
-
-fn unsafe_geteuid() -> u32 {
-    let s = std::fs::read_to_string("/proc/self/status").expect("status");
-    s.lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|u| u.parse().ok())
-        .expect("euid")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
