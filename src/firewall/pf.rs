@@ -8,10 +8,11 @@
 //!
 //! Dynamic addresses live in tables of the anchor: `<fwlb_banned>` (control port `ban`),
 //! `<fwlb_peers>` and `<fwlb_servers>`. The daemon changes `<fwlb_banned>` through /dev/pf
-//! ioctls (`sys::pf`); the pfctl command lines here ([`ban`], [`unban`], [`list_bans`]) are the
-//! same operations by hand. pf table entries have no timeout of their own: the daemon keeps
-//! each ban's deadline and removes the entry when it passes. pf checks states before rules,
-//! so a new ban must also kill the source's existing states ([`kill_states`]).
+//! ioctls (`pf_apply`, on `sys::pf`); the pfctl command lines here ([`ban`], [`unban`],
+//! [`list_bans`]) are the same operations by hand. pf table entries have no timeout of their
+//! own: the daemon keeps each ban's deadline and removes the entry when it passes. pf checks
+//! states before rules, so a new ban must also kill the source's existing states
+//! ([`kill_states`]).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
