@@ -29,6 +29,7 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
 }
 
 /// A byte count returned by a syscall, or the error its -1 stands for.
+#[cfg(target_os = "linux")]
 fn byte_count(n: i64) -> io::Result<usize> {
     if n < 0 {
         return Err(io::Error::last_os_error());
