@@ -3,8 +3,7 @@
 //! arrives.
 
 use std::io;
-use std::net::Shutdown;
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
@@ -82,7 +81,8 @@ pub fn local_addr(fd: BorrowedFd<'_>) -> Option<SocketAddr> {
 /// socket's so `show conns` can ask on another thread, and guarantees it open for the call.
 pub fn local_addr_raw(fd: RawFd) -> Option<SocketAddr> {
     // SAFETY: the caller keeps `fd` open for the duration of this call (ConnInfo::local runs
-    // under the state lock, while its connection is registered); the borrow ends with it.
+    // under the state lock, while its connection is registered); the borrow ends with it. No
+    // crate can vouch for a descriptor held by number across threads.
     local_addr(unsafe { BorrowedFd::borrow_raw(fd) })
 }
 
