@@ -121,10 +121,7 @@ fn link_events_arrive_at_once_and_addresses_come_and_go() {
                 let mut buf = vec![0u8; 65536];
                 while t0.elapsed() < Duration::from_secs(3) {
                     match ev.recv(&mut buf) {
-                        Ok(n) => seen.extend(
-                            fwlb::sys::netlink::messages(&buf[..n])
-                                .filter_map(|(t, p)| fwlb::sys::netlink::parse_link(t, p)),
-                        ),
+                        Ok(n) => seen.extend(fwlb::sys::netlink::links(&buf[..n])),
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             if seen.iter().any(|l: &Link| l.name == "va" && !l.up) {
                                 break;

@@ -18,7 +18,7 @@
 use std::cell::Cell;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -72,7 +72,7 @@ pub struct Ctx {
 
 impl Ctx {
     /// Watch a connection's socket; the serial its events will carry.
-    pub fn register(&mut self, fd: std::os::fd::RawFd, idx: u32, side: usize) -> io::Result<u32> {
+    pub fn register(&mut self, fd: BorrowedFd<'_>, idx: u32, side: usize) -> io::Result<u32> {
         self.serial = self.serial.wrapping_add(1);
         let serial = self.serial;
         self.poller.add(fd, token(serial, idx << 1 | side as u32))?;
@@ -231,7 +231,7 @@ impl Engine {
                     self.ctx.serial = self.ctx.serial.wrapping_add(1);
                     let serial = self.ctx.serial;
                     let tok = token(serial, LISTENER | li as u32);
-                    if let Err(e) = self.ctx.poller.add_read(sock.as_raw_fd(), tok, shared) {
+                    if let Err(e) = self.ctx.poller.add_read(sock.as_fd(), tok, shared) {
                         error!(target: "lb", balancer = %lb.cfg.name, listen = %addr, "cannot poll the listener: {e}");
                         continue;
                     }
@@ -284,7 +284,7 @@ impl Engine {
             }
         }
         if let Some(l) = self.listeners[li].take() {
-            let _ = self.ctx.poller.delete(l.sock.as_raw_fd());
+            let _ = self.ctx.poller.delete(l.sock.as_fd());
         }
     }
 
@@ -318,7 +318,7 @@ impl Engine {
                 return taken;
             }
             let lb = l.lb.clone();
-            match sys::socket::accept(l.sock.as_raw_fd()) {
+            match sys::socket::accept(l.sock.as_fd()) {
                 Ok((fd, peer)) => {
                     if let Some(t) = l.exhausted_since.take() {
                         info!(target: "lb", balancer = %lb.cfg.name,

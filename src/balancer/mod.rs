@@ -95,7 +95,7 @@ pub struct State {
 impl ConnInfo {
     /// The local address of the upstream connection. Call with the state lock held.
     pub fn local(&self) -> SocketAddr {
-        sys::socket::local_addr(self.upstream_fd).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+        sys::socket::local_addr_raw(self.upstream_fd).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 }
 

@@ -15,7 +15,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -171,13 +171,16 @@ impl Session {
         }
     }
 
-    fn fd(&self, side: usize) -> RawFd {
-        self.fds[side].as_ref().map_or(-1, |f| f.as_raw_fd())
+    /// Socket `side`, borrowed from `fds` alone: the rest of the session stays free to change.
+    fn fd(fds: &[Option<OwnedFd>; 2], side: usize) -> Option<BorrowedFd<'_>> {
+        fds[side].as_ref().map(|f| f.as_fd())
     }
 
     /// Take the accepted client into the engine and start on it.
     pub fn start(&mut self, ctx: &mut Ctx, idx: u32) -> Flow {
-        let fd = self.fd(0);
+        let Some(fd) = Self::fd(&self.fds, 0) else {
+            return Flow::Close;
+        };
         match ctx.register(fd, idx, 0) {
             Ok(serial) => self.serial[0] = serial,
             Err(e) => {
@@ -265,7 +268,11 @@ impl Session {
     /// Move what the relay can move now (queued by `event`, or still busy last pass).
     pub fn pump(&mut self, ctx: &mut Ctx, idx: u32) -> Flow {
         self.queued = false;
-        let fds = [self.fd(0), self.fd(1)];
+        let (Some(c), Some(s)) = (Self::fd(&self.fds, 0), Self::fd(&self.fds, 1)) else {
+            let e = io::Error::from_raw_os_error(libc::EBADF);
+            return self.end(ctx, idx, End::Error(e));
+        };
+        let fds = [c, s];
         let Phase::Relay(r) = &mut self.phase else {
             return Flow::Keep;
         };
@@ -294,7 +301,9 @@ impl Session {
     }
 
     fn read_proxy(&mut self, ctx: &mut Ctx, idx: u32) -> Flow {
-        let fd = self.fd(0);
+        let Some(fd) = Self::fd(&self.fds, 0) else {
+            return Flow::Close;
+        };
         loop {
             let Phase::Proxy { buf } = &mut self.phase else {
                 return Flow::Keep;
@@ -374,7 +383,7 @@ impl Session {
             return self.dial(ctx, idx);
         };
         let attempt = sys::socket::connect(addr).and_then(|(fd, done)| {
-            let serial = ctx.register(fd.as_raw_fd(), idx, 1)?;
+            let serial = ctx.register(fd.as_fd(), idx, 1)?;
             Ok((fd, done, serial))
         });
         match attempt {
@@ -488,7 +497,7 @@ impl Session {
                 // Where the client connected: our listener, or behind a proxy the
                 // destination its PROXY header names.
                 listen: self.dst,
-                upstream_fd: self.fd(1),
+                upstream_fd: Self::fd(&self.fds, 1).map_or(-1, |f| f.as_raw_fd()),
                 server: guard.addr(),
                 server_index: index,
                 started: now,
@@ -620,7 +629,9 @@ impl Session {
     }
 
     fn linger(&mut self, ctx: &mut Ctx) -> Flow {
-        let fd = self.fd(0);
+        let Some(fd) = Self::fd(&self.fds, 0) else {
+            return Flow::Close;
+        };
         let Phase::Linger { total } = &mut self.phase else {
             return Flow::Keep;
         };

@@ -20,6 +20,8 @@ pub mod splice;
 
 use std::io;
 
+use nix::sys::resource::{Resource, getrlimit, rlim_t, setrlimit};
+
 /// Errors that mean this host ran out of a resource (descriptors, buffers, ports), not that
 /// the peer failed: they must not blacklist a server, and accepting backs off on them.
 pub fn is_resource_exhaustion(e: &io::Error) -> bool {
@@ -30,6 +32,7 @@ pub fn is_resource_exhaustion(e: &io::Error) -> bool {
 }
 
 /// A byte count returned by a syscall, or the error its -1 stands for.
+#[cfg(target_os = "linux")]
 fn byte_count(n: i64) -> io::Result<usize> {
     if n < 0 {
         return Err(io::Error::last_os_error());
@@ -39,49 +42,36 @@ fn byte_count(n: i64) -> io::Result<usize> {
 
 /// The soft limit on open descriptors (RLIMIT_NOFILE), for start-up warnings.
 pub fn nofile_limit() -> Option<u64> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own and reads nothing else.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
-    // rlim_t is u64 on Linux and i64 on FreeBSD (where RLIM_INFINITY is i64::MAX).
-    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-    let cur = r.rlim_cur as u64;
-    (rc == 0).then_some(cur)
+    let (cur, _) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    Some(rlim_to_u64(cur))
 }
 
 /// Raise the soft descriptor limit towards `want`, up to the hard limit (haproxy does the
 /// same from its maxconn); returns the soft limit in force afterwards.
 pub fn raise_nofile(want: u64) -> Option<u64> {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read and write the struct we own.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
-            return None;
-        }
+    let (cur, max) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    let (cur_n, max_n) = (rlim_to_u64(cur), rlim_to_u64(max));
+    if cur_n < want {
+        let new = want.min(max_n);
         #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-        let (cur, max) = (r.rlim_cur as u64, r.rlim_max as u64);
-        if cur < want {
-            let new = want.min(max);
-            #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
-            {
-                r.rlim_cur = new as libc::rlim_t;
-            }
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &r) == 0 {
-                return Some(new);
-            }
+        if setrlimit(Resource::RLIMIT_NOFILE, new as rlim_t, max).is_ok() {
+            return Some(new);
         }
-        Some(cur)
     }
+    Some(cur_n)
+}
+
+/// rlim_t is u64 on Linux and i64 on FreeBSD (where RLIM_INFINITY is i64::MAX).
+#[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+fn rlim_to_u64(v: rlim_t) -> u64 {
+    v as u64
 }
 
 /// Register one of our socket types with the runtime's reactor.
 pub fn async_fd<T: std::os::fd::AsRawFd>(inner: T) -> io::Result<tokio::io::unix::AsyncFd<T>> {
-    // SAFETY: the types passed here (netlink, raw and packet sockets of this module) own their
-    // descriptor as an OwnedFd and return that same descriptor for their whole life.
+    // SAFETY: the types passed here (netlink, raw and packet sockets, the privsep channel, all
+    // of this module) own their descriptor (netlink-sys's or socket2's Socket, an OwnedFd) and
+    // return that same one for their whole life. tokio has no safe constructor left
+    // (AsyncFd::new is deprecated as unsound: it cannot check this).
     unsafe { tokio::io::unix::AsyncFd::register(inner) }.map_err(|e| e.into())
 }

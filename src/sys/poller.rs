@@ -4,8 +4,13 @@
 //! (balancer::engine).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Duration;
+
+#[cfg(target_os = "linux")]
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+#[cfg(target_os = "freebsd")]
+use nix::sys::event::{EvFlags, EventFilter, FilterFlag, KEvent, Kqueue};
 
 /// The socket has (or may have) bytes or an end of stream to read.
 pub const READ: u8 = 1;
@@ -29,29 +34,37 @@ pub fn drained(ready: &mut u8) {
 /// Events fetched by one `wait`.
 pub const BATCH: usize = 256;
 
+/// nix's epoll and kqueue wrappers are the bare syscalls (the same glibc calls this made by
+/// hand): no cost on the data path.
+#[cfg(target_os = "linux")]
 pub struct Poller {
-    fd: OwnedFd,
+    epoll: Epoll,
+}
+
+#[cfg(target_os = "freebsd")]
+pub struct Poller {
+    kq: Kqueue,
 }
 
 #[cfg(target_os = "linux")]
 pub struct Events {
-    list: Vec<libc::epoll_event>,
+    list: Vec<EpollEvent>,
 }
 
 #[cfg(target_os = "freebsd")]
 pub struct Events {
-    list: Vec<libc::kevent>,
+    list: Vec<KEvent>,
 }
 
 /// Milliseconds for epoll_wait, rounded up: a wait that ends before its deadline would only
 /// spin once more.
 #[cfg(target_os = "linux")]
-fn timeout_ms(t: Option<Duration>) -> libc::c_int {
+fn timeout_ms(t: Option<Duration>) -> EpollTimeout {
     match t {
-        None => -1,
+        None => EpollTimeout::NONE,
         Some(d) => {
             let ms = d.as_nanos().div_ceil(1_000_000);
-            ms.min(i32::MAX as u128) as libc::c_int
+            EpollTimeout::try_from(ms).unwrap_or(EpollTimeout::MAX)
         }
     }
 }
@@ -59,68 +72,38 @@ fn timeout_ms(t: Option<Duration>) -> libc::c_int {
 #[cfg(target_os = "linux")]
 impl Poller {
     pub fn new() -> io::Result<Poller> {
-        // SAFETY: plain syscall; the result is checked before use.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: epoll_create1 returned a new descriptor that nobody else owns.
         Ok(Poller {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
         })
-    }
-
-    fn ctl(&self, op: libc::c_int, fd: RawFd, events: libc::c_int, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: events as u32,
-            u64: token,
-        };
-        // SAFETY: `ev` lives across the call; the kernel copies it.
-        let rc = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
     }
 
     /// Watch `fd` for both directions, edge-triggered, until it is closed (close(2) removes
     /// it: no deregistration call per connection).
-    pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        let ev = libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET;
-        self.ctl(libc::EPOLL_CTL_ADD, fd, ev, token)
+    pub fn add(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let ev = EpollFlags::EPOLLIN | EpollFlags::EPOLLOUT | EpollFlags::EPOLLRDHUP;
+        let ev = EpollEvent::new(ev | EpollFlags::EPOLLET, token);
+        Ok(self.epoll.add(fd, ev)?)
     }
 
     /// Watch `fd` (a listener, a waker) for reading only, edge-triggered. `shared`: other
     /// pollers watch the same listener, and each new client should wake only one of them
     /// (EPOLLEXCLUSIVE), not every data-path thread.
-    pub fn add_read(&self, fd: RawFd, token: u64, shared: bool) -> io::Result<()> {
-        let mut ev = libc::EPOLLIN | libc::EPOLLET;
+    pub fn add_read(&self, fd: BorrowedFd<'_>, token: u64, shared: bool) -> io::Result<()> {
+        let mut ev = EpollFlags::EPOLLIN | EpollFlags::EPOLLET;
         if shared {
-            ev |= libc::EPOLLEXCLUSIVE;
+            ev |= EpollFlags::EPOLLEXCLUSIVE;
         }
-        self.ctl(libc::EPOLL_CTL_ADD, fd, ev, token)
+        Ok(self.epoll.add(fd, EpollEvent::new(ev, token))?)
     }
 
     /// Stop watching `fd`, which stays open (a listener other threads still use).
-    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    pub fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        Ok(self.epoll.delete(fd)?)
     }
 
     /// Wait up to `timeout` (None: until something happens) for events.
     pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
-        // SAFETY: the buffer holds `BATCH` initialised entries the kernel may overwrite.
-        let n = unsafe {
-            libc::epoll_wait(
-                self.fd.as_raw_fd(),
-                events.list.as_mut_ptr(),
-                events.list.len() as libc::c_int,
-                timeout_ms(timeout),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        Ok(self.epoll.wait(&mut events.list, timeout_ms(timeout))?)
     }
 }
 
@@ -128,99 +111,77 @@ impl Poller {
 impl Events {
     pub fn new() -> Events {
         Events {
-            list: vec![libc::epoll_event { events: 0, u64: 0 }; BATCH],
+            list: vec![EpollEvent::empty(); BATCH],
         }
     }
 
     /// Entry `i` of the last wait: its token and READ/WRITE/HUP bits.
     pub fn get(&self, i: usize) -> (u64, u8) {
         let ev = self.list[i];
-        let e = ev.events as libc::c_int;
+        let e = ev.events();
         let mut bits = 0;
-        if e & libc::EPOLLIN != 0 {
+        if e.contains(EpollFlags::EPOLLIN) {
             bits |= READ;
         }
-        if e & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
+        if e.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
             bits |= READ | HUP;
         }
-        if e & libc::EPOLLRDHUP != 0 && e & libc::EPOLLERR == 0 {
+        if e.contains(EpollFlags::EPOLLRDHUP) && !e.contains(EpollFlags::EPOLLERR) {
             bits |= FIN;
         }
-        if e & (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) != 0 {
+        if e.intersects(EpollFlags::EPOLLOUT | EpollFlags::EPOLLHUP | EpollFlags::EPOLLERR) {
             bits |= WRITE;
         }
-        (ev.u64, bits)
+        (ev.data(), bits)
     }
 }
 
 #[cfg(target_os = "freebsd")]
 impl Poller {
     pub fn new() -> io::Result<Poller> {
-        // SAFETY: plain syscall; the result is checked before use.
-        let fd = unsafe { libc::kqueue() };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: kqueue returned a new descriptor that nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: fcntl on the descriptor we own.
-        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-        Ok(Poller { fd })
+        let kq = Kqueue::new()?;
+        use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+        fcntl(&kq, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+        Ok(Poller { kq })
     }
 
     fn change(
         &self,
-        fd: RawFd,
-        filters: &[libc::c_short],
-        flags: u16,
+        fd: BorrowedFd<'_>,
+        filters: &[EventFilter],
+        flags: EvFlags,
         token: u64,
     ) -> io::Result<()> {
-        let mut changes: [libc::kevent; 2] =
-            // SAFETY: kevent is plain old data; all-zero is a valid value.
-            unsafe { std::mem::zeroed() };
-        for (c, f) in changes.iter_mut().zip(filters) {
-            c.ident = fd as libc::uintptr_t;
-            c.filter = *f;
-            c.flags = flags;
-            c.udata = token as usize as *mut libc::c_void;
-        }
-        // SAFETY: `changes` lives across the call; no event list is asked for.
-        let rc = unsafe {
-            libc::kevent(
-                self.fd.as_raw_fd(),
-                changes.as_ptr(),
-                filters.len() as libc::c_int,
-                std::ptr::null_mut(),
-                0,
-                std::ptr::null(),
-            )
+        let ev = |f: EventFilter| {
+            let (ident, udata) = (fd.as_raw_fd() as usize, token as isize);
+            KEvent::new(ident, f, flags, FilterFlag::empty(), 0, udata)
         };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
+        // At most two filters, on the stack: no allocation per registration.
+        let mut changes = [ev(EventFilter::EVFILT_READ); 2];
+        for (c, &f) in changes.iter_mut().zip(filters) {
+            *c = ev(f);
         }
+        let n = filters.len().min(changes.len());
+        self.kq.kevent(&changes[..n], &mut [], None)?;
         Ok(())
     }
 
     /// Watch `fd` for both directions, edge-triggered (EV_CLEAR), until it is closed.
-    pub fn add(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        let f = [libc::EVFILT_READ, libc::EVFILT_WRITE];
-        self.change(fd, &f, libc::EV_ADD | libc::EV_CLEAR, token)
+    pub fn add(&self, fd: BorrowedFd<'_>, token: u64) -> io::Result<()> {
+        let f = [EventFilter::EVFILT_READ, EventFilter::EVFILT_WRITE];
+        self.change(fd, &f, EvFlags::EV_ADD | EvFlags::EV_CLEAR, token)
     }
 
     /// Watch `fd` for reading only (listeners, the waker). kqueue has no EPOLLEXCLUSIVE: every
     /// thread watching a shared listener wakes, and all but one find nothing to accept.
-    pub fn add_read(&self, fd: RawFd, token: u64, _shared: bool) -> io::Result<()> {
-        self.change(
-            fd,
-            &[libc::EVFILT_READ],
-            libc::EV_ADD | libc::EV_CLEAR,
-            token,
-        )
+    pub fn add_read(&self, fd: BorrowedFd<'_>, token: u64, _shared: bool) -> io::Result<()> {
+        let f = [EventFilter::EVFILT_READ];
+        self.change(fd, &f, EvFlags::EV_ADD | EvFlags::EV_CLEAR, token)
     }
 
     /// Stop watching `fd`, which stays open.
-    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
-        self.change(fd, &[libc::EVFILT_READ], libc::EV_DELETE, 0)
+    pub fn delete(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.change(fd, &[EventFilter::EVFILT_READ], EvFlags::EV_DELETE, 0)
     }
 
     pub fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
@@ -228,65 +189,59 @@ impl Poller {
             tv_sec: d.as_secs().min(i32::MAX as u64) as libc::time_t,
             tv_nsec: d.subsec_nanos() as libc::c_long,
         });
-        let tsp = ts
-            .as_ref()
-            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: the buffer holds `BATCH` entries the kernel may overwrite; `ts` outlives
-        // the call.
-        let n = unsafe {
-            libc::kevent(
-                self.fd.as_raw_fd(),
-                std::ptr::null(),
-                0,
-                events.list.as_mut_ptr(),
-                events.list.len() as libc::c_int,
-                tsp,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        Ok(self.kq.kevent(&[], &mut events.list, ts)?)
     }
 }
-
-// SAFETY: the kevent entries' udata pointers are our tokens, never dereferenced.
-#[cfg(target_os = "freebsd")]
-unsafe impl Send for Events {}
 
 #[cfg(target_os = "freebsd")]
 impl Events {
     pub fn new() -> Events {
-        // SAFETY: kevent is plain old data; all-zero is a valid value.
+        let empty = KEvent::new(
+            0,
+            EventFilter::EVFILT_READ,
+            EvFlags::empty(),
+            FilterFlag::empty(),
+            0,
+            0,
+        );
         Events {
-            list: vec![unsafe { std::mem::zeroed::<libc::kevent>() }; BATCH],
+            list: vec![empty; BATCH],
         }
     }
 
     pub fn get(&self, i: usize) -> (u64, u8) {
         let ev = &self.list[i];
-        let mut bits = if ev.filter == libc::EVFILT_WRITE {
+        let filter = ev.filter().ok();
+        let mut bits = if filter == Some(EventFilter::EVFILT_WRITE) {
             WRITE
         } else {
             READ
         };
-        if ev.flags & libc::EV_EOF != 0 && ev.filter == libc::EVFILT_READ {
+        if ev.flags().contains(EvFlags::EV_EOF) && filter == Some(EventFilter::EVFILT_READ) {
             bits |= HUP;
             // fflags holds the socket error, if the end was one.
-            if ev.fflags == 0 {
+            if ev.fflags().is_empty() {
                 bits |= FIN;
             }
         }
-        if ev.flags & libc::EV_ERROR != 0 {
+        if ev.flags().contains(EvFlags::EV_ERROR) {
             bits = READ | WRITE | HUP;
         }
-        (ev.udata as usize as u64, bits)
+        (ev.udata() as u64, bits)
     }
 }
 
+#[cfg(target_os = "linux")]
 impl AsRawFd for Poller {
     fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.epoll.0.as_raw_fd()
+    }
+}
+
+#[cfg(target_os = "freebsd")]
+impl AsRawFd for Poller {
+    fn as_raw_fd(&self) -> RawFd {
+        self.kq.as_fd().as_raw_fd()
     }
 }
 
@@ -299,66 +254,53 @@ impl Default for Events {
 /// Interrupts another thread's `wait`: an eventfd on Linux, a pipe elsewhere. Register
 /// `fd()` with `add_read`; after it fires, `reset` before looking at what was asked.
 pub struct Waker {
-    read: OwnedFd,
+    #[cfg(target_os = "linux")]
+    read: nix::sys::eventfd::EventFd,
     #[cfg(not(target_os = "linux"))]
-    write: OwnedFd,
+    read: std::os::fd::OwnedFd,
+    #[cfg(not(target_os = "linux"))]
+    write: std::os::fd::OwnedFd,
 }
 
 impl Waker {
     #[cfg(target_os = "linux")]
     pub fn new() -> io::Result<Waker> {
-        // SAFETY: plain syscall; the result is checked before use.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: eventfd returned a new descriptor that nobody else owns.
+        use nix::sys::eventfd::{EfdFlags, EventFd};
+        let flags = EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC;
         Ok(Waker {
-            read: unsafe { OwnedFd::from_raw_fd(fd) },
+            read: EventFd::from_value_and_flags(0, flags)?,
         })
     }
 
     #[cfg(not(target_os = "linux"))]
     pub fn new() -> io::Result<Waker> {
-        let mut fds = [0 as RawFd; 2];
-        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 returned two new descriptors that nobody else owns.
-        Ok(unsafe {
-            Waker {
-                read: OwnedFd::from_raw_fd(fds[0]),
-                write: OwnedFd::from_raw_fd(fds[1]),
-            }
-        })
+        use nix::fcntl::OFlag;
+        let (read, write) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+        Ok(Waker { read, write })
     }
 
-    pub fn fd(&self) -> RawFd {
-        self.read.as_raw_fd()
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
     }
 
     /// Make the poller watching `fd()` report it. A full counter or pipe already does.
     pub fn wake(&self) {
-        let one = 1u64.to_ne_bytes();
         #[cfg(target_os = "linux")]
-        let fd = self.read.as_raw_fd();
+        let _ = self.read.write(1);
         #[cfg(not(target_os = "linux"))]
-        let fd = self.write.as_raw_fd();
-        // SAFETY: `one` is valid for reads of its length for the call.
-        let _ = unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
+        let _ = nix::unistd::write(&self.write, &[1]);
     }
 
     /// Consume the wake-ups so far (the next `wake` is a new edge).
     pub fn reset(&self) {
-        let mut buf = [0u8; 64];
-        // SAFETY: `buf` is valid for writes of its length; the descriptor is non-blocking.
-        let mut read = || unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), 64) };
         // An eventfd gives its whole count to one read; a pipe holds one byte per wake.
         #[cfg(target_os = "linux")]
-        let _ = read();
+        let _ = self.read.read();
         #[cfg(not(target_os = "linux"))]
-        while read() > 0 {}
+        {
+            let mut buf = [0u8; 64];
+            while nix::unistd::read(&self.read, &mut buf).is_ok_and(|n| n > 0) {}
+        }
     }
 }
 

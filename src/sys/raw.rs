@@ -5,10 +5,15 @@
 //! destination as ancillary data, since an IPv6 raw socket never shows the header. And an
 //! AF_PACKET socket for gratuitous ARP and unsolicited neighbour advertisements.
 
-use std::ffi::CString;
-use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSlice, IoSliceMut, Read};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, RawFd};
+
+use nix::sys::socket::{
+    self as nx, ControlMessage, ControlMessageOwned, LinkAddr, MsgFlags, SockaddrIn6, SockaddrLike,
+    sockopt,
+};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
 
 /// IP protocol number of VRRP (RFC 5798 §5.1.1.4).
 pub const IPPROTO_VRRP: i32 = 112;
@@ -17,47 +22,9 @@ pub const GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 18);
 /// ff02::12 (RFC 5798 §5.1.2.2).
 pub const GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
 
-fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-fn setopt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, v: &T) -> io::Result<()> {
-    // SAFETY: `v` is a live value of type T and we pass its exact size.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (v as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    })
-    .map(|_| ())
-}
-
-fn bind_device(fd: RawFd, ifname: &str) -> io::Result<()> {
-    let name = CString::new(ifname).map_err(|_| io::Error::other("interface name contains NUL"))?;
-    let bytes = name.as_bytes_with_nul();
-    // SAFETY: a NUL-terminated name and its length.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            bytes.as_ptr().cast(),
-            bytes.len() as libc::socklen_t,
-        )
-    })
-    .map(|_| ())
-}
-
 /// A non-blocking raw IPv4 or IPv6 socket for VRRP on one interface.
 pub struct VrrpSocket {
-    fd: OwnedFd,
+    sock: Socket,
     ifindex: u32,
 }
 
@@ -73,244 +40,120 @@ pub struct Received6 {
     pub hop_limit: Option<u8>,
 }
 
-fn sockaddr_v6(addr: Ipv6Addr, scope: u32) -> libc::sockaddr_in6 {
-    // SAFETY: sockaddr_in6 is plain data; zeroed is valid.
-    let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-    sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-    sa.sin6_addr = libc::in6_addr {
-        s6_addr: addr.octets(),
-    };
-    sa.sin6_scope_id = scope;
-    sa
-}
+/// Room for the control messages `recv_v6` asks for (IPV6_HOPLIMIT, IPV6_PKTINFO), aligned
+/// as a cmsghdr must be, on the stack: no allocation per datagram.
+#[repr(align(8))]
+struct CmsgBuf([u8; 128]);
 
 impl AsRawFd for VrrpSocket {
     fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.sock.as_raw_fd()
     }
+}
+
+/// A non-blocking raw VRRP socket of `domain`, bound to interface `ifname`.
+fn vrrp_socket(domain: Domain, ifname: &str) -> io::Result<Socket> {
+    if ifname.contains('\0') {
+        return Err(io::Error::other("interface name contains NUL"));
+    }
+    let ty = Type::RAW.nonblocking().cloexec();
+    let sock = Socket::new(domain, ty, Some(Protocol::from(IPPROTO_VRRP)))?;
+    sock.bind_device(Some(ifname.as_bytes()))?;
+    Ok(sock)
 }
 
 impl VrrpSocket {
     /// Open on interface `ifname` (index `ifindex`), joined to 224.0.0.18 there.
     pub fn open_v4(ifname: &str, ifindex: u32) -> io::Result<VrrpSocket> {
-        // SAFETY: plain socket(2).
-        let fd = cvt(unsafe {
-            libc::socket(
-                libc::AF_INET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                IPPROTO_VRRP,
-            )
-        })?;
-        // SAFETY: a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let raw = fd.as_raw_fd();
-        let one: libc::c_int = 1;
-        let zero: libc::c_int = 0;
-        let ttl: libc::c_int = 255;
+        let sock = vrrp_socket(Domain::IPV4, ifname)?;
         // We build the IP header (TTL 255, TOS 0xc0) ourselves.
-        setopt(raw, libc::IPPROTO_IP, libc::IP_HDRINCL, &one)?;
-        bind_device(raw, ifname)?;
-        let mreq = libc::ip_mreqn {
-            imr_multiaddr: libc::in_addr {
-                s_addr: u32::from(GROUP_V4).to_be(),
-            },
-            imr_address: libc::in_addr { s_addr: 0 },
-            imr_ifindex: ifindex as libc::c_int,
-        };
-        setopt(raw, libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &mreq)?;
-        setopt(raw, libc::IPPROTO_IP, libc::IP_MULTICAST_IF, &mreq)?;
-        setopt(raw, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, &ttl)?;
+        sock.set_header_included_v4(true)?;
+        sock.join_multicast_v4_n(&GROUP_V4, &InterfaceIndexOrAddress::Index(ifindex))?;
+        // No IP_MULTICAST_IF: on a socket bound to a device the kernel sends multicast out of
+        // that device (raw_sendmsg takes sk_bound_dev_if before the multicast interface).
+        sock.set_multicast_ttl_v4(255)?;
         // Our own adverts must not come back as a "peer".
-        setopt(raw, libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, &zero)?;
-        Ok(VrrpSocket { fd, ifindex })
+        sock.set_multicast_loop_v4(false)?;
+        Ok(VrrpSocket { sock, ifindex })
     }
 
     /// Open an IPv6 socket on interface `ifname` (index `ifindex`), joined to ff02::12 there.
     /// No IPV6_CHECKSUM: the codec computes and verifies the checksum with the pseudo-header.
     pub fn open_v6(ifname: &str, ifindex: u32) -> io::Result<VrrpSocket> {
-        // SAFETY: plain socket(2).
-        let fd = cvt(unsafe {
-            libc::socket(
-                libc::AF_INET6,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                IPPROTO_VRRP,
-            )
-        })?;
-        // SAFETY: a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let raw = fd.as_raw_fd();
-        let one: libc::c_int = 1;
-        let zero: libc::c_int = 0;
-        let hops: libc::c_int = 255;
-        let index = ifindex as libc::c_int;
-        bind_device(raw, ifname)?;
-        let mreq = libc::ipv6_mreq {
-            ipv6mr_multiaddr: libc::in6_addr {
-                s6_addr: GROUP_V6.octets(),
-            },
-            ipv6mr_interface: ifindex as _,
-        };
-        setopt(raw, libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP, &mreq)?;
-        setopt(raw, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_IF, &index)?;
-        setopt(raw, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS, &hops)?;
+        let sock = vrrp_socket(Domain::IPV6, ifname)?;
+        sock.join_multicast_v6(&GROUP_V6, ifindex)?;
+        sock.set_multicast_if_v6(ifindex)?;
+        sock.set_multicast_hops_v6(255)?;
         // Unicast `peers` too: the hop limit is what proves the sender is on the link.
-        setopt(raw, libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS, &hops)?;
+        sock.set_unicast_hops_v6(255)?;
         // Our own adverts must not come back as a "peer".
-        setopt(raw, libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_LOOP, &zero)?;
-        setopt(raw, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, &one)?;
-        setopt(raw, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, &one)?;
+        sock.set_multicast_loop_v6(false)?;
+        sock.set_recv_hoplimit_v6(true)?;
+        // socket2 has no IPV6_RECVPKTINFO; nix does.
+        nx::setsockopt(&sock, sockopt::Ipv6RecvPacketInfo, &true)?;
         // Traffic class 0xc0 (network control), as keepalived sends.
-        let tclass: libc::c_int = 0xc0;
-        setopt(raw, libc::IPPROTO_IPV6, libc::IPV6_TCLASS, &tclass)?;
+        sock.set_tclass_v6(0xc0)?;
         // After a link comes back the link-local address is tentative (DAD) for a second;
         // without this the kernel refuses it as a source and a master would go silent.
-        setopt(raw, libc::IPPROTO_IPV6, libc::IPV6_FREEBIND, &one)?;
-        Ok(VrrpSocket { fd, ifindex })
+        sock.set_freebind_v6(true)?;
+        Ok(VrrpSocket { sock, ifindex })
     }
 
     /// Send a whole IPv4 packet (header included) to `dst`.
     pub fn send(&self, packet: &[u8], dst: Ipv4Addr) -> io::Result<usize> {
-        let sa = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: 0,
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(dst).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        // SAFETY: a buffer we own and a sockaddr_in of the right size.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                packet.as_ptr().cast(),
-                packet.len(),
-                0,
-                (&sa as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        self.sock
+            .send_to(packet, &SockAddr::from(SocketAddrV4::new(dst, 0)))
     }
 
     /// Receive one IPv4 packet (header included).
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: receiving into a buffer we own, within its length.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        (&self.sock).read(buf)
     }
 
     /// Send a VRRP message (no IP header) from `src` to `dst` over IPv6 on our interface.
     /// The source is given per packet (IPV6_PKTINFO) so it is the link-local address
     /// RFC 5798 §5.1.2.1 requires, whatever the kernel's source selection would pick.
     pub fn send_v6(&self, payload: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> io::Result<usize> {
-        let mut sa = sockaddr_v6(dst, self.ifindex);
-        let mut iov = libc::iovec {
-            iov_base: payload.as_ptr() as *mut libc::c_void,
-            iov_len: payload.len(),
-        };
+        let to = SockaddrIn6::from(SocketAddrV6::new(dst, 0, 0, self.ifindex));
         let info = libc::in6_pktinfo {
             ipi6_addr: libc::in6_addr {
                 s6_addr: src.octets(),
             },
             ipi6_ifindex: self.ifindex as _,
         };
-        // u64 alignment is what cmsghdr needs.
-        let mut cbuf = [0u64; 8];
-        // SAFETY: msghdr is plain data; all-zero is valid.
-        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
-        mh.msg_name = (&mut sa as *mut libc::sockaddr_in6).cast();
-        mh.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-        mh.msg_iov = &mut iov;
-        mh.msg_iovlen = 1;
-        let bytes = std::mem::size_of::<libc::in6_pktinfo>();
-        // SAFETY: CMSG_SPACE is a pure size computation.
-        let space = unsafe { libc::CMSG_SPACE(bytes as u32) } as usize;
-        mh.msg_control = cbuf.as_mut_ptr().cast();
-        mh.msg_controllen = space as _;
-        // SAFETY: msg_control points at 64 bytes, more than CMSG_SPACE(20) = 40; the header
-        // and the in6_pktinfo written through CMSG_* stay inside it.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&mh);
-            (*c).cmsg_level = libc::IPPROTO_IPV6;
-            (*c).cmsg_type = libc::IPV6_PKTINFO;
-            (*c).cmsg_len = libc::CMSG_LEN(bytes as u32) as _;
-            std::ptr::copy_nonoverlapping(
-                (&info as *const libc::in6_pktinfo).cast::<u8>(),
-                libc::CMSG_DATA(c),
-                bytes,
-            );
-        }
-        // SAFETY: mh points at live buffers (address, payload, control) for the call.
-        let n = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &mh, 0) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        let cmsg = [ControlMessage::Ipv6PacketInfo(&info)];
+        let iov = [IoSlice::new(payload)];
+        let fd = self.sock.as_raw_fd();
+        Ok(nx::sendmsg(fd, &iov, &cmsg, MsgFlags::empty(), Some(&to))?)
     }
 
     /// Receive one VRRP message from an IPv6 socket into `buf` (the payload: the kernel
     /// strips the IPv6 header), with its source, destination and hop limit.
     pub fn recv_v6(&self, buf: &mut [u8]) -> io::Result<Received6> {
-        // SAFETY: sockaddr_in6 is plain data; zeroed is valid.
-        let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let mut cbuf = [0u64; 16];
-        // SAFETY: msghdr is plain data; all-zero is valid.
-        let mut mh: libc::msghdr = unsafe { std::mem::zeroed() };
-        mh.msg_name = (&mut sa as *mut libc::sockaddr_in6).cast();
-        mh.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-        mh.msg_iov = &mut iov;
-        mh.msg_iovlen = 1;
-        mh.msg_control = cbuf.as_mut_ptr().cast();
-        mh.msg_controllen = std::mem::size_of_val(&cbuf) as _;
-        // SAFETY: mh points at live buffers of the sizes it states.
-        let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut mh, 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if mh.msg_flags & libc::MSG_TRUNC != 0 {
+        let mut cbuf = CmsgBuf([0; 128]);
+        let mut iov = [IoSliceMut::new(buf)];
+        let fd = self.sock.as_raw_fd();
+        let msg = nx::recvmsg::<SockaddrIn6>(fd, &mut iov, Some(&mut cbuf.0), MsgFlags::empty())?;
+        if msg.flags.contains(MsgFlags::MSG_TRUNC) {
             return Err(io::Error::other("datagram larger than the receive buffer"));
         }
+        let src = msg
+            .address
+            .map(|a| a.ip())
+            .ok_or_else(|| io::Error::other("datagram without a source address"))?;
         let mut got = Received6 {
-            len: n as usize,
-            src: Ipv6Addr::from(sa.sin6_addr.s6_addr),
+            len: msg.bytes,
+            src,
             dst: None,
             hop_limit: None,
         };
-        // SAFETY: the kernel filled msg_control with well-formed headers up to
-        // msg_controllen; CMSG_FIRSTHDR/NXTHDR walk only within it, and each payload is read
-        // unaligned, only when its length covers the type read.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&mh);
-            while !c.is_null() {
-                let len = ((*c).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
-                let data = libc::CMSG_DATA(c);
-                if (*c).cmsg_level == libc::IPPROTO_IPV6 {
-                    match (*c).cmsg_type {
-                        libc::IPV6_HOPLIMIT if len >= std::mem::size_of::<libc::c_int>() => {
-                            let h = std::ptr::read_unaligned(data.cast::<libc::c_int>());
-                            got.hop_limit = u8::try_from(h).ok();
-                        }
-                        libc::IPV6_PKTINFO if len >= std::mem::size_of::<libc::in6_pktinfo>() => {
-                            let p = std::ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
-                            got.dst = Some(Ipv6Addr::from(p.ipi6_addr.s6_addr));
-                        }
-                        _ => {}
-                    }
+        for c in msg.cmsgs()? {
+            match c {
+                ControlMessageOwned::Ipv6HopLimit(h) => got.hop_limit = u8::try_from(h).ok(),
+                ControlMessageOwned::Ipv6PacketInfo(p) => {
+                    got.dst = Some(Ipv6Addr::from(p.ipi6_addr.s6_addr))
                 }
-                c = libc::CMSG_NXTHDR(&mh, c);
+                _ => {}
             }
         }
         Ok(got)
@@ -319,7 +162,7 @@ impl VrrpSocket {
 
 /// An AF_PACKET socket bound to one interface, for gratuitous ARP (and NA) frames.
 pub struct PacketSocket {
-    fd: OwnedFd,
+    sock: Socket,
     ifindex: u32,
     /// What `send` tells the kernel the frames carry (network order).
     protocol: u16,
@@ -327,8 +170,31 @@ pub struct PacketSocket {
 
 impl AsRawFd for PacketSocket {
     fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.sock.as_raw_fd()
     }
+}
+
+/// A sockaddr_ll for interface `ifindex` and `protocol` (network order), with the frame's
+/// destination MAC when sending.
+fn link_addr(ifindex: u32, protocol: u16, dst: Option<&[u8]>) -> io::Result<LinkAddr> {
+    let mut sa = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as u16,
+        sll_protocol: protocol,
+        sll_ifindex: ifindex as i32,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 0,
+        sll_addr: [0; 8],
+    };
+    if let Some(mac) = dst.and_then(|d| d.get(0..6)) {
+        sa.sll_halen = 6;
+        sa.sll_addr[..6].copy_from_slice(mac);
+    }
+    let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: `sa` is a fully initialised sockaddr_ll of `len` bytes, read (copied) by the
+    // call only. Neither nix's LinkAddr nor socket2's SockAddr can be built from fields.
+    unsafe { LinkAddr::from_raw((&sa as *const libc::sockaddr_ll).cast(), Some(len)) }
+        .ok_or_else(|| io::Error::other("not a sockaddr_ll"))
 }
 
 impl PacketSocket {
@@ -351,31 +217,13 @@ impl PacketSocket {
         // an RCU grace period (synchronize_net, 10-20 ms). Measured in `fwlb lab`, a socket
         // opened on becoming master, on the thread that also serves clients, stalled the new
         // master's first connections by ~35 ms.
-        // SAFETY: plain socket(2).
-        let fd = cvt(unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            )
-        })?;
-        // SAFETY: a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: sockaddr_ll is plain data; zeroed is valid.
-        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sa.sll_family = libc::AF_PACKET as u16;
-        sa.sll_protocol = receive.to_be();
-        sa.sll_ifindex = ifindex as i32;
-        // SAFETY: a valid fd and a sockaddr_ll of the right size.
-        cvt(unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        })?;
+        let sock = Socket::new(Domain::PACKET, Type::RAW.nonblocking().cloexec(), None)?;
+        nx::bind(
+            sock.as_raw_fd(),
+            &link_addr(ifindex, receive.to_be(), None)?,
+        )?;
         Ok(PacketSocket {
-            fd,
+            sock,
             ifindex,
             protocol: ethertype.to_be(),
         })
@@ -383,41 +231,17 @@ impl PacketSocket {
 
     /// Send a whole Ethernet frame (headers included) out of the interface.
     pub fn send(&self, frame: &[u8]) -> io::Result<usize> {
-        // SAFETY: sockaddr_ll is plain data; zeroed is valid.
-        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sa.sll_family = libc::AF_PACKET as u16;
-        sa.sll_protocol = self.protocol;
-        sa.sll_ifindex = self.ifindex as i32;
-        sa.sll_halen = 6;
-        if let Some(dst) = frame.get(0..6) {
-            sa.sll_addr[..6].copy_from_slice(dst);
-        }
-        // SAFETY: a buffer we own and a sockaddr_ll of the right size.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&sa as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        let to = link_addr(self.ifindex, self.protocol, Some(frame))?;
+        Ok(nx::sendto(
+            self.sock.as_raw_fd(),
+            frame,
+            &to,
+            MsgFlags::empty(),
+        )?)
     }
 
     /// Receive one frame.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: receiving into a buffer we own, within its length.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        (&self.sock).read(buf)
     }
 }

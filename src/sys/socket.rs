@@ -3,8 +3,8 @@
 //! arrives.
 
 use std::io;
-use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
@@ -36,19 +36,21 @@ fn bind_any(sock: &Socket, addr: SocketAddr) -> io::Result<()> {
 
 #[cfg(target_os = "freebsd")]
 fn bind_any(sock: &Socket, addr: SocketAddr) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let (level, name) = if addr.is_ipv6() {
-        (libc::IPPROTO_IPV6, libc::IPV6_BINDANY)
-    } else {
-        (libc::IPPROTO_IP, libc::IP_BINDANY)
-    };
+    if addr.is_ipv4() {
+        return Ok(nix::sys::socket::setsockopt(
+            sock,
+            nix::sys::socket::sockopt::BindAny,
+            &true,
+        )?);
+    }
     let one: libc::c_int = 1;
-    // SAFETY: a valid fd, a pointer to a live c_int and its exact size.
+    // SAFETY: a valid fd, a pointer to a live c_int and its exact size. Neither socket2 nor
+    // nix sets IPV6_BINDANY (nix's BindAny is IP_BINDANY only).
     let rc = unsafe {
         libc::setsockopt(
             sock.as_raw_fd(),
-            level,
-            name,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_BINDANY,
             (&one as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
@@ -66,43 +68,32 @@ fn bind_any(_sock: &Socket, _addr: SocketAddr) -> io::Result<()> {
 }
 
 /// Half-close: tell the peer no more data comes (FIN) while still reading its data.
-pub fn shutdown_write<S: std::os::fd::AsFd>(s: &S) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    shutdown_write_raw(s.as_fd().as_raw_fd())
+pub fn shutdown_write(fd: impl AsFd) -> io::Result<()> {
+    SockRef::from(&fd).shutdown(Shutdown::Write)
 }
 
-/// getsockname(2) of a descriptor the caller knows to be an open socket.
-pub fn local_addr(fd: std::os::fd::RawFd) -> Option<SocketAddr> {
-    // SAFETY: the caller guarantees `fd` stays open for the duration of this call (see
-    // balancer::ConnInfo::local); the borrow does not outlive it.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+/// getsockname(2).
+pub fn local_addr(fd: BorrowedFd<'_>) -> Option<SocketAddr> {
     SockRef::from(&fd).local_addr().ok()?.as_socket()
 }
 
+/// getsockname(2) of a descriptor kept by number: balancer::ConnInfo holds its upstream
+/// socket's so `show conns` can ask on another thread, and guarantees it open for the call.
+pub fn local_addr_raw(fd: RawFd) -> Option<SocketAddr> {
+    // SAFETY: the caller keeps `fd` open for the duration of this call (ConnInfo::local runs
+    // under the state lock, while its connection is registered); the borrow ends with it. No
+    // crate can vouch for a descriptor held by number across threads.
+    local_addr(unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
 /// accept4(2): the next client, non-blocking and close-on-exec in the one call.
-pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, SocketAddr)> {
-    let mut storage = socket2::SockAddrStorage::zeroed();
-    let mut len = storage.size_of();
-    // SAFETY: the address buffer (a sockaddr_storage) and its length live across the call.
-    let fd = unsafe {
-        libc::accept4(
-            listener,
-            storage.view_as::<libc::sockaddr>(),
-            &mut len,
-            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: accept4 returned a new descriptor that nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: the kernel wrote a socket address of `len` bytes into `storage`.
-    let addr = unsafe { socket2::SockAddr::new(storage, len) };
+pub fn accept(listener: BorrowedFd<'_>) -> io::Result<(OwnedFd, SocketAddr)> {
+    let (sock, addr) =
+        SockRef::from(&listener).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?;
     let addr = addr
         .as_socket()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "accepted a non-IP socket"))?;
-    Ok((fd, addr))
+    Ok((sock.into(), addr))
 }
 
 /// A non-blocking TCP socket with TCP_NODELAY, connecting to `addr`: Ok(true) connected
@@ -123,22 +114,22 @@ pub fn connect(addr: SocketAddr) -> io::Result<(OwnedFd, bool)> {
 }
 
 /// SO_ERROR of a socket: how its connect ended.
-pub fn take_error(fd: &OwnedFd) -> io::Result<Option<io::Error>> {
-    SockRef::from(fd).take_error()
+pub fn take_error(fd: impl AsFd) -> io::Result<Option<io::Error>> {
+    SockRef::from(&fd).take_error()
 }
 
 /// recv(2) into `buf`.
-pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // The raw syscall on Linux: glibc's wrapper is a thread-cancellation point, which in a
     // multi-threaded process wraps every call in two more (about 1 % of the data path's CPU),
-    // and nothing here cancels threads.
+    // and nothing here cancels threads. nix and socket2 call that wrapper.
     #[cfg(target_os = "linux")]
     // SAFETY: `buf` is valid for writes of its length for the call; no address is asked for.
     let n = unsafe {
         // Every argument as a full register (syscall(2) reads longs).
         libc::syscall(
             libc::SYS_recvfrom,
-            libc::c_long::from(fd),
+            libc::c_long::from(fd.as_raw_fd()),
             buf.as_mut_ptr(),
             buf.len(),
             0 as libc::c_long,
@@ -146,21 +137,25 @@ pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
             std::ptr::null_mut::<libc::socklen_t>(),
         )
     };
+    #[cfg(target_os = "linux")]
+    return super::byte_count(n);
     #[cfg(not(target_os = "linux"))]
-    // SAFETY: `buf` is valid for writes of its length for the call.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-    super::byte_count(n as i64)
+    return Ok(nix::sys::socket::recv(
+        fd.as_raw_fd(),
+        buf,
+        nix::sys::socket::MsgFlags::empty(),
+    )?);
 }
 
 /// send(2) of `buf`; a peer that went away is an EPIPE error, never a SIGPIPE.
-pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     // The raw syscall on Linux, as in `recv`.
     #[cfg(target_os = "linux")]
     // SAFETY: `buf` is valid for reads of its length for the call; no address is given.
     let n = unsafe {
         libc::syscall(
             libc::SYS_sendto,
-            libc::c_long::from(fd),
+            libc::c_long::from(fd.as_raw_fd()),
             buf.as_ptr(),
             buf.len(),
             libc::c_long::from(libc::MSG_NOSIGNAL),
@@ -168,19 +163,14 @@ pub fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
             0 as libc::c_long,
         )
     };
+    #[cfg(target_os = "linux")]
+    return super::byte_count(n);
     #[cfg(not(target_os = "linux"))]
-    // SAFETY: `buf` is valid for reads of its length for the call.
-    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
-    super::byte_count(n as i64)
-}
-
-/// shutdown(SHUT_WR) of a descriptor the caller keeps open.
-pub fn shutdown_write_raw(fd: RawFd) -> io::Result<()> {
-    // SAFETY: plain syscall on a descriptor number; errors are reported, not UB.
-    if unsafe { libc::shutdown(fd, libc::SHUT_WR) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    return Ok(nix::sys::socket::send(
+        fd.as_raw_fd(),
+        buf,
+        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+    )?);
 }
 
 #[cfg(test)]

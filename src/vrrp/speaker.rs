@@ -427,10 +427,8 @@ pub async fn run(
                 };
                 match guard.try_io(|s| s.get_ref().recv(&mut buf)) {
                     Ok(Ok(n)) => {
-                        for (t, p) in netlink::messages(&buf[..n]) {
-                            if let Some(l) = netlink::parse_link(t, p)
-                                && tx.send(Input::Link(l)).await.is_err()
-                            {
+                        for l in netlink::links(&buf[..n]) {
+                            if tx.send(Input::Link(l)).await.is_err() {
                                 return;
                             }
                         }
