@@ -1023,31 +1023,10 @@ fn inet_aton(s: &str) -> Option<Ipv4Addr> {
     u32::try_from(v | last).ok().map(Ipv4Addr::from)
 }
 
-/// Edit distance, for "did you mean" hints (as in reader.rs).
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 /// " (did you mean `x`?)" for a misspelt key; case is ignored when comparing because the
 /// keys mix cases (`MCClearErrorsCount`, `useIKE`).
 fn hint(word: &str) -> String {
-    let w = word.to_ascii_lowercase();
-    KEYS.iter()
-        .map(|(name, _)| (distance(&w, &name.to_ascii_lowercase()), *name))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, name)| format!(" (did you mean `{name}`?)"))
-        .unwrap_or_default()
+    super::reader::did_you_mean(word, KEYS.iter().map(|(name, _)| *name), true)
 }
 
 #[cfg(test)]
