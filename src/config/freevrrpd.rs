@@ -510,15 +510,9 @@ impl Parser<'_> {
     }
 
     fn priority(&mut self, key: &str, value: &str, at: usize) {
-        let Some(((off, s), rest)) = self.first_of_list(key, value, at) else {
+        let Some((off, s)) = self.first_of_list(key, value, at, "number of `priority`") else {
             return;
         };
-        if rest {
-            self.note(
-                at,
-                "only the first number of `priority` is used (as by freevrrpd)",
-            );
-        }
         if s.trim() == "0" {
             self.err(
                 at + off,
@@ -534,15 +528,9 @@ impl Parser<'_> {
     }
 
     fn interface(&mut self, key: &str, value: &str, at: usize) {
-        let Some(((off, s), rest)) = self.first_of_list(key, value, at) else {
+        let Some((off, s)) = self.first_of_list(key, value, at, "interface of the list") else {
             return;
         };
-        if rest {
-            self.note(
-                at,
-                "only the first interface of the list is used (as by freevrrpd)",
-            );
-        }
         let name = s.trim();
         if let Err(e) = check_ifname(name) {
             self.err(at + off, format!("`interface`: {e}"));
@@ -607,16 +595,26 @@ impl Parser<'_> {
         self.note(at, msg);
     }
 
-    /// The first element of a comma list, as freevrrpd takes it, and whether more followed.
+    /// The first element of a comma list, as freevrrpd takes it; a note when more followed
+    /// (`what` names the element).
     fn first_of_list<'v>(
         &mut self,
         key: &str,
         value: &'v str,
         at: usize,
-    ) -> Option<((usize, &'v str), bool)> {
+        what: &str,
+    ) -> Option<(usize, &'v str)> {
         let parts = split_args(value, b',');
         match parts.first() {
-            Some(&first) if !first.1.trim().is_empty() => Some((first, parts.len() > 1)),
+            Some(&first) if !first.1.trim().is_empty() => {
+                if parts.len() > 1 {
+                    self.note(
+                        at,
+                        format!("only the first {what} is used (as by freevrrpd)"),
+                    );
+                }
+                Some(first)
+            }
             // freevrrpd dereferences a missing first element (a crash) or uses "".
             _ => {
                 self.err(at, format!("`{key}` has no value"));
