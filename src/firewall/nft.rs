@@ -162,34 +162,9 @@ fn parse_bans_json(json: &str) -> Result<Vec<Ban>, String> {
     Ok(bans)
 }
 
-/// A duration as nft prints it ("1h29m59s964ms").
+/// A duration as nft prints it ("1h29m59s964ms"): the configuration's own notation.
 fn parse_duration(s: &str) -> Option<Duration> {
-    if s.is_empty() {
-        return None;
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let n: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "d" => Duration::from_secs(86_400),
-            "h" => Duration::from_secs(3600),
-            "m" => Duration::from_secs(60),
-            "s" => Duration::from_secs(1),
-            "ms" => Duration::from_millis(1),
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += unit.checked_mul(u32::try_from(n).ok()?)?;
-    }
-    Some(total)
+    crate::config::duration::parse(s).ok()
 }
 
 fn parse_bans_text(text: &str) -> Result<Vec<Ban>, String> {

@@ -57,6 +57,14 @@ fn ask(control: &str, line: &str) -> Result<String> {
     Ok(reply)
 }
 
+impl Vrid {
+    /// `vrid N is STATE`, with ` (standby)` when it is.
+    fn state_line(&self) -> String {
+        let standby = if self.standby { " (standby)" } else { "" };
+        format!("vrid {} is {}{standby}", self.vrid, self.state)
+    }
+}
+
 fn vrids(control: &str) -> Result<Vec<Vrid>> {
     let reply = ask(control, "show vrrp json")?;
     let v: Value = serde_json::from_str(reply.trim())
@@ -148,10 +156,8 @@ fn refusal(local: &[Vrid], peer: &[Vrid], peer_addr: &str) -> Option<String> {
     for v in local {
         if v.state != "master" || v.standby {
             return Some(format!(
-                "this host is not the master of every VRID: vrid {} is {}{}",
-                v.vrid,
-                v.state,
-                if v.standby { " (standby)" } else { "" }
+                "this host is not the master of every VRID: {}",
+                v.state_line()
             ));
         }
     }
@@ -162,10 +168,8 @@ fn refusal(local: &[Vrid], peer: &[Vrid], peer_addr: &str) -> Option<String> {
             .and_then(|l| l.master.clone());
         if v.state != "backup" || v.standby {
             return Some(format!(
-                "the peer is not a healthy backup: vrid {} is {}{}",
-                v.vrid,
-                v.state,
-                if v.standby { " (standby)" } else { "" }
+                "the peer is not a healthy backup: {}",
+                v.state_line()
             ));
         }
         if v.master != ours {

@@ -704,26 +704,9 @@ impl Lab {
         if self.topo.targets.is_empty() {
             return Ok(None);
         }
-        let aims = self.aims();
-        let sources = self.topo.client.addrs.clone();
         let t0 = Instant::now();
         loop {
-            let (a2, s2) = (aims.clone(), sources.clone());
-            let reqs: Vec<Req> =
-                netns::run_in_ns(&self.topo.client.ns, move || -> Result<Vec<Req>> {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?;
-                    Ok(rt.block_on(async move {
-                        let mut out = Vec::new();
-                        for aim in &a2 {
-                            for src in &s2 {
-                                out.push(probe::request(aim, *src, REQ_TIMEOUT).await);
-                            }
-                        }
-                        out
-                    }))
-                })??;
+            let reqs = self.client_requests(1)?;
             let prompt = reqs.iter().all(|r| {
                 r.result.is_ok()
                     && r.end.saturating_duration_since(r.start) < Duration::from_millis(200)
@@ -1017,29 +1000,7 @@ impl Lab {
     /// Requests through every target from every client address, three rounds, one at a
     /// time; then check each target's spread and client address.
     fn traffic(&mut self) -> Result<Vec<Traffic>> {
-        let aims = self.aims();
-        let sources = self.topo.client.addrs.clone();
-        let rounds = 3;
-        let (a2, s2) = (aims.clone(), sources.clone());
-        let reqs: Vec<Req> =
-            netns::run_in_ns(&self.topo.client.ns, move || -> Result<Vec<Req>> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                Ok(rt.block_on(async move {
-                    let mut out = Vec::new();
-                    for (ti, aim) in a2.iter().enumerate() {
-                        for _ in 0..rounds {
-                            for src in &s2 {
-                                let mut r = probe::request(aim, *src, REQ_TIMEOUT).await;
-                                r.target = ti;
-                                out.push(r);
-                            }
-                        }
-                    }
-                    out
-                }))
-            })??;
+        let reqs = self.client_requests(3)?;
         let host_of = self.host_name_of();
         let mut out = Vec::new();
         for (ti, t) in self.topo.targets.iter().enumerate() {
@@ -1052,6 +1013,30 @@ impl Lab {
             ));
         }
         Ok(out)
+    }
+
+    /// `rounds` requests through every target from every client address, one at a time, from
+    /// the client's namespace; each request knows its target.
+    fn client_requests(&self, rounds: usize) -> Result<Vec<Req>> {
+        let (aims, sources) = (self.aims(), self.topo.client.addrs.clone());
+        netns::run_in_ns(&self.topo.client.ns, move || -> Result<Vec<Req>> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(rt.block_on(async move {
+                let mut out = Vec::new();
+                for (ti, aim) in aims.iter().enumerate() {
+                    for _ in 0..rounds {
+                        for src in &sources {
+                            let mut r = probe::request(aim, *src, REQ_TIMEOUT).await;
+                            r.target = ti;
+                            out.push(r);
+                        }
+                    }
+                }
+                out
+            }))
+        })?
     }
 
     fn keep_help(&self) -> String {
