@@ -356,16 +356,21 @@ fn sets(o: &mut String, rs: &Ruleset, nat_learn: bool) {
     }
 }
 
+/// A chain's opening after a blank line; a base chain (`hook`: its type, hook and priority)
+/// with policy accept.
+fn chain(o: &mut String, name: &str, hook: Option<&str>) {
+    let _ = writeln!(o);
+    let _ = writeln!(o, "\tchain {name} {{");
+    if let Some(h) = hook {
+        let _ = writeln!(o, "\t\ttype {h}; policy accept;");
+    }
+}
+
 /// input: decisions for every interface, then one chain per fwlb interface (back's only
 /// when it has servers).
 fn input_chain(o: &mut String, rs: &Ruleset, back_servers: bool) {
     let front = rs.front.as_str();
-    let _ = writeln!(o);
-    let _ = writeln!(o, "\tchain input {{");
-    let _ = writeln!(
-        o,
-        "\t\ttype filter hook input priority filter; policy accept;"
-    );
+    chain(o, "input", Some("filter hook input priority filter"));
     let _ = writeln!(o, "\t\tiifname \"{front}\" ip saddr @banned4 counter drop");
     let _ = writeln!(o, "\t\tiifname \"{front}\" ip6 saddr @banned6 counter drop");
     let _ = writeln!(o, "\t\tct state established,related accept");
@@ -439,8 +444,7 @@ fn vrrp_input(o: &mut String, rs: &Ruleset) {
 
 /// front_in: default drop.
 fn front_in_chain(o: &mut String, rs: &Ruleset) {
-    let _ = writeln!(o);
-    let _ = writeln!(o, "\tchain front_in {{");
+    chain(o, "front_in", None);
     let _ = writeln!(o, "\t\tct state invalid counter drop");
     if let Some(rate) = rs.syn_rate {
         let n = rate.per_second;
@@ -519,8 +523,7 @@ fn icmp_rules(o: &mut String) {
 
 /// back_in: the servers (the chain's end falls back to the input policy, accept).
 fn back_in_chain(o: &mut String, back: &str, servers: &[IpAddr]) {
-    let _ = writeln!(o);
-    let _ = writeln!(o, "\tchain back_in {{");
+    chain(o, "back_in", None);
     let _ = writeln!(
         o,
         "\t\t# The servers (counted; other traffic on {back} is left to the host's policy)."
@@ -537,12 +540,7 @@ fn back_in_chain(o: &mut String, back: &str, servers: &[IpAddr]) {
 /// forward: back may go out through front, front may not start connections into back.
 fn forward_chain(o: &mut String, rs: &Ruleset, back: &str, nat_learn: bool) {
     let front = rs.front.as_str();
-    let _ = writeln!(o);
-    let _ = writeln!(o, "\tchain forward {{");
-    let _ = writeln!(
-        o,
-        "\t\ttype filter hook forward priority filter; policy accept;"
-    );
+    chain(o, "forward", Some("filter hook forward priority filter"));
     let _ = writeln!(o, "\t\tct state established,related accept");
     if nat_learn {
         for (set, sa) in [("natsrc4", "ip saddr"), ("natsrc6", "ip6 saddr")] {
@@ -560,11 +558,10 @@ fn forward_chain(o: &mut String, rs: &Ruleset, back: &str, nat_learn: bool) {
 /// postrouting: masquerade the back network through front.
 fn postrouting_chain(o: &mut String, rs: &Ruleset, nat_learn: bool) {
     let front = rs.front.as_str();
-    let _ = writeln!(o);
-    let _ = writeln!(o, "\tchain postrouting {{");
-    let _ = writeln!(
+    chain(
         o,
-        "\t\ttype nat hook postrouting priority srcnat; policy accept;"
+        "postrouting",
+        Some("nat hook postrouting priority srcnat"),
     );
     if nat_learn {
         for (set, sa) in [("natsrc4", "ip saddr"), ("natsrc6", "ip6 saddr")] {
