@@ -2,10 +2,10 @@
 
 #![deny(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// A redundant firewall + TCP load balancer (pen + freevrrpd + pf rules, in one binary).
 #[derive(Parser)]
@@ -20,18 +20,37 @@ struct Cli {
 
 const DEFAULT_CONFIG: &str = "/etc/fwlb/fwlb.toml";
 
+/// `-c FILE` of the commands that read a configuration.
+#[derive(Args)]
+struct ConfigFile {
+    /// The configuration file.
+    #[arg(short, long, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
+/// Where this host's control port is (`fwlb ctl`, `fwlb drill`).
+#[derive(Args)]
+struct ControlPort {
+    /// This host's control address, HOST:PORT or a unix socket path [default: the control of
+    /// -c FILE, else $FWLB_CONTROL, else 127.0.0.1:8888].
+    #[arg(short = 'C', long = "control")]
+    control: Option<String>,
+    /// Take this host's control address from this configuration file.
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the daemon in the foreground (for runit, daemontools, rc.d, systemd).
     Run {
-        /// The configuration file.
-        #[arg(short, long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        #[command(flatten)]
+        file: ConfigFile,
     },
     /// Validate a configuration: print `configuration OK` or every error as FILE:LINE:COL.
     Check {
-        #[arg(short, long, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        #[command(flatten)]
+        file: ConfigFile,
         /// Validate an unmodified freevrrpd.conf instead, and print the [[vrrp]] sections it
         /// becomes.
         #[arg(long, value_name = "FILE", conflicts_with = "config")]
@@ -54,13 +73,8 @@ enum Cmd {
     },
     /// Send a command to a running daemon's control port (penctl's job, with exit codes).
     Ctl {
-        /// The control address, HOST:PORT or a unix socket path [default: the control of
-        /// -c FILE, else $FWLB_CONTROL, else 127.0.0.1:8888].
-        #[arg(short = 'C', long = "control")]
-        control: Option<String>,
-        /// Take the control address from this configuration file.
-        #[arg(short, long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        control: ControlPort,
         /// Ask for the JSON form and print it indented.
         #[arg(long)]
         json: bool,
@@ -102,46 +116,47 @@ enum Cmd {
     Demo,
     /// A whole pair on this machine (Linux, root): network namespaces built from two host
     /// configurations, mock servers, a traffic check and failover drills, then a report.
-    Lab {
-        /// The directory holding the two host configurations (*.toml) [default: conf/lab
-        /// if there is one here, else the pair built into this binary].
-        dir: Option<PathBuf>,
-        /// The report as JSON on stdout (progress stays on stderr).
-        #[arg(long)]
-        json: bool,
-        /// Leave the network and daemons up afterwards, and say how to enter them.
-        #[arg(long)]
-        keep: bool,
-        /// Only remove what an earlier lab left (namespaces, processes), then exit.
-        #[arg(long, conflicts_with_all = ["json", "keep"])]
-        clean: bool,
-        /// Run only these drills (comma-separated or repeated): kill, front-link, back-link,
-        /// term, restore; `none` for none.
-        #[arg(long = "drill", value_name = "NAME")]
-        drills: Option<Vec<String>>,
-    },
+    Lab(LabArgs),
     /// A planned handover on a real pair, run on the master: hand every VRID to the peer
     /// (`vrrp standby`), confirm it holds and serves them, take them back; print the timeline.
     /// Refuses unless the peer answers and is a healthy backup.
-    Drill {
-        /// The peer's control port, HOST:PORT (its control_allow must list this host).
-        #[arg(long)]
-        peer: String,
-        /// This host's control port [default: the control of -c FILE, else $FWLB_CONTROL,
-        /// else 127.0.0.1:8888].
-        #[arg(short = 'C', long = "control")]
-        control: Option<String>,
-        /// Take this host's control address from this configuration file.
-        #[arg(short, long)]
-        config: Option<PathBuf>,
-        /// The report as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Where the load loop connects (repeatable) [default: every balancer address on a
-        /// VIP].
-        #[arg(long = "target", value_name = "ADDR:PORT")]
-        targets: Vec<std::net::SocketAddrV4>,
-    },
+    Drill(DrillArgs),
+}
+
+#[derive(Args)]
+struct LabArgs {
+    /// The directory holding the two host configurations (*.toml) [default: conf/lab
+    /// if there is one here, else the pair built into this binary].
+    dir: Option<PathBuf>,
+    /// The report as JSON on stdout (progress stays on stderr).
+    #[arg(long)]
+    json: bool,
+    /// Leave the network and daemons up afterwards, and say how to enter them.
+    #[arg(long)]
+    keep: bool,
+    /// Only remove what an earlier lab left (namespaces, processes), then exit.
+    #[arg(long, conflicts_with_all = ["json", "keep"])]
+    clean: bool,
+    /// Run only these drills (comma-separated or repeated): kill, front-link, back-link,
+    /// term, restore; `none` for none.
+    #[arg(long = "drill", value_name = "NAME")]
+    drills: Option<Vec<String>>,
+}
+
+#[derive(Args)]
+struct DrillArgs {
+    /// The peer's control port, HOST:PORT (its control_allow must list this host).
+    #[arg(long)]
+    peer: String,
+    #[command(flatten)]
+    control: ControlPort,
+    /// The report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Where the load loop connects (repeatable) [default: every balancer address on a
+    /// VIP].
+    #[arg(long = "target", value_name = "ADDR:PORT")]
+    targets: Vec<std::net::SocketAddrV4>,
 }
 
 fn level_name(debug: u8) -> &'static str {
@@ -176,8 +191,8 @@ fn init_log(debug: u8) -> fwlb::control::SetLevel {
 
 /// The control address from `-C`, else the `control` of `-c FILE`, else $FWLB_CONTROL, else
 /// 127.0.0.1:8888.
-fn control_address(control: Option<String>, config: Option<PathBuf>) -> Result<String, String> {
-    match (control, config) {
+fn control_address(port: ControlPort) -> Result<String, String> {
+    match (port.control, port.config) {
         (Some(a), _) => Ok(a),
         (None, Some(c)) => match fwlb::config::load(&c) {
             Ok(cfg) => match cfg.daemon.control {
@@ -192,13 +207,9 @@ fn control_address(control: Option<String>, config: Option<PathBuf>) -> Result<S
     }
 }
 
-fn ctl(
-    control: Option<String>,
-    config: Option<PathBuf>,
-    json: bool,
-    command: Vec<String>,
-) -> ExitCode {
-    let addr = match control_address(control, config) {
+/// `fwlb ctl COMMAND...`: the daemon's reply; exit 1 if it refused, 2 if it did not answer.
+fn ctl(control: ControlPort, json: bool, command: Vec<String>) -> ExitCode {
+    let addr = match control_address(control) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("fwlb ctl: {e}");
@@ -234,252 +245,250 @@ fn ctl(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // ctl only prints the daemon's reply: it needs no logging.
     if let Cmd::Ctl {
         control,
-        config,
         json,
         command,
     } = cli.cmd
     {
-        return ctl(control, config, json, command);
+        return ctl(control, json, command);
     }
-    let set_level = init_log(cli.debug);
+    let log = Log {
+        set_level: init_log(cli.debug),
+        debug: cli.debug,
+    };
     match cli.cmd {
         Cmd::Ctl { .. } => ExitCode::SUCCESS,
         Cmd::Check {
-            config,
-            freevrrpd: Some(f),
-            ..
-        } => {
-            let _ = config;
-            match fwlb::config::freevrrpd::load(&f) {
-                Ok(imp) => {
-                    for n in &imp.notes {
-                        eprintln!("{n}");
-                    }
-                    print!("{}", fwlb::config::vrrp_toml(&imp.config.vrrp));
-                    println!("configuration OK");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+            freevrrpd: Some(f), ..
+        } => check_freevrrpd(&f),
         Cmd::Check {
-            config,
+            file,
             freevrrpd: None,
             firewall,
-        } => match fwlb::config::load(&config) {
-            Ok(cfg) => {
-                for note in fwlb::daemon::unsupported(&cfg) {
-                    eprintln!("{}: note: {note}", config.display());
-                }
-                match fwlb::firewall::build(&cfg) {
-                    Err(errs) => {
-                        for e in errs {
-                            eprintln!("{}: [firewall]: {e}", config.display());
-                        }
-                        return ExitCode::FAILURE;
-                    }
-                    Ok(rs) if firewall => match cfg.firewall.as_ref().map(|f| f.backend.as_str()) {
-                        Some("nftables") => print!("{}", fwlb::firewall::nft::render(&rs)),
-                        Some("pf") => print!("{}", fwlb::firewall::pf::render(&rs)),
-                        _ => println!("# [firewall] backend = \"none\": nothing is installed"),
-                    },
-                    Ok(_) => {}
-                }
-                println!("configuration OK");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
+        } => check(&file.config, firewall),
         Cmd::Vrrpd {
             file,
             foreground: _,
             chroot,
-        } => {
-            if chroot.is_some() {
-                eprintln!(
-                    "fwlb vrrpd: -c (chroot) is refused: adding and removing addresses needs root"
-                );
-                return ExitCode::FAILURE;
-            }
-            let imp = match fwlb::config::freevrrpd::load(&file) {
-                Ok(i) => i,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            for n in &imp.notes {
-                tracing::info!(target: "vrrp", "{n}");
-            }
-            let opts = fwlb::daemon::Options {
-                set_level,
-                debug: cli.debug,
-                ..Default::default()
-            };
-            match fwlb::daemon::run(imp.config, opts) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("fwlb: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Cmd::Run { config } => {
-            let cfg = match fwlb::config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            // Connected now, before any fork or chroot.
-            if cfg.daemon.log == fwlb::config::LogTarget::Syslog
-                && let Err(e) = fwlb::logging::to_syslog()
-            {
-                eprintln!(
-                    "fwlb: {}: log = \"syslog\": cannot connect: {e}",
-                    config.display()
-                );
-                return ExitCode::FAILURE;
-            }
-            let opts = fwlb::daemon::Options {
-                set_level,
-                debug: cli.debug,
-                config_file: Some(config.clone()),
-                ..Default::default()
-            };
-            match fwlb::daemon::run(cfg, opts) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("fwlb: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Cmd::Pen { args } => {
-            if args
-                .first()
-                .is_some_and(|a| a == "--usage" || a == "--help")
-            {
-                print!("{}", fwlb::config::pen::USAGE);
-                return ExitCode::SUCCESS;
-            }
-            let run = match fwlb::config::pen::parse(&args) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprint!("fwlb pen: {e}\n{}", fwlb::config::pen::USAGE);
-                    return ExitCode::FAILURE;
-                }
-            };
-            if run.debug > 0 {
-                set_level(run.debug);
-            }
-            // pen without -f logs to syslog; without a syslog daemon, stderr still works
-            // until it detaches.
-            if !run.foreground
-                && let Err(e) = fwlb::logging::to_syslog()
-            {
-                eprintln!("fwlb pen: cannot log to syslog: {e}");
-            }
-            let opts = fwlb::daemon::Options {
-                set_level,
-                debug: run.debug,
-                pen_file: run.pen_file,
-                commands: run.commands,
-                foreground: run.foreground,
-                config_file: None,
-            };
-            match fwlb::daemon::run(run.config, opts) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("fwlb: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Cmd::Echo { listen, name } => match fwlb::lab::echo::run(&listen, name) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("fwlb echo: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
-        Cmd::Trace { pcap, client, json } => {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            let opts = fwlb::trace::Options { client, json };
-            match fwlb::trace::run(&pcap, &opts, &mut out) {
-                Ok(_) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("fwlb trace: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        #[cfg(target_os = "linux")]
-        Cmd::Lab {
-            dir,
-            json,
-            keep,
-            clean,
-            drills,
-        } => {
-            let code = fwlb::lab::run::main(fwlb::lab::run::Options {
-                dir,
-                json,
-                keep,
-                clean,
-                drills,
-            });
-            ExitCode::from(u8::try_from(code).unwrap_or(1))
-        }
-        #[cfg(target_os = "linux")]
-        Cmd::Drill {
-            peer,
-            control,
-            config,
-            json,
-            targets,
-        } => {
-            let local = match control_address(control, config) {
-                Ok(a) => a,
-                Err(e) => {
-                    eprintln!("fwlb drill: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let code = fwlb::lab::pair::main(fwlb::lab::pair::Options {
-                peer,
-                local,
-                json,
-                targets,
-            });
-            ExitCode::from(u8::try_from(code).unwrap_or(1))
-        }
-        #[cfg(not(target_os = "linux"))]
-        Cmd::Drill { .. } => {
-            eprintln!("fwlb drill: Linux only in this version");
-            ExitCode::FAILURE
-        }
-        #[cfg(not(target_os = "linux"))]
-        Cmd::Lab { .. } => {
-            eprintln!("fwlb lab: network namespaces are Linux only");
-            ExitCode::FAILURE
-        }
-        Cmd::Demo => match fwlb::demo::run() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("fwlb demo: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        } => vrrpd(&file, chroot.is_some(), log),
+        Cmd::Run { file } => run(file.config, log),
+        Cmd::Pen { args } => pen(&args, log),
+        Cmd::Echo { listen, name } => outcome("fwlb echo", fwlb::lab::echo::run(&listen, name)),
+        Cmd::Trace { pcap, client, json } => trace(&pcap, client, json),
+        Cmd::Lab(args) => lab(args),
+        Cmd::Drill(args) => drill(args),
+        Cmd::Demo => outcome("fwlb demo", fwlb::demo::run()),
     }
+}
+
+/// SUCCESS, or the error after `prefix` and FAILURE.
+fn outcome<T, E: std::fmt::Display>(prefix: &str, r: Result<T, E>) -> ExitCode {
+    match r {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{prefix}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A lab or drill's exit status (0 pass, 1 fail, 2 could not run).
+#[cfg(target_os = "linux")]
+fn status(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// What the daemon gets from the command line's logging set-up.
+struct Log {
+    set_level: fwlb::control::SetLevel,
+    debug: u8,
+}
+
+impl Log {
+    fn options(self) -> fwlb::daemon::Options {
+        fwlb::daemon::Options {
+            set_level: self.set_level,
+            debug: self.debug,
+            ..Default::default()
+        }
+    }
+}
+
+/// `fwlb check --freevrrpd FILE`: the [[vrrp]] sections it becomes.
+fn check_freevrrpd(file: &Path) -> ExitCode {
+    match fwlb::config::freevrrpd::load(file) {
+        Ok(imp) => {
+            for n in &imp.notes {
+                eprintln!("{n}");
+            }
+            print!("{}", fwlb::config::vrrp_toml(&imp.config.vrrp));
+            println!("configuration OK");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `fwlb check -c FILE [--firewall]`.
+fn check(file: &Path, firewall: bool) -> ExitCode {
+    let cfg = match fwlb::config::load(file) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for note in fwlb::daemon::unsupported(&cfg) {
+        eprintln!("{}: note: {note}", file.display());
+    }
+    match fwlb::firewall::build(&cfg) {
+        Err(errs) => {
+            for e in errs {
+                eprintln!("{}: [firewall]: {e}", file.display());
+            }
+            return ExitCode::FAILURE;
+        }
+        Ok(rs) if firewall => match cfg.firewall.as_ref().map(|f| f.backend.as_str()) {
+            Some("nftables") => print!("{}", fwlb::firewall::nft::render(&rs)),
+            Some("pf") => print!("{}", fwlb::firewall::pf::render(&rs)),
+            _ => println!("# [firewall] backend = \"none\": nothing is installed"),
+        },
+        Ok(_) => {}
+    }
+    println!("configuration OK");
+    ExitCode::SUCCESS
+}
+
+/// `fwlb vrrpd -f FILE`: the daemon from a freevrrpd.conf.
+fn vrrpd(file: &Path, chroot: bool, log: Log) -> ExitCode {
+    if chroot {
+        eprintln!("fwlb vrrpd: -c (chroot) is refused: adding and removing addresses needs root");
+        return ExitCode::FAILURE;
+    }
+    let imp = match fwlb::config::freevrrpd::load(file) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for n in &imp.notes {
+        tracing::info!(target: "vrrp", "{n}");
+    }
+    outcome("fwlb", fwlb::daemon::run(imp.config, log.options()))
+}
+
+/// `fwlb run -c FILE`: the daemon.
+fn run(file: PathBuf, log: Log) -> ExitCode {
+    let cfg = match fwlb::config::load(&file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Connected now, before any fork or chroot.
+    if cfg.daemon.log == fwlb::config::LogTarget::Syslog
+        && let Err(e) = fwlb::logging::to_syslog()
+    {
+        eprintln!(
+            "fwlb: {}: log = \"syslog\": cannot connect: {e}",
+            file.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let opts = fwlb::daemon::Options {
+        config_file: Some(file),
+        ..log.options()
+    };
+    outcome("fwlb", fwlb::daemon::run(cfg, opts))
+}
+
+/// `fwlb pen ...`: a balancer from pen's command line, with pen's semantics.
+fn pen(args: &[String], log: Log) -> ExitCode {
+    if args
+        .first()
+        .is_some_and(|a| a == "--usage" || a == "--help")
+    {
+        print!("{}", fwlb::config::pen::USAGE);
+        return ExitCode::SUCCESS;
+    }
+    let run = match fwlb::config::pen::parse(args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprint!("fwlb pen: {e}\n{}", fwlb::config::pen::USAGE);
+            return ExitCode::FAILURE;
+        }
+    };
+    if run.debug > 0 {
+        (log.set_level)(run.debug);
+    }
+    // pen without -f logs to syslog; without a syslog daemon, stderr still works until it
+    // detaches.
+    if !run.foreground
+        && let Err(e) = fwlb::logging::to_syslog()
+    {
+        eprintln!("fwlb pen: cannot log to syslog: {e}");
+    }
+    let opts = fwlb::daemon::Options {
+        debug: run.debug,
+        pen_file: run.pen_file,
+        commands: run.commands,
+        foreground: run.foreground,
+        ..log.options()
+    };
+    outcome("fwlb", fwlb::daemon::run(run.config, opts))
+}
+
+/// `fwlb trace PCAP --client IP`.
+fn trace(pcap: &Path, client: std::net::IpAddr, json: bool) -> ExitCode {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let opts = fwlb::trace::Options { client, json };
+    outcome("fwlb trace", fwlb::trace::run(pcap, &opts, &mut out))
+}
+
+#[cfg(target_os = "linux")]
+fn lab(args: LabArgs) -> ExitCode {
+    status(fwlb::lab::run::main(fwlb::lab::run::Options {
+        dir: args.dir,
+        json: args.json,
+        keep: args.keep,
+        clean: args.clean,
+        drills: args.drills,
+    }))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lab(_: LabArgs) -> ExitCode {
+    eprintln!("fwlb lab: network namespaces are Linux only");
+    ExitCode::FAILURE
+}
+
+#[cfg(target_os = "linux")]
+fn drill(args: DrillArgs) -> ExitCode {
+    let local = match control_address(args.control) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("fwlb drill: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    status(fwlb::lab::pair::main(fwlb::lab::pair::Options {
+        peer: args.peer,
+        local,
+        json: args.json,
+        targets: args.targets,
+    }))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn drill(_: DrillArgs) -> ExitCode {
+    eprintln!("fwlb drill: Linux only in this version");
+    ExitCode::FAILURE
 }

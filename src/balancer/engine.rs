@@ -14,11 +14,14 @@
 //! The runtime talks to the threads through a command queue and a waker (an eventfd): add a
 //! listener, remove one (acknowledged, so the port is closed when `Listening::close` returns),
 //! stop. Listeners are shared by every thread (EPOLLEXCLUSIVE: a new client wakes one).
+//!
+//! Dependencies point one way: engine -> session -> context. The engine owns the sessions and
+//! lends each one its thread's context (balancer::context) for the event at hand; a session
+//! never sees the engine.
 
-use std::cell::Cell;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -28,66 +31,25 @@ use std::time::{Duration, Instant};
 use tracing::{debug, error, info, warn};
 
 use super::Balancer;
-use super::relay::SCRATCH;
+use super::context::{self, Ctx, MAX_SLOTS, Source};
 use super::session::{Flow, Session};
-use super::timers::Timers;
 use crate::sys;
-use crate::sys::poller::{Events, Poller, Waker};
+use crate::sys::poller::{Events, Waker};
 
-/// Token layout: the registration serial in the high 32 bits; in the low 32, a connection's
-/// slot and side (slot << 1 | side), a listener (LISTENER | index), or the waker.
-const LISTENER: u32 = 1 << 31;
-const WAKER: u32 = u32::MAX;
-/// Connection slots must fit the token below the listener bit.
-const MAX_SLOTS: usize = 1 << 30;
 /// Clients accepted from one listener per pass before the other sockets get their turn.
 const ACCEPT_BATCH: usize = 64;
 
-fn token(serial: u32, low: u32) -> u64 {
-    (u64::from(serial) << 32) | u64::from(low)
-}
-
-thread_local! {
-    /// The waker of the data-path thread this is, if it is one.
-    static CURRENT: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Whether `w` is the waker of the calling thread (which needs no wake-up: it looks at its
-/// listeners after every pass).
-pub fn is_current(w: &Arc<Waker>) -> bool {
-    CURRENT.with(|c| c.get() == Arc::as_ptr(w) as usize)
-}
-
-/// What the session code uses of its engine.
-pub struct Ctx {
-    poller: Poller,
-    pub timers: Timers,
-    pub scratch: Box<[u8]>,
-    /// Relays to pump once this batch of events is in.
-    pub queue: Vec<u32>,
-    /// This pass's time.
-    pub now: Instant,
-    serial: u32,
-}
-
-impl Ctx {
-    /// Watch a connection's socket; the serial its events will carry.
-    pub fn register(&mut self, fd: BorrowedFd<'_>, idx: u32, side: usize) -> io::Result<u32> {
-        self.serial = self.serial.wrapping_add(1);
-        let serial = self.serial;
-        self.poller.add(fd, token(serial, idx << 1 | side as u32))?;
-        Ok(serial)
-    }
+/// A listener the runtime hands to a thread.
+struct Listen {
+    id: u64,
+    lb: Arc<Balancer>,
+    sock: Arc<TcpListener>,
+    addr: SocketAddr,
+    shared: bool,
 }
 
 enum Cmd {
-    Listen {
-        id: u64,
-        lb: Arc<Balancer>,
-        sock: Arc<TcpListener>,
-        addr: SocketAddr,
-        shared: bool,
-    },
+    Listen(Listen),
     Unlisten {
         id: u64,
         done: tokio::sync::oneshot::Sender<()>,
@@ -109,6 +71,74 @@ struct Listener {
     exhausted_since: Option<Instant>,
 }
 
+/// What one accept(2) on a listener gave.
+enum Accept {
+    Client(OwnedFd, SocketAddr),
+    /// That client was gone already; the listener may have more.
+    Again,
+    /// Nothing more now: the backlog is empty, a limit is reached, or it backs off.
+    Stop,
+}
+
+impl Listener {
+    /// Take one client from the backlog, if the limits and the backoff allow.
+    fn accept_one(&mut self, now: Instant) -> Accept {
+        if !self.ready || self.backoff_until.is_some_and(|t| now < t) {
+            return Accept::Stop;
+        }
+        self.backoff_until = None;
+        // max_connections, or clients waiting for descriptors: the new ones wait in the
+        // kernel's backlog, and a freed slot wakes this thread.
+        if !self.lb.admit() {
+            if self.lb.waiting_locally() && self.exhausted_since.is_none() {
+                // The same episode as an EMFILE from accept(2) itself: one line for both.
+                self.exhausted_since = Some(now);
+                warn!(target: "lb", balancer = %self.lb.cfg.name, listen = %self.addr,
+                    "cannot accept: clients already accepted wait for descriptors or ports to reach their server; backing off until they free up");
+            }
+            return Accept::Stop;
+        }
+        match sys::socket::accept(self.sock.as_fd()) {
+            Ok((fd, peer)) => {
+                if let Some(t) = self.exhausted_since.take() {
+                    info!(target: "lb", balancer = %self.lb.cfg.name,
+                        "accepting again after {} ms of descriptor exhaustion", t.elapsed().as_millis());
+                    self.backoff = Duration::from_millis(10);
+                }
+                self.lb.accepted();
+                Accept::Client(fd, peer)
+            }
+            Err(e) => {
+                self.lb.leave();
+                self.accept_failed(e, now)
+            }
+        }
+    }
+
+    fn accept_failed(&mut self, e: io::Error, now: Instant) -> Accept {
+        if e.kind() == io::ErrorKind::WouldBlock {
+            self.ready = false;
+            return Accept::Stop;
+        }
+        if sys::is_resource_exhaustion(&e) {
+            self.lb.out_of_descriptors();
+            if self.exhausted_since.is_none() {
+                self.exhausted_since = Some(now);
+                warn!(target: "lb", balancer = %self.lb.cfg.name, listen = %self.addr,
+                    "cannot accept: {e}; backing off until descriptors free up");
+            }
+            self.backoff_until = Some(now + self.backoff);
+            self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
+            return Accept::Stop;
+        }
+        // ECONNABORTED and friends: that client is gone, the listener is fine.
+        if e.kind() != io::ErrorKind::Interrupted {
+            debug!(target: "lb", balancer = %self.lb.cfg.name, "accept: {e}");
+        }
+        Accept::Again
+    }
+}
+
 struct Engine {
     ctx: Ctx,
     sessions: Vec<Option<Session>>,
@@ -122,10 +152,10 @@ struct Engine {
 
 impl Engine {
     fn run(mut self) {
-        CURRENT.with(|c| c.set(Arc::as_ptr(&self.waker) as usize));
+        Ctx::enter(&self.waker);
         while !self.stop {
             let timeout = self.timeout();
-            let n = match self.ctx.poller.wait(&mut self.events, timeout) {
+            let n = match self.ctx.wait(&mut self.events, timeout) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
                 Err(e) => {
@@ -135,7 +165,6 @@ impl Engine {
                     0
                 }
             };
-            self.ctx.now = Instant::now();
             for i in 0..n {
                 let (tok, bits) = self.events.get(i);
                 self.dispatch(tok, bits);
@@ -143,7 +172,7 @@ impl Engine {
             while let Some(idx) = self.ctx.timers.pop_due(self.ctx.now) {
                 self.with_session(idx, |s, ctx| s.timer(ctx, idx));
             }
-            for idx in std::mem::take(&mut self.ctx.queue) {
+            for idx in self.ctx.take_queue() {
                 self.with_session(idx, |s, ctx| s.pump(ctx, idx));
             }
             self.accept_all();
@@ -153,7 +182,7 @@ impl Engine {
     /// How long the next wait may block: not at all while relays or listeners have more to
     /// do, else until the next deadline.
     fn timeout(&self) -> Option<Duration> {
-        if !self.ctx.queue.is_empty() {
+        if self.ctx.has_queued() {
             return Some(Duration::ZERO);
         }
         let mut next = self.ctx.timers.next();
@@ -172,21 +201,23 @@ impl Engine {
     }
 
     fn dispatch(&mut self, tok: u64, bits: u8) {
-        let (serial, low) = ((tok >> 32) as u32, tok as u32);
-        if low == WAKER {
-            self.waker.reset();
-            self.commands();
-        } else if low & LISTENER != 0 {
-            if let Some(Some(l)) = self.listeners.get_mut((low & !LISTENER) as usize)
-                && l.serial == serial
-            {
-                l.ready = true;
+        match context::source(tok) {
+            Source::Waker => {
+                self.waker.reset();
+                self.commands();
             }
-        } else {
-            let (idx, side) = (low >> 1, (low & 1) as usize);
-            let live = matches!(self.sessions.get(idx as usize), Some(Some(s)) if s.serial[side] == serial);
-            if live {
-                self.with_session(idx, |s, ctx| s.event(ctx, idx, side, bits));
+            Source::Listener { index, serial } => {
+                if let Some(Some(l)) = self.listeners.get_mut(index)
+                    && l.serial == serial
+                {
+                    l.ready = true;
+                }
+            }
+            Source::Connection { idx, side, serial } => {
+                let live = matches!(self.sessions.get(idx as usize), Some(Some(s)) if s.serial[side] == serial);
+                if live {
+                    self.with_session(idx, |s, ctx| s.event(ctx, idx, side, bits));
+                }
             }
         }
     }
@@ -214,41 +245,7 @@ impl Engine {
     fn commands(&mut self) {
         while let Ok(cmd) = self.rx.try_recv() {
             match cmd {
-                Cmd::Listen {
-                    id,
-                    lb,
-                    sock,
-                    addr,
-                    shared,
-                } => {
-                    let li = match self.listeners.iter().position(Option::is_none) {
-                        Some(i) => i,
-                        None => {
-                            self.listeners.push(None);
-                            self.listeners.len() - 1
-                        }
-                    };
-                    self.ctx.serial = self.ctx.serial.wrapping_add(1);
-                    let serial = self.ctx.serial;
-                    let tok = token(serial, LISTENER | li as u32);
-                    if let Err(e) = self.ctx.poller.add_read(sock.as_fd(), tok, shared) {
-                        error!(target: "lb", balancer = %lb.cfg.name, listen = %addr, "cannot poll the listener: {e}");
-                        continue;
-                    }
-                    lb.add_accepter(&self.waker);
-                    self.listeners[li] = Some(Listener {
-                        id,
-                        lb,
-                        sock,
-                        addr,
-                        serial,
-                        // Clients may be waiting in the backlog already.
-                        ready: true,
-                        backoff_until: None,
-                        backoff: Duration::from_millis(10),
-                        exhausted_since: None,
-                    });
-                }
+                Cmd::Listen(l) => self.listen(l),
                 Cmd::Unlisten { id, done } => {
                     self.unlisten(id);
                     let _ = done.send(());
@@ -256,6 +253,37 @@ impl Engine {
                 Cmd::Stop => self.stop = true,
             }
         }
+    }
+
+    /// Start accepting on a listener the runtime handed over.
+    fn listen(&mut self, new: Listen) {
+        let li = match self.listeners.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.listeners.push(None);
+                self.listeners.len() - 1
+            }
+        };
+        let serial = match self.ctx.register_listener(new.sock.as_fd(), li, new.shared) {
+            Ok(serial) => serial,
+            Err(e) => {
+                error!(target: "lb", balancer = %new.lb.cfg.name, listen = %new.addr, "cannot poll the listener: {e}");
+                return;
+            }
+        };
+        new.lb.add_accepter(&self.waker);
+        self.listeners[li] = Some(Listener {
+            id: new.id,
+            lb: new.lb,
+            sock: new.sock,
+            addr: new.addr,
+            serial,
+            // Clients may be waiting in the backlog already.
+            ready: true,
+            backoff_until: None,
+            backoff: Duration::from_millis(10),
+            exhausted_since: None,
+        });
     }
 
     /// Stop accepting on listener `id`. Clients that completed their handshake are in its
@@ -284,7 +312,7 @@ impl Engine {
             }
         }
         if let Some(l) = self.listeners[li].take() {
-            let _ = self.ctx.poller.delete(l.sock.as_fd());
+            let _ = self.ctx.deregister(l.sock.as_fd());
         }
     }
 
@@ -296,79 +324,49 @@ impl Engine {
 
     /// Accept what the listener has (up to a batch) and start on each client; how many.
     fn accept(&mut self, li: usize) -> usize {
-        let now = self.ctx.now;
         let mut taken = 0;
         for _ in 0..ACCEPT_BATCH {
             let Some(Some(l)) = self.listeners.get_mut(li) else {
                 return taken;
             };
-            if !l.ready || l.backoff_until.is_some_and(|t| now < t) {
-                return taken;
-            }
-            l.backoff_until = None;
-            // max_connections, or clients waiting for descriptors: the new ones wait in the
-            // kernel's backlog, and a freed slot wakes this thread.
-            if !l.lb.admit() {
-                if l.lb.local_waiting.load(Ordering::Relaxed) > 0 && l.exhausted_since.is_none() {
-                    // The same episode as an EMFILE from accept(2) itself: one line for both.
-                    l.exhausted_since = Some(now);
-                    warn!(target: "lb", balancer = %l.lb.cfg.name, listen = %l.addr,
-                        "cannot accept: clients already accepted wait for descriptors or ports to reach their server; backing off until they free up");
-                }
-                return taken;
-            }
-            let lb = l.lb.clone();
-            match sys::socket::accept(l.sock.as_fd()) {
-                Ok((fd, peer)) => {
-                    if let Some(t) = l.exhausted_since.take() {
-                        info!(target: "lb", balancer = %lb.cfg.name,
-                            "accepting again after {} ms of descriptor exhaustion", t.elapsed().as_millis());
-                        l.backoff = Duration::from_millis(10);
-                    }
-                    lb.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                    let listen = l.addr;
-                    let idx = match self.free.pop() {
-                        Some(i) => i,
-                        None if self.sessions.len() < MAX_SLOTS => {
-                            self.sessions.push(None);
-                            (self.sessions.len() - 1) as u32
-                        }
-                        None => {
-                            // A billion connections on one thread: not reachable with any
-                            // descriptor limit, but never a panic.
-                            lb.leave();
-                            continue;
-                        }
-                    };
-                    self.sessions[idx as usize] = Some(Session::new(lb, fd, peer, listen));
-                    self.with_session(idx, |s, ctx| s.start(ctx, idx));
-                    taken += 1;
-                }
-                Err(e) => {
-                    lb.leave();
-                    if e.kind() == io::ErrorKind::WouldBlock {
-                        l.ready = false;
-                        return taken;
-                    }
-                    if sys::is_resource_exhaustion(&e) {
-                        lb.stats.fd_exhausted.fetch_add(1, Ordering::Relaxed);
-                        if l.exhausted_since.is_none() {
-                            l.exhausted_since = Some(now);
-                            warn!(target: "lb", balancer = %lb.cfg.name, listen = %l.addr,
-                                "cannot accept: {e}; backing off until descriptors free up");
-                        }
-                        l.backoff_until = Some(now + l.backoff);
-                        l.backoff = (l.backoff * 2).min(Duration::from_secs(1));
-                        return taken;
-                    }
-                    // ECONNABORTED and friends: that client is gone, the listener is fine.
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        debug!(target: "lb", balancer = %lb.cfg.name, "accept: {e}");
+            match l.accept_one(self.ctx.now) {
+                Accept::Client(fd, peer) => {
+                    let (lb, listen) = (l.lb.clone(), l.addr);
+                    if self.start(lb, fd, peer, listen) {
+                        taken += 1;
                     }
                 }
+                Accept::Again => {}
+                Accept::Stop => return taken,
             }
         }
         taken
+    }
+
+    /// Give an accepted client a slot and start on it; false if no slot is left.
+    fn start(
+        &mut self,
+        lb: Arc<Balancer>,
+        fd: OwnedFd,
+        peer: SocketAddr,
+        listen: SocketAddr,
+    ) -> bool {
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None if self.sessions.len() < MAX_SLOTS => {
+                self.sessions.push(None);
+                (self.sessions.len() - 1) as u32
+            }
+            None => {
+                // A billion connections on one thread: not reachable with any descriptor
+                // limit, but never a panic.
+                lb.leave();
+                return false;
+            }
+        };
+        self.sessions[idx as usize] = Some(Session::new(lb, fd, peer, listen));
+        self.with_session(idx, |s, ctx| s.start(ctx, idx));
+        true
     }
 }
 
@@ -398,19 +396,10 @@ impl DataPath {
         let mut list = Vec::new();
         let mut joins = Vec::new();
         for n in 0..threads {
-            let poller = Poller::new()?;
             let waker = Arc::new(Waker::new()?);
-            poller.add_read(waker.fd(), token(0, WAKER), false)?;
             let (tx, rx) = mpsc::channel();
             let engine = Engine {
-                ctx: Ctx {
-                    poller,
-                    timers: Timers::default(),
-                    scratch: vec![0; SCRATCH].into_boxed_slice(),
-                    queue: Vec::new(),
-                    now: Instant::now(),
-                    serial: 0,
-                },
+                ctx: Ctx::new(&waker)?,
                 sessions: Vec::new(),
                 free: Vec::new(),
                 listeners: Vec::new(),
@@ -444,13 +433,13 @@ impl DataPath {
         let sock = Arc::new(l);
         let shared = self.threads.len() > 1;
         for t in self.threads.iter() {
-            t.send(Cmd::Listen {
+            t.send(Cmd::Listen(Listen {
                 id,
                 lb: lb.clone(),
                 sock: sock.clone(),
                 addr,
                 shared,
-            });
+            }));
         }
         Ok(Listening {
             id,

@@ -5,8 +5,13 @@
 //! connect): any failure to reach a server (refused, unreachable, timeout) blacklists it for
 //! `blacklist` and the same client is tried on the next usable server, then on the emergency
 //! server; the client is closed only when nothing can take it (balancer::session).
+//!
+//! The data path changes the books only through the `Balancer` methods below, named for what
+//! happened (`accepted`, `connected`, `connect_failed`, `closed` ...): each takes the state
+//! lock for a few field updates and never holds it across I/O.
 
 pub mod clients;
+mod context;
 pub mod engine;
 pub mod pool;
 pub mod relay;
@@ -17,6 +22,7 @@ mod timers;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -28,6 +34,7 @@ use crate::config::{self, Algorithm};
 use crate::sys;
 use clients::ClientTable;
 use pool::ServerState;
+use relay::End;
 use select::{Pick, Select};
 
 /// Counters of one balancer, for logs and (later) the control port.
@@ -120,12 +127,20 @@ pub struct ConnInfo {
     /// The upstream socket, for its local address: asked for only by `show conns` (under the
     /// state lock, while the connection is registered and so the descriptor open) rather than
     /// with a getsockname(2) on every connection.
-    pub upstream_fd: std::os::fd::RawFd,
+    pub upstream_fd: RawFd,
     pub server: SocketAddr,
     /// Index of the server, None for the emergency server.
     pub server_index: Option<usize>,
     pub started: Instant,
     pub bytes: relay::Counters,
+}
+
+/// Where a new connection comes from and went to (see `ConnInfo`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Endpoints {
+    pub client: SocketAddr,
+    pub peer: SocketAddr,
+    pub listen: SocketAddr,
 }
 
 /// One balancer's shared state; the lock is held only for bookkeeping, never across I/O.
@@ -280,8 +295,12 @@ impl Balancer {
     /// Whether a new client must wait in the backlog: a limit is reached, or accepted clients
     /// wait for descriptors.
     fn accept_blocked(&self) -> bool {
+        self.waiting_locally() || self.active.load(Ordering::SeqCst) >= self.max_connections()
+    }
+
+    /// Whether accepted clients wait for a local descriptor or port to reach their server.
+    pub(crate) fn waiting_locally(&self) -> bool {
         self.local_waiting.load(Ordering::SeqCst) > 0
-            || self.active.load(Ordering::SeqCst) >= self.max_connections()
     }
 
     /// Count a new client in, unless the balancer is at a limit; then the caller leaves its
@@ -334,7 +353,7 @@ impl Balancer {
         if self.paused.load(Ordering::SeqCst) && self.paused.swap(false, Ordering::SeqCst) {
             let list = self.accepters.lock().unwrap_or_else(|e| e.into_inner());
             for w in list.iter() {
-                if !engine::is_current(w) {
+                if !context::is_current(w) {
                     w.wake();
                 }
             }
@@ -349,14 +368,30 @@ impl Balancer {
         }
     }
 
-    pub(crate) fn log_no_server(&self, peer: SocketAddr) {
+    /// A client was taken from a listener's backlog.
+    pub(crate) fn accepted(&self) {
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// accept(2) failed for want of descriptors.
+    pub(crate) fn out_of_descriptors(&self) {
+        self.stats.fd_exhausted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client on an `accept_proxy` listener sent no valid PROXY header.
+    pub(crate) fn proxy_refused(&self) {
+        self.stats.proxy_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// No server, nor the emergency server, could take `client`: it is closed.
+    pub(crate) fn no_server(&self, client: SocketAddr) {
+        let n = self.stats.no_server.fetch_add(1, Ordering::Relaxed) + 1;
         // One line per second at most: a dead pool under load must not flood the log.
         let now = coarse_secs();
         let last = self.last_no_server_log.swap(now, Ordering::Relaxed);
         if last != now {
-            warn!(target: "lb", balancer = %self.cfg.name, client = %peer,
-                "no server could take the client, closed ({} so far)",
-                self.stats.no_server.load(Ordering::Relaxed));
+            warn!(target: "lb", balancer = %self.cfg.name, client = %client,
+                "no server could take the client, closed ({n} so far)");
         }
     }
 
@@ -406,7 +441,7 @@ impl Balancer {
 
     /// A server failed to take a connection: blacklist it (a warning for the first failure of
     /// an episode) and give the guard's place back.
-    pub(crate) fn server_failed(&self, g: Guard, e: &std::io::Error) {
+    pub(crate) fn connect_failed(&self, g: Guard, e: &std::io::Error) {
         self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
         let addr = g.addr;
         let mut st = self.lock();
@@ -421,6 +456,78 @@ impl Balancer {
                 "server failed ({e}), blacklisted for {}", config::duration::format(bl));
         } else {
             tracing::debug!(target: "lb", balancer = %self.cfg.name, server = %addr, "server failed again ({e})");
+        }
+    }
+
+    /// The guard's server took the connection: remember the client's server, count the
+    /// connection on it and list it for `show conns`. Its entry, and the idle timeout.
+    pub(crate) fn connected(
+        &self,
+        g: &Guard,
+        ends: Endpoints,
+        upstream_fd: RawFd,
+        now: Instant,
+    ) -> (Arc<ConnInfo>, Duration) {
+        let mut st = self.lock();
+        let index = st.index_of(g);
+        st.clients.record(ends.client.ip(), index, now);
+        // A blacklist is not cleared here: a connection placed before an operator's
+        // `server N blacklist T` must not undo it by succeeding.
+        if let Some(s) = st.guarded(g) {
+            s.total += 1;
+        }
+        st.next_conn += 1;
+        let info = Arc::new(ConnInfo {
+            id: st.next_conn,
+            client: ends.client,
+            peer: ends.peer,
+            listen: ends.listen,
+            upstream_fd,
+            server: g.addr,
+            server_index: index,
+            started: now,
+            bytes: relay::Counters::default(),
+        });
+        st.conns.insert(info.id, info.clone());
+        let idle = st.settings.idle_timeout;
+        drop(st);
+        self.stats.served.fetch_add(1, Ordering::Relaxed);
+        (info, idle)
+    }
+
+    /// A relay ended the way `end` says (counted when it is not a plain close).
+    pub(crate) fn relay_ended(&self, end: &End) {
+        let counter = match end {
+            End::Idle => &self.stats.idle_closed,
+            End::BadRequest(_) => &self.stats.bad_requests,
+            End::Closed | End::Error(_) => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection is done with its server: its `show conns` entry goes (call this before
+    /// the upstream socket closes, which `show conns` asks for its address), its bytes are
+    /// added to its server and client, and its place on the server is given back. Either
+    /// may be missing: a connection that never connected holds at most a place.
+    pub(crate) fn closed(&self, info: Option<Arc<ConnInfo>>, guard: Option<Guard>) {
+        if info.is_none() && guard.is_none() {
+            return;
+        }
+        let mut st = self.lock();
+        if let Some(info) = info {
+            let (up, down) = info.bytes.totals();
+            st.conns.remove(&info.id);
+            if let Some(g) = &guard
+                && let Some(s) = st.guarded(g)
+            {
+                s.sx += up;
+                s.rx += down;
+            }
+            // pen's sx/rx per client: bytes sent to / received from the client.
+            st.clients.add_bytes(info.client.ip(), down, up);
+        }
+        if let Some(g) = guard {
+            st.release(g);
         }
     }
 }

@@ -36,6 +36,16 @@ pub struct Counters {
     pub down: AtomicU64,
 }
 
+impl Counters {
+    /// (up, down) so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.up.load(Ordering::Relaxed),
+            self.down.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// Why a relay ended.
 #[derive(Debug)]
 pub enum End {

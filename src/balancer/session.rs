@@ -12,6 +12,10 @@
 //! client is closed only when the walk is exhausted. What a connection holds on its balancer
 //! (its place in `active`, a server slot, its `show conns` entry, a local-wait count) is given
 //! back in `Drop`, whichever way it ends.
+//!
+//! Dependencies point one way: the engine drives a session, the session uses its thread's
+//! context (balancer::context) and changes its balancer's books only through `Balancer`
+//! methods (`connected`, `connect_failed`, `closed` ...); it never sees the engine.
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::engine::Ctx;
-use super::relay::{self, End, Pumped, Relay};
-use super::{Balancer, ConnInfo, Guard, Slot};
+use super::context::Ctx;
+use super::relay::{End, Pumped, Relay};
+use super::{Balancer, ConnInfo, Endpoints, Guard, Slot};
 use crate::config;
 use crate::sys;
 use crate::sys::poller::{HUP, READ, WRITE, drained};
@@ -81,6 +85,17 @@ struct Relaying {
     seen: u64,
     quiet: Duration,
     idle: Duration,
+}
+
+impl Relaying {
+    fn new(relay: Relay, idle: Duration) -> Relaying {
+        Relaying {
+            relay,
+            seen: 0,
+            quiet: Duration::ZERO,
+            idle,
+        }
+    }
 }
 
 /// The failover walk: the pick, pick+1, ... (all servers, or only the pick when stubborn),
@@ -218,7 +233,7 @@ impl Session {
                 // Pumped after this batch of events: one pass sees both sockets' news.
                 if !self.queued {
                     self.queued = true;
-                    ctx.queue.push(idx);
+                    ctx.requeue(idx);
                 }
                 Flow::Keep
             }
@@ -280,7 +295,7 @@ impl Session {
             Pumped::Blocked => Flow::Keep,
             Pumped::Busy => {
                 self.queued = true;
-                ctx.queue.push(idx);
+                ctx.requeue(idx);
                 Flow::Keep
             }
             Pumped::Done(res) => {
@@ -295,7 +310,7 @@ impl Session {
     }
 
     fn proxy_failed(&mut self, e: io::Error) -> Flow {
-        self.lb.stats.proxy_errors.fetch_add(1, Ordering::Relaxed);
+        self.lb.proxy_refused();
         warn!(target: "lb", balancer = %self.lb.cfg.name, client = %self.peer, "no valid PROXY header: {e}; closed");
         Flow::Close
     }
@@ -361,8 +376,7 @@ impl Session {
         }
         loop {
             let Some(slot) = self.walk.next() else {
-                self.lb.stats.no_server.fetch_add(1, Ordering::Relaxed);
-                self.lb.log_no_server(self.who);
+                self.lb.no_server(self.who);
                 return Flow::Close;
             };
             let Some((guard, timeout)) = self.lb.reserve(slot, self.who.ip(), ctx.now) else {
@@ -462,7 +476,7 @@ impl Session {
         self.fds[1] = None;
         self.ready[1] = 0;
         if let Some(g) = self.guard.take() {
-            self.lb.server_failed(g, &e);
+            self.lb.connect_failed(g, &e);
         }
     }
 
@@ -478,81 +492,32 @@ impl Session {
         let Some(guard) = self.guard.as_ref() else {
             return Flow::Close;
         };
-        let now = ctx.now;
-        let lb = self.lb.clone();
-        let (info, idle) = {
-            let mut st = lb.lock();
-            let index = st.index_of(guard);
-            st.clients.record(self.who.ip(), index, now);
-            // A blacklist is not cleared here: a connection placed before an operator's
-            // `server N blacklist T` must not undo it by succeeding.
-            if let Some(s) = st.guarded(guard) {
-                s.total += 1;
-            }
-            st.next_conn += 1;
-            let info = Arc::new(ConnInfo {
-                id: st.next_conn,
-                client: self.who,
-                peer: self.peer,
-                // Where the client connected: our listener, or behind a proxy the
-                // destination its PROXY header names.
-                listen: self.dst,
-                upstream_fd: Self::fd(&self.fds, 1).map_or(-1, |f| f.as_raw_fd()),
-                server: guard.addr(),
-                server_index: index,
-                started: now,
-                bytes: relay::Counters::default(),
-            });
-            st.conns.insert(info.id, info.clone());
-            (info, st.settings.idle_timeout)
+        let ends = Endpoints {
+            client: self.who,
+            peer: self.peer,
+            // Where the client connected: our listener, or behind a proxy the destination
+            // its PROXY header names.
+            listen: self.dst,
         };
-        lb.stats.served.fetch_add(1, Ordering::Relaxed);
+        let (info, idle) = self.lb.connected(
+            guard,
+            ends,
+            Self::fd(&self.fds, 1).map_or(-1, |f| f.as_raw_fd()),
+            ctx.now,
+        );
         self.info = Some(info.clone());
-        // Boxed: most connections have none, and the relay stays small.
-        let mut rewriter = lb.cfg.http_forwarded_for.then(|| {
-            let trusted = lb
-                .cfg
-                .trusted_proxies
-                .iter()
-                .any(|(n, l)| config::in_network(self.who.ip(), *n, *l));
-            Box::new(RequestRewriter::new(XffConfig {
-                client: self.who.ip(),
-                trusted,
-                proto: "http",
-            }))
-        });
-        let mut preamble = match lb.cfg.proxy_protocol {
-            config::ProxyProtocol::None => Vec::new(),
-            config::ProxyProtocol::V1 => proxy::encode_v1(self.who, self.dst),
-            config::ProxyProtocol::V2 => proxy::encode_v2(self.who, self.dst),
-        };
-        let early = std::mem::take(&mut self.early);
-        if !early.is_empty() {
-            info.bytes
-                .up
-                .fetch_add(early.len() as u64, Ordering::Relaxed);
-            match rewriter.as_deref_mut() {
-                Some(r) => {
-                    if let Err(e) = r.feed(&early, &mut preamble) {
-                        let e = io::Error::new(io::ErrorKind::InvalidData, e.to_string());
-                        self.phase = Phase::Relay(Relaying {
-                            relay: Relay::new(info, rewriter, Vec::new()),
-                            seen: 0,
-                            quiet: Duration::ZERO,
-                            idle,
-                        });
-                        return self.end(ctx, idx, End::Error(e));
-                    }
-                }
-                None => preamble.extend_from_slice(&early),
+        let (rewriter, preamble) = self.preamble(&info);
+        let preamble = match preamble {
+            Ok(p) => p,
+            Err(e) => {
+                // In the relay phase all the same, so the log finds its request count.
+                let relay = Relay::new(info, rewriter, Vec::new());
+                self.phase = Phase::Relay(Relaying::new(relay, idle));
+                return self.end(ctx, idx, End::Error(e));
             }
-        }
-        self.phase = Phase::Relay(Relaying {
-            relay: Relay::new(info, rewriter, preamble),
-            seen: 0,
-            quiet: Duration::ZERO,
-            idle,
-        });
+        };
+        let relay = Relay::new(info, rewriter, preamble);
+        self.phase = Phase::Relay(Relaying::new(relay, idle));
         if idle.is_zero() {
             ctx.timers.clear(idx);
         } else {
@@ -562,59 +527,59 @@ impl Session {
         self.pump(ctx, idx)
     }
 
+    /// The X-Forwarded-For rewriter if the balancer wants one, and what goes to the server
+    /// before the relay starts: the PROXY header, then the client bytes that came with the
+    /// client's own PROXY header (through the rewriter; an error if it refuses them).
+    fn preamble(&mut self, info: &ConnInfo) -> (Option<Box<RequestRewriter>>, io::Result<Vec<u8>>) {
+        let cfg = &self.lb.cfg;
+        let client = self.who.ip();
+        // Boxed: most connections have none, and the relay stays small.
+        let mut rewriter = cfg.http_forwarded_for.then(|| {
+            let trusted = cfg
+                .trusted_proxies
+                .iter()
+                .any(|(n, l)| config::in_network(client, *n, *l));
+            Box::new(RequestRewriter::new(XffConfig {
+                client,
+                trusted,
+                proto: "http",
+            }))
+        });
+        let mut preamble = match cfg.proxy_protocol {
+            config::ProxyProtocol::None => Vec::new(),
+            config::ProxyProtocol::V1 => proxy::encode_v1(self.who, self.dst),
+            config::ProxyProtocol::V2 => proxy::encode_v2(self.who, self.dst),
+        };
+        let early = std::mem::take(&mut self.early);
+        if early.is_empty() {
+            return (rewriter, Ok(preamble));
+        }
+        info.bytes
+            .up
+            .fetch_add(early.len() as u64, Ordering::Relaxed);
+        match rewriter.as_deref_mut() {
+            Some(r) => {
+                if let Err(e) = r.feed(&early, &mut preamble) {
+                    let e = io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+                    return (rewriter, Err(e));
+                }
+            }
+            None => preamble.extend_from_slice(&early),
+        }
+        (rewriter, Ok(preamble))
+    }
+
     /// The relay ended: settle the books, log, and close (or linger after a 400).
     fn end(&mut self, ctx: &mut Ctx, idx: u32, end: End) -> Flow {
-        let lb = self.lb.clone();
         let Some(info) = self.info.clone() else {
             return Flow::Close;
         };
-        let (up, down) = (
-            info.bytes.up.load(Ordering::Relaxed),
-            info.bytes.down.load(Ordering::Relaxed),
-        );
         // Read while the upstream socket is open and the connection registered.
-        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
-        let local = if lb.cfg.connection_log {
-            info.local()
-        } else {
-            unknown
-        };
+        let local = self.lb.cfg.connection_log.then(|| info.local());
         let slot = self.guard.as_ref().map(Guard::slot);
-        let addr = info.server;
         self.settle();
-        let requests = match &self.phase {
-            Phase::Relay(r) => r.relay.rewriter.as_ref().map(|r| r.requests()),
-            _ => None,
-        };
-        let how = match &end {
-            End::Closed => "closed".to_string(),
-            End::Idle => {
-                lb.stats.idle_closed.fetch_add(1, Ordering::Relaxed);
-                "idle timeout".to_string()
-            }
-            End::BadRequest(e) => {
-                lb.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
-                format!("400 bad request ({e})")
-            }
-            End::Error(e) => format!("error: {e}"),
-        };
-        if lb.cfg.connection_log {
-            let server = match slot {
-                Some(Slot::Regular(i)) => format!("#{i}"),
-                _ => "emergency".into(),
-            };
-            let requests = requests.map_or(String::new(), |r| format!(" requests={r}"));
-            let via = if self.who == self.peer {
-                String::new()
-            } else {
-                format!(" via={}", self.peer)
-            };
-            info!(target: "lb",
-                "conn {} -> {} {local} -> {addr} balancer={} server={server} up={up} down={down} duration={:.3}s end=\"{how}\"{requests}{via}",
-                self.who, self.dst, lb.cfg.name, info.started.elapsed().as_secs_f64());
-        } else if let End::Error(e) = &end {
-            debug!(target: "lb", balancer = %lb.cfg.name, client = %self.who, server = %addr, "connection ended: {e}");
-        }
+        self.lb.relay_ended(&end);
+        self.log_end(&info, local, slot, &end);
         if !matches!(end, End::BadRequest(_)) {
             return Flow::Close;
         }
@@ -626,6 +591,42 @@ impl Session {
         self.phase = Phase::Linger { total: 0 };
         ctx.timers.set(idx, ctx.now + LINGER);
         self.linger(ctx)
+    }
+
+    /// The connection log's line (`local` is there when the balancer keeps that log), else a
+    /// debug line for an error.
+    fn log_end(&self, info: &ConnInfo, local: Option<SocketAddr>, slot: Option<Slot>, end: &End) {
+        let lb = &self.lb;
+        let Some(local) = local else {
+            if let End::Error(e) = end {
+                debug!(target: "lb", balancer = %lb.cfg.name, client = %self.who, server = %info.server, "connection ended: {e}");
+            }
+            return;
+        };
+        let how = match end {
+            End::Closed => "closed".to_string(),
+            End::Idle => "idle timeout".to_string(),
+            End::BadRequest(e) => format!("400 bad request ({e})"),
+            End::Error(e) => format!("error: {e}"),
+        };
+        let server = match slot {
+            Some(Slot::Regular(i)) => format!("#{i}"),
+            _ => "emergency".into(),
+        };
+        let requests = match &self.phase {
+            Phase::Relay(r) => r.relay.rewriter.as_ref().map(|r| r.requests()),
+            _ => None,
+        };
+        let requests = requests.map_or(String::new(), |r| format!(" requests={r}"));
+        let via = if self.who == self.peer {
+            String::new()
+        } else {
+            format!(" via={}", self.peer)
+        };
+        let (up, down) = info.bytes.totals();
+        info!(target: "lb",
+            "conn {} -> {} {local} -> {} balancer={} server={server} up={up} down={down} duration={:.3}s end=\"{how}\"{requests}{via}",
+            self.who, self.dst, info.server, lb.cfg.name, info.started.elapsed().as_secs_f64());
     }
 
     fn linger(&mut self, ctx: &mut Ctx) -> Flow {
@@ -658,30 +659,7 @@ impl Session {
     /// Give back what the connection holds on its balancer: its `show conns` entry and byte
     /// counts, its server slot, a local-wait count. Idempotent.
     fn settle(&mut self) {
-        let info = self.info.take();
-        let guard = self.guard.take();
-        if info.is_some() || guard.is_some() {
-            let mut st = self.lb.lock();
-            if let Some(info) = info {
-                let (up, down) = (
-                    info.bytes.up.load(Ordering::Relaxed),
-                    info.bytes.down.load(Ordering::Relaxed),
-                );
-                // Before the upstream socket closes: `show conns` reads its address.
-                st.conns.remove(&info.id);
-                if let Some(g) = &guard
-                    && let Some(s) = st.guarded(g)
-                {
-                    s.sx += up;
-                    s.rx += down;
-                }
-                // pen's sx/rx per client: bytes sent to / received from the client.
-                st.clients.add_bytes(self.who.ip(), down, up);
-            }
-            if let Some(g) = guard {
-                st.release(g);
-            }
-        }
+        self.lb.closed(self.info.take(), self.guard.take());
         self.set_waiting_local(false);
     }
 }

@@ -127,6 +127,39 @@ impl Section {
         }
     }
 
+    /// The keys a section needs, and addresses that name another interface.
+    fn check(&self, errs: &mut Vec<(usize, String)>, notes: &mut Vec<(usize, String)>) {
+        for (k, what) in [
+            (Key::ServerId, "`serverid` (the VRID, 1..255)"),
+            (Key::Interface, "`interface`"),
+            (Key::Addr, "`addr` (the virtual addresses, a.b.c.d/len)"),
+        ] {
+            if !self.has(k) {
+                errs.push((self.header, format!("this [VRID] has no {what}")));
+            }
+        }
+        let Some(iface) = &self.interface else {
+            return;
+        };
+        for v in &self.addresses {
+            let Some((dev, at)) = &v.device else { continue };
+            if dev == iface {
+                notes.push((
+                    *at,
+                    format!("`{dev}:` names the VRID's own interface, where fwlb adds its addresses anyway"),
+                ));
+            } else {
+                errs.push((
+                    *at,
+                    format!(
+                        "`{dev}:` puts {}/{} on {dev}, but fwlb adds every address of a VRID to its `interface` ({iface}): move the address to a [VRID] on {dev}, or drop `{dev}:` if {iface} is right",
+                        v.ip, v.prefix
+                    ),
+                ));
+            }
+        }
+    }
+
     fn has(&self, k: Key) -> bool {
         self.seen.iter().any(|(s, _)| *s == k)
     }
@@ -416,7 +449,6 @@ impl Parser<'_> {
     /// Map one value to the section, or to a note or an error.
     /// `line` is where the line (the key) starts, `at` where the value starts.
     fn value(&mut self, k: Key, key: &str, value: &str, line: usize, at: usize) {
-        let before_interface = self.sections.last().is_some_and(|s| !s.has(Key::Interface));
         match k {
             Key::ServerId => {
                 // atoi() of the whole value.
@@ -427,47 +459,8 @@ impl Parser<'_> {
                     }
                 }
             }
-            Key::Priority => {
-                let Some((first, rest)) = self.first_of_list(key, value, at) else {
-                    return;
-                };
-                if rest {
-                    self.note(
-                        at,
-                        "only the first number of `priority` is used (as by freevrrpd)",
-                    );
-                }
-                let (off, s) = first;
-                if s.trim() == "0" {
-                    self.err(
-                        at + off,
-                        "`priority` 0 is reserved for a master that is stopping (RFC 3768 5.3.4): use 1..254 for a backup, 255 for the address owner",
-                    );
-                    return;
-                }
-                if let Some(n) = self.number(key, s.trim(), at + off, 1, 255)
-                    && let Some(sec) = self.section()
-                {
-                    sec.priority = n as u8;
-                }
-            }
-            Key::Interface => {
-                let Some(((off, s), rest)) = self.first_of_list(key, value, at) else {
-                    return;
-                };
-                if rest {
-                    self.note(
-                        at,
-                        "only the first interface of the list is used (as by freevrrpd)",
-                    );
-                }
-                let name = s.trim();
-                if let Err(e) = check_ifname(name) {
-                    self.err(at + off, format!("`interface`: {e}"));
-                } else if let Some(sec) = self.section() {
-                    sec.interface = Some(name.to_string());
-                }
-            }
+            Key::Priority => self.priority(key, value, at),
+            Key::Interface => self.interface(key, value, at),
             Key::Addr => self.addr(value, at),
             Key::Password => self.password(value, at),
             Key::MasterScript | Key::BackupScript => {
@@ -492,84 +485,136 @@ impl Parser<'_> {
                     s.depends = deps;
                 }
             }
-            Key::MonitoredCircuits => {
-                if let Some(on) = self.yes_no(key, value, at) {
-                    self.note(
-                        at,
-                        if on {
-                            "`monitoredcircuits`: fwlb always follows the link state of each VRRP interface"
-                        } else {
-                            "`monitoredcircuits = no` has no effect: fwlb always follows the link state of each VRRP interface and applies `vridsdep` (freevrrpd with `no` on its last [VRID] ran no link monitor at all)"
-                        },
-                    );
-                }
-            }
-            Key::McClearErrorsCount => self.note(
-                at,
-                "`MCClearErrorsCount` has no effect: fwlb never locks an interface out after repeated link faults (freevrrpd did after 5)",
-            ),
-            Key::CarrierTimeout => {
-                let why = if before_interface {
-                    " (freevrrpd ignored this one anyway: it must follow `interface`)"
-                } else {
-                    ""
-                };
-                self.note(
-                    at,
-                    format!("`carriertimeout` has no effect: fwlb does not change the NIC's MAC address on a transition, so there is no carrier loss to wait for{why}"),
-                );
-            }
-            Key::SpanningTreeLatency => {
-                let msg = if value.trim() == "0" {
-                    "`spanningtreelatency = 0` is freevrrpd's default: no wait after a transition, as in fwlb".to_string()
-                } else {
-                    format!(
-                        "`spanningtreelatency` has no effect: fwlb does not wait after a transition (freevrrpd slept {} s before its timers and scripts)",
-                        atoi(value)
-                    )
-                };
-                self.note(at, msg);
-            }
-            Key::AhEncryption | Key::UseIke => {
-                if let Some(on) = self.yes_no(key, value, at) {
-                    if on {
-                        self.err(
-                            at,
-                            format!("`{key} = yes` (IPsec AH) is not supported: freevrrpd documents it as not implemented and fwlb has no AH; use `password` or no authentication"),
-                        );
-                    } else {
-                        self.note(
-                            at,
-                            format!("`{key} = no` is the default: IPsec AH is not used"),
-                        );
-                    }
-                }
-            }
+            Key::AhEncryption | Key::UseIke => self.ipsec_ah(key, value, at),
             Key::PreShared => self.err(
                 line,
                 "`presharedkey` (the IPsec AH key) is not supported: freevrrpd documents it as not implemented and fwlb has no AH; remove it, or use `password`",
-            ),
-            Key::UseVmac | Key::SendGratuitousArp => self.note(
-                at,
-                format!("`{key}` has no effect: freevrrpd(8) documents it but freevrrpd never reads it (it logs \"option unknown\"), and fwlb ignores it too"),
             ),
             Key::StateScript | Key::BridgeIface => self.err(
                 line,
                 format!("`{key}` belongs to the motoprogger/FreeVRRPd fork, which fwlb does not import (freevrrpd itself ignores it): use `masterscript` and `backupscript`"),
             ),
+            // Read and dropped, with a note saying why nothing changes.
+            Key::MonitoredCircuits => self.monitored_circuits(key, value, at),
+            Key::McClearErrorsCount => self.note(
+                at,
+                "`MCClearErrorsCount` has no effect: fwlb never locks an interface out after repeated link faults (freevrrpd did after 5)",
+            ),
+            Key::CarrierTimeout => self.carrier_timeout(at),
+            Key::SpanningTreeLatency => self.spanning_tree_latency(value, at),
+            Key::UseVmac | Key::SendGratuitousArp => self.note(
+                at,
+                format!("`{key}` has no effect: freevrrpd(8) documents it but freevrrpd never reads it (it logs \"option unknown\"), and fwlb ignores it too"),
+            ),
         }
     }
 
-    /// The first element of a comma list, as freevrrpd takes it, and whether more followed.
+    fn priority(&mut self, key: &str, value: &str, at: usize) {
+        let Some((off, s)) = self.first_of_list(key, value, at, "number of `priority`") else {
+            return;
+        };
+        if s.trim() == "0" {
+            self.err(
+                at + off,
+                "`priority` 0 is reserved for a master that is stopping (RFC 3768 5.3.4): use 1..254 for a backup, 255 for the address owner",
+            );
+            return;
+        }
+        if let Some(n) = self.number(key, s.trim(), at + off, 1, 255)
+            && let Some(sec) = self.section()
+        {
+            sec.priority = n as u8;
+        }
+    }
+
+    fn interface(&mut self, key: &str, value: &str, at: usize) {
+        let Some((off, s)) = self.first_of_list(key, value, at, "interface of the list") else {
+            return;
+        };
+        let name = s.trim();
+        if let Err(e) = check_ifname(name) {
+            self.err(at + off, format!("`interface`: {e}"));
+        } else if let Some(sec) = self.section() {
+            sec.interface = Some(name.to_string());
+        }
+    }
+
+    /// `AHencryption` / `useIKE`: `no` is the default, `yes` cannot be honoured.
+    fn ipsec_ah(&mut self, key: &str, value: &str, at: usize) {
+        let Some(on) = self.yes_no(key, value, at) else {
+            return;
+        };
+        if on {
+            self.err(
+                at,
+                format!("`{key} = yes` (IPsec AH) is not supported: freevrrpd documents it as not implemented and fwlb has no AH; use `password` or no authentication"),
+            );
+        } else {
+            self.note(
+                at,
+                format!("`{key} = no` is the default: IPsec AH is not used"),
+            );
+        }
+    }
+
+    fn monitored_circuits(&mut self, key: &str, value: &str, at: usize) {
+        if let Some(on) = self.yes_no(key, value, at) {
+            self.note(
+                at,
+                if on {
+                    "`monitoredcircuits`: fwlb always follows the link state of each VRRP interface"
+                } else {
+                    "`monitoredcircuits = no` has no effect: fwlb always follows the link state of each VRRP interface and applies `vridsdep` (freevrrpd with `no` on its last [VRID] ran no link monitor at all)"
+                },
+            );
+        }
+    }
+
+    fn carrier_timeout(&mut self, at: usize) {
+        let before_interface = self.sections.last().is_some_and(|s| !s.has(Key::Interface));
+        let why = if before_interface {
+            " (freevrrpd ignored this one anyway: it must follow `interface`)"
+        } else {
+            ""
+        };
+        self.note(
+            at,
+            format!("`carriertimeout` has no effect: fwlb does not change the NIC's MAC address on a transition, so there is no carrier loss to wait for{why}"),
+        );
+    }
+
+    fn spanning_tree_latency(&mut self, value: &str, at: usize) {
+        let msg = if value.trim() == "0" {
+            "`spanningtreelatency = 0` is freevrrpd's default: no wait after a transition, as in fwlb".to_string()
+        } else {
+            format!(
+                "`spanningtreelatency` has no effect: fwlb does not wait after a transition (freevrrpd slept {} s before its timers and scripts)",
+                atoi(value)
+            )
+        };
+        self.note(at, msg);
+    }
+
+    /// The first element of a comma list, as freevrrpd takes it; a note when more followed
+    /// (`what` names the element).
     fn first_of_list<'v>(
         &mut self,
         key: &str,
         value: &'v str,
         at: usize,
-    ) -> Option<((usize, &'v str), bool)> {
+        what: &str,
+    ) -> Option<(usize, &'v str)> {
         let parts = split_args(value, b',');
         match parts.first() {
-            Some(&first) if !first.1.trim().is_empty() => Some((first, parts.len() > 1)),
+            Some(&first) if !first.1.trim().is_empty() => {
+                if parts.len() > 1 {
+                    self.note(
+                        at,
+                        format!("only the first {what} is used (as by freevrrpd)"),
+                    );
+                }
+                Some(first)
+            }
             // freevrrpd dereferences a missing first element (a crash) or uses "".
             _ => {
                 self.err(at, format!("`{key}` has no value"));
@@ -784,39 +829,41 @@ impl Parser<'_> {
         }
     }
 
-    /// Checks that need a whole section or the whole file.
+    /// Checks that need a whole section or the whole file: every error first, then the notes.
     fn finish(&mut self) {
         let mut errs: Vec<(usize, String)> = Vec::new();
         let mut notes: Vec<(usize, String)> = Vec::new();
         for s in &self.sections {
-            for (k, what) in [
-                (Key::ServerId, "`serverid` (the VRID, 1..255)"),
-                (Key::Interface, "`interface`"),
-                (Key::Addr, "`addr` (the virtual addresses, a.b.c.d/len)"),
-            ] {
-                if !s.has(k) {
-                    errs.push((s.header, format!("this [VRID] has no {what}")));
-                }
-            }
-            let Some(iface) = &s.interface else { continue };
-            for v in &s.addresses {
-                let Some((dev, at)) = &v.device else { continue };
-                if dev == iface {
-                    notes.push((
-                        *at,
-                        format!("`{dev}:` names the VRID's own interface, where fwlb adds its addresses anyway"),
-                    ));
-                } else {
+            s.check(&mut errs, &mut notes);
+        }
+        let seen = self.vrids_once(&mut errs);
+        // vridsdep names VRIDs by number; freevrrpd silently skipped unknown ones.
+        for s in &self.sections {
+            for &(d, at) in &s.depends {
+                if !seen.iter().any(|(v, _, _)| *v == d) {
+                    let who = s
+                        .vrid
+                        .map_or("this VRID".to_string(), |(v, _)| format!("VRID {v}"));
                     errs.push((
-                        *at,
-                        format!(
-                            "`{dev}:` puts {}/{} on {dev}, but fwlb adds every address of a VRID to its `interface` ({iface}): move the address to a [VRID] on {dev}, or drop `{dev}:` if {iface} is right",
-                            v.ip, v.prefix
-                        ),
+                        at,
+                        format!("`vridsdep`: {who} lists VRID {d}, which is not configured"),
                     ));
                 }
             }
         }
+        for s in &self.sections {
+            notes.extend(self.one_way_depends(s));
+        }
+        for (o, m) in errs {
+            self.err(o, m);
+        }
+        for (o, m) in notes {
+            self.note(o, m);
+        }
+    }
+
+    /// No VRID twice on one interface; the VRIDs with their interface and place.
+    fn vrids_once(&self, errs: &mut Vec<(usize, String)>) -> Vec<(u8, &str, usize)> {
         let mut seen: Vec<(u8, &str, usize)> = Vec::new();
         for s in &self.sections {
             let (Some((vrid, at)), Some(iface)) = (s.vrid, s.interface.as_deref()) else {
@@ -833,63 +880,44 @@ impl Parser<'_> {
             }
             seen.push((vrid, iface, at));
         }
-        // vridsdep names VRIDs by number; freevrrpd silently skipped unknown ones.
-        for s in &self.sections {
-            for &(d, at) in &s.depends {
-                if !seen.iter().any(|(v, _, _)| *v == d) {
-                    let who = s
-                        .vrid
-                        .map_or("this VRID".to_string(), |(v, _)| format!("VRID {v}"));
-                    errs.push((
-                        at,
-                        format!("`vridsdep`: {who} lists VRID {d}, which is not configured"),
-                    ));
-                }
-            }
-        }
-        // fwlb's `depends` makes symmetric, transitive groups (vrrp/group.rs); freevrrpd only
-        // took the listed VRIDs down when this VRID's interface failed. Same result when both
-        // sides list each other, so only one-way links get a note.
-        for s in &self.sections {
-            let Some((v, _)) = s.vrid else { continue };
-            let one_way: Vec<(u8, usize)> = s
-                .depends
-                .iter()
-                .copied()
-                .filter(|(d, _)| {
-                    let targets = self
-                        .sections
-                        .iter()
-                        .filter(|t| t.vrid.is_some_and(|(x, _)| x == *d));
-                    let mut targets = targets.peekable();
-                    targets.peek().is_some()
-                        && targets.all(|t| !t.depends.iter().any(|(b, _)| *b == v))
-                })
-                .collect();
-            let Some(&(_, at)) = one_way.first() else {
-                continue;
-            };
-            let list = one_way
-                .iter()
-                .map(|(d, _)| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ");
-            let them = if one_way.len() == 1 {
-                format!("VRID {list}")
-            } else {
-                format!("VRIDs {list}")
-            };
-            notes.push((
-                at,
-                format!("`vridsdep` is one-way in freevrrpd ({them} went down when VRID {v}'s interface failed, not the reverse); in fwlb they form one group that goes to backup together whichever member fails"),
-            ));
-        }
-        for (o, m) in errs {
-            self.err(o, m);
-        }
-        for (o, m) in notes {
-            self.note(o, m);
-        }
+        seen
+    }
+
+    /// fwlb's `depends` makes symmetric, transitive groups (vrrp/group.rs); freevrrpd only
+    /// took the listed VRIDs down when this VRID's interface failed. Same result when both
+    /// sides list each other, so only one-way links get a note.
+    fn one_way_depends(&self, s: &Section) -> Option<(usize, String)> {
+        let (v, _) = s.vrid?;
+        let one_way: Vec<(u8, usize)> = s
+            .depends
+            .iter()
+            .copied()
+            .filter(|(d, _)| {
+                let targets = self
+                    .sections
+                    .iter()
+                    .filter(|t| t.vrid.is_some_and(|(x, _)| x == *d));
+                let mut targets = targets.peekable();
+                targets.peek().is_some() && targets.all(|t| !t.depends.iter().any(|(b, _)| *b == v))
+            })
+            .collect();
+        let &(_, at) = one_way.first()?;
+        let list = one_way
+            .iter()
+            .map(|(d, _)| d.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let them = if one_way.len() == 1 {
+            format!("VRID {list}")
+        } else {
+            format!("VRIDs {list}")
+        };
+        Some((
+            at,
+            format!(
+                "`vridsdep` is one-way in freevrrpd ({them} went down when VRID {v}'s interface failed, not the reverse); in fwlb they form one group that goes to backup together whichever member fails"
+            ),
+        ))
     }
 }
 
@@ -1023,31 +1051,10 @@ fn inet_aton(s: &str) -> Option<Ipv4Addr> {
     u32::try_from(v | last).ok().map(Ipv4Addr::from)
 }
 
-/// Edit distance, for "did you mean" hints (as in reader.rs).
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 /// " (did you mean `x`?)" for a misspelt key; case is ignored when comparing because the
 /// keys mix cases (`MCClearErrorsCount`, `useIKE`).
 fn hint(word: &str) -> String {
-    let w = word.to_ascii_lowercase();
-    KEYS.iter()
-        .map(|(name, _)| (distance(&w, &name.to_ascii_lowercase()), *name))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, name)| format!(" (did you mean `{name}`?)"))
-        .unwrap_or_default()
+    super::reader::did_you_mean(word, KEYS.iter().map(|(name, _)| *name), true)
 }
 
 #[cfg(test)]

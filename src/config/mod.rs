@@ -336,40 +336,10 @@ fn daemon(r: &mut Reader, t: &dyn TableLike) -> Daemon {
         }
         d.chroot = Some(PathBuf::from(s));
     }
-    for (s, span) in r.strings(t, "control_allow").unwrap_or_default() {
-        match parse_net(s) {
-            Some(n) => d.control_allow.push(n),
-            None => r.err(
-                span,
-                format!("`control_allow`: {s:?} must be ADDR or ADDR/PREFIX"),
-            ),
-        }
-    }
+    d.control_allow = networks(r, t, "control_allow");
     d.control_exit = r.boolean(t, "control_exit").unwrap_or(false);
-    if let Some((s, item)) = r.string(t, "control") {
-        if s == "none" {
-            d.control = None;
-        } else if s.contains('/') {
-            d.control = Some(Control::Unix(PathBuf::from(s)));
-        } else {
-            match s.parse::<SocketAddr>() {
-                Ok(a) => {
-                    if !a.ip().is_loopback() && d.control_allow.is_empty() {
-                        r.err_at(
-                            item,
-                            format!("`control` {s:?} is not a loopback address: list who may use it in `control_allow`"),
-                        );
-                    }
-                    d.control = Some(Control::Tcp(a));
-                }
-                Err(_) => r.err_at(
-                    item,
-                    format!(
-                        "`control` {s:?} must be \"ADDR:PORT\", a unix socket path or \"none\""
-                    ),
-                ),
-            }
-        }
+    if let Some(c) = control(r, t, !d.control_allow.is_empty()) {
+        d.control = c;
     }
     d.state_file = r.string(t, "state_file").map(|(s, _)| PathBuf::from(s));
     d.pidfile = r.string(t, "pidfile").map(|(s, _)| PathBuf::from(s));
@@ -390,6 +360,34 @@ fn daemon(r: &mut Reader, t: &dyn TableLike) -> Daemon {
         d.threads = n as usize;
     }
     d
+}
+
+/// `control`, if given and valid: `None` inside for "none". A TCP address off loopback needs
+/// `control_allow` (`allowed`).
+fn control(r: &mut Reader, t: &dyn TableLike, allowed: bool) -> Option<Option<Control>> {
+    let (s, item) = r.string(t, "control")?;
+    if s == "none" {
+        return Some(None);
+    }
+    if s.contains('/') {
+        return Some(Some(Control::Unix(PathBuf::from(s))));
+    }
+    let Ok(a) = s.parse::<SocketAddr>() else {
+        r.err_at(
+            item,
+            format!("`control` {s:?} must be \"ADDR:PORT\", a unix socket path or \"none\""),
+        );
+        return None;
+    };
+    if !a.ip().is_loopback() && !allowed {
+        r.err_at(
+            item,
+            format!(
+                "`control` {s:?} is not a loopback address: list who may use it in `control_allow`"
+            ),
+        );
+    }
+    Some(Some(Control::Tcp(a)))
 }
 
 const BALANCER_KEYS: &[&str] = &[
@@ -421,101 +419,12 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
         });
     r.check_keys(t, &header, BALANCER_KEYS);
     let before = r.diags.len();
-    let name = match r.string(t, "name") {
-        Some((s, item)) => {
-            if s.is_empty()
-                || !s
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
-                r.err_at(
-                    item,
-                    format!("balancer name {s:?} must be letters, digits, '-', '_' or '.'"),
-                );
-            }
-            s.to_string()
-        }
-        None => format!("lb{}", index + 1),
-    };
-    let mut listen = Vec::new();
-    match r.strings(t, "listen") {
-        Some(list) => {
-            if list.is_empty() {
-                r.err_at(t.get("listen")?, format!("{header}: `listen` is empty"));
-            }
-            for (s, span) in list {
-                match parse_listen(s) {
-                    Ok(a) => listen.push(a),
-                    Err(e) => r.err(span, e),
-                }
-            }
-        }
-        None if !t.contains_key("listen") => {
-            r.err(
-                first_span(t),
-                format!("{header}: missing `listen` (e.g. listen = \"0.0.0.0:80\")"),
-            );
-        }
-        None => {}
-    }
+    let name = balancer_name(r, t, index);
+    let listen = listen_addresses(r, t, &header);
     let default_port = listen.first().map_or(80, |a| a.port());
-    let mut servers = Vec::new();
-    match t.get("servers") {
-        None => r.err(
-            first_span(t),
-            format!("{header}: missing `servers` (e.g. servers = [\"10.0.0.11:80\"])"),
-        ),
-        Some(item) => {
-            match item.as_array() {
-                None => r.err_at(
-                    item,
-                    "`servers` must be an array of \"host:port[:max:hard:weight:prio]\"",
-                ),
-                Some(arr) => {
-                    if arr.is_empty() {
-                        r.err_at(item, format!("{header}: `servers` is empty"));
-                    }
-                    for v in arr.iter() {
-                        match v.as_str() {
-                        None => r.err(v.span(), "every server must be a string \"host:port[:max:hard:weight:prio]\""),
-                        Some(s) => match server(s, default_port) {
-                            Ok(sv) => {
-                                if servers.iter().any(|o: &Server| o.addr == sv.addr) {
-                                    r.err(v.span(), format!("server {} is listed twice", sv.addr));
-                                }
-                                servers.push(sv)
-                            }
-                            Err(e) => r.err(v.span(), e),
-                        },
-                    }
-                    }
-                }
-            }
-        }
-    }
-    let algorithm = match r.string(t, "algorithm") {
-        None => Algorithm::Sticky,
-        Some((s, item)) => match Algorithm::ALL.iter().find(|(n, _)| *n == s) {
-            Some((_, a)) => *a,
-            None => {
-                let names: Vec<&str> = Algorithm::ALL.iter().map(|(n, _)| *n).collect();
-                r.err_at(
-                    item,
-                    format!("unknown algorithm {s:?} (one of: {})", names.join(", ")),
-                );
-                Algorithm::Sticky
-            }
-        },
-    };
-    let emergency = r.string(t, "emergency").and_then(|(s, item)| {
-        match server_spec::parse(s).and_then(|sp| server_spec::resolve(&sp, default_port)) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                r.err_at(item, format!("`emergency`: {e}"));
-                None
-            }
-        }
-    });
+    let servers = servers(r, t, &header, default_port);
+    let algorithm = algorithm(r, t);
+    let emergency = emergency(r, t, default_port);
     let dur = |r: &mut Reader, key: &str, default: Duration| {
         r.duration(t, key).map_or(default, |(d, _)| d)
     };
@@ -530,39 +439,18 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
         None => defaults::CONNECT_TIMEOUT,
     };
     let idle_timeout = dur(r, "idle_timeout", Duration::ZERO);
-    let max_clients = r
-        .int(t, "max_clients", 1, 10_000_000)
-        .map_or(defaults::MAX_CLIENTS, |n| n as usize);
-    let max_connections = r
-        .int(t, "max_connections", 1, 10_000_000)
-        .map_or(defaults::MAX_CONNECTIONS, |n| n as usize);
+    let count = |r: &mut Reader, key: &str, default: usize| {
+        r.int(t, key, 1, 10_000_000).map_or(default, |n| n as usize)
+    };
+    let max_clients = count(r, "max_clients", defaults::MAX_CLIENTS);
+    let max_connections = count(r, "max_connections", defaults::MAX_CONNECTIONS);
     let backlog = r
         .int(t, "backlog", 1, 65_535)
         .map_or(defaults::BACKLOG, |n| n as u32);
-    let proxy_protocol = match r.string(t, "proxy_protocol") {
-        None | Some(("none", _)) => ProxyProtocol::None,
-        Some(("v1", _)) => ProxyProtocol::V1,
-        Some(("v2", _)) => ProxyProtocol::V2,
-        Some((s, item)) => {
-            r.err_at(
-                item,
-                format!("`proxy_protocol` must be \"none\", \"v1\" or \"v2\", not {s:?}"),
-            );
-            ProxyProtocol::None
-        }
-    };
+    let proxy_protocol = proxy_protocol(r, t);
     let accept_proxy = r.boolean(t, "accept_proxy").unwrap_or(false);
     let http_forwarded_for = r.boolean(t, "http_forwarded_for").unwrap_or(false);
-    let mut trusted_proxies = Vec::new();
-    for (s, span) in r.strings(t, "trusted_proxies").unwrap_or_default() {
-        match parse_net(s) {
-            Some(n) => trusted_proxies.push(n),
-            None => r.err(
-                span,
-                format!("`trusted_proxies`: {s:?} must be ADDR or ADDR/PREFIX"),
-            ),
-        }
-    }
+    let trusted_proxies = networks(r, t, "trusted_proxies");
     let connection_log = r.boolean(t, "connection_log").unwrap_or(true);
     if r.diags.len() != before {
         return None;
@@ -586,6 +474,147 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
         trusted_proxies,
         connection_log,
     })
+}
+
+/// `name`, else `lbN` for the Nth [[balancer]].
+fn balancer_name(r: &mut Reader, t: &Table, index: usize) -> String {
+    let Some((s, item)) = r.string(t, "name") else {
+        return format!("lb{}", index + 1);
+    };
+    if s.is_empty()
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        r.err_at(
+            item,
+            format!("balancer name {s:?} must be letters, digits, '-', '_' or '.'"),
+        );
+    }
+    s.to_string()
+}
+
+/// `listen`: one address or several, at least one.
+fn listen_addresses(r: &mut Reader, t: &Table, header: &str) -> Vec<SocketAddr> {
+    let mut listen = Vec::new();
+    match r.strings(t, "listen") {
+        Some(list) => {
+            if list.is_empty() {
+                r.err(
+                    t.get("listen").and_then(span_of),
+                    format!("{header}: `listen` is empty"),
+                );
+            }
+            for (s, span) in list {
+                match parse_listen(s) {
+                    Ok(a) => listen.push(a),
+                    Err(e) => r.err(span, e),
+                }
+            }
+        }
+        None if !t.contains_key("listen") => {
+            r.err(
+                first_span(t),
+                format!("{header}: missing `listen` (e.g. listen = \"0.0.0.0:80\")"),
+            );
+        }
+        None => {}
+    }
+    listen
+}
+
+/// `servers`: an array of server strings, at least one, none twice.
+fn servers(r: &mut Reader, t: &Table, header: &str, default_port: u16) -> Vec<Server> {
+    let mut servers: Vec<Server> = Vec::new();
+    let Some(item) = t.get("servers") else {
+        r.err(
+            first_span(t),
+            format!("{header}: missing `servers` (e.g. servers = [\"10.0.0.11:80\"])"),
+        );
+        return servers;
+    };
+    let Some(arr) = item.as_array() else {
+        r.err_at(
+            item,
+            "`servers` must be an array of \"host:port[:max:hard:weight:prio]\"",
+        );
+        return servers;
+    };
+    if arr.is_empty() {
+        r.err_at(item, format!("{header}: `servers` is empty"));
+    }
+    for v in arr.iter() {
+        let Some(s) = v.as_str() else {
+            r.err(
+                v.span(),
+                "every server must be a string \"host:port[:max:hard:weight:prio]\"",
+            );
+            continue;
+        };
+        match server(s, default_port) {
+            Ok(sv) => {
+                if servers.iter().any(|o| o.addr == sv.addr) {
+                    r.err(v.span(), format!("server {} is listed twice", sv.addr));
+                }
+                servers.push(sv)
+            }
+            Err(e) => r.err(v.span(), e),
+        }
+    }
+    servers
+}
+
+fn algorithm(r: &mut Reader, t: &Table) -> Algorithm {
+    let Some((s, item)) = r.string(t, "algorithm") else {
+        return Algorithm::Sticky;
+    };
+    if let Some((_, a)) = Algorithm::ALL.iter().find(|(n, _)| *n == s) {
+        return *a;
+    }
+    let names: Vec<&str> = Algorithm::ALL.iter().map(|(n, _)| *n).collect();
+    r.err_at(
+        item,
+        format!("unknown algorithm {s:?} (one of: {})", names.join(", ")),
+    );
+    Algorithm::Sticky
+}
+
+fn emergency(r: &mut Reader, t: &Table, default_port: u16) -> Option<SocketAddr> {
+    let (s, item) = r.string(t, "emergency")?;
+    match server_spec::parse(s).and_then(|sp| server_spec::resolve(&sp, default_port)) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            r.err_at(item, format!("`emergency`: {e}"));
+            None
+        }
+    }
+}
+
+fn proxy_protocol(r: &mut Reader, t: &Table) -> ProxyProtocol {
+    match r.string(t, "proxy_protocol") {
+        None | Some(("none", _)) => ProxyProtocol::None,
+        Some(("v1", _)) => ProxyProtocol::V1,
+        Some(("v2", _)) => ProxyProtocol::V2,
+        Some((s, item)) => {
+            r.err_at(
+                item,
+                format!("`proxy_protocol` must be \"none\", \"v1\" or \"v2\", not {s:?}"),
+            );
+            ProxyProtocol::None
+        }
+    }
+}
+
+/// A list of networks (`ADDR` or `ADDR/PREFIX`) under `key`.
+fn networks(r: &mut Reader, t: &dyn TableLike, key: &str) -> Vec<(IpAddr, u8)> {
+    let mut nets = Vec::new();
+    for (s, span) in r.strings(t, key).unwrap_or_default() {
+        match parse_net(s) {
+            Some(n) => nets.push(n),
+            None => r.err(span, format!("`{key}`: {s:?} must be ADDR or ADDR/PREFIX")),
+        }
+    }
+    nets
 }
 
 /// A server of the config file. Unlike pen, an omitted weight is 1, so `algorithm = "weight"`
@@ -662,76 +691,9 @@ fn vrrp(r: &mut Reader, t: &Table) -> Option<Vrrp> {
     };
     let priority = r.int(t, "priority", 1, 255).map_or(100, |v| v as u8);
     let version = r.int(t, "version", 2, 3).map_or(2, |v| v as u8);
-    let mut addresses = Vec::new();
-    match r.strings(t, "addresses") {
-        Some(list) => {
-            for (s, span) in list {
-                if parse_cidr(s).is_none() {
-                    r.err(
-                        span,
-                        format!(
-                            "VRRP address {s:?} must be ADDR/PREFIX, e.g. \"198.51.100.10/24\""
-                        ),
-                    );
-                }
-                addresses.push(s.to_string());
-            }
-            if addresses.is_empty() {
-                r.err(t.get("addresses").and_then(span_of), "`addresses` is empty");
-            }
-            // Only once every address parses: a typo is reported as such, not as a family.
-            let v6: Vec<bool> = addresses
-                .iter()
-                .map(|a| parse_cidr(a).map(|(a, _)| a.is_ipv6()))
-                .collect::<Option<_>>()
-                .unwrap_or_default();
-            let span = t.get("addresses").and_then(span_of);
-            if v6.contains(&true) && v6.contains(&false) {
-                r.err(
-                    span,
-                    format!("[[vrrp]] vrid {vrid}: `addresses` mixes IPv4 and IPv6; a virtual router is one or the other (RFC 5798): use two [[vrrp]] sections, each with its own VRID"),
-                );
-            } else if v6.contains(&true) && version != 3 {
-                r.err(
-                    t.get("version").and_then(span_of).or(span),
-                    format!("[[vrrp]] vrid {vrid}: IPv6 addresses need `version = 3` (VRRPv2 is IPv4 only, RFC 3768)"),
-                );
-            }
-        }
-        None if !t.contains_key("addresses") => {
-            r.err(
-                first_span(t),
-                format!("[[vrrp]] vrid {vrid}: missing `addresses`"),
-            );
-        }
-        None => {}
-    }
-    let advert_interval = match r.duration(t, "advert_interval") {
-        None => Duration::from_secs(1),
-        Some((d, item)) => {
-            let ms = d.as_millis();
-            if version == 2 && (ms % 1000 != 0 || !(1000..=255_000).contains(&ms)) {
-                r.err_at(item, "`advert_interval` for VRRPv2 must be whole seconds from 1s to 255s (RFC 3768 5.3.7)");
-            } else if version == 3 && (ms % 10 != 0 || !(10..=40_950).contains(&ms)) {
-                r.err_at(item, "`advert_interval` for VRRPv3 must be 10ms steps from 10ms to 40950ms (RFC 5798 5.2.7)");
-            }
-            d
-        }
-    };
-    let password = r.string(t, "password").map(|(s, item)| {
-        if version != 2 {
-            r.err_at(
-                item,
-                "`password` exists only in VRRPv2 (RFC 5798 removed authentication)",
-            );
-        } else if s.len() > 8 {
-            r.err_at(
-                item,
-                "`password` is at most 8 bytes (RFC 2338 simple text authentication)",
-            );
-        }
-        s.to_string()
-    });
+    let addresses = vrrp_addresses(r, t, vrid, version);
+    let advert_interval = advert_interval(r, t, version);
+    let password = password(r, t, version);
     let preempt = r.boolean(t, "preempt").unwrap_or(true);
     let preempt_delay = r
         .duration(t, "preempt_delay")
@@ -740,31 +702,9 @@ fn vrrp(r: &mut Reader, t: &Table) -> Option<Vrrp> {
         .ints(t, "depends", 1, 255)
         .map(|v| v.into_iter().map(|n| n as u8).collect())
         .unwrap_or_default();
-    let mut peers = Vec::new();
-    let family_v6 = addresses
-        .iter()
-        .find_map(|a| parse_cidr(a))
-        .map(|(a, _)| a.is_ipv6());
-    for (s, span) in r.strings(t, "peers").unwrap_or_default() {
-        match s.parse::<IpAddr>() {
-            Ok(ip) if family_v6.is_some_and(|v6| v6 != ip.is_ipv6()) => r.err(
-                span,
-                format!(
-                    "peer {s:?} is not of the family of `addresses`: adverts go over one IP version"
-                ),
-            ),
-            Ok(ip) => peers.push(ip),
-            Err(_) => r.err(span, format!("peer {s:?} must be an IP address")),
-        }
-    }
-    let notify_master = r
-        .string(t, "notify_master")
-        .map(|(s, _)| s.to_string())
-        .filter(|s| !s.is_empty());
-    let notify_backup = r
-        .string(t, "notify_backup")
-        .map(|(s, _)| s.to_string())
-        .filter(|s| !s.is_empty());
+    let peers = peers(r, t, &addresses);
+    let notify_master = command(r, t, "notify_master");
+    let notify_backup = command(r, t, "notify_backup");
     let garp_count = r.int(t, "garp_count", 1, 100).map_or(3, |n| n as u32);
     let garp_interval = r
         .duration(t, "garp_interval")
@@ -789,6 +729,115 @@ fn vrrp(r: &mut Reader, t: &Table) -> Option<Vrrp> {
         garp_count,
         garp_interval,
     })
+}
+
+/// `addresses`: at least one `ADDR/PREFIX`, all of one family, IPv6 only with VRRPv3.
+fn vrrp_addresses(r: &mut Reader, t: &Table, vrid: u8, version: u8) -> Vec<String> {
+    let mut addresses = Vec::new();
+    let Some(list) = r.strings(t, "addresses") else {
+        if !t.contains_key("addresses") {
+            r.err(
+                first_span(t),
+                format!("[[vrrp]] vrid {vrid}: missing `addresses`"),
+            );
+        }
+        return addresses;
+    };
+    for (s, span) in list {
+        if parse_cidr(s).is_none() {
+            r.err(
+                span,
+                format!("VRRP address {s:?} must be ADDR/PREFIX, e.g. \"198.51.100.10/24\""),
+            );
+        }
+        addresses.push(s.to_string());
+    }
+    let span = t.get("addresses").and_then(span_of);
+    if addresses.is_empty() {
+        r.err(span.clone(), "`addresses` is empty");
+    }
+    // Only once every address parses: a typo is reported as such, not as a family.
+    let v6: Vec<bool> = addresses
+        .iter()
+        .map(|a| parse_cidr(a).map(|(a, _)| a.is_ipv6()))
+        .collect::<Option<_>>()
+        .unwrap_or_default();
+    if v6.contains(&true) && v6.contains(&false) {
+        r.err(
+            span,
+            format!("[[vrrp]] vrid {vrid}: `addresses` mixes IPv4 and IPv6; a virtual router is one or the other (RFC 5798): use two [[vrrp]] sections, each with its own VRID"),
+        );
+    } else if v6.contains(&true) && version != 3 {
+        r.err(
+            t.get("version").and_then(span_of).or(span),
+            format!("[[vrrp]] vrid {vrid}: IPv6 addresses need `version = 3` (VRRPv2 is IPv4 only, RFC 3768)"),
+        );
+    }
+    addresses
+}
+
+fn advert_interval(r: &mut Reader, t: &Table, version: u8) -> Duration {
+    let Some((d, item)) = r.duration(t, "advert_interval") else {
+        return Duration::from_secs(1);
+    };
+    let ms = d.as_millis();
+    if version == 2 && (ms % 1000 != 0 || !(1000..=255_000).contains(&ms)) {
+        r.err_at(
+            item,
+            "`advert_interval` for VRRPv2 must be whole seconds from 1s to 255s (RFC 3768 5.3.7)",
+        );
+    } else if version == 3 && (ms % 10 != 0 || !(10..=40_950).contains(&ms)) {
+        r.err_at(
+            item,
+            "`advert_interval` for VRRPv3 must be 10ms steps from 10ms to 40950ms (RFC 5798 5.2.7)",
+        );
+    }
+    d
+}
+
+fn password(r: &mut Reader, t: &Table, version: u8) -> Option<String> {
+    let (s, item) = r.string(t, "password")?;
+    if version != 2 {
+        r.err_at(
+            item,
+            "`password` exists only in VRRPv2 (RFC 5798 removed authentication)",
+        );
+    } else if s.len() > 8 {
+        r.err_at(
+            item,
+            "`password` is at most 8 bytes (RFC 2338 simple text authentication)",
+        );
+    }
+    Some(s.to_string())
+}
+
+/// `peers`: addresses of the family of `addresses`.
+fn peers(r: &mut Reader, t: &Table, addresses: &[String]) -> Vec<IpAddr> {
+    let mut peers = Vec::new();
+    let family_v6 = addresses
+        .iter()
+        .find_map(|a| parse_cidr(a))
+        .map(|(a, _)| a.is_ipv6());
+    for (s, span) in r.strings(t, "peers").unwrap_or_default() {
+        match s.parse::<IpAddr>() {
+            Ok(ip) if family_v6.is_some_and(|v6| v6 != ip.is_ipv6()) => r.err(
+                span,
+                format!(
+                    "peer {s:?} is not of the family of `addresses`: adverts go over one IP version"
+                ),
+            ),
+            Ok(ip) => peers.push(ip),
+            Err(_) => r.err(span, format!("peer {s:?} must be an IP address")),
+        }
+    }
+    peers
+}
+
+/// A notify command; an empty one is none.
+fn command(r: &mut Reader, t: &Table, key: &str) -> Option<String> {
+    r.string(t, key)
+        .map(|(s, _)| s.to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// `[[vrrp]]` sections as TOML, for `fwlb check --freevrrpd` (what to paste into fwlb.toml).
@@ -917,9 +966,16 @@ fn cross_checks(r: &mut Reader, top: &dyn TableLike) {
             .map(|a| a.iter().collect())
             .unwrap_or_default()
     };
+    balancers_apart(r, &tables("balancer"));
+    vrids_apart(r, &tables("vrrp"));
+}
+
+/// No balancer name twice, no listen address taken twice (a wildcard overlaps every address
+/// of its family on its port).
+fn balancers_apart(r: &mut Reader, tables: &[&Table]) {
     let mut names: Vec<String> = Vec::new();
     let mut listens: Vec<(SocketAddr, String)> = Vec::new();
-    for (i, t) in tables("balancer").into_iter().enumerate() {
+    for (i, t) in tables.iter().enumerate() {
         let name = t
             .get("name")
             .and_then(|n| n.as_str())
@@ -931,23 +987,7 @@ fn cross_checks(r: &mut Reader, top: &dyn TableLike) {
             );
         }
         names.push(name.clone());
-        let elems: Vec<(Option<std::ops::Range<usize>>, &str)> = match t.get("listen") {
-            Some(item) if item.is_str() => item
-                .as_str()
-                .map(|s| (span_of(item), s))
-                .into_iter()
-                .collect(),
-            Some(item) => item
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(|s| (v.span(), s)))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
-        for (span, s) in elems {
+        for (span, s) in listen_strings(t) {
             let Ok(a) = parse_listen(s) else { continue };
             // A wildcard address takes the port on every address of its family.
             let clash = |o: &SocketAddr| {
@@ -971,13 +1011,36 @@ fn cross_checks(r: &mut Reader, top: &dyn TableLike) {
             listens.push((a, name.clone()));
         }
     }
-    let vtables = tables("vrrp");
+}
+
+/// The strings of a balancer's `listen` (one or an array), each with its place.
+fn listen_strings(t: &Table) -> Vec<(Option<std::ops::Range<usize>>, &str)> {
+    match t.get("listen") {
+        Some(item) if item.is_str() => item
+            .as_str()
+            .map(|s| (span_of(item), s))
+            .into_iter()
+            .collect(),
+        Some(item) => item
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(|s| (v.span(), s)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        None => Vec::new(),
+    }
+}
+
+/// No VRID twice on one interface, and every `depends` names a configured VRID.
+fn vrids_apart(r: &mut Reader, vtables: &[&Table]) {
     let vrids: Vec<i64> = vtables
         .iter()
         .filter_map(|t| t.get("vrid").and_then(|v| v.as_integer()))
         .collect();
     let mut seen: Vec<(i64, &str)> = Vec::new();
-    for t in &vtables {
+    for t in vtables {
         let Some(vrid) = t.get("vrid").and_then(|v| v.as_integer()) else {
             continue;
         };

@@ -103,118 +103,153 @@ fn control_addr(s: &str) -> Result<Control, String> {
     Ok(Control::Tcp(a))
 }
 
-/// Parse pen's command line (the arguments after `fwlb pen`).
-pub fn parse(args: &[String]) -> Result<PenRun, String> {
-    let mut d = Daemon {
-        control: None,
-        ..Daemon::default()
-    };
-    let mut flags: Vec<String> = Vec::new();
-    let mut o_cmds: Vec<String> = Vec::new();
-    let mut pen_file: Option<PathBuf> = None;
-    let mut foreground = false;
-    let mut debug = 0u8;
-    let mut emergency: Option<String> = None;
-    let mut http = false;
-    let mut blacklist = defaults::BLACKLIST;
-    let mut tracking = Duration::ZERO;
-    let mut connect_timeout = defaults::CONNECT_TIMEOUT;
-    // pen's defaults for the tables: -c 2048, -x 500.
-    let mut max_clients = defaults::MAX_CLIENTS;
-    let mut max_connections = 500;
-    let mut backlog = defaults::BACKLOG;
-    let mut i = 0;
-    while i < args.len() {
-        let a = &args[i];
-        if a == "--" {
-            i += 1;
-            break;
+/// pen's options as the command line set them (pen's defaults otherwise).
+struct Options {
+    daemon: Daemon,
+    /// Mode commands from option flags (-h, -r, -s, -W), run first.
+    flags: Vec<String>,
+    /// -o commands.
+    o_cmds: Vec<String>,
+    pen_file: Option<PathBuf>,
+    foreground: bool,
+    debug: u8,
+    emergency: Option<String>,
+    http: bool,
+    blacklist: Duration,
+    tracking: Duration,
+    connect_timeout: Duration,
+    max_clients: usize,
+    max_connections: usize,
+    backlog: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            daemon: Daemon {
+                control: None,
+                ..Daemon::default()
+            },
+            flags: Vec::new(),
+            o_cmds: Vec::new(),
+            pen_file: None,
+            foreground: false,
+            debug: 0,
+            emergency: None,
+            http: false,
+            blacklist: defaults::BLACKLIST,
+            tracking: Duration::ZERO,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            // pen's defaults for the tables: -c 2048, -x 500.
+            max_clients: defaults::MAX_CLIENTS,
+            max_connections: 500,
+            backlog: defaults::BACKLOG,
         }
-        if !a.starts_with('-') || a.len() == 1 {
-            break;
-        }
-        let chars: Vec<char> = a[1..].chars().collect();
-        let mut k = 0;
-        while k < chars.len() {
-            let opt = chars[k];
-            let val = if WITH_ARG.contains(opt) {
-                let rest: String = chars[k + 1..].iter().collect();
-                k = chars.len();
-                if rest.is_empty() {
-                    i += 1;
-                    Some(
-                        args.get(i)
-                            .cloned()
-                            .ok_or_else(|| format!("option -{opt} needs an argument"))?,
-                    )
-                } else {
-                    Some(rest)
-                }
-            } else {
-                k += 1;
-                None
-            };
-            let v = val.as_deref().unwrap_or("");
-            match opt {
-                'b' => blacklist = Duration::from_secs(secs(opt, v)?),
-                'c' => max_clients = count(opt, v)?,
-                'C' => d.control = Some(control_addr(v)?),
-                'd' => debug = debug.saturating_add(1),
-                'e' => emergency = Some(v.to_string()),
-                'f' => foreground = true,
-                'F' => pen_file = Some(PathBuf::from(v)),
-                'h' => flags.push("hash".into()),
-                'H' => http = true,
-                'j' => d.chroot = Some(PathBuf::from(v)),
-                'o' | 'O' => o_cmds.push(v.to_string()),
-                'p' => d.pidfile = Some(PathBuf::from(v)),
-                'q' => backlog = count(opt, v)?.min(65_535) as u32,
-                'r' => flags.push("roundrobin".into()),
-                's' => flags.push("stubborn".into()),
-                't' => {
-                    let t = secs(opt, v)?;
-                    if t < 1 {
-                        return Err("-t: the connect timeout must be at least 1 second".into());
-                    }
-                    connect_timeout = Duration::from_secs(t);
-                }
-                'T' => tracking = Duration::from_secs(secs(opt, v)?),
-                'u' => d.user = Some(v.to_string()),
-                'W' => flags.push("weight".into()),
-                'x' => max_connections = count(opt, v)?,
-                'X' => d.control_exit = true,
-                // Accepted and meaningless here: accepts per wake-up, poll(2), ASCII dumps.
-                'm' | 'P' | 'a' => {}
-                // Obsolete in pen itself: a notice and nothing else (-S still takes a value).
-                'D' | 'n' | 'Q' | 'S' => {}
-                'i' => return Err("-i: Windows only".into()),
-                'U' => return Err("-U (UDP) is not supported by fwlb".into()),
-                'l' | 'w' | 'B' => {
-                    return Err(format!(
-                        "-{opt} is not supported by fwlb (use the control port's show/status commands)"
-                    ));
-                }
-                'E' | 'K' | 'G' | 'A' | 'Z' | 'R' | 'L' => {
-                    return Err(format!("-{opt}: SSL termination is not supported by fwlb"));
-                }
-                other => return Err(format!("unknown option -{other}")),
+    }
+}
+
+impl Options {
+    /// Read the options (getopt style: clustered flags, a value attached or in the next
+    /// argument, `--` ends them); also the index of the first operand.
+    fn read(args: &[String]) -> Result<(Options, usize), String> {
+        let mut o = Options::default();
+        let mut i = 0;
+        while i < args.len() {
+            let a = &args[i];
+            if a == "--" {
+                i += 1;
+                break;
             }
+            if !a.starts_with('-') || a.len() == 1 {
+                break;
+            }
+            let chars: Vec<char> = a[1..].chars().collect();
+            let mut k = 0;
+            while k < chars.len() {
+                let opt = chars[k];
+                let val = if WITH_ARG.contains(opt) {
+                    let rest: String = chars[k + 1..].iter().collect();
+                    k = chars.len();
+                    if rest.is_empty() {
+                        i += 1;
+                        Some(
+                            args.get(i)
+                                .cloned()
+                                .ok_or_else(|| format!("option -{opt} needs an argument"))?,
+                        )
+                    } else {
+                        Some(rest)
+                    }
+                } else {
+                    k += 1;
+                    None
+                };
+                o.set(opt, val.as_deref().unwrap_or(""))?;
+            }
+            i += 1;
         }
-        i += 1;
+        Ok((o, i))
     }
-    let rest = &args[i..];
-    let Some(listen) = rest.first() else {
-        return Err("no listen address given".into());
-    };
-    let listen = listen_addr(listen)?;
-    if rest.len() < 2 && pen_file.is_none() {
-        return Err("no servers given".into());
+
+    /// One option and its value ("" for a flag).
+    fn set(&mut self, opt: char, v: &str) -> Result<(), String> {
+        let d = &mut self.daemon;
+        match opt {
+            'b' => self.blacklist = Duration::from_secs(secs(opt, v)?),
+            'c' => self.max_clients = count(opt, v)?,
+            'C' => d.control = Some(control_addr(v)?),
+            'd' => self.debug = self.debug.saturating_add(1),
+            'e' => self.emergency = Some(v.to_string()),
+            'f' => self.foreground = true,
+            'F' => self.pen_file = Some(PathBuf::from(v)),
+            'h' => self.flags.push("hash".into()),
+            'H' => self.http = true,
+            'j' => d.chroot = Some(PathBuf::from(v)),
+            'o' | 'O' => self.o_cmds.push(v.to_string()),
+            'p' => d.pidfile = Some(PathBuf::from(v)),
+            'q' => self.backlog = count(opt, v)?.min(65_535) as u32,
+            'r' => self.flags.push("roundrobin".into()),
+            's' => self.flags.push("stubborn".into()),
+            't' => {
+                let t = secs(opt, v)?;
+                if t < 1 {
+                    return Err("-t: the connect timeout must be at least 1 second".into());
+                }
+                self.connect_timeout = Duration::from_secs(t);
+            }
+            'T' => self.tracking = Duration::from_secs(secs(opt, v)?),
+            'u' => d.user = Some(v.to_string()),
+            'W' => self.flags.push("weight".into()),
+            'x' => self.max_connections = count(opt, v)?,
+            'X' => d.control_exit = true,
+            // Accepted and meaningless here: accepts per wake-up, poll(2), ASCII dumps.
+            'm' | 'P' | 'a' => {}
+            // Obsolete in pen itself: a notice and nothing else (-S still takes a value).
+            'D' | 'n' | 'Q' | 'S' => {}
+            'i' => return Err("-i: Windows only".into()),
+            'U' => return Err("-U (UDP) is not supported by fwlb".into()),
+            'l' | 'w' | 'B' => {
+                return Err(format!(
+                    "-{opt} is not supported by fwlb (use the control port's show/status commands)"
+                ));
+            }
+            'E' | 'K' | 'G' | 'A' | 'Z' | 'R' | 'L' => {
+                return Err(format!("-{opt}: SSL termination is not supported by fwlb"));
+            }
+            other => return Err(format!("unknown option -{other}")),
+        }
+        Ok(())
     }
+}
+
+/// The command-line servers, and the `server N ...` commands that set them again after a -F
+/// file.
+fn servers(args: &[String], default_port: u16) -> Result<(Vec<Server>, Vec<String>), String> {
     let mut servers = Vec::new();
     let mut server_cmds = Vec::new();
-    for (n, s) in rest[1..].iter().enumerate() {
+    for (n, s) in args.iter().enumerate() {
         let sp = server_spec::parse(s)?;
-        let addr = server_spec::resolve(&sp, listen.port())?;
+        let addr = server_spec::resolve(&sp, default_port)?;
         // pen's defaults: every omitted field is 0 (weight 0 = never chosen by -W).
         let srv = Server {
             addr,
@@ -234,16 +269,31 @@ pub fn parse(args: &[String]) -> Result<PenRun, String> {
         ));
         servers.push(srv);
     }
-    let emergency = match emergency {
+    Ok((servers, server_cmds))
+}
+
+/// Parse pen's command line (the arguments after `fwlb pen`).
+pub fn parse(args: &[String]) -> Result<PenRun, String> {
+    let (o, i) = Options::read(args)?;
+    let rest = &args[i..];
+    let Some(listen) = rest.first() else {
+        return Err("no listen address given".into());
+    };
+    let listen = listen_addr(listen)?;
+    if rest.len() < 2 && o.pen_file.is_none() {
+        return Err("no servers given".into());
+    }
+    let (servers, server_cmds) = servers(&rest[1..], listen.port())?;
+    let emergency = match &o.emergency {
         None => None,
         Some(e) => {
-            let sp = server_spec::parse(&e).map_err(|x| format!("-e: {x}"))?;
+            let sp = server_spec::parse(e).map_err(|x| format!("-e: {x}"))?;
             Some(server_spec::resolve(&sp, listen.port()).map_err(|x| format!("-e: {x}"))?)
         }
     };
-    let mut commands = flags;
-    commands.extend(o_cmds);
-    if let Some(f) = &pen_file {
+    let mut commands = o.flags;
+    commands.extend(o.o_cmds);
+    if let Some(f) = &o.pen_file {
         let text = std::fs::read_to_string(f).map_err(|e| format!("-F {}: {e}", f.display()))?;
         commands.extend(text.lines().map(str::to_string));
         // Command-line servers win over the file's entries with the same index (pen's init).
@@ -255,31 +305,31 @@ pub fn parse(args: &[String]) -> Result<PenRun, String> {
         servers,
         algorithm: Algorithm::Sticky,
         emergency,
-        blacklist,
-        tracking,
-        connect_timeout,
+        blacklist: o.blacklist,
+        tracking: o.tracking,
+        connect_timeout: o.connect_timeout,
         idle_timeout: Duration::ZERO,
-        max_clients,
-        max_connections,
-        backlog,
+        max_clients: o.max_clients,
+        max_connections: o.max_connections,
+        backlog: o.backlog,
         proxy_protocol: super::ProxyProtocol::None,
         accept_proxy: false,
-        http_forwarded_for: http,
+        http_forwarded_for: o.http,
         trusted_proxies: Vec::new(),
         connection_log: false,
     };
     Ok(PenRun {
         config: Config {
             path: PathBuf::from("(pen command line)"),
-            daemon: d,
+            daemon: o.daemon,
             balancers: vec![balancer],
             vrrp: Vec::new(),
             firewall: None,
         },
         commands,
-        pen_file,
-        foreground,
-        debug,
+        pen_file: o.pen_file,
+        foreground: o.foreground,
+        debug: o.debug,
     })
 }
 

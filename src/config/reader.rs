@@ -1,6 +1,7 @@
 //! A typed reader over a span-carrying TOML document that collects every error with its
 //! location instead of stopping at the first one (serde's derive stops at the first). No I/O.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -46,7 +47,33 @@ fn type_name(item: &Item) -> &'static str {
     }
 }
 
-/// Edit distance, for "did you mean" hints on misspelt keys.
+/// " (did you mean `x`?)" naming the known word closest to a misspelt `word` (at most two
+/// edits away; the first in sort order among equals), else nothing. `ignore_case` compares
+/// without case, for files whose keys mix cases.
+pub fn did_you_mean<'a>(
+    word: &str,
+    known: impl IntoIterator<Item = &'a str>,
+    ignore_case: bool,
+) -> String {
+    let word = folded(word, ignore_case);
+    known
+        .into_iter()
+        .map(|c| (distance(&word, &folded(c, ignore_case)), c))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, c)| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
+}
+
+fn folded(s: &str, ignore_case: bool) -> Cow<'_, str> {
+    if ignore_case {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// Edit distance (Levenshtein).
 fn distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
@@ -84,13 +111,7 @@ impl Reader {
                 continue;
             }
             let span = t.key(k).and_then(|key| key.span());
-            let hint = known
-                .iter()
-                .map(|c| (distance(k, c), c))
-                .filter(|(d, _)| *d <= 2)
-                .min()
-                .map(|(_, c)| format!(" (did you mean `{c}`?)"))
-                .unwrap_or_default();
+            let hint = did_you_mean(k, known.iter().copied(), false);
             self.err(span, format!("unknown key `{k}` in {section}{hint}"));
         }
     }

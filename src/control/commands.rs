@@ -509,194 +509,207 @@ pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
 fn show(ctl: &Ctl, lb: &Balancer, args: &[&str], json: bool) -> Reply {
     let now = Instant::now();
     match args.first().copied() {
-        Some("servers") => {
-            let st = lb.lock();
-            let mut all: Vec<(String, &ServerState)> = st
-                .servers
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (i.to_string(), s))
-                .collect();
-            if let Some(e) = &st.emergency {
-                all.push(("emergency".into(), e));
-            }
-            if json {
-                let v: Vec<Value> = all
-                    .iter()
-                    .map(|(i, s)| {
-                        json!({
-                            "index": i, "address": s.cfg.addr.to_string(), "state": server_state(s, now),
-                            "blacklist_left_ms": s.blacklist_left(now).map(|d| d.as_millis() as u64),
-                            "health": health(s, now), "connections": s.conns, "total": s.total,
-                            "failures": s.failures, "sent_bytes": s.sx, "received_bytes": s.rx,
-                            "weight": s.cfg.weight, "prio": s.cfg.prio, "max": s.cfg.max, "hard": s.cfg.hard,
-                        })
-                    })
-                    .collect();
-                return Reply::json(json!({ "balancer": lb.cfg.name, "servers": v }));
-            }
-            let rows: Vec<Vec<String>> = all
-                .iter()
-                .map(|(i, s)| {
-                    vec![
-                        i.clone(),
-                        s.cfg.addr.to_string(),
-                        server_state(s, now).into(),
-                        s.blacklist_left(now).map_or("-".into(), |d| {
-                            format!("{}s", d.as_secs() + u64::from(d.subsec_millis() > 0))
-                        }),
-                        health(s, now).into(),
-                        s.conns.to_string(),
-                        s.total.to_string(),
-                        s.failures.to_string(),
-                        s.sx.to_string(),
-                        s.rx.to_string(),
-                        s.cfg.weight.to_string(),
-                        s.cfg.prio.to_string(),
-                        s.cfg.max.to_string(),
-                        s.cfg.hard.to_string(),
-                    ]
-                })
-                .collect();
-            Reply::ok(table(
-                &[
-                    "#",
-                    "address",
-                    "state",
-                    "blacklist",
-                    "health",
-                    "conns",
-                    "total",
-                    "failures",
-                    "sent",
-                    "received",
-                    "weight",
-                    "prio",
-                    "max",
-                    "hard",
-                ],
-                &rows,
-            ))
-        }
-        Some("conns") => {
-            // Local addresses are read under the lock, while every listed socket is open.
-            let conns: Vec<_> = {
-                let st = lb.lock();
-                st.conns.values().map(|c| (c.clone(), c.local())).collect()
-            };
-            if json {
-                let v: Vec<Value> = conns
-                    .iter()
-                    .map(|(c, local)| {
-                        json!({
-                            "id": c.id, "client": c.client.to_string(), "listen": c.listen.to_string(),
-                            "local": local.to_string(), "server": c.server.to_string(),
-                            "server_index": c.server_index,
-                            "bytes_in": c.bytes.up.load(Ordering::Relaxed),
-                            "bytes_out": c.bytes.down.load(Ordering::Relaxed),
-                            "age_ms": now.saturating_duration_since(c.started).as_millis() as u64,
-                        })
-                    })
-                    .collect();
-                return Reply::json(json!({ "balancer": lb.cfg.name, "conns": v }));
-            }
-            let rows: Vec<Vec<String>> = conns
-                .iter()
-                .map(|(c, local)| {
-                    vec![
-                        c.id.to_string(),
-                        format!("{} -> {}", c.client, c.listen),
-                        format!("{local} -> {}", c.server),
-                        c.bytes.up.load(Ordering::Relaxed).to_string(),
-                        c.bytes.down.load(Ordering::Relaxed).to_string(),
-                        format!(
-                            "{:.1}s",
-                            now.saturating_duration_since(c.started).as_secs_f64()
-                        ),
-                    ]
-                })
-                .collect();
-            Reply::ok(table(
-                &[
-                    "id",
-                    "client -> listen",
-                    "local -> server",
-                    "in",
-                    "out",
-                    "age",
-                ],
-                &rows,
-            ))
-        }
-        Some("stats") => {
-            let s = &lb.stats;
-            let st = lb.lock();
-            let v = json!({
-                "balancer": lb.cfg.name,
-                "uptime_s": ctl.started.elapsed().as_secs(),
-                "algorithm": mode_line(&st).trim_end(),
-                "active": lb.active(),
-                "accepted": s.accepted.load(Ordering::Relaxed),
-                "served": s.served.load(Ordering::Relaxed),
-                "no_server": s.no_server.load(Ordering::Relaxed),
-                "connect_failures": s.connect_failures.load(Ordering::Relaxed),
-                "idle_closed": s.idle_closed.load(Ordering::Relaxed),
-                "proxy_errors": s.proxy_errors.load(Ordering::Relaxed),
-                "bad_requests": s.bad_requests.load(Ordering::Relaxed),
-                "fd_exhausted": s.fd_exhausted.load(Ordering::Relaxed),
-                "clients": st.clients.len(),
-                "max_connections": lb.max_connections(),
-            });
-            if json {
-                return Reply::json(v);
-            }
-            let mut out = String::new();
-            if let Some(m) = v.as_object() {
-                for (k, val) in m {
-                    let _ = writeln!(
-                        out,
-                        "{k:<18} {}",
-                        val.as_str().map_or(val.to_string(), str::to_string)
-                    );
-                }
-            }
-            Reply::ok(out)
-        }
-        Some("clients") => {
-            let st = lb.lock();
-            let mut rows: Vec<_> = st.clients.iter().collect();
-            rows.sort_by_key(|(_, e)| std::cmp::Reverse(e.last));
-            if json {
-                let v: Vec<Value> = rows
-                    .iter()
-                    .map(|(ip, e)| json!({ "client": ip.to_string(), "server": e.server, "connects": e.connects, "sent_bytes": e.sx, "received_bytes": e.rx, "idle_ms": now.saturating_duration_since(e.last).as_millis() as u64 }))
-                    .collect();
-                return Reply::json(json!({ "balancer": lb.cfg.name, "clients": v }));
-            }
-            let r: Vec<Vec<String>> = rows
-                .iter()
-                .map(|(ip, e)| {
-                    vec![
-                        ip.to_string(),
-                        e.server.map_or("emergency".into(), |s| s.to_string()),
-                        e.connects.to_string(),
-                        e.sx.to_string(),
-                        e.rx.to_string(),
-                        format!("{}s", now.saturating_duration_since(e.last).as_secs()),
-                    ]
-                })
-                .collect();
-            Reply::ok(table(
-                &["client", "server", "connects", "sent", "received", "idle"],
-                &r,
-            ))
-        }
+        Some("servers") => show_servers(lb, json, now),
+        Some("conns") => show_conns(lb, json, now),
+        Some("stats") => show_stats(ctl, lb, json),
+        Some("clients") => show_clients(lb, json, now),
         Some("vrrp") => show_vrrp(ctl, json),
         Some(other) => Reply::err(format!(
             "show: unknown object {other:?} (servers, conns, stats, clients)"
         )),
         None => Reply::err("usage: show servers|conns|stats|clients [json]"),
     }
+}
+
+/// `show servers`: every server (and the emergency server) with its state and counters.
+fn show_servers(lb: &Balancer, json: bool, now: Instant) -> Reply {
+    let st = lb.lock();
+    let mut all: Vec<(String, &ServerState)> = st
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i.to_string(), s))
+        .collect();
+    if let Some(e) = &st.emergency {
+        all.push(("emergency".into(), e));
+    }
+    if json {
+        let v: Vec<Value> = all
+            .iter()
+            .map(|(i, s)| {
+                json!({
+                    "index": i, "address": s.cfg.addr.to_string(), "state": server_state(s, now),
+                    "blacklist_left_ms": s.blacklist_left(now).map(|d| d.as_millis() as u64),
+                    "health": health(s, now), "connections": s.conns, "total": s.total,
+                    "failures": s.failures, "sent_bytes": s.sx, "received_bytes": s.rx,
+                    "weight": s.cfg.weight, "prio": s.cfg.prio, "max": s.cfg.max, "hard": s.cfg.hard,
+                })
+            })
+            .collect();
+        return Reply::json(json!({ "balancer": lb.cfg.name, "servers": v }));
+    }
+    let rows: Vec<Vec<String>> = all.iter().map(|(i, s)| server_row(i, s, now)).collect();
+    Reply::ok(table(
+        &[
+            "#",
+            "address",
+            "state",
+            "blacklist",
+            "health",
+            "conns",
+            "total",
+            "failures",
+            "sent",
+            "received",
+            "weight",
+            "prio",
+            "max",
+            "hard",
+        ],
+        &rows,
+    ))
+}
+
+fn server_row(index: &str, s: &ServerState, now: Instant) -> Vec<String> {
+    vec![
+        index.to_string(),
+        s.cfg.addr.to_string(),
+        server_state(s, now).into(),
+        s.blacklist_left(now).map_or("-".into(), |d| {
+            format!("{}s", d.as_secs() + u64::from(d.subsec_millis() > 0))
+        }),
+        health(s, now).into(),
+        s.conns.to_string(),
+        s.total.to_string(),
+        s.failures.to_string(),
+        s.sx.to_string(),
+        s.rx.to_string(),
+        s.cfg.weight.to_string(),
+        s.cfg.prio.to_string(),
+        s.cfg.max.to_string(),
+        s.cfg.hard.to_string(),
+    ]
+}
+
+/// `show conns`: every open connection, both 5-tuples, bytes and age.
+fn show_conns(lb: &Balancer, json: bool, now: Instant) -> Reply {
+    // Local addresses are read under the lock, while every listed socket is open.
+    let conns: Vec<_> = {
+        let st = lb.lock();
+        st.conns.values().map(|c| (c.clone(), c.local())).collect()
+    };
+    if json {
+        let v: Vec<Value> = conns
+            .iter()
+            .map(|(c, local)| {
+                let (up, down) = c.bytes.totals();
+                json!({
+                    "id": c.id, "client": c.client.to_string(), "listen": c.listen.to_string(),
+                    "local": local.to_string(), "server": c.server.to_string(),
+                    "server_index": c.server_index,
+                    "bytes_in": up,
+                    "bytes_out": down,
+                    "age_ms": now.saturating_duration_since(c.started).as_millis() as u64,
+                })
+            })
+            .collect();
+        return Reply::json(json!({ "balancer": lb.cfg.name, "conns": v }));
+    }
+    let rows: Vec<Vec<String>> = conns
+        .iter()
+        .map(|(c, local)| {
+            let (up, down) = c.bytes.totals();
+            vec![
+                c.id.to_string(),
+                format!("{} -> {}", c.client, c.listen),
+                format!("{local} -> {}", c.server),
+                up.to_string(),
+                down.to_string(),
+                format!(
+                    "{:.1}s",
+                    now.saturating_duration_since(c.started).as_secs_f64()
+                ),
+            ]
+        })
+        .collect();
+    Reply::ok(table(
+        &[
+            "id",
+            "client -> listen",
+            "local -> server",
+            "in",
+            "out",
+            "age",
+        ],
+        &rows,
+    ))
+}
+
+/// `show stats`: the balancer's counters, one per line (or one JSON object).
+fn show_stats(ctl: &Ctl, lb: &Balancer, json: bool) -> Reply {
+    let s = &lb.stats;
+    let st = lb.lock();
+    let v = json!({
+        "balancer": lb.cfg.name,
+        "uptime_s": ctl.started.elapsed().as_secs(),
+        "algorithm": mode_line(&st).trim_end(),
+        "active": lb.active(),
+        "accepted": s.accepted.load(Ordering::Relaxed),
+        "served": s.served.load(Ordering::Relaxed),
+        "no_server": s.no_server.load(Ordering::Relaxed),
+        "connect_failures": s.connect_failures.load(Ordering::Relaxed),
+        "idle_closed": s.idle_closed.load(Ordering::Relaxed),
+        "proxy_errors": s.proxy_errors.load(Ordering::Relaxed),
+        "bad_requests": s.bad_requests.load(Ordering::Relaxed),
+        "fd_exhausted": s.fd_exhausted.load(Ordering::Relaxed),
+        "clients": st.clients.len(),
+        "max_connections": lb.max_connections(),
+    });
+    if json {
+        return Reply::json(v);
+    }
+    let mut out = String::new();
+    if let Some(m) = v.as_object() {
+        for (k, val) in m {
+            let _ = writeln!(
+                out,
+                "{k:<18} {}",
+                val.as_str().map_or(val.to_string(), str::to_string)
+            );
+        }
+    }
+    Reply::ok(out)
+}
+
+/// `show clients`: the client table, most recent first.
+fn show_clients(lb: &Balancer, json: bool, now: Instant) -> Reply {
+    let st = lb.lock();
+    let mut rows: Vec<_> = st.clients.iter().collect();
+    rows.sort_by_key(|(_, e)| std::cmp::Reverse(e.last));
+    if json {
+        let v: Vec<Value> = rows
+            .iter()
+            .map(|(ip, e)| json!({ "client": ip.to_string(), "server": e.server, "connects": e.connects, "sent_bytes": e.sx, "received_bytes": e.rx, "idle_ms": now.saturating_duration_since(e.last).as_millis() as u64 }))
+            .collect();
+        return Reply::json(json!({ "balancer": lb.cfg.name, "clients": v }));
+    }
+    let r: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(ip, e)| {
+            vec![
+                ip.to_string(),
+                e.server.map_or("emergency".into(), |s| s.to_string()),
+                e.connects.to_string(),
+                e.sx.to_string(),
+                e.rx.to_string(),
+                format!("{}s", now.saturating_duration_since(e.last).as_secs()),
+            ]
+        })
+        .collect();
+    Reply::ok(table(
+        &["client", "server", "connects", "sent", "received", "idle"],
+        &r,
+    ))
 }
 
 /// `ban IP [DURATION]`, `unban IP`, `show bans [json]`: the firewall's dynamic ban sets,

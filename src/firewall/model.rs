@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use crate::config::{Config, Control, parse_net};
+use crate::config::{self, Config, Control, parse_net};
 
 /// Which firewall the configuration asks for (`[firewall] backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +87,66 @@ pub struct Ruleset {
     pub syn_rate: Option<Rate>,
     /// Bans to install with the ruleset (empty from `build`).
     pub bans: Vec<Ban>,
+}
+
+/// Whom VRRP is accepted from on an interface (`Ruleset::vrrp_accepts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VrrpFrom {
+    /// Multicast (both families) from any source.
+    Anyone,
+    /// The peers of one family, multicast or unicast to this host.
+    Peers { v4: bool },
+}
+
+impl Ruleset {
+    /// The servers' addresses, each once, in configuration order.
+    pub fn server_ips(&self) -> Vec<IpAddr> {
+        let mut v = Vec::new();
+        for s in &self.servers {
+            push_unique(&mut v, s.ip());
+        }
+        v
+    }
+
+    /// Where VRRP is accepted, interface by interface: multicast from anyone where some
+    /// instance lists no peers (fwlb cannot know its peer), else from the peers, per family
+    /// that has any (IPv4 first).
+    pub fn vrrp_accepts(&self) -> Vec<(&str, VrrpFrom)> {
+        let mut v = Vec::new();
+        for iface in &self.vrrp_ifaces {
+            if self.vrrp_open_ifaces.contains(iface) {
+                v.push((iface.as_str(), VrrpFrom::Anyone));
+                continue;
+            }
+            for v4 in [true, false] {
+                if self.vrrp_peers.iter().any(|p| p.is_ipv4() == v4) {
+                    v.push((iface.as_str(), VrrpFrom::Peers { v4 }));
+                }
+            }
+        }
+        v
+    }
+
+    /// Where VRRP from anyone but the accepted sources is dropped: front, then every VRRP
+    /// interface, each once.
+    pub fn vrrp_drop_ifaces(&self) -> Vec<&str> {
+        let mut v = vec![self.front.as_str()];
+        for i in &self.vrrp_ifaces {
+            push_unique(&mut v, i.as_str());
+        }
+        v
+    }
+}
+
+/// A network in rule text (both backends write it the same way): `ADDR` for a single host,
+/// `ADDR/LEN` for a network.
+pub fn net((ip, len): (IpAddr, u8)) -> String {
+    let host = if ip.is_ipv4() { 32 } else { 128 };
+    if len == host {
+        ip.to_string()
+    } else {
+        format!("{ip}/{len}")
+    }
 }
 
 /// Parse an `allow` entry: "tcp/22", "udp/53 from 192.0.2.0/24", "tcp/8000-8100 from 10.0.0.0/8".
@@ -241,6 +301,46 @@ pub fn build(cfg: &Config) -> Result<Ruleset, Vec<String>> {
         // The config module already rejects other names; "none" and no section mean none.
         _ => Backend::None,
     };
+    let (front, back) = interfaces(fw, backend, &mut errors);
+    let nat = fw.is_some_and(|f| f.nat);
+    if nat && back.is_none() {
+        errors.push(
+            "[firewall]: `nat = true` needs `back` (the servers' interface whose traffic is masqueraded)".to_string(),
+        );
+    }
+    let (allow, syn_rate) = openings(fw, &mut errors);
+    let (listeners, servers) = balancer_addresses(cfg);
+    let control_port = control_port(cfg, &mut errors);
+    let control_allow = cfg.daemon.control_allow.iter().map(|n| mask(*n)).collect();
+    let vrrp = vrrp_parts(cfg, back.as_deref(), &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Ruleset {
+        backend,
+        front,
+        back,
+        listeners,
+        vrrp_peers: vrrp.peers,
+        vrrp_ifaces: vrrp.ifaces,
+        vrrp_open_ifaces: vrrp.open_ifaces,
+        control_port,
+        control_allow,
+        allow,
+        servers,
+        nat,
+        nat_sources: vrrp.nat_sources,
+        syn_rate,
+        bans: Vec::new(),
+    })
+}
+
+/// `front` (required with a backend) and `back`, checked.
+fn interfaces(
+    fw: Option<&config::Firewall>,
+    backend: Backend,
+    errors: &mut Vec<String>,
+) -> (String, Option<String>) {
     let front = match fw.and_then(|f| f.front.clone()) {
         Some(f) => {
             if let Err(e) = check_ifname("[firewall] front", &f) {
@@ -268,12 +368,11 @@ pub fn build(cfg: &Config) -> Result<Ruleset, Vec<String>> {
             ));
         }
     }
-    let nat = fw.is_some_and(|f| f.nat);
-    if nat && back.is_none() {
-        errors.push(
-            "[firewall]: `nat = true` needs `back` (the servers' interface whose traffic is masqueraded)".to_string(),
-        );
-    }
+    (front, back)
+}
+
+/// The `allow` entries and `syn_rate`, parsed.
+fn openings(fw: Option<&config::Firewall>, errors: &mut Vec<String>) -> (Vec<Allow>, Option<Rate>) {
     let mut allow = Vec::new();
     for s in fw.map(|f| f.allow.as_slice()).unwrap_or_default() {
         match parse_allow(s) {
@@ -291,7 +390,11 @@ pub fn build(cfg: &Config) -> Result<Ruleset, Vec<String>> {
             }
         },
     };
+    (allow, syn_rate)
+}
 
+/// The balancers' listen addresses (loopback left out) and their servers, each once.
+fn balancer_addresses(cfg: &Config) -> (Vec<(Proto, SocketAddr)>, Vec<SocketAddr>) {
     let mut listeners = Vec::new();
     let mut servers = Vec::new();
     for b in &cfg.balancers {
@@ -308,32 +411,42 @@ pub fn build(cfg: &Config) -> Result<Ruleset, Vec<String>> {
             push_unique(&mut servers, e);
         }
     }
+    (listeners, servers)
+}
 
-    let control_port = match &cfg.daemon.control {
-        Some(Control::Tcp(a)) => Some(a.port()),
-        _ => None,
+/// The TCP control port, which no balancer may share.
+fn control_port(cfg: &Config, errors: &mut Vec<String>) -> Option<u16> {
+    let Some(Control::Tcp(a)) = &cfg.daemon.control else {
+        return None;
     };
-    if let Some(p) = control_port {
-        // The control port is closed on every interface but loopback, so a balancer on the
-        // same port number would be closed too.
-        for b in &cfg.balancers {
-            if b.listen
-                .iter()
-                .any(|a| a.port() == p && !a.ip().is_loopback())
-            {
-                errors.push(format!(
-                    "[firewall]: balancer {:?} listens on port {p}, the control port, which the firewall opens to loopback only; use another port for one of them",
-                    b.name
-                ));
-            }
+    let p = a.port();
+    // The control port is closed on every interface but loopback, so a balancer on the same
+    // port number would be closed too.
+    for b in &cfg.balancers {
+        if b.listen
+            .iter()
+            .any(|a| a.port() == p && !a.ip().is_loopback())
+        {
+            errors.push(format!(
+                "[firewall]: balancer {:?} listens on port {p}, the control port, which the firewall opens to loopback only; use another port for one of them",
+                b.name
+            ));
         }
     }
-    let control_allow = cfg.daemon.control_allow.iter().map(|n| mask(*n)).collect();
+    Some(p)
+}
 
-    let mut vrrp_peers = Vec::new();
-    let mut vrrp_ifaces: Vec<String> = Vec::new();
-    let mut vrrp_open_ifaces = Vec::new();
-    let mut nat_sources = Vec::new();
+/// What the `[[vrrp]]` sections give the ruleset.
+#[derive(Default)]
+struct VrrpParts {
+    peers: Vec<IpAddr>,
+    ifaces: Vec<String>,
+    open_ifaces: Vec<String>,
+    nat_sources: Vec<(IpAddr, u8)>,
+}
+
+fn vrrp_parts(cfg: &Config, back: Option<&str>, errors: &mut Vec<String>) -> VrrpParts {
+    let mut p = VrrpParts::default();
     for v in &cfg.vrrp {
         if let Err(e) = check_ifname(
             &format!("[[vrrp]] vrid {}: interface", v.vrid),
@@ -341,45 +454,25 @@ pub fn build(cfg: &Config) -> Result<Ruleset, Vec<String>> {
         ) {
             errors.push(e);
         }
-        push_unique(&mut vrrp_ifaces, v.interface.clone());
+        push_unique(&mut p.ifaces, v.interface.clone());
         if v.peers.is_empty() {
-            push_unique(&mut vrrp_open_ifaces, v.interface.clone());
+            push_unique(&mut p.open_ifaces, v.interface.clone());
         }
-        for p in &v.peers {
-            push_unique(&mut vrrp_peers, *p);
+        for peer in &v.peers {
+            push_unique(&mut p.peers, *peer);
         }
-        if back.as_deref() == Some(v.interface.as_str()) {
+        if back == Some(v.interface.as_str()) {
             // The config module has checked the form; an unparsable one is skipped, not fatal.
             for n in v
                 .addresses
                 .iter()
                 .filter_map(|a| crate::config::parse_cidr(a))
             {
-                push_unique(&mut nat_sources, mask(n));
+                push_unique(&mut p.nat_sources, mask(n));
             }
         }
     }
-
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    Ok(Ruleset {
-        backend,
-        front,
-        back,
-        listeners,
-        vrrp_peers,
-        vrrp_ifaces,
-        vrrp_open_ifaces,
-        control_port,
-        control_allow,
-        allow,
-        servers,
-        nat,
-        nat_sources,
-        syn_rate,
-        bans: Vec::new(),
-    })
+    p
 }
 
 #[cfg(test)]

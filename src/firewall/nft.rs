@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::model::{Allow, Ban, Ruleset};
+use super::model::{Allow, Ban, Ruleset, VrrpFrom, net};
 
 /// fwlb's table, in family `inet` (one table for IPv4 and IPv6).
 pub const TABLE: &str = "fwlb";
@@ -162,34 +162,9 @@ fn parse_bans_json(json: &str) -> Result<Vec<Ban>, String> {
     Ok(bans)
 }
 
-/// A duration as nft prints it ("1h29m59s964ms").
+/// A duration as nft prints it ("1h29m59s964ms"): the configuration's own notation.
 fn parse_duration(s: &str) -> Option<Duration> {
-    if s.is_empty() {
-        return None;
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let n: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "d" => Duration::from_secs(86_400),
-            "h" => Duration::from_secs(3600),
-            "m" => Duration::from_secs(60),
-            "s" => Duration::from_secs(1),
-            "ms" => Duration::from_millis(1),
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += unit.checked_mul(u32::try_from(n).ok()?)?;
-    }
-    Some(total)
+    crate::config::duration::parse(s).ok()
 }
 
 fn parse_bans_text(text: &str) -> Result<Vec<Ban>, String> {
@@ -248,11 +223,11 @@ pub fn delete() -> String {
 }
 
 fn saddr(ip: IpAddr) -> &'static str {
-    if ip.is_ipv4() {
-        "ip saddr"
-    } else {
-        "ip6 saddr"
-    }
+    saddr_of(ip.is_ipv4())
+}
+
+fn saddr_of(v4: bool) -> &'static str {
+    if v4 { "ip saddr" } else { "ip6 saddr" }
 }
 
 fn daddr(ip: IpAddr) -> &'static str {
@@ -260,16 +235,6 @@ fn daddr(ip: IpAddr) -> &'static str {
         "ip daddr"
     } else {
         "ip6 daddr"
-    }
-}
-
-/// `ADDR` for a single host, `ADDR/LEN` for a network.
-fn net((ip, len): (IpAddr, u8)) -> String {
-    let host = if ip.is_ipv4() { 32 } else { 128 };
-    if len == host {
-        ip.to_string()
-    } else {
-        format!("{ip}/{len}")
     }
 }
 
@@ -323,8 +288,10 @@ fn set_block(o: &mut String, name: &str, ty: &str, meter: bool, elements: &[Stri
 /// The whole script for `nft -f -` (see the module notes). Meant for `Backend::Nftables`;
 /// with an empty `front` (no firewall configured) the text matches no interface.
 pub fn render(rs: &Ruleset) -> String {
-    let front = rs.front.as_str();
     let mut o = String::new();
+    // No back prefix known: the sources to masquerade are learned from the forward chain.
+    let nat_learn = rs.nat && rs.nat_sources.is_empty();
+    let servers = rs.server_ips();
     let _ = writeln!(
         o,
         "# fwlb firewall, generated from the configuration: apply with `nft -f -`."
@@ -336,8 +303,24 @@ pub fn render(rs: &Ruleset) -> String {
     let _ = writeln!(o, "table inet {TABLE} {{}}");
     let _ = writeln!(o, "delete table inet {TABLE}");
     let _ = writeln!(o, "table inet {TABLE} {{");
+    sets(&mut o, rs, nat_learn);
+    input_chain(&mut o, rs, !servers.is_empty());
+    front_in_chain(&mut o, rs);
+    if let Some(back) = &rs.back {
+        if !servers.is_empty() {
+            back_in_chain(&mut o, back, &servers);
+        }
+        forward_chain(&mut o, rs, back, nat_learn);
+    }
+    if rs.nat {
+        postrouting_chain(&mut o, rs, nat_learn);
+    }
+    let _ = writeln!(o, "}}");
+    o
+}
 
-    // Sets.
+/// The ban sets (with the bans to install) and the meters.
+fn sets(o: &mut String, rs: &Ruleset, nat_learn: bool) {
     let _ = writeln!(
         o,
         "\t# Banned sources (control port: ban IP [DURATION] / unban IP)."
@@ -352,7 +335,7 @@ pub fn render(rs: &Ruleset) -> String {
             .filter(|b| b.ip.is_ipv4() == v4)
             .map(|b| element(b.ip, b.timeout))
             .collect();
-        set_block(&mut o, name, ty, false, &elems);
+        set_block(o, name, ty, false, &elems);
     }
     let meter = |o: &mut String, name: &str, ty: &str| set_block(o, name, ty, true, &[]);
     if rs.syn_rate.is_some() {
@@ -360,26 +343,34 @@ pub fn render(rs: &Ruleset) -> String {
             o,
             "\t# syn_rate meters: one entry per source opening TCP connections on front."
         );
-        meter(&mut o, "synflood4", "ipv4_addr");
-        meter(&mut o, "synflood6", "ipv6_addr");
+        meter(o, "synflood4", "ipv4_addr");
+        meter(o, "synflood6", "ipv6_addr");
     }
-    let nat_learn = rs.nat && rs.nat_sources.is_empty();
     if nat_learn {
         let _ = writeln!(
             o,
             "\t# Sources forwarded from back to front: the ones to masquerade (no back prefix known)."
         );
-        meter(&mut o, "natsrc4", "ipv4_addr");
-        meter(&mut o, "natsrc6", "ipv6_addr");
+        meter(o, "natsrc4", "ipv4_addr");
+        meter(o, "natsrc6", "ipv6_addr");
     }
+}
 
-    // input: decisions for every interface, then one chain per fwlb interface.
+/// A chain's opening after a blank line; a base chain (`hook`: its type, hook and priority)
+/// with policy accept.
+fn chain(o: &mut String, name: &str, hook: Option<&str>) {
     let _ = writeln!(o);
-    let _ = writeln!(o, "\tchain input {{");
-    let _ = writeln!(
-        o,
-        "\t\ttype filter hook input priority filter; policy accept;"
-    );
+    let _ = writeln!(o, "\tchain {name} {{");
+    if let Some(h) = hook {
+        let _ = writeln!(o, "\t\ttype {h}; policy accept;");
+    }
+}
+
+/// input: decisions for every interface, then one chain per fwlb interface (back's only
+/// when it has servers).
+fn input_chain(o: &mut String, rs: &Ruleset, back_servers: bool) {
+    let front = rs.front.as_str();
+    chain(o, "input", Some("filter hook input priority filter"));
     let _ = writeln!(o, "\t\tiifname \"{front}\" ip saddr @banned4 counter drop");
     let _ = writeln!(o, "\t\tiifname \"{front}\" ip6 saddr @banned6 counter drop");
     let _ = writeln!(o, "\t\tct state established,related accept");
@@ -395,12 +386,27 @@ pub fn render(rs: &Ruleset) -> String {
         let _ = writeln!(o, "\t\ttcp dport {port} counter drop");
     }
     if !rs.vrrp_ifaces.is_empty() {
-        let _ = writeln!(
-            o,
-            "\t\t# VRRP (IP protocol 112) only from the peers; multicast from anyone where an instance lists no peers."
-        );
-        for iface in &rs.vrrp_ifaces {
-            if rs.vrrp_open_ifaces.contains(iface) {
+        vrrp_input(o, rs);
+    }
+    let _ = writeln!(o, "\t\tiifname \"{front}\" jump front_in");
+    if let Some(back) = &rs.back
+        && back_servers
+    {
+        let _ = writeln!(o, "\t\tiifname \"{back}\" jump back_in");
+    }
+    let _ = writeln!(o, "\t}}");
+}
+
+/// VRRP on the input chain: accepted from the peers (from anyone on an interface where an
+/// instance lists none), dropped otherwise.
+fn vrrp_input(o: &mut String, rs: &Ruleset) {
+    let _ = writeln!(
+        o,
+        "\t\t# VRRP (IP protocol 112) only from the peers; multicast from anyone where an instance lists no peers."
+    );
+    for (iface, from) in rs.vrrp_accepts() {
+        let v4 = match from {
+            VrrpFrom::Anyone => {
                 let _ = writeln!(
                     o,
                     "\t\tiifname \"{iface}\" meta l4proto vrrp ip daddr {VRRP_GROUP4} accept"
@@ -411,60 +417,34 @@ pub fn render(rs: &Ruleset) -> String {
                 );
                 continue;
             }
-            for (v4, group) in [(true, VRRP_GROUP4), (false, VRRP_GROUP6)] {
-                let peers = family(&rs.vrrp_peers, v4);
-                if peers.is_empty() {
-                    continue;
-                }
-                let (sa, da) = if v4 {
-                    ("ip saddr", "ip daddr")
-                } else {
-                    ("ip6 saddr", "ip6 daddr")
-                };
-                let peers = one_or_set(&peers);
-                let _ = writeln!(
-                    o,
-                    "\t\tiifname \"{iface}\" meta l4proto vrrp {sa} {peers} {da} {group} accept"
-                );
-                // Unicast VRRP (peers configured) is addressed to one of our own addresses.
-                let _ = writeln!(
-                    o,
-                    "\t\tiifname \"{iface}\" meta l4proto vrrp {sa} {peers} fib daddr type local accept"
-                );
-            }
-        }
-        let mut ifaces: Vec<&str> = vec![front];
-        for i in &rs.vrrp_ifaces {
-            if !ifaces.contains(&i.as_str()) {
-                ifaces.push(i);
-            }
-        }
+            VrrpFrom::Peers { v4 } => v4,
+        };
+        let (sa, da, group) = if v4 {
+            ("ip saddr", "ip daddr", VRRP_GROUP4)
+        } else {
+            ("ip6 saddr", "ip6 daddr", VRRP_GROUP6)
+        };
+        let peers = one_or_set(&family(&rs.vrrp_peers, v4));
         let _ = writeln!(
             o,
-            "\t\tiifname {} meta l4proto vrrp counter drop",
-            quoted_set(&ifaces)
+            "\t\tiifname \"{iface}\" meta l4proto vrrp {sa} {peers} {da} {group} accept"
+        );
+        // Unicast VRRP (peers configured) is addressed to one of our own addresses.
+        let _ = writeln!(
+            o,
+            "\t\tiifname \"{iface}\" meta l4proto vrrp {sa} {peers} fib daddr type local accept"
         );
     }
-    let _ = writeln!(o, "\t\tiifname \"{front}\" jump front_in");
-    let back_servers: Vec<IpAddr> = {
-        let mut v: Vec<IpAddr> = Vec::new();
-        for s in &rs.servers {
-            if !v.contains(&s.ip()) {
-                v.push(s.ip());
-            }
-        }
-        v
-    };
-    if let Some(back) = &rs.back
-        && !back_servers.is_empty()
-    {
-        let _ = writeln!(o, "\t\tiifname \"{back}\" jump back_in");
-    }
-    let _ = writeln!(o, "\t}}");
+    let _ = writeln!(
+        o,
+        "\t\tiifname {} meta l4proto vrrp counter drop",
+        quoted_set(&rs.vrrp_drop_ifaces())
+    );
+}
 
-    // front_in: default drop.
-    let _ = writeln!(o);
-    let _ = writeln!(o, "\tchain front_in {{");
+/// front_in: default drop.
+fn front_in_chain(o: &mut String, rs: &Ruleset) {
+    chain(o, "front_in", None);
     let _ = writeln!(o, "\t\tct state invalid counter drop");
     if let Some(rate) = rs.syn_rate {
         let n = rate.per_second;
@@ -479,6 +459,24 @@ pub fn render(rs: &Ruleset) -> String {
             );
         }
     }
+    listener_rules(o, rs);
+    icmp_rules(o);
+    if !rs.allow.is_empty() {
+        let _ = writeln!(o, "\t\t# allow");
+    }
+    for a in &rs.allow {
+        let from = match a.from {
+            Some(n) => format!("{} {} ", saddr(n.0), net(n)),
+            None => String::new(),
+        };
+        let p = a.proto.name();
+        let _ = writeln!(o, "\t\t{from}{p} dport {} accept", ports(a));
+    }
+    let _ = writeln!(o, "\t\tcounter drop");
+    let _ = writeln!(o, "\t}}");
+}
+
+fn listener_rules(o: &mut String, rs: &Ruleset) {
     if !rs.listeners.is_empty() {
         let _ = writeln!(o, "\t\t# The balancers' listeners.");
     }
@@ -498,6 +496,9 @@ pub fn render(rs: &Ruleset) -> String {
             );
         }
     }
+}
+
+fn icmp_rules(o: &mut String) {
     let _ = writeln!(
         o,
         "\t\t# ICMP that networks need: echo (rate limited), errors (PMTU), neighbour discovery."
@@ -518,96 +519,73 @@ pub fn render(rs: &Ruleset) -> String {
         o,
         "\t\ticmpv6 type echo-request limit rate {ECHO_RATE} accept"
     );
-    if !rs.allow.is_empty() {
-        let _ = writeln!(o, "\t\t# allow");
-    }
-    for a in &rs.allow {
-        let from = match a.from {
-            Some(n) => format!("{} {} ", saddr(n.0), net(n)),
-            None => String::new(),
-        };
-        let p = a.proto.name();
-        let _ = writeln!(o, "\t\t{from}{p} dport {} accept", ports(a));
-    }
-    let _ = writeln!(o, "\t\tcounter drop");
-    let _ = writeln!(o, "\t}}");
+}
 
-    // back_in: the servers (the chain's end falls back to the input policy, accept).
-    if let Some(back) = &rs.back
-        && !back_servers.is_empty()
-    {
-        let _ = writeln!(o);
-        let _ = writeln!(o, "\tchain back_in {{");
-        let _ = writeln!(
-            o,
-            "\t\t# The servers (counted; other traffic on {back} is left to the host's policy)."
-        );
-        for v4 in [true, false] {
-            let s = family(&back_servers, v4);
-            if !s.is_empty() {
-                let sa = if v4 { "ip saddr" } else { "ip6 saddr" };
-                let _ = writeln!(o, "\t\t{sa} {} counter accept", one_or_set(&s));
-            }
+/// back_in: the servers (the chain's end falls back to the input policy, accept).
+fn back_in_chain(o: &mut String, back: &str, servers: &[IpAddr]) {
+    chain(o, "back_in", None);
+    let _ = writeln!(
+        o,
+        "\t\t# The servers (counted; other traffic on {back} is left to the host's policy)."
+    );
+    for v4 in [true, false] {
+        let s = family(servers, v4);
+        if !s.is_empty() {
+            let _ = writeln!(o, "\t\t{} {} counter accept", saddr_of(v4), one_or_set(&s));
         }
-        let _ = writeln!(o, "\t}}");
     }
+    let _ = writeln!(o, "\t}}");
+}
 
-    // forward: back may go out through front, front may not start connections into back.
-    if let Some(back) = &rs.back {
-        let _ = writeln!(o);
-        let _ = writeln!(o, "\tchain forward {{");
-        let _ = writeln!(
-            o,
-            "\t\ttype filter hook forward priority filter; policy accept;"
-        );
-        let _ = writeln!(o, "\t\tct state established,related accept");
-        if nat_learn {
-            for (set, sa) in [("natsrc4", "ip saddr"), ("natsrc6", "ip6 saddr")] {
+/// forward: back may go out through front, front may not start connections into back.
+fn forward_chain(o: &mut String, rs: &Ruleset, back: &str, nat_learn: bool) {
+    let front = rs.front.as_str();
+    chain(o, "forward", Some("filter hook forward priority filter"));
+    let _ = writeln!(o, "\t\tct state established,related accept");
+    if nat_learn {
+        for (set, sa) in [("natsrc4", "ip saddr"), ("natsrc6", "ip6 saddr")] {
+            let _ = writeln!(
+                o,
+                "\t\tiifname \"{back}\" oifname \"{front}\" ct state new update @{set} {{ {sa} }}"
+            );
+        }
+    }
+    let _ = writeln!(o, "\t\tiifname \"{back}\" oifname \"{front}\" accept");
+    let _ = writeln!(o, "\t\tiifname \"{front}\" oifname \"{back}\" counter drop");
+    let _ = writeln!(o, "\t}}");
+}
+
+/// postrouting: masquerade the back network through front.
+fn postrouting_chain(o: &mut String, rs: &Ruleset, nat_learn: bool) {
+    let front = rs.front.as_str();
+    chain(
+        o,
+        "postrouting",
+        Some("nat hook postrouting priority srcnat"),
+    );
+    if nat_learn {
+        for (set, sa) in [("natsrc4", "ip saddr"), ("natsrc6", "ip6 saddr")] {
+            let _ = writeln!(o, "\t\toifname \"{front}\" {sa} @{set} masquerade");
+        }
+    } else {
+        for v4 in [true, false] {
+            let nets: Vec<String> = rs
+                .nat_sources
+                .iter()
+                .filter(|n| n.0.is_ipv4() == v4)
+                .map(|n| net(*n))
+                .collect();
+            if !nets.is_empty() {
                 let _ = writeln!(
                     o,
-                    "\t\tiifname \"{back}\" oifname \"{front}\" ct state new update @{set} {{ {sa} }}"
+                    "\t\toifname \"{front}\" {} {} masquerade",
+                    saddr_of(v4),
+                    one_or_set(&nets)
                 );
             }
         }
-        let _ = writeln!(o, "\t\tiifname \"{back}\" oifname \"{front}\" accept");
-        let _ = writeln!(o, "\t\tiifname \"{front}\" oifname \"{back}\" counter drop");
-        let _ = writeln!(o, "\t}}");
     }
-
-    // postrouting: masquerade the back network through front.
-    if rs.nat {
-        let _ = writeln!(o);
-        let _ = writeln!(o, "\tchain postrouting {{");
-        let _ = writeln!(
-            o,
-            "\t\ttype nat hook postrouting priority srcnat; policy accept;"
-        );
-        if nat_learn {
-            for (set, sa) in [("natsrc4", "ip saddr"), ("natsrc6", "ip6 saddr")] {
-                let _ = writeln!(o, "\t\toifname \"{front}\" {sa} @{set} masquerade");
-            }
-        } else {
-            for v4 in [true, false] {
-                let nets: Vec<String> = rs
-                    .nat_sources
-                    .iter()
-                    .filter(|n| n.0.is_ipv4() == v4)
-                    .map(|n| net(*n))
-                    .collect();
-                if !nets.is_empty() {
-                    let sa = if v4 { "ip saddr" } else { "ip6 saddr" };
-                    let _ = writeln!(
-                        o,
-                        "\t\toifname \"{front}\" {sa} {} masquerade",
-                        one_or_set(&nets)
-                    );
-                }
-            }
-        }
-        let _ = writeln!(o, "\t}}");
-    }
-    let _ = writeln!(o, "}}");
-    o
+    let _ = writeln!(o, "\t}}");
 }
 
 #[cfg(test)]

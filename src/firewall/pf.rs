@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::model::{Allow, Ban, Proto, Ruleset};
+use super::model::{Allow, Ban, Proto, Ruleset, VrrpFrom, net};
 
 pub const ANCHOR: &str = "fwlb";
 pub const BANNED: &str = "fwlb_banned";
@@ -198,15 +198,6 @@ fn af(ip: IpAddr) -> &'static str {
     if ip.is_ipv4() { "inet" } else { "inet6" }
 }
 
-fn net((ip, len): (IpAddr, u8)) -> String {
-    let host = if ip.is_ipv4() { 32 } else { 128 };
-    if len == host {
-        ip.to_string()
-    } else {
-        format!("{ip}/{len}")
-    }
-}
-
 /// A table definition with exactly these addresses (`{ }` empties it on load).
 fn table(o: &mut String, name: &str, ips: &[IpAddr]) {
     let list: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
@@ -227,7 +218,6 @@ fn port_spec(a: &Allow) -> String {
 
 /// The anchor text (see the module notes).
 pub fn render(rs: &Ruleset) -> String {
-    let front = rs.front.as_str();
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -241,42 +231,62 @@ pub fn render(rs: &Ruleset) -> String {
 
     // Tables: loading replaces their contents with these lists.
     let banned: Vec<IpAddr> = rs.bans.iter().map(|b| b.ip).collect();
-    let mut servers: Vec<IpAddr> = Vec::new();
-    for s in &rs.servers {
-        if !servers.contains(&s.ip()) {
-            servers.push(s.ip());
-        }
-    }
+    let servers = rs.server_ips();
     table(&mut o, BANNED, &banned);
     table(&mut o, PEERS, &rs.vrrp_peers);
     table(&mut o, SERVERS, &servers);
 
     // Translation rules come before filter rules (pf.conf's required order).
     if let (true, Some(back)) = (rs.nat, &rs.back) {
-        let _ = writeln!(o);
+        nat_rules(&mut o, rs, back);
+    }
+    host_rules(&mut o, rs);
+    if !rs.vrrp_ifaces.is_empty() {
+        vrrp_rules(&mut o, rs);
+    }
+    if let Some(back) = &rs.back
+        && !servers.is_empty()
+    {
+        let _ = writeln!(o, "# back: the servers.");
         let _ = writeln!(
             o,
-            "# nat: the back network goes out through front's own address (not its aliases: the VIPs)."
+            "pass in quick on {back} from <{SERVERS}> to any keep state"
         );
-        if rs.nat_sources.is_empty() {
-            for fam in ["inet", "inet6"] {
-                let _ = writeln!(
-                    o,
-                    "nat on {front} {fam} from ({back}:network) to any -> ({front}:0)"
-                );
-            }
-        } else {
-            for n in &rs.nat_sources {
-                let _ = writeln!(
-                    o,
-                    "nat on {front} {} from {} to any -> ({front}:0)",
-                    af(n.0),
-                    net(*n)
-                );
-            }
+    }
+    front_rules(&mut o, rs);
+    o
+}
+
+/// nat: the back network out through front's own address.
+fn nat_rules(o: &mut String, rs: &Ruleset, back: &str) {
+    let front = rs.front.as_str();
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "# nat: the back network goes out through front's own address (not its aliases: the VIPs)."
+    );
+    if rs.nat_sources.is_empty() {
+        for fam in ["inet", "inet6"] {
+            let _ = writeln!(
+                o,
+                "nat on {front} {fam} from ({back}:network) to any -> ({front}:0)"
+            );
+        }
+    } else {
+        for n in &rs.nat_sources {
+            let _ = writeln!(
+                o,
+                "nat on {front} {} from {} to any -> ({front}:0)",
+                af(n.0),
+                net(*n)
+            );
         }
     }
+}
 
+/// Bans first, the host's own traffic out, then the control port.
+fn host_rules(o: &mut String, rs: &Ruleset) {
+    let front = rs.front.as_str();
     let _ = writeln!(o);
     let _ = writeln!(o, "# Banned sources first.");
     let _ = writeln!(
@@ -288,37 +298,41 @@ pub fn render(rs: &Ruleset) -> String {
         "# The host's own traffic out of front keeps state, so its replies pass the final drop."
     );
     let _ = writeln!(o, "pass out on {front} all keep state");
-
-    if let Some(port) = rs.control_port {
+    let Some(port) = rs.control_port else {
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "# The control port: loopback only (and control_allow), on every interface."
+    );
+    let _ = writeln!(
+        o,
+        "pass in quick on {LOOPBACK} proto tcp from any to any port {port} keep state"
+    );
+    for n in &rs.control_allow {
         let _ = writeln!(
             o,
-            "# The control port: loopback only (and control_allow), on every interface."
-        );
-        let _ = writeln!(
-            o,
-            "pass in quick on {LOOPBACK} proto tcp from any to any port {port} keep state"
-        );
-        for n in &rs.control_allow {
-            let _ = writeln!(
-                o,
-                "pass in quick {} proto tcp from {} to any port {port} keep state",
-                af(n.0),
-                net(*n)
-            );
-        }
-        let _ = writeln!(
-            o,
-            "block drop in quick proto tcp from any to any port {port} label \"fwlb-control\""
+            "pass in quick {} proto tcp from {} to any port {port} keep state",
+            af(n.0),
+            net(*n)
         );
     }
+    let _ = writeln!(
+        o,
+        "block drop in quick proto tcp from any to any port {port} label \"fwlb-control\""
+    );
+}
 
-    if !rs.vrrp_ifaces.is_empty() {
-        let _ = writeln!(
-            o,
-            "# VRRP only from the peers; multicast from anyone where an instance lists no peers."
-        );
-        for iface in &rs.vrrp_ifaces {
-            if rs.vrrp_open_ifaces.contains(iface) {
+/// VRRP accepted from the peers (from anyone on an interface where an instance lists none),
+/// dropped otherwise.
+fn vrrp_rules(o: &mut String, rs: &Ruleset) {
+    let _ = writeln!(
+        o,
+        "# VRRP only from the peers; multicast from anyone where an instance lists no peers."
+    );
+    for (iface, from) in rs.vrrp_accepts() {
+        let (fam, group) = match from {
+            VrrpFrom::Anyone => {
                 let _ = writeln!(
                     o,
                     "pass in quick on {iface} inet proto {VRRP} from any to {VRRP_GROUP4} no state"
@@ -329,55 +343,46 @@ pub fn render(rs: &Ruleset) -> String {
                 );
                 continue;
             }
-            for (fam, group) in [("inet", VRRP_GROUP4), ("inet6", VRRP_GROUP6)] {
-                if !rs.vrrp_peers.iter().any(|p| af(*p) == fam) {
-                    continue;
-                }
-                let _ = writeln!(
-                    o,
-                    "pass in quick on {iface} {fam} proto {VRRP} from <{PEERS}> to {group} no state"
-                );
-                // Unicast VRRP goes to one of our addresses; (self) follows address changes.
-                let _ = writeln!(
-                    o,
-                    "pass in quick on {iface} {fam} proto {VRRP} from <{PEERS}> to (self) no state"
-                );
-            }
-        }
-        let mut ifaces: Vec<&str> = vec![front];
-        for i in &rs.vrrp_ifaces {
-            if !ifaces.contains(&i.as_str()) {
-                ifaces.push(i);
-            }
-        }
-        let on = if ifaces.len() == 1 {
-            front.to_string()
-        } else {
-            format!("{{ {} }}", ifaces.join(" "))
+            VrrpFrom::Peers { v4: true } => ("inet", VRRP_GROUP4),
+            VrrpFrom::Peers { v4: false } => ("inet6", VRRP_GROUP6),
         };
         let _ = writeln!(
             o,
-            "block drop in quick on {on} proto {VRRP} label \"fwlb-vrrp\""
+            "pass in quick on {iface} {fam} proto {VRRP} from <{PEERS}> to {group} no state"
         );
-    }
-
-    if let Some(back) = &rs.back
-        && !servers.is_empty()
-    {
-        let _ = writeln!(o, "# back: the servers.");
+        // Unicast VRRP goes to one of our addresses; (self) follows address changes.
         let _ = writeln!(
             o,
-            "pass in quick on {back} from <{SERVERS}> to any keep state"
+            "pass in quick on {iface} {fam} proto {VRRP} from <{PEERS}> to (self) no state"
         );
     }
+    let ifaces = rs.vrrp_drop_ifaces();
+    let on = match ifaces.as_slice() {
+        [one] => one.to_string(),
+        _ => format!("{{ {} }}", ifaces.join(" ")),
+    };
+    let _ = writeln!(
+        o,
+        "block drop in quick on {on} proto {VRRP} label \"fwlb-vrrp\""
+    );
+}
 
-    // Front: listeners, ICMP, allow entries, then the default drop.
+/// Front: listeners, ICMP, allow entries, then the default drop.
+fn front_rules(o: &mut String, rs: &Ruleset) {
+    let front = rs.front.as_str();
     let state = match rs.syn_rate {
         Some(r) => format!(
             "flags S/SA keep state (max-src-conn-rate {}/1)",
             r.per_second
         ),
         None => "flags S/SA keep state".to_string(),
+    };
+    let opts = |proto: Proto| {
+        if proto == Proto::Tcp {
+            state.as_str()
+        } else {
+            "keep state"
+        }
     };
     if !rs.listeners.is_empty() {
         let _ = writeln!(o, "# The balancers' listeners.");
@@ -388,19 +393,37 @@ pub fn render(rs: &Ruleset) -> String {
         } else {
             a.ip().to_string()
         };
-        let opts = if *proto == Proto::Tcp {
-            state.as_str()
-        } else {
-            "keep state"
+        let _ = writeln!(
+            o,
+            "pass in quick on {front} {} proto {} from any to {to} port {} {}",
+            af(a.ip()),
+            proto.name(),
+            a.port(),
+            opts(*proto)
+        );
+    }
+    icmp_rules(o, front);
+    if !rs.allow.is_empty() {
+        let _ = writeln!(o, "# allow");
+    }
+    for a in &rs.allow {
+        let (fam, from) = match a.from {
+            Some(n) => (format!(" {}", af(n.0)), net(n)),
+            None => (String::new(), "any".to_string()),
         };
         let _ = writeln!(
             o,
-            "pass in quick on {front} {} proto {} from any to {to} port {} {opts}",
-            af(a.ip()),
-            proto.name(),
-            a.port()
+            "pass in quick on {front}{fam} proto {} from {from} to any port {} {}",
+            a.proto.name(),
+            port_spec(a),
+            opts(a.proto)
         );
     }
+    let _ = writeln!(o, "# Everything else inbound on front.");
+    let _ = writeln!(o, "block drop in quick on {front} all label \"fwlb-front\"");
+}
+
+fn icmp_rules(o: &mut String, front: &str) {
     let _ = writeln!(
         o,
         "# ICMP that networks need (the kernel rate-limits replies: net.inet.icmp.icmplim)."
@@ -421,29 +444,6 @@ pub fn render(rs: &Ruleset) -> String {
         o,
         "pass in quick on {front} inet6 proto icmp6 icmp6-type echoreq keep state"
     );
-    if !rs.allow.is_empty() {
-        let _ = writeln!(o, "# allow");
-    }
-    for a in &rs.allow {
-        let (fam, from) = match a.from {
-            Some(n) => (format!(" {}", af(n.0)), net(n)),
-            None => (String::new(), "any".to_string()),
-        };
-        let opts = if a.proto == Proto::Tcp {
-            state.as_str()
-        } else {
-            "keep state"
-        };
-        let _ = writeln!(
-            o,
-            "pass in quick on {front}{fam} proto {} from {from} to any port {} {opts}",
-            a.proto.name(),
-            port_spec(a)
-        );
-    }
-    let _ = writeln!(o, "# Everything else inbound on front.");
-    let _ = writeln!(o, "block drop in quick on {front} all label \"fwlb-front\"");
-    o
 }
 
 #[cfg(test)]

@@ -163,135 +163,195 @@ pub fn budget(interval: Duration, priority: u8) -> Duration {
     interval * 3 + skew + Duration::from_millis(50)
 }
 
-pub fn evaluate(o: &Observed) -> Outcome {
-    let mut problems = Vec::new();
-    let t0 = o.t0;
-    // The new master: first moment every VRID is master, and each VRID's own moment.
-    let became = o
-        .to_seen
-        .iter()
-        .find(|(t, s)| *t >= t0 && all_in(s, "master") && !super::probe::any_standby(s))
-        .map(|(t, _)| *t);
-    let mut vrid_master_ms = BTreeMap::new();
-    for (t, s) in o.to_seen.iter().filter(|(t, _)| *t >= t0) {
-        for (vrid, st) in s.iter().flatten() {
-            if st == "master" {
-                vrid_master_ms.entry(*vrid).or_insert(since(t0, *t));
+/// The VRRP side of a drill's timeline.
+struct Moments {
+    /// The new master held every VRID (and no VRID was on standby).
+    became: Option<Instant>,
+    /// The old master let go of every VRID (down counts).
+    left: Option<Instant>,
+    /// The restored daemon answered (restore only).
+    daemon_up: Option<Instant>,
+    /// When each VRID of the new master became master, ms from the fault.
+    vrid_master_ms: BTreeMap<u8, f64>,
+}
+
+impl Moments {
+    fn of(o: &Observed) -> Moments {
+        let t0 = o.t0;
+        let became = o
+            .to_seen
+            .iter()
+            .find(|(t, s)| *t >= t0 && all_in(s, "master") && !super::probe::any_standby(s))
+            .map(|(t, _)| *t);
+        let mut vrid_master_ms = BTreeMap::new();
+        for (t, s) in o.to_seen.iter().filter(|(t, _)| *t >= t0) {
+            for (vrid, st) in s.iter().flatten() {
+                if st == "master" {
+                    vrid_master_ms.entry(*vrid).or_insert(since(t0, *t));
+                }
             }
         }
+        let daemon_up = (o.kind == Kind::Restore)
+            .then(|| o.to_seen.iter().find(|(t, s)| *t >= t0 && s.is_some()))
+            .flatten()
+            .map(|(t, _)| *t);
+        let left = o
+            .from_seen
+            .iter()
+            .find(|(t, s)| *t >= t0 && !any_master(s))
+            .map(|(t, _)| *t);
+        Moments {
+            became,
+            left,
+            daemon_up,
+            vrid_master_ms,
+        }
     }
-    let daemon_up = (o.kind == Kind::Restore)
-        .then(|| o.to_seen.iter().find(|(t, s)| *t >= t0 && s.is_some()))
-        .flatten()
-        .map(|(t, _)| *t);
-    // The old master let go of every VRID (down counts).
-    let left = o
-        .from_seen
-        .iter()
-        .find(|(t, s)| *t >= t0 && !any_master(s))
-        .map(|(t, _)| *t);
-    // Requests: who answered each one.
-    let served = |r: &Req| -> Option<String> {
+
+    /// Which host answered request `r`.
+    fn served(&self, o: &Observed, r: &Req) -> Option<String> {
         let seen = r.result.as_ref().ok()?;
         match seen.peer {
             Some(p) => (o.host_of)(p),
             // No server reported who relayed it (bare connects on a real pair): a request
             // started once the new master held everything and the old one nothing was
             // answered by the new master; one before the fault by the old.
-            None if r.end < t0 => Some(o.from.to_string()),
-            None => match (became, left) {
+            None if r.end < o.t0 => Some(o.from.to_string()),
+            None => match (self.became, self.left) {
                 (Some(b), Some(l)) if r.start >= b.max(l) => Some(o.to.to_string()),
                 _ => None,
             },
         }
-    };
+    }
+}
+
+impl Failure {
+    fn of(r: &Req, t0: Instant, kind: Option<Fail>) -> Failure {
+        Failure {
+            source: r.src.to_string(),
+            start_ms: since(t0, r.start),
+            connected_ms: r.connected.map(|c| since(t0, c)),
+            end_ms: since(t0, r.end),
+            kind,
+        }
+    }
+}
+
+pub fn evaluate(o: &Observed) -> Outcome {
+    let t0 = o.t0;
+    let m = Moments::of(o);
     let by_to: Vec<&Req> = o
         .reqs
         .iter()
-        .filter(|r| r.end >= t0 && served(r).as_deref() == Some(o.to))
+        .filter(|r| r.end >= t0 && m.served(o, r).as_deref() == Some(o.to))
         .collect();
     let vip_answered = by_to
         .iter()
         .filter_map(|r| r.connected.filter(|c| *c >= t0))
         .min();
     let first_success = by_to.iter().map(|r| r.end).min();
+    let rq = requests(o, &m);
+    let timeline = Timeline {
+        fault: 0.0,
+        daemon_up: m.daemon_up.map(|t| since(t0, t)),
+        became_master: m.became.map(|t| since(t0, t)),
+        vip_answered: vip_answered.map(|t| since(t0, t)),
+        first_success: first_success.map(|t| since(t0, t)),
+    };
+    let problems = problems(o, &m, first_success, &rq);
+    Outcome {
+        name: o.kind.name().into(),
+        title: o.kind.title().into(),
+        from: o.from.into(),
+        to: o.to.into(),
+        budget_ms: ms(o.budget),
+        timeline_ms: timeline,
+        vrid_master_ms: m.vrid_master_ms,
+        requests: rq,
+        pass: problems.is_empty(),
+        problems,
+        notes: Vec::new(),
+    }
+}
+
+/// Every request of the load loop, counted by how it went.
+fn requests(o: &Observed, m: &Moments) -> Requests {
+    let t0 = o.t0;
     let mut rq = Requests {
         total: o.reqs.len(),
         ..Default::default()
     };
     for r in o.reqs {
         let lat = r.end.saturating_duration_since(r.start);
+        let before_fault = r.start + Duration::from_millis(50) < t0;
         match &r.result {
             Ok(_) => {
                 rq.ok += 1;
-                if let Some(h) = served(r) {
+                if let Some(h) = m.served(o, r) {
                     *rq.served_by.entry(h).or_insert(0) += 1;
                 }
                 if lat > Duration::from_millis(500) {
                     rq.slow += 1;
-                    if r.start + Duration::from_millis(50) < t0 {
+                    if before_fault {
                         rq.slow_before_fault += 1;
                     }
-                    rq.slow_requests.push(Failure {
-                        source: r.src.to_string(),
-                        start_ms: since(t0, r.start),
-                        connected_ms: r.connected.map(|c| since(t0, c)),
-                        end_ms: since(t0, r.end),
-                        kind: None,
-                    });
+                    rq.slow_requests.push(Failure::of(r, t0, None));
                 }
                 rq.max_latency_ms = rq.max_latency_ms.max(ms(lat));
             }
             Err(f) => {
                 rq.failed += 1;
-                rq.failures.push(Failure {
-                    source: r.src.to_string(),
-                    start_ms: since(t0, r.start),
-                    connected_ms: r.connected.map(|c| since(t0, c)),
-                    end_ms: since(t0, r.end),
-                    kind: Some(*f),
-                });
+                rq.failures.push(Failure::of(r, t0, Some(*f)));
                 *rq.by_kind.entry(*f).or_insert(0) += 1;
                 if f.is_connect() {
                     rq.new_connections_lost += 1;
                 } else {
                     rq.broken += 1;
                 }
-                if r.start + Duration::from_millis(50) < t0 {
+                if before_fault {
                     rq.failed_before_fault += 1;
                 }
             }
         }
     }
-    let timeline = Timeline {
-        fault: 0.0,
-        daemon_up: daemon_up.map(|t| since(t0, t)),
-        became_master: became.map(|t| since(t0, t)),
-        vip_answered: vip_answered.map(|t| since(t0, t)),
-        first_success: first_success.map(|t| since(t0, t)),
-    };
+    rq
+}
+
+/// What makes the drill fail: too slow, requests lost, a split end.
+fn problems(
+    o: &Observed,
+    m: &Moments,
+    first_success: Option<Instant>,
+    rq: &Requests,
+) -> Vec<String> {
+    let mut problems = Vec::new();
     // The clock of a restore starts when the daemon is up: before, there is nothing to time.
-    let start = daemon_up.unwrap_or(t0);
+    let start = m.daemon_up.unwrap_or(o.t0);
     let budget_ms = ms(o.budget);
-    match became {
-        None => problems.push(format!("{} never held every VRID", o.to)),
-        Some(b) if b.saturating_duration_since(start) > o.budget => problems.push(format!(
-            "{} took {} ms to hold every VRID (budget {budget_ms} ms)",
-            o.to,
-            ms(b.saturating_duration_since(start))
-        )),
-        Some(_) => {}
+    // How long after the start, when that is over the budget.
+    let over = |t: Instant| {
+        Some(t.saturating_duration_since(start))
+            .filter(|d| *d > o.budget)
+            .map(ms)
+    };
+    if m.became.is_none() {
+        problems.push(format!("{} never held every VRID", o.to));
     }
-    if !o.reqs.is_empty() {
-        match first_success {
-            None => problems.push(format!("no client request was answered through {}", o.to)),
-            Some(f) if f.saturating_duration_since(start) > o.budget => problems.push(format!(
-                "the first request through {} was answered after {} ms (budget {budget_ms} ms)",
-                o.to,
-                ms(f.saturating_duration_since(start))
-            )),
-            Some(_) => {}
-        }
+    if let Some(took) = m.became.and_then(over) {
+        problems.push(format!(
+            "{} took {took} ms to hold every VRID (budget {budget_ms} ms)",
+            o.to
+        ));
+    }
+    // Without load (no balancer on a VIP) there is no request to answer.
+    if first_success.is_none() && !o.reqs.is_empty() {
+        problems.push(format!("no client request was answered through {}", o.to));
+    }
+    if let Some(took) = first_success.and_then(over) {
+        problems.push(format!(
+            "the first request through {} was answered after {took} ms (budget {budget_ms} ms)",
+            o.to
+        ));
     }
     if rq.failed_before_fault > 0 {
         problems.push(format!(
@@ -314,7 +374,7 @@ pub fn evaluate(o: &Observed) -> Outcome {
     // The end: the new master holds everything, the old one nothing (no split across VRIDs).
     let end_to: States = o.to_seen.last().and_then(|(_, s)| s.clone());
     let end_from: States = o.from_seen.last().and_then(|(_, s)| s.clone());
-    if became.is_some() && !all_in(&end_to, "master") {
+    if m.became.is_some() && !all_in(&end_to, "master") {
         problems.push(format!(
             "{} did not keep every VRID: {}",
             o.to,
@@ -328,19 +388,7 @@ pub fn evaluate(o: &Observed) -> Outcome {
             show(&end_from)
         ));
     }
-    Outcome {
-        name: o.kind.name().into(),
-        title: o.kind.title().into(),
-        from: o.from.into(),
-        to: o.to.into(),
-        budget_ms,
-        timeline_ms: timeline,
-        vrid_master_ms,
-        requests: rq,
-        pass: problems.is_empty(),
-        problems,
-        notes: Vec::new(),
-    }
+    problems
 }
 
 /// `1=master 2=backup`, or `down`.

@@ -64,76 +64,89 @@ fn proxy_json(p: &Option<(u8, Option<proxy::Addrs>)>) -> Value {
     }
 }
 
+/// Read what comes next onto `buf`; false at the end of the stream.
+async fn more(s: &mut TcpStream, buf: &mut Vec<u8>, chunk: &mut [u8]) -> Result<bool> {
+    let n = s.read(chunk).await?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n > 0)
+}
+
+/// `more`, waiting at most RAW_WAIT: false at the end of the stream or when nothing came.
+async fn more_soon(s: &mut TcpStream, buf: &mut Vec<u8>, chunk: &mut [u8]) -> Result<bool> {
+    match tokio::time::timeout(RAW_WAIT, more(s, buf, chunk)).await {
+        Ok(r) => r,
+        Err(_) => Ok(false),
+    }
+}
+
 async fn answer(mut s: TcpStream, peer: SocketAddr, name: Option<&str>) -> Result<()> {
     let local = s.local_addr()?;
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
-    // A PROXY header, if the first bytes are one.
-    let mut proxied: Option<(u8, Option<proxy::Addrs>)> = None;
-    loop {
-        match proxy::decode(&buf) {
-            Ok(proxy::Decoded::Header {
-                len,
-                version,
-                addrs,
-            }) => {
-                proxied = Some((version, addrs));
-                buf.drain(..len);
-                break;
-            }
-            Ok(proxy::Decoded::Incomplete) => {}
-            Err(_) => break,
-        }
-        match tokio::time::timeout(RAW_WAIT, s.read(&mut chunk)).await {
-            Ok(Ok(0)) | Err(_) => break,
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Ok(Err(e)) => return Err(e.into()),
-        }
-    }
+    let proxied = proxy_header(&mut s, &mut buf, &mut chunk).await?;
     // The first bytes after a PROXY header may come in a later segment (a balancer writes the
     // header as soon as it connects, the client's bytes when they arrive): read until the
     // start says whether this is HTTP.
-    while undecided(&buf) {
-        match tokio::time::timeout(RAW_WAIT, s.read(&mut chunk)).await {
-            Ok(Ok(0)) | Err(_) => break,
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Ok(Err(e)) => return Err(e.into()),
-        }
-    }
+    while undecided(&buf) && more_soon(&mut s, &mut buf, &mut chunk).await? {}
     let base = json!({
         "server": name,
         "peer": peer.to_string(),
         "local": local.to_string(),
         "proxy": proxy_json(&proxied),
     });
-    if !looks_like_http(&buf) {
+    if looks_like_http(&buf) {
+        answer_http(s, buf, chunk, base).await
+    } else {
         // Raw TCP: one JSON line with what came (up to a short wait), then close.
-        if buf.is_empty()
-            && let Ok(Ok(n)) = tokio::time::timeout(RAW_WAIT, s.read(&mut chunk)).await
-        {
-            buf.extend_from_slice(&chunk[..n]);
+        if buf.is_empty() {
+            // A read error here still gets the answer (the write reports the connection).
+            let _ = more_soon(&mut s, &mut buf, &mut chunk).await;
         }
         let mut v = base;
         v["data"] = Value::String(String::from_utf8_lossy(&buf).into_owned());
         s.write_all(format!("{v}\n").as_bytes()).await?;
         s.shutdown().await?;
-        return Ok(());
+        Ok(())
     }
-    // HTTP/1.x: answer every request of the connection (keep-alive, pipelining).
+}
+
+/// A PROXY header, if the first bytes are one (taken off `buf`).
+async fn proxy_header(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    chunk: &mut [u8],
+) -> Result<Option<(u8, Option<proxy::Addrs>)>> {
     loop {
-        let Some(end) = head_end(&buf) else {
-            if buf.len() > MAX_HEAD {
-                s.write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await?;
-                return Ok(());
+        match proxy::decode(buf) {
+            Ok(proxy::Decoded::Header {
+                len,
+                version,
+                addrs,
+            }) => {
+                buf.drain(..len);
+                return Ok(Some((version, addrs)));
             }
-            let n = s.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            Ok(proxy::Decoded::Incomplete) => {}
+            Err(_) => return Ok(None),
+        }
+        if !more_soon(s, buf, chunk).await? {
+            return Ok(None);
+        }
+    }
+}
+
+/// What the echo needs of a request head.
+struct Head {
+    request_line: String,
+    headers: Vec<Value>,
+    body_len: usize,
+    chunked: bool,
+    close: bool,
+}
+
+impl Head {
+    fn parse(head: &[u8]) -> Head {
+        let head = String::from_utf8_lossy(head);
         let mut lines = head.lines();
         let request_line = lines.next().unwrap_or("").to_string();
         let headers: Vec<Value> = lines
@@ -155,44 +168,83 @@ async fn answer(mut s: TcpStream, peer: SocketAddr, name: Option<&str>) -> Resul
             header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
         let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"))
             || request_line.ends_with("HTTP/1.0");
+        Head {
+            request_line,
+            headers,
+            body_len,
+            chunked,
+            close,
+        }
+    }
+}
+
+/// HTTP/1.x: answer every request of the connection (keep-alive, pipelining).
+async fn answer_http(
+    mut s: TcpStream,
+    mut buf: Vec<u8>,
+    mut chunk: Vec<u8>,
+    base: Value,
+) -> Result<()> {
+    loop {
+        let Some(end) = head_end(&buf) else {
+            if buf.len() > MAX_HEAD {
+                s.write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await?;
+                return Ok(());
+            }
+            if !more(&mut s, &mut buf, &mut chunk).await? {
+                return Ok(());
+            }
+            continue;
+        };
+        let head = Head::parse(&buf[..end]);
         buf.drain(..end);
         // Read the request body (so the next pipelined request lines up) and report its size.
-        let body = if chunked {
-            match read_chunked(&mut s, &mut buf, &mut chunk).await? {
-                Some(b) => b,
-                None => return Ok(()),
-            }
+        let body = if head.chunked {
+            read_chunked(&mut s, &mut buf, &mut chunk).await?
         } else {
-            let mut body = Vec::new();
-            while body.len() < body_len {
-                if buf.is_empty() {
-                    let n = s.read(&mut chunk).await?;
-                    if n == 0 {
-                        return Ok(());
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                }
-                let k = (body_len - body.len()).min(buf.len());
-                body.extend(buf.drain(..k));
-            }
-            body
+            read_body(&mut s, &mut buf, &mut chunk, head.body_len).await?
+        };
+        let Some(body) = body else {
+            return Ok(());
         };
         let mut v = base.clone();
-        v["request"] = Value::String(request_line);
-        v["headers"] = Value::Array(headers);
+        v["request"] = Value::String(head.request_line);
+        v["headers"] = Value::Array(head.headers);
         v["body_bytes"] = json!(body.len());
         let body = format!("{v}\n");
         let resp = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n{body}",
             body.len(),
-            if close { "Connection: close\r\n" } else { "" }
+            if head.close {
+                "Connection: close\r\n"
+            } else {
+                ""
+            }
         );
         s.write_all(resp.as_bytes()).await?;
-        if close {
+        if head.close {
             s.shutdown().await?;
             return Ok(());
         }
     }
+}
+
+/// A body of `len` bytes; None if the client went away first.
+async fn read_body(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    chunk: &mut [u8],
+    len: usize,
+) -> Result<Option<Vec<u8>>> {
+    let mut body = Vec::new();
+    while body.len() < len {
+        if buf.is_empty() && !more(s, buf, chunk).await? {
+            return Ok(None);
+        }
+        let k = (len - body.len()).min(buf.len());
+        body.extend(buf.drain(..k));
+    }
+    Ok(Some(body))
 }
 
 /// Read a chunked body; None if the client went away first. Bounded by MAX_BODY.
@@ -209,11 +261,9 @@ async fn read_chunked(
             if let Some(i) = buf.iter().position(|&b| b == b'\n') {
                 break i;
             }
-            let n = s.read(chunk).await?;
-            if n == 0 {
+            if !more(s, buf, chunk).await? {
                 return Ok(None);
             }
-            buf.extend_from_slice(&chunk[..n]);
         };
         let line = String::from_utf8_lossy(&buf[..line_end]).into_owned();
         buf.drain(..=line_end);
@@ -230,11 +280,9 @@ async fn read_chunked(
                     }
                     continue;
                 }
-                let n = s.read(chunk).await?;
-                if n == 0 {
+                if !more(s, buf, chunk).await? {
                     return Ok(None);
                 }
-                buf.extend_from_slice(&chunk[..n]);
             }
         }
         if body.len() + size > MAX_BODY {
@@ -242,11 +290,9 @@ async fn read_chunked(
         }
         // The data and its CRLF.
         while buf.len() < size + 2 {
-            let n = s.read(chunk).await?;
-            if n == 0 {
+            if !more(s, buf, chunk).await? {
                 return Ok(None);
             }
-            buf.extend_from_slice(&chunk[..n]);
         }
         body.extend_from_slice(&buf[..size]);
         buf.drain(..size + 2);

@@ -57,6 +57,14 @@ fn ask(control: &str, line: &str) -> Result<String> {
     Ok(reply)
 }
 
+impl Vrid {
+    /// `vrid N is STATE`, with ` (standby)` when it is.
+    fn state_line(&self) -> String {
+        let standby = if self.standby { " (standby)" } else { "" };
+        format!("vrid {} is {}{standby}", self.vrid, self.state)
+    }
+}
+
 fn vrids(control: &str) -> Result<Vec<Vrid>> {
     let reply = ask(control, "show vrrp json")?;
     let v: Value = serde_json::from_str(reply.trim())
@@ -148,10 +156,8 @@ fn refusal(local: &[Vrid], peer: &[Vrid], peer_addr: &str) -> Option<String> {
     for v in local {
         if v.state != "master" || v.standby {
             return Some(format!(
-                "this host is not the master of every VRID: vrid {} is {}{}",
-                v.vrid,
-                v.state,
-                if v.standby { " (standby)" } else { "" }
+                "this host is not the master of every VRID: {}",
+                v.state_line()
             ));
         }
     }
@@ -162,10 +168,8 @@ fn refusal(local: &[Vrid], peer: &[Vrid], peer_addr: &str) -> Option<String> {
             .and_then(|l| l.master.clone());
         if v.state != "backup" || v.standby {
             return Some(format!(
-                "the peer is not a healthy backup: vrid {} is {}{}",
-                v.vrid,
-                v.state,
-                if v.standby { " (standby)" } else { "" }
+                "the peer is not a healthy backup: {}",
+                v.state_line()
             ));
         }
         if v.master != ours {
@@ -195,34 +199,16 @@ pub fn main(opts: Options) -> i32 {
         eprintln!("fwlb drill: {e:#}");
         return 1;
     }
-    let local = match vrids(&opts.local) {
+    let Ready {
+        local,
+        peer,
+        targets,
+    } = match preflight(&opts) {
         Ok(v) => v,
-        Err(e) => {
-            eprintln!("fwlb drill: cannot read this host's VRRP state: {e:#}");
+        Err(why) => {
+            eprintln!("fwlb drill: {why}");
             return 1;
         }
-    };
-    let peer = match vrids(&opts.peer) {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("fwlb drill: refusing: the peer does not answer: {e:#}");
-            return 1;
-        }
-    };
-    if let Some(why) = refusal(&local, &peer, &opts.peer) {
-        eprintln!("fwlb drill: refusing: {why}");
-        return 1;
-    }
-    let targets = if opts.targets.is_empty() {
-        match targets(&opts.local, &local) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("fwlb drill: {e:#}");
-                return 1;
-            }
-        }
-    } else {
-        opts.targets.clone()
     };
     let me = local
         .first()
@@ -268,27 +254,62 @@ pub fn main(opts: Options) -> i32 {
     }
     rep.pass =
         rep.problems.is_empty() && rep.drills.len() == 2 && rep.drills.iter().all(|d| d.pass);
-    if opts.json {
-        match serde_json::to_string_pretty(&rep) {
-            Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("fwlb drill: {e}"),
-        }
+    rep.print(opts.json);
+    if rep.pass { 0 } else { 1 }
+}
+
+/// What a drill starts from.
+struct Ready {
+    local: Vec<Vrid>,
+    peer: Vec<Vrid>,
+    /// Where the load goes.
+    targets: Vec<SocketAddrV4>,
+}
+
+/// Both hosts' VRIDs, once they show the drill may run. Err: why not.
+fn preflight(opts: &Options) -> Result<Ready, String> {
+    let local =
+        vrids(&opts.local).map_err(|e| format!("cannot read this host's VRRP state: {e:#}"))?;
+    let peer =
+        vrids(&opts.peer).map_err(|e| format!("refusing: the peer does not answer: {e:#}"))?;
+    if let Some(why) = refusal(&local, &peer, &opts.peer) {
+        return Err(format!("refusing: {why}"));
+    }
+    let targets = if opts.targets.is_empty() {
+        targets(&opts.local, &local).map_err(|e| format!("{e:#}"))?
     } else {
-        print!("{}", report::drills_table(&rep.drills));
-        if let Some(n) = rep.accepted_by_peer {
+        opts.targets.clone()
+    };
+    Ok(Ready {
+        local,
+        peer,
+        targets,
+    })
+}
+
+impl DrillReport {
+    fn print(&self, json: bool) {
+        if json {
+            match serde_json::to_string_pretty(self) {
+                Ok(s) => println!("{s}"),
+                Err(e) => eprintln!("fwlb drill: {e}"),
+            }
+            return;
+        }
+        print!("{}", report::drills_table(&self.drills));
+        if let Some(n) = self.accepted_by_peer {
             println!("\nthe peer accepted {n} connection(s) while it held the VIPs");
         }
-        for d in &rep.drills {
+        for d in &self.drills {
             for p in &d.problems {
                 println!("  {}: {p}", d.title);
             }
         }
-        for p in &rep.problems {
+        for p in &self.problems {
             println!("  {p}");
         }
-        println!("\n{}", if rep.pass { "PASS" } else { "FAIL" });
+        println!("\n{}", if self.pass { "PASS" } else { "FAIL" });
     }
-    if rep.pass { 0 } else { 1 }
 }
 
 /// One timed move of every VRID from `from` to `to`: `act` starts it (t0 just before).

@@ -190,6 +190,38 @@ impl Report {
             names.join(", ")
         ));
         out.push_str("network\n");
+        out.push_str(&self.network_table());
+        if !self.traffic.is_empty() {
+            out.push_str(&self.traffic_table());
+        }
+        if !self.drills.is_empty() {
+            out.push_str(
+                "\ndrills (ms from the fault; budget 3 x interval + skew + 50 ms; load: a request every 10 ms)\n",
+            );
+            out.push_str(&drills_table(&self.drills));
+        }
+        let problems = self.problems_and_notes();
+        if !problems.is_empty() {
+            out.push('\n');
+            for p in problems {
+                out.push_str(&format!("  {p}\n"));
+            }
+        }
+        if let Some(e) = &self.error {
+            out.push_str(&format!("\nstopped: {e}\n"));
+        }
+        out.push_str(&format!(
+            "\n{}: {} traffic check(s), {} drill(s) in {:.1} s\n",
+            if self.pass { "PASS" } else { "FAIL" },
+            self.traffic.len(),
+            self.drills.len(),
+            self.duration_ms / 1000.0
+        ));
+        out
+    }
+
+    /// One row per segment: its network, VIPs, and who is on it.
+    fn network_table(&self) -> String {
         let mut rows = Vec::new();
         for s in &self.segments {
             let mut who: Vec<String> = self
@@ -218,62 +250,63 @@ impl Report {
                 who.join(", "),
             ]);
         }
-        out.push_str(&table(&["segment", "network", "VRRP", "on it"], &rows));
-        if !self.traffic.is_empty() {
-            let via = self
-                .traffic
-                .iter()
-                .flat_map(|t| t.served_by.keys())
-                .cloned()
-                .collect::<std::collections::BTreeSet<_>>();
-            out.push_str(&format!(
-                "\ntraffic (relayed by {})\n",
-                via.into_iter().collect::<Vec<_>>().join(", ")
-            ));
-            let rows: Vec<Vec<String>> = self
-                .traffic
-                .iter()
-                .map(|t| {
-                    let spread: Vec<String> = t
-                        .by_server
-                        .iter()
-                        .map(|(s, n)| format!("{}={n}", s.split(':').next().unwrap_or(s)))
-                        .collect();
-                    let ca = match t.client_address_ok {
-                        Some(true) => format!("{} ok", t.client_address),
-                        Some(false) => format!("{} WRONG", t.client_address),
-                        None => "not passed on".into(),
-                    };
-                    vec![
-                        t.balancer.clone(),
-                        t.listen.clone(),
-                        t.algorithm.clone(),
-                        format!("{}/{}", t.failed, t.requests),
-                        spread.join(" "),
-                        ca,
-                        verdict(t.pass),
-                    ]
-                })
-                .collect();
-            out.push_str(&table(
-                &[
-                    "balancer",
-                    "listen",
-                    "algorithm",
-                    "failed",
-                    "answers per server",
-                    "client address",
-                    "result",
-                ],
-                &rows,
-            ));
-        }
-        if !self.drills.is_empty() {
-            out.push_str(
-                "\ndrills (ms from the fault; budget 3 x interval + skew + 50 ms; load: a request every 10 ms)\n",
-            );
-            out.push_str(&drills_table(&self.drills));
-        }
+        table(&["segment", "network", "VRRP", "on it"], &rows)
+    }
+
+    /// The traffic checks, under a line naming the hosts that relayed them.
+    fn traffic_table(&self) -> String {
+        let via = self
+            .traffic
+            .iter()
+            .flat_map(|t| t.served_by.keys())
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>();
+        let mut out = format!(
+            "\ntraffic (relayed by {})\n",
+            via.into_iter().collect::<Vec<_>>().join(", ")
+        );
+        let rows: Vec<Vec<String>> = self
+            .traffic
+            .iter()
+            .map(|t| {
+                let spread: Vec<String> = t
+                    .by_server
+                    .iter()
+                    .map(|(s, n)| format!("{}={n}", s.split(':').next().unwrap_or(s)))
+                    .collect();
+                let ca = match t.client_address_ok {
+                    Some(true) => format!("{} ok", t.client_address),
+                    Some(false) => format!("{} WRONG", t.client_address),
+                    None => "not passed on".into(),
+                };
+                vec![
+                    t.balancer.clone(),
+                    t.listen.clone(),
+                    t.algorithm.clone(),
+                    format!("{}/{}", t.failed, t.requests),
+                    spread.join(" "),
+                    ca,
+                    verdict(t.pass),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "balancer",
+                "listen",
+                "algorithm",
+                "failed",
+                "answers per server",
+                "client address",
+                "result",
+            ],
+            &rows,
+        ));
+        out
+    }
+
+    /// Every problem of the traffic checks and drills, then the notes.
+    fn problems_and_notes(&self) -> Vec<String> {
         let mut problems = Vec::new();
         for t in &self.traffic {
             for p in &t.problems {
@@ -297,23 +330,7 @@ impl Report {
         for n in &self.notes {
             problems.push(format!("(note) {n}"));
         }
-        if !problems.is_empty() {
-            out.push('\n');
-            for p in problems {
-                out.push_str(&format!("  {p}\n"));
-            }
-        }
-        if let Some(e) = &self.error {
-            out.push_str(&format!("\nstopped: {e}\n"));
-        }
-        out.push_str(&format!(
-            "\n{}: {} traffic check(s), {} drill(s) in {:.1} s\n",
-            if self.pass { "PASS" } else { "FAIL" },
-            self.traffic.len(),
-            self.drills.len(),
-            self.duration_ms / 1000.0
-        ));
-        out
+        problems
     }
 }
 

@@ -156,68 +156,15 @@ fn load_dir(dir: &Path) -> Result<Vec<(String, PathBuf, crate::config::Config)>,
 
 pub fn main(opts: Options) -> i32 {
     if opts.clean {
-        if let Err(code) = prerequisites(false) {
-            return code;
-        }
-        let removed = netns::clean();
-        if removed.is_empty() {
-            println!("fwlb lab: nothing to clean");
-        }
-        for r in removed {
-            println!("fwlb lab: removed {r}");
-        }
-        return 0;
+        return clean();
     }
-    let dir = match lab_dir(opts.dir.clone()) {
+    let (dir, topo, nft) = match topology(opts.dir.clone()) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let drills = match drills(opts.drills.as_deref()) {
         Ok(d) => d,
-        Err(e) => {
-            eprintln!("fwlb lab: {e}");
-            return 1;
-        }
-    };
-    let hosts = match load_dir(&dir) {
-        Ok(h) => h,
-        Err(errs) => {
-            for e in errs {
-                eprintln!("{e}");
-            }
-            return 1;
-        }
-    };
-    let nft = hosts
-        .iter()
-        .any(|(_, _, c)| c.firewall.as_ref().is_some_and(|f| f.backend == "nftables"));
-    let topo = match topo::derive(hosts) {
-        Ok(t) => t,
-        Err(errs) => {
-            for e in errs {
-                eprintln!("fwlb lab: {}: {e}", dir.display());
-            }
-            return 1;
-        }
-    };
-    let drills: Vec<Kind> = match &opts.drills {
-        None => Kind::LAB.to_vec(),
-        Some(names) => {
-            let mut v = Vec::new();
-            for n in names.iter().flat_map(|n| n.split(',')) {
-                if n == "none" {
-                    continue;
-                }
-                match Kind::from_name(n) {
-                    Some(k) => v.push(k),
-                    None => {
-                        let all: Vec<&str> = Kind::LAB.iter().map(|k| k.name()).collect();
-                        eprintln!(
-                            "fwlb lab: no drill {n:?}; drills: {} (or none)",
-                            all.join(", ")
-                        );
-                        return 1;
-                    }
-                }
-            }
-            Kind::LAB.into_iter().filter(|k| v.contains(k)).collect()
-        }
+        Err(code) => return code,
     };
     if let Err(code) = prerequisites(nft) {
         return code;
@@ -252,59 +199,80 @@ pub fn main(opts: Options) -> i32 {
     let res = lab.go(&drills, &mut rep);
     if let Err(e) = &res {
         rep.error = Some(format!("{e:#}"));
-        if let Some(net) = &lab.net {
-            for p in &net.procs {
-                let tail = p.log_tail(8);
-                if !tail.is_empty() && !interrupted() {
-                    eprintln!(
-                        "fwlb lab: last lines of {} ({}):\n{tail}",
-                        p.name,
-                        p.log.display()
-                    );
-                }
-            }
-        }
+        lab.show_logs();
     }
-    let keep = opts.keep && res.is_ok() && !interrupted();
-    if keep {
-        // Leave the pair as it started.
-        if let Err(e) = lab.ensure_initial(None).map(|_| ()) {
-            rep.error = Some(format!("{e:#}"));
-        }
-    }
-    if let Some(mut net) = lab.net.take() {
-        rep.pids = net.all_pids.clone();
-        if keep {
-            net.keep = true;
-            rep.kept = true;
-        } else {
-            let left = net.teardown();
-            if !left.is_empty() {
-                rep.error = Some(format!("could not remove: {}", left.join("; ")));
-            }
-        }
-    }
-    rep.duration_ms = lab.started.elapsed().as_secs_f64() * 1000.0;
+    lab.finish(&mut rep, opts.keep && res.is_ok() && !interrupted());
     rep.pass = rep.error.is_none()
         && rep.traffic.iter().all(|t| t.pass)
         && rep.drills.iter().all(|d| d.pass);
-    if opts.json {
-        match serde_json::to_string_pretty(&rep) {
-            Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("fwlb lab: {e}"),
-        }
-    } else {
-        print!("{}", rep.text());
-    }
-    if rep.kept {
-        let text = lab.keep_help();
-        if opts.json {
-            eprint!("{text}");
-        } else {
-            print!("{text}");
-        }
-    }
+    lab.print(&rep);
     if rep.pass { 0 } else { 1 }
+}
+
+/// `fwlb lab --clean`.
+fn clean() -> i32 {
+    if let Err(code) = prerequisites(false) {
+        return code;
+    }
+    let removed = netns::clean();
+    if removed.is_empty() {
+        println!("fwlb lab: nothing to clean");
+    }
+    for r in removed {
+        println!("fwlb lab: removed {r}");
+    }
+    0
+}
+
+/// The lab's directory, the topology its host configurations describe, and whether a host
+/// needs nftables. Err: the exit code, the problems printed.
+fn topology(given: Option<PathBuf>) -> Result<(PathBuf, Topology, bool), i32> {
+    let dir = lab_dir(given).map_err(|e| {
+        eprintln!("fwlb lab: {e}");
+        1
+    })?;
+    let hosts = load_dir(&dir).map_err(|errs| {
+        for e in errs {
+            eprintln!("{e}");
+        }
+        1
+    })?;
+    let nft = hosts
+        .iter()
+        .any(|(_, _, c)| c.firewall.as_ref().is_some_and(|f| f.backend == "nftables"));
+    let topo = topo::derive(hosts).map_err(|errs| {
+        for e in errs {
+            eprintln!("fwlb lab: {}: {e}", dir.display());
+        }
+        1
+    })?;
+    Ok((dir, topo, nft))
+}
+
+/// The drills `--drill` names (comma-separated or repeated; `none` for none), in the lab's
+/// order; all without it.
+fn drills(names: Option<&[String]>) -> Result<Vec<Kind>, i32> {
+    let Some(names) = names else {
+        return Ok(Kind::LAB.to_vec());
+    };
+    let mut v = Vec::new();
+    for n in names.iter().flat_map(|n| n.split(',')) {
+        if n == "none" {
+            continue;
+        }
+        match Kind::from_name(n) {
+            Some(k) => v.push(k),
+            None => {
+                let all: Vec<&str> = Kind::LAB.iter().map(|k| k.name()).collect();
+                eprintln!(
+                    "fwlb lab: no drill {n:?}; drills: {} (or none)",
+                    all.join(", ")
+                );
+                return Err(1);
+            }
+        }
+    }
+    Ok(Kind::LAB.into_iter().filter(|k| v.contains(k)).collect())
 }
 
 /// The host meant to be master: the highest priorities (the first host on a tie).
@@ -351,6 +319,66 @@ impl Lab {
         self.net
             .as_mut()
             .ok_or_else(|| anyhow!("the network is not built"))
+    }
+
+    /// The last lines of every process's log, after a failure (not after Ctrl-C).
+    fn show_logs(&self) {
+        let Some(net) = &self.net else {
+            return;
+        };
+        for p in &net.procs {
+            let tail = p.log_tail(8);
+            if !tail.is_empty() && !interrupted() {
+                eprintln!(
+                    "fwlb lab: last lines of {} ({}):\n{tail}",
+                    p.name,
+                    p.log.display()
+                );
+            }
+        }
+    }
+
+    /// Tear the network down, or with `keep` leave the pair up as it started.
+    fn finish(&mut self, rep: &mut Report, keep: bool) {
+        if keep {
+            // Leave the pair as it started.
+            if let Err(e) = self.ensure_initial(None).map(|_| ()) {
+                rep.error = Some(format!("{e:#}"));
+            }
+        }
+        if let Some(mut net) = self.net.take() {
+            rep.pids = net.all_pids.clone();
+            if keep {
+                net.keep = true;
+                rep.kept = true;
+            } else {
+                let left = net.teardown();
+                if !left.is_empty() {
+                    rep.error = Some(format!("could not remove: {}", left.join("; ")));
+                }
+            }
+        }
+        rep.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+    }
+
+    /// The report (text, or JSON on stdout), and how to enter a kept pair.
+    fn print(&self, rep: &Report) {
+        if self.json {
+            match serde_json::to_string_pretty(rep) {
+                Ok(s) => println!("{s}"),
+                Err(e) => eprintln!("fwlb lab: {e}"),
+            }
+        } else {
+            print!("{}", rep.text());
+        }
+        if rep.kept {
+            let text = self.keep_help();
+            if self.json {
+                eprint!("{text}");
+            } else {
+                print!("{text}");
+            }
+        }
     }
 
     fn base_report(&self, dir: &Path, cleaned: Vec<String>) -> Report {
@@ -676,26 +704,9 @@ impl Lab {
         if self.topo.targets.is_empty() {
             return Ok(None);
         }
-        let aims = self.aims();
-        let sources = self.topo.client.addrs.clone();
         let t0 = Instant::now();
         loop {
-            let (a2, s2) = (aims.clone(), sources.clone());
-            let reqs: Vec<Req> =
-                netns::run_in_ns(&self.topo.client.ns, move || -> Result<Vec<Req>> {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?;
-                    Ok(rt.block_on(async move {
-                        let mut out = Vec::new();
-                        for aim in &a2 {
-                            for src in &s2 {
-                                out.push(probe::request(aim, *src, REQ_TIMEOUT).await);
-                            }
-                        }
-                        out
-                    }))
-                })??;
+            let reqs = self.client_requests(1)?;
             let prompt = reqs.iter().all(|r| {
                 r.result.is_ok()
                     && r.end.saturating_duration_since(r.start) < Duration::from_millis(200)
@@ -856,72 +867,28 @@ impl Lab {
         let (hf, ht) = (self.topo.hosts[from].clone(), self.topo.hosts[to].clone());
         let w_to = Watcher::start(ht.control.clone(), POLL, enter(&ht.ns));
         let w_from = Watcher::start(hf.control.clone(), POLL, enter(&hf.ns));
-        let load = (!self.topo.targets.is_empty()).then(|| {
-            Load::start(
-                LoadSpec {
-                    aims: self.aims(),
-                    sources: self.topo.client.addrs.clone(),
-                    every: LOAD_EVERY,
-                    timeout: REQ_TIMEOUT,
-                    max: LOAD_MAX,
-                    limit: LOAD_LIMIT,
-                },
-                enter(&self.topo.client.ns),
-            )
-        });
+        let load = self.start_load();
         let host_of = self.host_name_of();
         let res = (|| -> Result<(Instant, Vec<String>)> {
             pause(BASELINE)?;
-            let mut notes = Vec::new();
-            let t0 = match k {
-                Kind::Kill => {
-                    // The whole daemon, parent and child at once: a crash nobody announces
-                    // (either one alone is handled by the other, which hands over).
-                    let pid = self.pid(from)?;
-                    let t = Instant::now();
-                    crate::sys::process::signal_group(pid, libc::SIGKILL)?;
-                    t
-                }
-                Kind::Term => {
-                    let pid = self.pid(from)?;
-                    let t = Instant::now();
-                    crate::sys::process::signal(pid, libc::SIGTERM)?;
-                    t
-                }
-                Kind::FrontLink => {
-                    let (ns, port) = self.front_port(from);
-                    netns::set_link(&ns, &port, false)?
-                }
-                Kind::BackLink => {
-                    let (ns, port) = self
-                        .back_port(from)
-                        .ok_or_else(|| anyhow!("no back segment"))?;
-                    netns::set_link(&ns, &port, false)?
-                }
-                Kind::Restore => self.start_daemon(to)?,
-                Kind::Handover => {
-                    let t = Instant::now();
-                    self.ctl(from, "vrrp standby")?;
-                    t
-                }
+            let t0 = self.fault(k, from, to)?;
+            let served_by_to = |r: &Req| {
+                r.result
+                    .as_ref()
+                    .ok()
+                    .and_then(|s| s.peer)
+                    .and_then(&host_of)
+                    .as_deref()
+                    == Some(ht.name.as_str())
             };
             // Until the new master holds everything, answers through it, and the old one
             // holds nothing; then a little longer, to see it stays that way.
             let mut done: Option<Instant> = None;
             while t0.elapsed() < DRILL_LIMIT {
                 pause(Duration::from_millis(10))?;
-                let served = load.as_ref().is_none_or(|l| {
-                    l.finished().iter().any(|r| {
-                        r.end >= t0
-                            && r.result
-                                .as_ref()
-                                .ok()
-                                .and_then(|s| s.peer)
-                                .and_then(&host_of)
-                                .as_deref()
-                                == Some(ht.name.as_str())
-                    })
-                });
+                let served = load
+                    .as_ref()
+                    .is_none_or(|l| l.finished().iter().any(|r| r.end >= t0 && served_by_to(r)));
                 let ok = probe::all_in(&w_to.latest(), "master")
                     && !probe::any_master(&w_from.latest())
                     && served;
@@ -931,19 +898,11 @@ impl Lab {
                     _ => {}
                 }
             }
-            if k == Kind::Kill {
-                let left = self.vips_held(from);
-                if !left.is_empty() {
-                    notes.push(format!(
-                        "the killed daemon left {} on {} (the restarted daemon removes them)",
-                        left.iter()
-                            .map(|(i, a)| format!("{a} ({i})"))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        hf.name
-                    ));
-                }
-            }
+            let notes = if k == Kind::Kill {
+                self.leftover_vips(from).into_iter().collect()
+            } else {
+                Vec::new()
+            };
             Ok((t0, notes))
         })();
         let reqs: Vec<Req> = match load {
@@ -969,32 +928,79 @@ impl Lab {
         Ok(out)
     }
 
+    /// The load loop through every target, when there are targets.
+    fn start_load(&self) -> Option<Load> {
+        (!self.topo.targets.is_empty()).then(|| {
+            Load::start(
+                LoadSpec {
+                    aims: self.aims(),
+                    sources: self.topo.client.addrs.clone(),
+                    every: LOAD_EVERY,
+                    timeout: REQ_TIMEOUT,
+                    max: LOAD_MAX,
+                    limit: LOAD_LIMIT,
+                },
+                enter(&self.topo.client.ns),
+            )
+        })
+    }
+
+    /// Cause drill `k`'s fault on host `from` (a restore starts `to`); when it happened.
+    fn fault(&mut self, k: Kind, from: usize, to: usize) -> Result<Instant> {
+        Ok(match k {
+            Kind::Kill => {
+                // The whole daemon, parent and child at once: a crash nobody announces
+                // (either one alone is handled by the other, which hands over).
+                let pid = self.pid(from)?;
+                let t = Instant::now();
+                crate::sys::process::signal_group(pid, libc::SIGKILL)?;
+                t
+            }
+            Kind::Term => {
+                let pid = self.pid(from)?;
+                let t = Instant::now();
+                crate::sys::process::signal(pid, libc::SIGTERM)?;
+                t
+            }
+            Kind::FrontLink => {
+                let (ns, port) = self.front_port(from);
+                netns::set_link(&ns, &port, false)?
+            }
+            Kind::BackLink => {
+                let (ns, port) = self
+                    .back_port(from)
+                    .ok_or_else(|| anyhow!("no back segment"))?;
+                netns::set_link(&ns, &port, false)?
+            }
+            Kind::Restore => self.start_daemon(to)?,
+            Kind::Handover => {
+                let t = Instant::now();
+                self.ctl(from, "vrrp standby")?;
+                t
+            }
+        })
+    }
+
+    /// A note on the addresses a killed daemon left on host `h`, if any.
+    fn leftover_vips(&self, h: usize) -> Option<String> {
+        let left = self.vips_held(h);
+        if left.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "the killed daemon left {} on {} (the restarted daemon removes them)",
+            left.iter()
+                .map(|(i, a)| format!("{a} ({i})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.topo.hosts[h].name
+        ))
+    }
+
     /// Requests through every target from every client address, three rounds, one at a
     /// time; then check each target's spread and client address.
     fn traffic(&mut self) -> Result<Vec<Traffic>> {
-        let aims = self.aims();
-        let sources = self.topo.client.addrs.clone();
-        let rounds = 3;
-        let (a2, s2) = (aims.clone(), sources.clone());
-        let reqs: Vec<Req> =
-            netns::run_in_ns(&self.topo.client.ns, move || -> Result<Vec<Req>> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                Ok(rt.block_on(async move {
-                    let mut out = Vec::new();
-                    for (ti, aim) in a2.iter().enumerate() {
-                        for _ in 0..rounds {
-                            for src in &s2 {
-                                let mut r = probe::request(aim, *src, REQ_TIMEOUT).await;
-                                r.target = ti;
-                                out.push(r);
-                            }
-                        }
-                    }
-                    out
-                }))
-            })??;
+        let reqs = self.client_requests(3)?;
         let host_of = self.host_name_of();
         let mut out = Vec::new();
         for (ti, t) in self.topo.targets.iter().enumerate() {
@@ -1007,6 +1013,30 @@ impl Lab {
             ));
         }
         Ok(out)
+    }
+
+    /// `rounds` requests through every target from every client address, one at a time, from
+    /// the client's namespace; each request knows its target.
+    fn client_requests(&self, rounds: usize) -> Result<Vec<Req>> {
+        let (aims, sources) = (self.aims(), self.topo.client.addrs.clone());
+        netns::run_in_ns(&self.topo.client.ns, move || -> Result<Vec<Req>> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(rt.block_on(async move {
+                let mut out = Vec::new();
+                for (ti, aim) in aims.iter().enumerate() {
+                    for _ in 0..rounds {
+                        for src in &sources {
+                            let mut r = probe::request(aim, *src, REQ_TIMEOUT).await;
+                            r.target = ti;
+                            out.push(r);
+                        }
+                    }
+                }
+                out
+            }))
+        })?
     }
 
     fn keep_help(&self) -> String {

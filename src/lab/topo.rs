@@ -189,17 +189,76 @@ fn v4(a: IpAddr) -> Option<Ipv4Addr> {
     }
 }
 
+/// A host as `derive` takes it: its name (the file's stem), its file and its configuration.
+pub type HostConfig = (String, PathBuf, Config);
+
+/// Each host's interfaces and the network each one is on.
+type IfNets = Vec<BTreeMap<String, Net>>;
+
+/// Each host's address on each segment, by segment.
+type HostAddrs = Vec<BTreeMap<usize, Ipv4Addr>>;
+
+/// Server addresses over both hosts (and emergency servers), with the ports to serve there.
+type ServerPorts = BTreeMap<Ipv4Addr, BTreeSet<u16>>;
+
+/// Ok when no stage so far found a problem.
+fn none_of(errs: Vec<String>) -> Result<(), Vec<String>> {
+    if errs.is_empty() { Ok(()) } else { Err(errs) }
+}
+
 /// Build the topology of hosts given as (name, file, configuration), in file-name order.
-pub fn derive(hosts: Vec<(String, PathBuf, Config)>) -> Result<Topology, Vec<String>> {
-    let mut errs = Vec::new();
-    let mut notes = Vec::new();
+/// Each stage reports every problem it finds; the next runs only when there were none.
+pub fn derive(hosts: Vec<HostConfig>) -> Result<Topology, Vec<String>> {
     if hosts.len() != 2 {
         return Err(vec![format!(
             "the lab needs the two host configurations of a pair (*.toml); found {}",
             hosts.len()
         )]);
     }
-    for (name, _, cfg) in &hosts {
+    let mut errs = check_hosts(&hosts);
+    let (ifnets, vips) = interface_networks(&hosts, &mut errs);
+    none_of(errs)?;
+    let nets: Vec<Net> = vips.keys().copied().collect();
+    none_of(one_interface_per_network(&hosts, &ifnets, &nets))?;
+    let server_ports = server_ports(&hosts, &nets)?;
+    let first = &hosts[0].2;
+    let roles = roles(first, &ifnets[0], nets, &server_ports);
+    let segments = segments(&roles, &vips);
+    // Reserved before any host or client takes one.
+    let mut taken: BTreeSet<Ipv4Addr> = vips.values().flatten().copied().collect();
+    taken.extend(server_ports.keys().copied());
+    let (host_addr, client_addrs) = addresses(&hosts, &ifnets, &roles, taken)?;
+    let out_hosts = hosts
+        .iter()
+        .enumerate()
+        .map(|(h, hc)| host(h, hc, &ifnets[h], &roles.nets, &host_addr[h]))
+        .collect();
+    let front = roles.front;
+    let client = Leaf {
+        ns: format!("{PREFIX}client"),
+        segment: front,
+        addrs: client_addrs,
+        gateway: segments[front].vips.first().copied(),
+        port: "client".into(),
+    };
+    let servers = server_sets(&roles, &segments, &server_ports);
+    let mut notes = Vec::new();
+    let targets = targets(first, &segments[front], &mut notes);
+    Ok(Topology {
+        hosts: out_hosts,
+        segments,
+        front,
+        client,
+        servers,
+        targets,
+        notes,
+    })
+}
+
+/// What each host's configuration must have for the lab.
+fn check_hosts(hosts: &[HostConfig]) -> Vec<String> {
+    let mut errs = Vec::new();
+    for (name, _, cfg) in hosts {
         if !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
@@ -224,10 +283,18 @@ pub fn derive(hosts: Vec<(String, PathBuf, Config)>) -> Result<Topology, Vec<Str
             ));
         }
     }
-    // Each host's interfaces and the network each one is on.
-    let mut ifnets: Vec<BTreeMap<String, Net>> = Vec::new();
+    errs
+}
+
+/// Each host's interfaces and their networks, from the [[vrrp]] addresses; and every network
+/// with the VRRP addresses in it.
+fn interface_networks(
+    hosts: &[HostConfig],
+    errs: &mut Vec<String>,
+) -> (IfNets, BTreeMap<Net, BTreeSet<Ipv4Addr>>) {
+    let mut ifnets = Vec::new();
     let mut vips: BTreeMap<Net, BTreeSet<Ipv4Addr>> = BTreeMap::new();
-    for (name, _, cfg) in &hosts {
+    for (name, _, cfg) in hosts {
         let mut m: BTreeMap<String, Net> = BTreeMap::new();
         for v in &cfg.vrrp {
             for a in &v.addresses {
@@ -268,13 +335,14 @@ pub fn derive(hosts: Vec<(String, PathBuf, Config)>) -> Result<Topology, Vec<Str
         }
         ifnets.push(m);
     }
-    if !errs.is_empty() {
-        return Err(errs);
-    }
-    // Segments: every network, each with exactly one interface of every host.
-    let nets: Vec<Net> = vips.keys().copied().collect();
+    (ifnets, vips)
+}
+
+/// Segments: every network, each with exactly one interface of every host.
+fn one_interface_per_network(hosts: &[HostConfig], ifnets: &IfNets, nets: &[Net]) -> Vec<String> {
+    let mut errs = Vec::new();
     for (h, (name, _, _)) in hosts.iter().enumerate() {
-        for net in &nets {
+        for net in nets {
             let n = ifnets[h].values().filter(|n| *n == net).count();
             if n != 1 {
                 errs.push(format!(
@@ -284,13 +352,14 @@ pub fn derive(hosts: Vec<(String, PathBuf, Config)>) -> Result<Topology, Vec<Str
             }
         }
     }
-    if !errs.is_empty() {
-        return Err(errs);
-    }
-    let seg_of = |a: Ipv4Addr| nets.iter().position(|n| n.contains(a));
-    // Server addresses and ports over both hosts (and emergency servers).
-    let mut server_ports: BTreeMap<Ipv4Addr, BTreeSet<u16>> = BTreeMap::new();
-    for (name, _, cfg) in &hosts {
+    errs
+}
+
+/// Every server address on one of the networks, with its ports.
+fn server_ports(hosts: &[HostConfig], nets: &[Net]) -> Result<ServerPorts, Vec<String>> {
+    let mut errs = Vec::new();
+    let mut ports = ServerPorts::new();
+    for (name, _, cfg) in hosts {
         for b in &cfg.balancers {
             let all = b
                 .servers
@@ -299,8 +368,8 @@ pub fn derive(hosts: Vec<(String, PathBuf, Config)>) -> Result<Topology, Vec<Str
                 .chain(b.emergency.iter().copied());
             for sa in all {
                 match v4(sa.ip()) {
-                    Some(ip) if seg_of(ip).is_some() => {
-                        server_ports.entry(ip).or_default().insert(sa.port());
+                    Some(ip) if nets.iter().any(|n| n.contains(ip)) => {
+                        ports.entry(ip).or_default().insert(sa.port());
                     }
                     _ => errs.push(format!(
                         "{name}: balancer {}: server {sa} is on none of the pair's networks ({}): the lab puts mock servers on a network that has a [[vrrp]] address",
@@ -311,13 +380,32 @@ pub fn derive(hosts: Vec<(String, PathBuf, Config)>) -> Result<Topology, Vec<Str
             }
         }
     }
-    if !errs.is_empty() {
-        return Err(errs);
-    }
-    // Roles.
-    let first = &hosts[0].2;
+    none_of(errs)?;
+    Ok(ports)
+}
+
+/// The networks in the report's order (front first, then back, then the others) and which
+/// is which.
+struct Roles {
+    nets: Vec<Net>,
+    front: usize,
+    back: Option<usize>,
+    /// The segments with servers on them.
+    server_segs: BTreeSet<usize>,
+}
+
+/// Front is where the first host's balancers listen (else its `[firewall] front`, else the
+/// first network without servers); back is its `[firewall] back`, else another network with
+/// servers.
+fn roles(
+    first: &Config,
+    first_ifnets: &BTreeMap<String, Net>,
+    nets: Vec<Net>,
+    server_ports: &ServerPorts,
+) -> Roles {
+    let seg_of = |a: Ipv4Addr| nets.iter().position(|n| n.contains(a));
     let by_iface = |name: &Option<String>| -> Option<usize> {
-        let n = ifnets[0].get(name.as_deref()?)?;
+        let n = first_ifnets.get(name.as_deref()?)?;
         nets.iter().position(|x| x == n)
     };
     let fw_front = first.firewall.as_ref().and_then(|f| by_iface(&f.front));
@@ -333,19 +421,24 @@ pub fn derive(hosts: Vec<(String, PathBuf, Config)>) -> Result<Topology, Vec<Str
         .or_else(|| (0..nets.len()).find(|s| !server_segs.contains(s)))
         .unwrap_or(0);
     let back = fw_back.or_else(|| server_segs.iter().copied().find(|s| *s != front));
-    // Front first, then back, then the others (the order of the report).
     let mut order: Vec<usize> = (0..nets.len()).collect();
     order.sort_by_key(|&k| (k != front, Some(k) != back, k));
-    let nets: Vec<Net> = order.iter().map(|&k| nets[k]).collect();
     let remap = |k: usize| order.iter().position(|&o| o == k).unwrap_or(k);
-    let (front, back) = (remap(front), back.map(remap));
-    let server_segs: BTreeSet<usize> = server_segs.into_iter().map(remap).collect();
+    Roles {
+        nets: order.iter().map(|&k| nets[k]).collect(),
+        front: remap(front),
+        back: back.map(remap),
+        server_segs: server_segs.into_iter().map(remap).collect(),
+    }
+}
+
+fn segments(roles: &Roles, vips: &BTreeMap<Net, BTreeSet<Ipv4Addr>>) -> Vec<Segment> {
     let mut segments: Vec<Segment> = Vec::new();
     let mut extra = 0;
-    for (k, net) in nets.iter().enumerate() {
-        let name = if k == front {
+    for (k, net) in roles.nets.iter().enumerate() {
+        let name = if k == roles.front {
             "front".to_string()
-        } else if Some(k) == back {
+        } else if Some(k) == roles.back {
             "back".to_string()
         } else {
             extra += 1;
@@ -361,18 +454,69 @@ pub fn derive(hosts: Vec<(String, PathBuf, Config)>) -> Result<Topology, Vec<Str
                 .unwrap_or_default(),
         });
     }
-    // Addresses: reserved ones first, then each host's (a `peers` entry of the other host, or
-    // the lowest free one).
-    let mut taken: BTreeSet<Ipv4Addr> = vips.values().flatten().copied().collect();
-    taken.extend(server_ports.keys().copied());
-    let mut host_addr: Vec<BTreeMap<usize, Ipv4Addr>> = vec![BTreeMap::new(); hosts.len()];
+    segments
+}
+
+/// The segment of network `net`.
+fn index(nets: &[Net], net: &Net) -> usize {
+    nets.iter().position(|n| n == net).unwrap_or(0)
+}
+
+/// Each host's address on each segment (a `peers` entry of the other host, or the lowest
+/// free one), then the client's from the top of the front network.
+fn addresses(
+    hosts: &[HostConfig],
+    ifnets: &IfNets,
+    roles: &Roles,
+    mut taken: BTreeSet<Ipv4Addr>,
+) -> Result<(HostAddrs, Vec<Ipv4Addr>), Vec<String>> {
+    let nets = &roles.nets;
+    let mut errs = Vec::new();
+    let mut host_addr = peer_addresses(hosts, ifnets, nets, &mut taken, &mut errs);
+    for (seg, net) in nets.iter().enumerate() {
+        for ha in host_addr.iter_mut() {
+            if ha.contains_key(&seg) {
+                continue;
+            }
+            match net.hosts().find(|a| !taken.contains(a)) {
+                Some(a) => {
+                    ha.insert(seg, a);
+                    taken.insert(a);
+                }
+                None => errs.push(format!("{net} has no address left for a host")),
+            }
+        }
+    }
+    let front = nets[roles.front];
+    let client_addrs: Vec<Ipv4Addr> = front
+        .hosts()
+        .rev()
+        .filter(|a| !taken.contains(a))
+        .take(CLIENT_ADDRS)
+        .collect();
+    if client_addrs.is_empty() {
+        errs.push(format!("{front} has no address left for the client"));
+    }
+    none_of(errs)?;
+    Ok((host_addr, client_addrs))
+}
+
+/// The addresses the hosts' `peers` entries give the other host, by segment.
+fn peer_addresses(
+    hosts: &[HostConfig],
+    ifnets: &IfNets,
+    nets: &[Net],
+    taken: &mut BTreeSet<Ipv4Addr>,
+    errs: &mut Vec<String>,
+) -> HostAddrs {
+    let mut host_addr: HostAddrs = vec![BTreeMap::new(); hosts.len()];
     for (h, (_, _, cfg)) in hosts.iter().enumerate() {
         let other = 1 - h;
         for v in &cfg.vrrp {
             let Some(net) = ifnets[h].get(&v.interface) else {
                 continue;
             };
-            let seg = nets.iter().position(|n| n == net).unwrap_or(0);
+            let seg = index(nets, net);
             for p in v.peers.iter().filter_map(|p| v4(*p)) {
                 if !net.contains(p) {
                     continue;
@@ -390,88 +534,67 @@ pub fn derive(hosts: Vec<(String, PathBuf, Config)>) -> Result<Topology, Vec<Str
             }
         }
     }
-    for (seg, net) in nets.iter().enumerate() {
-        for ha in host_addr.iter_mut() {
-            if ha.contains_key(&seg) {
-                continue;
-            }
-            match net.hosts().find(|a| !taken.contains(a)) {
-                Some(a) => {
-                    ha.insert(seg, a);
-                    taken.insert(a);
-                }
-                None => errs.push(format!("{net} has no address left for a host")),
-            }
-        }
-    }
-    let client_addrs: Vec<Ipv4Addr> = nets[front]
-        .hosts()
-        .rev()
-        .filter(|a| !taken.contains(a))
-        .take(CLIENT_ADDRS)
-        .collect();
-    if client_addrs.is_empty() {
-        errs.push(format!(
-            "{} has no address left for the client",
-            nets[front]
-        ));
-    }
-    if !errs.is_empty() {
-        return Err(errs);
-    }
-    let mut out_hosts = Vec::new();
-    for (h, (name, path, cfg)) in hosts.iter().enumerate() {
-        let mut ifaces: Vec<HostIf> = ifnets[h]
-            .iter()
-            .map(|(iface, net)| {
-                let seg = nets.iter().position(|n| n == net).unwrap_or(0);
-                HostIf {
-                    name: iface.clone(),
-                    segment: seg,
-                    addr: host_addr[h][&seg],
-                    port: ifname(&format!("h{}-{iface}", h + 1)),
-                }
-            })
-            .collect();
-        ifaces.sort_by_key(|i| i.segment);
-        let control = match &cfg.daemon.control {
-            Some(Control::Tcp(a)) if a.ip().is_unspecified() => {
-                let lo: IpAddr = if a.is_ipv4() {
-                    Ipv4Addr::LOCALHOST.into()
-                } else {
-                    std::net::Ipv6Addr::LOCALHOST.into()
-                };
-                SocketAddr::new(lo, a.port()).to_string()
-            }
-            Some(c) => crate::control::describe(c),
-            None => String::new(),
-        };
-        out_hosts.push(Host {
-            name: name.clone(),
-            config: path.clone(),
-            cfg: cfg.clone(),
-            ns: format!("{PREFIX}{name}"),
-            ifaces,
-            control,
-        });
-    }
-    let gw = |seg: usize| segments[seg].vips.first().copied();
-    let client = Leaf {
-        ns: format!("{PREFIX}client"),
-        segment: front,
-        addrs: client_addrs,
-        gateway: gw(front),
-        port: "client".into(),
-    };
-    let servers: Vec<ServerSet> = server_segs
+    host_addr
+}
+
+/// Host number `h` (0 or 1) with its interfaces cabled to their segments.
+fn host(
+    h: usize,
+    (name, path, cfg): &HostConfig,
+    ifnets: &BTreeMap<String, Net>,
+    nets: &[Net],
+    addrs: &BTreeMap<usize, Ipv4Addr>,
+) -> Host {
+    let mut ifaces: Vec<HostIf> = ifnets
         .iter()
+        .map(|(iface, net)| {
+            let seg = index(nets, net);
+            HostIf {
+                name: iface.clone(),
+                segment: seg,
+                addr: addrs[&seg],
+                port: ifname(&format!("h{}-{iface}", h + 1)),
+            }
+        })
+        .collect();
+    ifaces.sort_by_key(|i| i.segment);
+    Host {
+        name: name.clone(),
+        config: path.clone(),
+        cfg: cfg.clone(),
+        ns: format!("{PREFIX}{name}"),
+        ifaces,
+        control: control_inside(cfg),
+    }
+}
+
+/// The host's control port as reached from inside its namespace (a wildcard is loopback).
+fn control_inside(cfg: &Config) -> String {
+    match &cfg.daemon.control {
+        Some(Control::Tcp(a)) if a.ip().is_unspecified() => {
+            let lo: IpAddr = if a.is_ipv4() {
+                Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            SocketAddr::new(lo, a.port()).to_string()
+        }
+        Some(c) => crate::control::describe(c),
+        None => String::new(),
+    }
+}
+
+/// One servers namespace per segment with servers on it.
+fn server_sets(roles: &Roles, segments: &[Segment], server_ports: &ServerPorts) -> Vec<ServerSet> {
+    let sets = &roles.server_segs;
+    sets.iter()
         .map(|&seg| {
             let listen: Vec<(Ipv4Addr, Vec<u16>)> = server_ports
                 .iter()
-                .filter(|(a, _)| nets[seg].contains(**a))
+                .filter(|(a, _)| roles.nets[seg].contains(**a))
                 .map(|(a, p)| (*a, p.iter().copied().collect()))
                 .collect();
-            let ns = if server_segs.len() == 1 {
+            let ns = if sets.len() == 1 {
                 format!("{PREFIX}servers")
             } else {
                 format!("{PREFIX}servers-{}", segments[seg].name)
@@ -481,24 +604,27 @@ pub fn derive(hosts: Vec<(String, PathBuf, Config)>) -> Result<Topology, Vec<Str
                     ns,
                     segment: seg,
                     addrs: listen.iter().map(|(a, _)| *a).collect(),
-                    gateway: gw(seg),
+                    gateway: segments[seg].vips.first().copied(),
                     port: ifname(&format!("servers-{}", segments[seg].name)),
                 },
                 listen,
             }
         })
-        .collect();
-    // What the client can reach: the first host's listen addresses on the front segment.
+        .collect()
+}
+
+/// What the client can reach: the first host's listen addresses on the front segment.
+fn targets(first: &Config, front: &Segment, notes: &mut Vec<String>) -> Vec<Target> {
     let mut targets = Vec::new();
     for b in &first.balancers {
         for l in &b.listen {
             let addrs: Vec<Ipv4Addr> = match l.ip() {
-                IpAddr::V4(a) if a.is_unspecified() => segments[front].vips.clone(),
-                IpAddr::V4(a) if nets[front].contains(a) => vec![a],
+                IpAddr::V4(a) if a.is_unspecified() => front.vips.clone(),
+                IpAddr::V4(a) if front.net.contains(a) => vec![a],
                 other => {
                     notes.push(format!(
                         "balancer {} listens on {other}, which the client on {} cannot reach: not checked",
-                        b.name, nets[front]
+                        b.name, front.net
                     ));
                     Vec::new()
                 }
@@ -519,15 +645,7 @@ pub fn derive(hosts: Vec<(String, PathBuf, Config)>) -> Result<Topology, Vec<Str
     if targets.is_empty() {
         notes.push("no balancer listens on the front network: the drills watch VRRP only".into());
     }
-    Ok(Topology {
-        hosts: out_hosts,
-        segments,
-        front,
-        client,
-        servers,
-        targets,
-        notes,
-    })
+    targets
 }
 
 #[cfg(test)]

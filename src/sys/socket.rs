@@ -173,12 +173,11 @@ pub fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     )?);
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
     #[test]
-    #[cfg(target_os = "linux")]
     fn accepted_sockets_inherit_nodelay() {
         let l = listener("127.0.0.1:0".parse().unwrap(), 8).unwrap();
         let addr = l.local_addr().unwrap();

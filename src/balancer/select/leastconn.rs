@@ -17,7 +17,6 @@ impl Select for LeastConn {
 mod tests {
     use super::super::testutil::*;
     use super::*;
-    use std::time::Instant;
 
     #[test]
     fn fewest_connections() {
@@ -25,22 +24,7 @@ mod tests {
         s[0].conns = 5;
         s[1].conns = 2;
         s[2].conns = 7;
-        let now = Instant::now();
-        let mut lc = LeastConn::default();
-        let mut picks = Vec::new();
-        for c in 0..6 {
-            let i = lc
-                .pick(&Pick {
-                    client: ip(c),
-                    port: 1,
-                    now,
-                    servers: &s,
-                    remembered: None,
-                })
-                .unwrap();
-            s[i].conns += 1;
-            picks.push(i);
-        }
+        let picks = connected_picks(&mut LeastConn::default(), &mut s, 6);
         // 2 -> 3 -> 4 -> 5 on server 1, then 0 and 1 alternate at 5, 6...
         assert_eq!(picks, vec![1, 1, 1, 0, 1, 0]);
     }

@@ -155,6 +155,30 @@ pub(crate) mod testutil {
         }
         counts
     }
+
+    /// Pick for `clients` distinct clients that stay connected (each pick adds a connection
+    /// to its server): the servers picked, in order.
+    pub fn connected_picks(
+        sel: &mut dyn Select,
+        s: &mut [ServerState],
+        clients: u32,
+    ) -> Vec<usize> {
+        let now = Instant::now();
+        let mut picks = Vec::new();
+        for c in 0..clients {
+            let p = Pick {
+                client: ip(c),
+                port: 1,
+                now,
+                servers: s,
+                remembered: None,
+            };
+            let Some(i) = sel.pick(&p) else { break };
+            s[i].conns += 1;
+            picks.push(i);
+        }
+        picks
+    }
 }
 
 #[cfg(test)]

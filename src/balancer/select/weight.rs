@@ -62,7 +62,6 @@ impl Select for Weight {
 mod tests {
     use super::super::testutil::*;
     use super::*;
-    use std::time::Instant;
 
     #[test]
     fn sequential_clients_split_by_weight() {
@@ -80,22 +79,7 @@ mod tests {
         s[1].cfg.weight = 3;
         s[0].conns = 2; // 2/1 = 2
         s[1].conns = 3; // 3/3 = 1
-        let now = Instant::now();
-        let mut w = Weight::default();
-        let mut picks = vec![];
-        for c in 0..4 {
-            let i = w
-                .pick(&Pick {
-                    client: ip(c),
-                    port: 1,
-                    now,
-                    servers: &s,
-                    remembered: None,
-                })
-                .unwrap();
-            s[i].conns += 1;
-            picks.push(i);
-        }
+        let picks = connected_picks(&mut Weight::default(), &mut s, 4);
         // 1: 3/3 -> 4/3, 5/3, then 6/3 = 2/1 tie ...
         assert_eq!(picks[..3], [1, 1, 1]);
         assert_eq!(s[0].conns + s[1].conns, 9);
