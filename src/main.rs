@@ -353,10 +353,12 @@ fn check(file: &Path, firewall: bool) -> ExitCode {
             }
             return ExitCode::FAILURE;
         }
-        Ok(rs) if firewall => match cfg.firewall.as_ref().map(|f| f.backend.as_str()) {
-            Some("nftables") => print!("{}", fwlb::firewall::nft::render(&rs)),
-            Some("pf") => print!("{}", fwlb::firewall::pf::render(&rs)),
-            _ => println!("# [firewall] backend = \"none\": nothing is installed"),
+        Ok(rs) if firewall => match rs.backend {
+            fwlb::firewall::Backend::Nftables => print!("{}", fwlb::firewall::nft::render(&rs)),
+            fwlb::firewall::Backend::Pf => print!("{}", fwlb::firewall::pf::render(&rs)),
+            fwlb::firewall::Backend::None => {
+                println!("# [firewall] backend = \"none\": nothing is installed")
+            }
         },
         Ok(_) => {}
     }

@@ -264,6 +264,11 @@ impl Balancer {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Forget client-table entries past `tracking` (the daemon's once-a-second housekeeping).
+    pub fn expire_clients(&self, now: Instant) {
+        self.lock().clients.expire(now);
+    }
+
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Acquire)
     }

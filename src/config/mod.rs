@@ -185,9 +185,29 @@ pub struct Vrrp {
     pub garp_interval: Duration,
 }
 
+/// Which firewall `[firewall] backend` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirewallBackend {
+    Nftables,
+    Pf,
+    /// Nothing is installed; the ruleset is still built so `fwlb check` validates it.
+    None,
+}
+
+impl FirewallBackend {
+    /// The name the configuration spells it with.
+    pub fn name(self) -> &'static str {
+        match self {
+            FirewallBackend::Nftables => "nftables",
+            FirewallBackend::Pf => "pf",
+            FirewallBackend::None => "none",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Firewall {
-    pub backend: String,
+    pub backend: FirewallBackend,
     pub front: Option<String>,
     pub back: Option<String>,
     pub allow: Vec<String>,
@@ -932,15 +952,15 @@ fn firewall(r: &mut Reader, t: &dyn TableLike) -> Firewall {
         ],
     );
     let backend = match r.string(t, "backend") {
-        None => "none".to_string(),
+        None | Some(("none", _)) => FirewallBackend::None,
+        Some(("nftables", _)) => FirewallBackend::Nftables,
+        Some(("pf", _)) => FirewallBackend::Pf,
         Some((s, item)) => {
-            if !["nftables", "pf", "none"].contains(&s) {
-                r.err_at(
-                    item,
-                    format!("`backend` must be \"nftables\", \"pf\" or \"none\", not {s:?}"),
-                );
-            }
-            s.to_string()
+            r.err_at(
+                item,
+                format!("`backend` must be \"nftables\", \"pf\" or \"none\", not {s:?}"),
+            );
+            FirewallBackend::None
         }
     };
     Firewall {

@@ -69,8 +69,9 @@ fn secs(d: Duration) -> u64 {
     d.as_secs()
 }
 
-/// Run one command line.
-pub fn execute(ctl: &Ctl, words: &[&str]) -> Reply {
+/// Run one command line. Commands that need the privileged parent or the disk await them;
+/// the rest run at once.
+pub async fn execute(ctl: &Ctl, words: &[&str]) -> Reply {
     let Some(&first) = words.first() else {
         return Reply::none();
     };
@@ -81,7 +82,7 @@ pub fn execute(ctl: &Ctl, words: &[&str]) -> Reply {
         return vrrp_operator(ctl, words);
     }
     if matches!(first, "ban" | "unban") || (first == "show" && words.get(1) == Some(&"bans")) {
-        return bans(ctl, words);
+        return bans(ctl, words).await;
     }
     if first == "pid" {
         return Reply::ok(format!("{}\n", ctl.pid()));
@@ -112,9 +113,12 @@ pub fn execute(ctl: &Ctl, words: &[&str]) -> Reply {
     } else {
         &words[1..]
     };
+    if cmd == "write" {
+        return write_cmd(ctl, lb, args.first().copied()).await;
+    }
     let r = run(ctl, lb, cmd, args, json);
     if r.mutated {
-        ctl.save_state();
+        ctl.save_state().await;
     }
     r.reply
 }
@@ -226,7 +230,6 @@ fn run(ctl: &Ctl, lb: &Arc<Balancer>, cmd: &str, args: &[&str], json: bool) -> O
             }
         }
         "status" => read(Reply::ok(status_html(ctl, lb))),
-        "write" => read(write_cmd(ctl, lb, arg)),
         "show" => read(show(ctl, lb, args, json)),
         "drain" | "enable" => changed(drain_enable(lb, cmd == "drain", arg, json)),
         // The JSON form adds the listen addresses (`fwlb drill` sends its load there).
@@ -712,74 +715,93 @@ fn show_clients(lb: &Balancer, json: bool, now: Instant) -> Reply {
     ))
 }
 
-/// `ban IP [DURATION]`, `unban IP`, `show bans [json]`: the firewall's dynamic ban sets,
-/// changed without reloading the rules.
-fn bans(ctl: &Ctl, words: &[&str]) -> Reply {
-    use crate::privsep::{Reply as P, Request};
+/// `ban IP... [DURATION]`, `unban IP...`, `show bans [json]`: the firewall's dynamic ban
+/// sets, changed without reloading the rules. The parent applies one command's addresses in
+/// one transaction; this task waits for it, the control-plane thread does not.
+async fn bans(ctl: &Ctl, words: &[&str]) -> Reply {
+    use crate::privsep::Request;
     let (true, Some(parent)) = (ctl.firewall, &ctl.privileged) else {
         return Reply::err("no firewall installed ([firewall] backend = \"nftables\")");
     };
-    let json = words.last() == Some(&"json");
-    match words {
-        ["ban", ip, rest @ ..] if rest.len() <= 1 => {
-            let Ok(ip) = ip.parse::<IpAddr>() else {
-                return Reply::err(format!("ban: {ip:?} is not an IP address"));
-            };
-            let timeout = match rest.first() {
-                None => None,
-                Some(d) => match crate::config::duration::parse(d) {
-                    Ok(d) => Some(d),
-                    Err(e) => return Reply::err(format!("ban: {e}")),
-                },
-            };
-            let secs = timeout.map(|t| t.as_secs().max(1));
-            match parent.call_ok(&Request::Ban { ip, secs }) {
-                Ok(()) => Reply::none(),
-                Err(e) => Reply::err(format!("ban {ip}: {e}")),
-            }
+    let (req, what) = match words {
+        ["ban", rest @ ..] if !rest.is_empty() => match ban_args(rest) {
+            Ok((ips, secs)) => (Request::Ban { ips, secs }, "ban"),
+            Err(e) => return Reply::err(format!("ban: {e}")),
+        },
+        ["unban", rest @ ..] if !rest.is_empty() => match addresses(rest) {
+            Ok(ips) => (Request::Unban { ips }, "unban"),
+            Err(e) => return Reply::err(format!("unban: {e}")),
+        },
+        ["show", "bans"] | ["show", "bans", "json"] => {
+            return show_bans(parent, words.last() == Some(&"json")).await;
         }
-        ["unban", ip] => {
-            let Ok(ip) = ip.parse::<IpAddr>() else {
-                return Reply::err(format!("unban: {ip:?} is not an IP address"));
-            };
-            match parent.call_ok(&Request::Unban { ip }) {
-                Ok(()) => Reply::none(),
-                Err(e) => Reply::err(format!("unban {ip}: {e}")),
-            }
-        }
-        ["show", "bans", ..] => {
-            let bans: Vec<crate::firewall::model::Ban> = match parent.call(&Request::ListBans) {
-                Ok((P::Bans(b), _)) => b
-                    .into_iter()
-                    .map(|(ip, secs)| crate::firewall::model::Ban {
-                        ip,
-                        timeout: secs.map(std::time::Duration::from_secs),
-                    })
-                    .collect(),
-                Ok((P::Error(e), _)) | Err(e) => return Reply::err(format!("show bans: {e}")),
-                Ok((other, _)) => return Reply::err(format!("show bans: unexpected {other:?}")),
-            };
-            if json {
-                let v: Vec<Value> = bans
-                    .iter()
-                    .map(|b| json!({ "ip": b.ip.to_string(), "timeout_ms": b.timeout.map(|t| t.as_millis() as u64) }))
-                    .collect();
-                return Reply::json(json!({ "bans": v }));
-            }
-            let rows: Vec<Vec<String>> = bans
-                .iter()
-                .map(|b| {
-                    vec![
-                        b.ip.to_string(),
-                        b.timeout
-                            .map_or("permanent".into(), |t| format!("{}s", t.as_secs())),
-                    ]
-                })
-                .collect();
-            Reply::ok(table(&["ip", "timeout"], &rows))
-        }
-        _ => Reply::err("usage: ban IP [DURATION] | unban IP | show bans [json]"),
+        _ => return Reply::err("usage: ban IP... [DURATION] | unban IP... | show bans [json]"),
+    };
+    match parent_call(parent.call_ok(req)).await {
+        Ok(()) => Reply::none(),
+        Err(e) => Reply::err(format!("{what}: {e}")),
     }
+}
+
+/// How long a control command waits for the privileged parent before it answers an error
+/// (the request may still be carried out: `show bans` tells).
+const PARENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn parent_call<T>(f: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::time::timeout(PARENT_TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "no answer from the privileged parent in {} s",
+                PARENT_TIMEOUT.as_secs()
+            ))
+        })
+}
+
+/// `IP... [DURATION]`: the addresses, and the ban's length in seconds (at least one).
+fn ban_args(words: &[&str]) -> Result<(Vec<IpAddr>, Option<u64>), String> {
+    let (ips, timeout) = match words.split_last() {
+        Some((last, ips)) if last.parse::<IpAddr>().is_err() && !ips.is_empty() => {
+            let d = crate::config::duration::parse(last).map_err(|e| e.to_string())?;
+            (ips, Some(d.as_secs().max(1)))
+        }
+        _ => (words, None),
+    };
+    Ok((addresses(ips)?, timeout))
+}
+
+fn addresses(words: &[&str]) -> Result<Vec<IpAddr>, String> {
+    words
+        .iter()
+        .map(|w| w.parse().map_err(|_| format!("{w:?} is not an IP address")))
+        .collect()
+}
+
+async fn show_bans(parent: &crate::privsep::Client, json: bool) -> Reply {
+    use crate::privsep::{Reply as P, Request};
+    let bans = match parent_call(parent.call(Request::ListBans)).await {
+        Ok(a) => match a.reply {
+            P::Bans(b) => b,
+            P::Error(e) => return Reply::err(format!("show bans: {e}")),
+            other => return Reply::err(format!("show bans: unexpected {other:?}")),
+        },
+        Err(e) => return Reply::err(format!("show bans: {e}")),
+    };
+    if json {
+        let v: Vec<Value> = bans
+            .iter()
+            .map(|(ip, ms)| json!({ "ip": ip.to_string(), "timeout_ms": ms }))
+            .collect();
+        return Reply::json(json!({ "bans": v }));
+    }
+    let rows: Vec<Vec<String>> = bans
+        .iter()
+        .map(|(ip, ms)| {
+            let left = ms.map_or("permanent".into(), |ms| format!("{}s", ms.div_ceil(1000)));
+            vec![ip.to_string(), left]
+        })
+        .collect();
+    Reply::ok(table(&["ip", "timeout"], &rows))
 }
 
 /// `show vrrp`: every VRRP instance (works without any balancer).
@@ -881,15 +903,17 @@ fn show_vrrp(ctl: &Ctl, json: bool) -> Reply {
 }
 
 /// pen's `write`: the running settings as pen commands, readable by `fwlb pen -F`.
-fn write_cmd(ctl: &Ctl, lb: &Balancer, arg: Option<&str>) -> Reply {
+async fn write_cmd(ctl: &Ctl, lb: &Balancer, arg: Option<&str>) -> Reply {
     let path = match (arg, &ctl.pen_file) {
         (Some(a), _) => std::path::PathBuf::from(a),
         (None, Some(p)) => p.clone(),
         (None, None) => return Reply::err("write: no FILE given and no -F file"),
     };
     let text = pen_config(lb);
-    match std::fs::write(&path, text) {
-        Ok(()) => Reply::none(),
+    let to = path.clone();
+    match tokio::task::spawn_blocking(move || std::fs::write(&to, text)).await {
+        Ok(Ok(())) => Reply::none(),
+        Ok(Err(e)) => Reply::err(format!("write {}: {e}", path.display())),
         Err(e) => Reply::err(format!("write {}: {e}", path.display())),
     }
 }

@@ -55,16 +55,24 @@ pub struct Ctl {
     /// The privileged parent, which changes the firewall's sets (None in tests and tools that
     /// run a balancer in-process).
     pub privileged: Option<Arc<crate::privsep::Client>>,
+    /// Held while the state file is written, so saves land in the order of their commands.
+    pub saving: tokio::sync::Mutex<()>,
 }
 
 impl Ctl {
     /// Persist runtime changes, if a state file is configured. A failure is logged, not fatal:
-    /// the change itself took effect.
-    pub fn save_state(&self) {
-        if let Some(p) = &self.state_file
-            && let Err(e) = state::save(p, &self.balancers)
-        {
-            warn!(target: "ctl", "cannot save state to {}: {e}", p.display());
+    /// the change itself took effect. The state is taken here; the file is written on a
+    /// blocking-pool thread (a slow disk must not hold the control-plane thread).
+    pub async fn save_state(&self) {
+        let Some(p) = &self.state_file else { return };
+        let _in_order = self.saving.lock().await;
+        let text = state::snapshot(&self.balancers);
+        let path = p.clone();
+        let written = tokio::task::spawn_blocking(move || state::write(&path, &text)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(target: "ctl", "cannot save state to {}: {e}", p.display()),
+            Err(e) => warn!(target: "ctl", "cannot save state to {}: {e}", p.display()),
         }
     }
 
@@ -149,7 +157,7 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(ctl: &Ctl, mut s: S, peer: &s
         }
         Err(_) | Ok(Ok(())) => match penctl::parse(&buf) {
             Ok(words) => {
-                let r = commands::execute(ctl, &words);
+                let r = commands::execute(ctl, &words).await;
                 if !words.is_empty() {
                     info!(target: "ctl", peer, command = %words.join(" "), error = r.error, "control command");
                 }

@@ -55,7 +55,8 @@ fn unix_ms(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-pub fn save(path: &Path, balancers: &[Arc<Balancer>]) -> std::io::Result<()> {
+/// The state file's text for the balancers as they are now.
+pub fn snapshot(balancers: &[Arc<Balancer>]) -> String {
     let now = Instant::now();
     let wall = SystemTime::now();
     let mut saved = Saved {
@@ -93,7 +94,12 @@ pub fn save(path: &Path, balancers: &[Arc<Balancer>]) -> std::io::Result<()> {
             servers,
         });
     }
-    let text = serde_json::to_string_pretty(&saved).map_err(std::io::Error::other)?;
+    // Plain structs of strings and numbers: serializing cannot fail.
+    serde_json::to_string_pretty(&saved).unwrap_or_default()
+}
+
+/// Write the state file atomically (a temporary file, synced, then renamed). Blocking.
+pub fn write(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;

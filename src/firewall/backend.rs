@@ -20,6 +20,14 @@ use anyhow::{Result, anyhow};
 
 use super::model::{Backend, Ban, Ruleset};
 
+/// One change to the ban sets, for [`Firewall::change_bans`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BanChange {
+    /// Ban for the duration (None or zero: until unbanned); banning again replaces it.
+    Ban(IpAddr, Option<Duration>),
+    Unban(IpAddr),
+}
+
 /// The operations the daemon needs from a firewall backend.
 pub trait Firewall: Send {
     /// What is installed, for logs: "table inet fwlb", "anchor fwlb", "nothing".
@@ -35,6 +43,18 @@ pub trait Firewall: Send {
 
     /// Lift a ban; succeeds if `ip` was not banned.
     fn unban(&mut self, ip: IpAddr) -> Result<()>;
+
+    /// Apply `changes` in order, all of them or (on nftables) none: the daemon batches the
+    /// ban requests that arrive together into one call.
+    fn change_bans(&mut self, changes: &[BanChange]) -> Result<()> {
+        for c in changes {
+            match *c {
+                BanChange::Ban(ip, timeout) => self.ban(ip, timeout)?,
+                BanChange::Unban(ip) => self.unban(ip)?,
+            }
+        }
+        Ok(())
+    }
 
     /// The bans in force, each with the time it has left (None: until unbanned).
     fn list_bans(&mut self) -> Result<Vec<Ban>>;
@@ -60,7 +80,9 @@ pub trait Firewall: Send {
 pub fn open(backend: Backend) -> Result<Box<dyn Firewall>> {
     match backend {
         Backend::None => Ok(Box::new(NoFirewall)),
-        Backend::Nftables if cfg!(target_os = "linux") => Ok(Box::new(Nft)),
+        #[cfg(target_os = "linux")]
+        Backend::Nftables => Ok(Box::new(Nft::open()?)),
+        #[cfg(not(target_os = "linux"))]
         Backend::Nftables => Err(anyhow!("[firewall] backend = \"nftables\" needs Linux")),
         #[cfg(target_os = "freebsd")]
         Backend::Pf => Ok(Box::new(Pf::open()?)),
@@ -100,10 +122,24 @@ impl Firewall for NoFirewall {
     }
 }
 
-/// nftables: the table `inet fwlb`, through `nft -f -` (`firewall::nft` renders, `sys::nft`
-/// runs). Bans carry their timeouts into the kernel's set.
-pub struct Nft;
+/// nftables: the table `inet fwlb`. The ruleset goes in through `nft -f -`
+/// (`firewall::nft` renders, `sys::nft` runs); the ban sets' elements change and are listed
+/// through netlink (`firewall::nft_netlink`), with their timeouts kept by the kernel.
+#[cfg(target_os = "linux")]
+pub struct Nft {
+    sets: super::nft_netlink::SetSocket,
+}
 
+#[cfg(target_os = "linux")]
+impl Nft {
+    pub fn open() -> Result<Nft> {
+        let sets = super::nft_netlink::SetSocket::open()
+            .map_err(|e| anyhow!("cannot open a netfilter netlink socket: {e}"))?;
+        Ok(Nft { sets })
+    }
+}
+
+#[cfg(target_os = "linux")]
 impl Firewall for Nft {
     fn describe(&self) -> &'static str {
         "table inet fwlb"
@@ -113,15 +149,18 @@ impl Firewall for Nft {
             .map_err(|e| anyhow!("cannot install the firewall: {e}"))
     }
     fn ban(&mut self, ip: IpAddr, timeout: Option<Duration>) -> Result<()> {
-        crate::sys::nft::apply(&super::nft::ban(ip, timeout)).map_err(|e| anyhow!("ban {ip}: {e}"))
+        self.change_bans(&[BanChange::Ban(ip, timeout)])
+            .map_err(|e| anyhow!("ban {ip}: {e:#}"))
     }
     fn unban(&mut self, ip: IpAddr) -> Result<()> {
-        crate::sys::nft::apply(&super::nft::unban(ip)).map_err(|e| anyhow!("unban {ip}: {e}"))
+        self.change_bans(&[BanChange::Unban(ip)])
+            .map_err(|e| anyhow!("unban {ip}: {e:#}"))
+    }
+    fn change_bans(&mut self, changes: &[BanChange]) -> Result<()> {
+        self.sets.change(changes).map_err(|e| anyhow!(e))
     }
     fn list_bans(&mut self) -> Result<Vec<Ban>> {
-        let listing = crate::sys::nft::run(&[], &super::nft::list_bans())
-            .map_err(|e| anyhow!("show bans: {e}"))?;
-        super::nft::parse_bans(&listing).map_err(|e| anyhow!("show bans: {e}"))
+        self.sets.list().map_err(|e| anyhow!("show bans: {e}"))
     }
     fn remove(&mut self) -> Result<()> {
         crate::sys::nft::apply(&super::nft::delete())

@@ -20,10 +20,12 @@
 pub mod backend;
 pub mod model;
 pub mod nft;
+#[cfg(target_os = "linux")]
+pub mod nft_netlink;
 pub mod pf;
 // The pfctl runner and error wording are tested on every OS; only FreeBSD opens /dev/pf.
 #[cfg(any(target_os = "freebsd", test))]
 pub mod pf_apply;
 
-pub use backend::{Firewall, open};
+pub use backend::{BanChange, Firewall, open};
 pub use model::{Allow, Backend, Ban, Proto, Rate, Ruleset, build, parse_allow, parse_rate};

@@ -7,13 +7,7 @@ use std::time::Duration;
 use crate::config::{self, Config, Control, parse_net};
 
 /// Which firewall the configuration asks for (`[firewall] backend`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Nftables,
-    Pf,
-    /// Nothing is installed; the ruleset is still built so `fwlb check` validates it.
-    None,
-}
+pub use crate::config::FirewallBackend as Backend;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Proto {
@@ -295,12 +289,7 @@ fn push_unique<T: PartialEq>(v: &mut Vec<T>, x: T) {
 pub fn build(cfg: &Config) -> Result<Ruleset, Vec<String>> {
     let mut errors = Vec::new();
     let fw = cfg.firewall.as_ref();
-    let backend = match fw.map(|f| f.backend.as_str()) {
-        Some("nftables") => Backend::Nftables,
-        Some("pf") => Backend::Pf,
-        // The config module already rejects other names; "none" and no section mean none.
-        _ => Backend::None,
-    };
+    let backend = fw.map_or(Backend::None, |f| f.backend);
     let (front, back) = interfaces(fw, backend, &mut errors);
     let nat = fw.is_some_and(|f| f.nat);
     if nat && back.is_none() {

@@ -237,9 +237,11 @@ fn topology(given: Option<PathBuf>) -> Result<(PathBuf, Topology, bool), i32> {
         }
         1
     })?;
-    let nft = hosts
-        .iter()
-        .any(|(_, _, c)| c.firewall.as_ref().is_some_and(|f| f.backend == "nftables"));
+    let nft = hosts.iter().any(|(_, _, c)| {
+        c.firewall
+            .as_ref()
+            .is_some_and(|f| f.backend == crate::config::FirewallBackend::Nftables)
+    });
     let topo = topo::derive(hosts).map_err(|errs| {
         for e in errs {
             eprintln!("fwlb lab: {}: {e}", dir.display());

@@ -1,21 +1,27 @@
 //! Privilege separation (architecture.md, "Process model"): the typed messages between the
 //! root parent and the chrooted, unprivileged child, and the child's side of the channel.
 //!
-//! Two socketpairs: `requests` carries the child's requests and the parent's replies (one
-//! message each, a listener's descriptor attached to a `Bind` reply); `pushes` carries the
-//! parent's own messages to the child (reload, stop). Messages are JSON: small, rare, and easy
-//! to read in a trace. The parent checks every request against the loaded configuration and
-//! refuses anything else.
+//! One SEQPACKET socketpair carries everything: the child's requests, each with an id, the
+//! parent's replies with the id they answer (in any order: the parent serves VIP changes
+//! before bans and reloads), and the parent's own pushes (reload, stop). A listener's
+//! descriptor rides on a `Bind` reply. Messages are JSON (small, and easy to read in a trace),
+//! cut into datagrams by [`frame`] with one size limit for both sides. The parent checks every
+//! request against the loaded configuration and refuses anything else.
+//!
+//! - `frame`: the datagram framing, pure.
+//! - `client`: the child's side, asynchronous: a call is a future, nothing waits on the thread.
+//! - `parent`: the privileged parent's loop; `worker`: its firewall thread (bans, reloads).
 
+pub mod client;
+pub mod frame;
 pub mod parent;
+mod worker;
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::OwnedFd;
-use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::sys::privsep::{Channel, MAX_MESSAGE};
+pub use client::{Answer, Client, Event};
 
 /// What the child may ask of the parent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,19 +32,19 @@ pub enum Request {
         interface: String,
         up: bool,
     },
-    /// Run the instance's configured notify script for `state` (master, backup, fault).
+    /// Run the instance's configured notify script for the state it entered.
     Notify {
         vrid: u8,
         interface: String,
-        state: String,
+        state: Transition,
     },
-    /// Put `ip` in the firewall's ban set, for `secs` or for good.
+    /// Put each address in the firewall's ban set, for `secs` or for good (one batch).
     Ban {
-        ip: IpAddr,
+        ips: Vec<IpAddr>,
         secs: Option<u64>,
     },
     Unban {
-        ip: IpAddr,
+        ips: Vec<IpAddr>,
     },
     /// The ban sets' contents.
     ListBans,
@@ -52,13 +58,32 @@ pub enum Request {
     Unknown,
 }
 
+/// The state a VRRP instance entered, for its notify script (`FWLB_STATE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transition {
+    Master,
+    Backup,
+    Fault,
+}
+
+impl Transition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transition::Master => "master",
+            Transition::Backup => "backup",
+            Transition::Fault => "fault",
+        }
+    }
+}
+
 /// The parent's answer to one request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     Ok,
     /// Refused or failed, with the reason (also logged by the parent).
     Error(String),
-    /// `ListBans`: (address, seconds left or None for permanent).
+    /// `ListBans`: (address, milliseconds left or None for permanent).
     Bans(Vec<(IpAddr, Option<u64>)>),
 }
 
@@ -84,56 +109,6 @@ pub fn encode<T: Serialize>(m: &T) -> Vec<u8> {
 /// Decode one message (the peer is another process: bad bytes are an error, not a panic).
 pub fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, String> {
     serde_json::from_slice(b).map_err(|e| format!("malformed message: {e}"))
-}
-
-/// The child's end of the request channel. Requests are rare (VRRP transitions, bans,
-/// reloads) and the parent answers in microseconds to milliseconds, so a blocking call under a
-/// lock is simpler than a second runtime-aware protocol.
-#[derive(Debug)]
-pub struct Client {
-    chan: Mutex<Channel>,
-}
-
-impl Client {
-    pub fn new(chan: Channel) -> Self {
-        Client {
-            chan: Mutex::new(chan),
-        }
-    }
-
-    /// Send `req` and wait for its reply (and descriptors).
-    pub fn call(&self, req: &Request) -> Result<(Reply, Vec<OwnedFd>), String> {
-        let chan = self.chan.lock().unwrap_or_else(|e| e.into_inner());
-        chan.send(&encode(req), &[])
-            .map_err(|e| format!("privileged parent unreachable: {e}"))?;
-        let mut buf = vec![0u8; 64 * 1024];
-        let (n, fds) = chan
-            .recv(&mut buf)
-            .map_err(|e| format!("privileged parent: {e}"))?;
-        if n == 0 {
-            return Err("the privileged parent is gone".into());
-        }
-        Ok((decode(&buf[..n])?, fds))
-    }
-
-    /// A request whose only answer is done or not.
-    pub fn call_ok(&self, req: &Request) -> Result<(), String> {
-        match self.call(req)?.0 {
-            Reply::Ok => Ok(()),
-            Reply::Error(e) => Err(e),
-            other => Err(format!("unexpected reply {other:?}")),
-        }
-    }
-}
-
-/// Read one push (blocking); None when the parent is gone.
-pub fn read_push(chan: &Channel) -> std::io::Result<Option<Push>> {
-    let mut buf = vec![0u8; MAX_MESSAGE];
-    let (n, _) = chan.recv(&mut buf)?;
-    if n == 0 {
-        return Ok(None);
-    }
-    Ok(Some(decode(&buf[..n]).unwrap_or(Push::Unknown)))
 }
 
 #[cfg(test)]

@@ -1,17 +1,22 @@
 //! The privileged parent: after the fork it only serves the child's requests, forwards stop
-//! signals, reloads the configuration on SIGHUP, and cleans up when the child ends. It is a
-//! plain poll loop (no runtime): small enough to read in one sitting.
+//! signals, reloads the configuration on SIGHUP, and cleans up when the child ends. A plain
+//! poll loop (no runtime), small enough to read in one sitting. VIP changes, notify scripts
+//! and listeners are served here at once; firewall work (bans, listings, ruleset reloads) goes
+//! to the firewall thread ([`super::worker`]), so a VIP change never waits behind it.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
-use super::{Push, Reply, Request, decode, encode};
-use crate::config::{self, Config};
+use super::frame::{self, Kind, Reassembler};
+use super::worker::{Job, Worker};
+use super::{Push, Reply, Request, Transition, decode, encode};
+use crate::config::{self, Config, FirewallBackend};
 use crate::sys::privsep::{self, Channel, Exit, SignalPipe};
 
 /// How long a notify script may run before it is killed.
@@ -20,62 +25,95 @@ const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The signals the parent handles itself.
 pub const SIGNALS: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD];
 
+/// The parent's sending side, shared by the main loop and the firewall thread: one lock, so
+/// the fragments of one message go out back to back.
+pub struct Outbox {
+    chan: Channel,
+    sending: Mutex<()>,
+}
+
+impl Outbox {
+    fn send(&self, kind: Kind, id: u64, body: &[u8], fds: &[BorrowedFd<'_>]) {
+        let _one_at_a_time = self.sending.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, d) in frame::split(kind, id, body).iter().enumerate() {
+            let attach = if k == 0 { fds } else { &[] };
+            if let Err(e) = self.chan.send(d, attach) {
+                warn!(target: "priv", "cannot reach the child: {e}");
+                return;
+            }
+        }
+    }
+
+    /// Answer request `id`.
+    pub fn reply(&self, id: u64, r: &Reply) {
+        self.send(Kind::Reply, id, &encode(r), &[]);
+    }
+
+    pub fn push(&self, p: &Push) {
+        self.send(Kind::Push, 0, &encode(p), &[]);
+    }
+}
+
 /// What the parent holds after the fork.
 pub struct Parent {
-    pub cfg: Config,
+    /// The configuration in force: requests are checked against it; the firewall thread
+    /// replaces it after a reload took.
+    cfg: Arc<RwLock<Config>>,
     /// The file to re-read on SIGHUP (None: built from a command line, as `fwlb pen`).
-    pub reload_path: Option<PathBuf>,
-    pub child: libc::pid_t,
-    pub requests: Channel,
-    pub pushes: Channel,
-    pub signals: SignalPipe,
-    /// The installed firewall (bans, reloads, removal at a clean stop).
-    pub firewall: Box<dyn crate::firewall::Firewall>,
-    pub pidfile: Option<PathBuf>,
+    reload_path: Option<PathBuf>,
+    child: libc::pid_t,
+    outbox: Arc<Outbox>,
+    inbox: Reassembler,
+    signals: SignalPipe,
+    /// The firewall thread, with the installed firewall (bans, reloads, clean-stop removal).
+    worker: Worker,
+    pidfile: Option<PathBuf>,
     /// VRRP instances whose addresses the parent has added, removed again when the child dies.
     held: BTreeSet<(u8, String)>,
     stopping: u8,
 }
 
 impl Parent {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: Config,
         reload_path: Option<PathBuf>,
         child: libc::pid_t,
-        requests: Channel,
-        pushes: Channel,
+        chan: Channel,
         signals: SignalPipe,
         firewall: Box<dyn crate::firewall::Firewall>,
         pidfile: Option<PathBuf>,
-    ) -> Self {
-        Parent {
+    ) -> std::io::Result<Self> {
+        let cfg = Arc::new(RwLock::new(cfg));
+        let outbox = Arc::new(Outbox {
+            chan,
+            sending: Mutex::new(()),
+        });
+        let worker = Worker::start(firewall, cfg.clone(), outbox.clone())?;
+        Ok(Parent {
             cfg,
             reload_path,
             child,
-            requests,
-            pushes,
+            outbox,
+            inbox: Reassembler::default(),
             signals,
-            firewall,
+            worker,
             pidfile,
             held: BTreeSet::new(),
             stopping: 0,
-        }
+        })
+    }
+
+    fn cfg(&self) -> std::sync::RwLockReadGuard<'_, Config> {
+        self.cfg.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Serve until the child ends; returns the process exit code (0 only for a clean stop).
     pub fn run(mut self) -> i32 {
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; frame::MAX_DATAGRAM];
         let mut child_gone_at: Option<Instant> = None;
         loop {
-            let fds = [self.signals.as_fd(), self.requests.as_fd()];
-            // pf keeps ban deadlines in user space: wake up for the next one.
-            let wait = self.firewall.next_expiry().map_or(500, |t| {
-                t.saturating_duration_since(Instant::now())
-                    .as_millis()
-                    .min(500) as i32
-            });
-            let ready = match privsep::poll_readable(&fds, wait) {
+            let fds = [self.signals.as_fd(), self.outbox.chan.as_fd()];
+            let ready = match privsep::poll_readable(&fds, 500) {
                 Ok(r) => r,
                 Err(e) => {
                     error!(target: "priv", "poll: {e}");
@@ -88,42 +126,17 @@ impl Parent {
                 }
             }
             if ready[1] && child_gone_at.is_none() {
-                match self.requests.recv(&mut buf) {
-                    Ok((0, _)) => {
-                        // The child closed its end: it is exiting or dead. Wait for its status.
-                        child_gone_at = Some(Instant::now());
-                    }
+                match self.outbox.chan.recv(&mut buf) {
+                    // The child closed its end: it is exiting or dead. Wait for its status.
+                    Ok((0, _)) => child_gone_at = Some(Instant::now()),
                     Ok((n, _)) => {
-                        let (reply, fd) = match decode::<Request>(&buf[..n]) {
-                            Ok(req) => self.handle(req),
-                            Err(e) => {
-                                warn!(target: "priv", "refused a request: {e}");
-                                (Reply::Error(e), None)
-                            }
-                        };
-                        let fds: Vec<_> = fd.iter().map(|f| f.as_fd()).collect();
-                        if let Err(e) = self.requests.send(&encode(&reply), &fds) {
-                            warn!(target: "priv", "cannot answer the child: {e}");
-                        }
+                        let d = buf[..n].to_vec();
+                        self.datagram(&d);
                     }
                     Err(e) => {
                         warn!(target: "priv", "request channel: {e}");
                         child_gone_at = Some(Instant::now());
                     }
-                }
-            }
-            if self
-                .firewall
-                .next_expiry()
-                .is_some_and(|t| t <= Instant::now())
-            {
-                match self.firewall.expire() {
-                    Ok(gone) => {
-                        for ip in gone {
-                            info!(target: "fw", %ip, "ban expired");
-                        }
-                    }
-                    Err(e) => warn!(target: "fw", "expiring bans: {e:#}"),
                 }
             }
             match privsep::try_wait(self.child) {
@@ -139,6 +152,57 @@ impl Parent {
                 warn!(target: "priv", "the child closed its channel but does not exit: killing it");
                 let _ = privsep::kill(self.child, libc::SIGKILL);
             }
+        }
+    }
+
+    /// One datagram from the child: a request once it is whole.
+    fn datagram(&mut self, d: &[u8]) {
+        let msg = match self.inbox.push(d) {
+            Ok(Some(m)) if m.kind == Kind::Request => m,
+            Ok(Some(m)) => {
+                warn!(target: "priv", "refused a message of kind {:?} from the child", m.kind);
+                return;
+            }
+            Ok(None) => return,
+            Err(e) => {
+                warn!(target: "priv", "refused a message from the child: {e}");
+                return;
+            }
+        };
+        match decode::<Request>(&msg.body) {
+            Ok(req) => self.request(msg.id, req),
+            Err(e) => {
+                warn!(target: "priv", "refused a request: {e}");
+                self.outbox.reply(msg.id, &Reply::Error(e));
+            }
+        }
+    }
+
+    /// Check a request, then serve it here or hand it to the firewall thread.
+    fn request(&mut self, id: u64, req: Request) {
+        if let Err(e) = check(&self.cfg(), &req) {
+            warn!(target: "priv", "refused {req:?}: {e}");
+            self.outbox.reply(id, &Reply::Error(e));
+            return;
+        }
+        let job = match req {
+            Request::Ban { ips, secs } => Job::Ban {
+                id,
+                ips,
+                timeout: secs.map(Duration::from_secs),
+            },
+            Request::Unban { ips } => Job::Unban { id, ips },
+            Request::ListBans => Job::List { id },
+            now => {
+                let (reply, fd) = self.serve(now);
+                let fds: Vec<_> = fd.iter().map(|f| f.as_fd()).collect();
+                self.outbox.send(Kind::Reply, id, &encode(&reply), &fds);
+                return;
+            }
+        };
+        if !self.worker.send(job) {
+            self.outbox
+                .reply(id, &Reply::Error("the firewall thread is gone".into()));
         }
     }
 
@@ -158,17 +222,11 @@ impl Parent {
                     warn!(target: "priv", "second {name}: closing open connections now");
                     Push::StopNow
                 };
-                self.push(&push);
+                self.outbox.push(&push);
             }
             libc::SIGHUP => self.reload(),
             // SIGCHLD: the loop checks the child after every wake-up.
             _ => {}
-        }
-    }
-
-    fn push(&self, p: &Push) {
-        if let Err(e) = self.pushes.send(&encode(p), &[]) {
-            warn!(target: "priv", "cannot reach the child: {e}");
         }
     }
 
@@ -188,9 +246,14 @@ impl Parent {
             }
         }
         // The firewall stays after a crash (fail closed); a clean stop removes it when asked.
-        let remove = self.cfg.firewall.as_ref().is_some_and(|f| !f.keep_on_exit);
-        if clean && remove {
-            match self.firewall.remove() {
+        let remove = self
+            .cfg()
+            .firewall
+            .as_ref()
+            .is_some_and(|f| !f.keep_on_exit);
+        let firewall = self.worker.stop();
+        if let (true, true, Some(mut fw)) = (clean, remove, firewall) {
+            match fw.remove() {
                 Ok(()) => info!(target: "fw", "firewall removed (keep_on_exit = false)"),
                 Err(e) => warn!(target: "fw", "cannot remove the firewall: {e:#}"),
             }
@@ -201,12 +264,8 @@ impl Parent {
         if clean { 0 } else { 1 }
     }
 
-    /// Check one request against the configuration and carry it out.
-    fn handle(&mut self, req: Request) -> (Reply, Option<std::net::TcpListener>) {
-        if let Err(e) = check(&self.cfg, &req) {
-            warn!(target: "priv", "refused {req:?}: {e}");
-            return (Reply::Error(e), None);
-        }
+    /// Carry out a request served by the main loop (already checked).
+    fn serve(&mut self, req: Request) -> (Reply, Option<OwnedFd>) {
         let res = match req {
             Request::Vips {
                 vrid,
@@ -224,17 +283,12 @@ impl Parent {
                 vrid,
                 interface,
                 state,
-            } => self.notify(vrid, &interface, &state).map(|()| Reply::Ok),
-            Request::Ban { ip, secs } => self
-                .ban(ip, secs.map(Duration::from_secs))
-                .map(|()| Reply::Ok),
-            Request::Unban { ip } => self.unban(ip).map(|()| Reply::Ok),
-            Request::ListBans => self.list_bans().map(Reply::Bans),
+            } => self.notify(vrid, &interface, state).map(|()| Reply::Ok),
             Request::Bind { balancer, addr } => match self.bind(&balancer, addr) {
-                Ok(l) => return (Reply::Ok, Some(l)),
+                Ok(l) => return (Reply::Ok, Some(l.into())),
                 Err(e) => Err(e),
             },
-            Request::Unknown => Err("unknown request".into()),
+            other => Err(format!("{other:?} is not served by the main loop")),
         };
         match res {
             Ok(r) => (r, None),
@@ -245,16 +299,11 @@ impl Parent {
         }
     }
 
-    fn instance(&self, vrid: u8, interface: &str) -> Result<&config::Vrrp, String> {
-        instance(&self.cfg, vrid, interface)
-    }
-
     /// Add or remove every address of one configured instance (only those: the child names
     /// the instance, never an address).
     #[cfg(target_os = "linux")]
     fn vips(&mut self, vrid: u8, interface: &str, up: bool) -> Result<(), String> {
-        let inst = self.instance(vrid, interface)?;
-        let addrs: Vec<(IpAddr, u8)> = inst
+        let addrs: Vec<(IpAddr, u8)> = instance(&self.cfg(), vrid, interface)?
             .addresses
             .iter()
             .filter_map(|a| config::parse_cidr(a))
@@ -291,81 +340,34 @@ impl Parent {
 
     #[cfg(not(target_os = "linux"))]
     fn vips(&mut self, vrid: u8, interface: &str, _up: bool) -> Result<(), String> {
-        self.instance(vrid, interface)?;
+        instance(&self.cfg(), vrid, interface)?;
         Err("VRRP addresses are changed on Linux only in this version".into())
     }
 
     /// Start the instance's configured script; a thread waits for it with a timeout so the
     /// parent's loop never blocks on it.
-    fn notify(&self, vrid: u8, interface: &str, state: &str) -> Result<(), String> {
-        let inst = self.instance(vrid, interface)?;
-        let script = match state {
-            "master" => inst.notify_master.clone(),
-            "backup" | "fault" => inst.notify_backup.clone(),
-            other => return Err(format!("unknown state {other:?}")),
+    fn notify(&self, vrid: u8, interface: &str, state: Transition) -> Result<(), String> {
+        let script = {
+            let cfg = self.cfg();
+            let inst = instance(&cfg, vrid, interface)?;
+            match state {
+                Transition::Master => inst.notify_master.clone(),
+                Transition::Backup | Transition::Fault => inst.notify_backup.clone(),
+            }
         };
         let Some(script) = script else {
             return Ok(());
         };
-        let mut child = std::process::Command::new("/bin/sh")
+        let child = std::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(&script)
             .env("FWLB_VRID", vrid.to_string())
-            .env("FWLB_STATE", state)
+            .env("FWLB_STATE", state.as_str())
             .env("FWLB_INTERFACE", interface)
             .spawn()
             .map_err(|e| format!("cannot run notify script {script:?}: {e}"))?;
-        std::thread::spawn(move || {
-            let start = Instant::now();
-            loop {
-                match child.try_wait() {
-                    Ok(Some(st)) => {
-                        if !st.success() {
-                            warn!(target: "vrrp", vrid, "notify script {script:?} exited with {st}");
-                        }
-                        return;
-                    }
-                    Ok(None) if start.elapsed() > NOTIFY_TIMEOUT => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        warn!(target: "vrrp", vrid, "notify script {script:?} killed after {} s", NOTIFY_TIMEOUT.as_secs());
-                        return;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                    Err(e) => {
-                        warn!(target: "vrrp", vrid, "notify script {script:?}: {e}");
-                        return;
-                    }
-                }
-            }
-        });
+        std::thread::spawn(move || reap_notify(child, vrid, &script));
         Ok(())
-    }
-
-    fn ban(&mut self, ip: IpAddr, timeout: Option<Duration>) -> Result<(), String> {
-        self.firewall
-            .ban(ip, timeout)
-            .map_err(|e| format!("ban {ip}: {e:#}"))?;
-        info!(target: "fw", %ip, timeout = ?timeout, "banned");
-        Ok(())
-    }
-
-    fn unban(&mut self, ip: IpAddr) -> Result<(), String> {
-        self.firewall
-            .unban(ip)
-            .map_err(|e| format!("unban {ip}: {e:#}"))?;
-        info!(target: "fw", %ip, "unbanned");
-        Ok(())
-    }
-
-    fn list_bans(&mut self) -> Result<Vec<(IpAddr, Option<u64>)>, String> {
-        Ok(self
-            .firewall
-            .list_bans()
-            .map_err(|e| format!("{e:#}"))?
-            .into_iter()
-            .map(|b| (b.ip, b.timeout.map(|t| t.as_secs().max(1))))
-            .collect())
     }
 
     /// A listener for a configured listen address (the child asks after a reload).
@@ -374,26 +376,29 @@ impl Parent {
         balancer: &str,
         addr: std::net::SocketAddr,
     ) -> Result<std::net::TcpListener, String> {
-        let b = self
-            .cfg
-            .balancers
-            .iter()
-            .find(|b| b.name == balancer)
-            .ok_or_else(|| format!("no balancer {balancer:?} in the configuration"))?;
-        if !b.listen.contains(&addr) {
-            return Err(format!(
-                "{addr} is not a listen address of balancer {balancer:?}"
-            ));
-        }
-        let l = crate::sys::socket::listener(addr, b.backlog)
+        let backlog = {
+            let cfg = self.cfg();
+            let b = cfg
+                .balancers
+                .iter()
+                .find(|b| b.name == balancer)
+                .ok_or_else(|| format!("no balancer {balancer:?} in the configuration"))?;
+            if !b.listen.contains(&addr) {
+                return Err(format!(
+                    "{addr} is not a listen address of balancer {balancer:?}"
+                ));
+            }
+            b.backlog
+        };
+        let l = crate::sys::socket::listener(addr, backlog)
             .map_err(|e| format!("balancer {balancer:?}: cannot listen on {addr}: {e}"))?;
         info!(target: "priv", balancer, listen = %addr, "new listener for the child");
         Ok(l)
     }
 
-    /// SIGHUP: re-read and validate; a broken or unappliable file keeps the old configuration
-    /// (every reason logged); a good one replaces the firewall if it changed, then goes to the
-    /// child, which applies the difference.
+    /// SIGHUP: re-read and validate here; a broken or unappliable file keeps the old
+    /// configuration (every reason logged). A good one goes to the firewall thread, which
+    /// replaces the ruleset if it changed and then hands the file to the child.
     fn reload(&mut self) {
         let Some(path) = self.reload_path.clone() else {
             warn!(target: "priv", "SIGHUP: this daemon was started from a command line, not a file: nothing to reload");
@@ -417,7 +422,7 @@ impl Parent {
                 return;
             }
         };
-        let blocked = restart_needed(&self.cfg, &new);
+        let blocked = restart_needed(&self.cfg(), &new);
         if !blocked.is_empty() {
             for b in &blocked {
                 error!(target: "priv", "reload: {b}");
@@ -425,34 +430,40 @@ impl Parent {
             error!(target: "priv", "reload: these changes need a restart; nothing changed");
             return;
         }
-        if let Err(e) = self.reload_firewall(&new) {
-            error!(target: "fw", "reload: {e}; keeping the running configuration");
-            return;
-        }
-        self.cfg = new;
-        self.push(&Push::Reload {
+        let job = Job::Reload {
+            new: Box::new(new),
             path: path.display().to_string(),
             text,
-        });
+        };
+        if !self.worker.send(job) {
+            error!(target: "priv", "reload: the firewall thread is gone; nothing changed");
+        }
     }
+}
 
-    /// Replace the ruleset when the new configuration builds a different one, keeping the
-    /// bans (they go into the same atomic install).
-    fn reload_firewall(&mut self, new: &Config) -> Result<(), String> {
-        if new.firewall.is_none() || new.firewall.as_ref().is_some_and(|f| f.backend == "none") {
-            return Ok(());
+/// Wait for a notify script, killing it after [`NOTIFY_TIMEOUT`].
+fn reap_notify(mut child: std::process::Child, vrid: u8, script: &str) {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => {
+                if !st.success() {
+                    warn!(target: "vrrp", vrid, "notify script {script:?} exited with {st}");
+                }
+                return;
+            }
+            Ok(None) if start.elapsed() > NOTIFY_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                warn!(target: "vrrp", vrid, "notify script {script:?} killed after {} s", NOTIFY_TIMEOUT.as_secs());
+                return;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                warn!(target: "vrrp", vrid, "notify script {script:?}: {e}");
+                return;
+            }
         }
-        let build = |c: &Config| crate::firewall::build(c).map_err(|e| e.join("; "));
-        let (old, mut rs) = (build(&self.cfg)?, build(new)?);
-        if old == rs {
-            return Ok(());
-        }
-        rs.bans = self.firewall.list_bans().map_err(|e| format!("{e:#}"))?;
-        self.firewall
-            .install(&rs)
-            .map_err(|e| format!("cannot install the new firewall: {e:#}"))?;
-        info!(target: "fw", bans = rs.bans.len(), "firewall replaced (bans kept)");
-        Ok(())
     }
 }
 
@@ -466,12 +477,21 @@ fn instance<'a>(cfg: &'a Config, vrid: u8, interface: &str) -> Result<&'a config
         })
 }
 
+/// Most addresses one ban request may carry (a control line holds a few hundred).
+pub const MAX_BAN_BATCH: usize = 4096;
+
+/// Addresses a ban would make no sense for, or would cut the host off itself.
+fn bannable(ip: IpAddr) -> bool {
+    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast())
+        && ip != IpAddr::from([255, 255, 255, 255])
+}
+
 /// Whether the configuration allows `req` at all (the parent's first line of defence: the
 /// child may be compromised, so it only ever names things the operator configured).
 pub fn check(cfg: &Config, req: &Request) -> Result<(), String> {
     let instance = |vrid: u8, interface: &str| instance(cfg, vrid, interface).map(|_| ());
-    let firewall = || match cfg.firewall.as_ref().map(|f| f.backend.as_str()) {
-        Some("nftables" | "pf") => Ok(()),
+    let firewall = || match cfg.firewall.as_ref().map(|f| f.backend) {
+        Some(FirewallBackend::Nftables | FirewallBackend::Pf) => Ok(()),
         _ => Err("no firewall installed ([firewall] backend = \"nftables\" or \"pf\")".to_string()),
     };
     match req {
@@ -479,22 +499,20 @@ pub fn check(cfg: &Config, req: &Request) -> Result<(), String> {
             vrid, interface, ..
         } => instance(*vrid, interface),
         Request::Notify {
-            vrid,
-            interface,
-            state,
-        } => {
-            instance(*vrid, interface)?;
-            match state.as_str() {
-                "master" | "backup" | "fault" => Ok(()),
-                other => Err(format!("unknown state {other:?}")),
-            }
-        }
-        Request::Ban { ip, .. } | Request::Unban { ip } => {
+            vrid, interface, ..
+        } => instance(*vrid, interface),
+        Request::Ban { ips, .. } | Request::Unban { ips } => {
             firewall()?;
-            if ip.is_loopback() || ip.is_unspecified() {
-                return Err(format!("{ip} cannot be banned"));
+            if ips.is_empty() || ips.len() > MAX_BAN_BATCH {
+                return Err(format!(
+                    "a ban request names 1 to {MAX_BAN_BATCH} addresses, not {}",
+                    ips.len()
+                ));
             }
-            Ok(())
+            match ips.iter().find(|ip| !bannable(**ip)) {
+                Some(ip) => Err(format!("{ip} cannot be banned")),
+                None => Ok(()),
+            }
         }
         Request::ListBans => firewall(),
         Request::Bind { balancer, addr } => {
@@ -604,34 +622,33 @@ mod tests {
             check(&c, &bind("mail", "192.0.2.10:80")).is_err(),
             "no such balancer"
         );
-        let notify = |s: &str| Request::Notify {
+        let notify = Request::Notify {
             vrid: 7,
             interface: "eth0".into(),
-            state: s.into(),
+            state: Transition::Master,
         };
-        assert_eq!(check(&c, &notify("master")), Ok(()));
-        assert!(check(&c, &notify("; rm -rf /")).is_err());
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(
-            check(
-                &c,
-                &Request::Ban {
-                    ip: ip("203.0.113.9"),
-                    secs: None
-                }
-            ),
-            Ok(())
-        );
-        assert!(
-            check(
-                &c,
-                &Request::Ban {
-                    ip: ip("127.0.0.1"),
-                    secs: None
-                }
-            )
-            .is_err()
-        );
+        assert_eq!(check(&c, &notify), Ok(()));
+        // A state that is not one of the three never decodes: refused before the check.
+        let garbled = br#"{"Notify":{"vrid":7,"interface":"eth0","state":"; rm -rf /"}}"#;
+        assert!(decode::<Request>(garbled).is_err());
+        let ban = |ips: &[&str]| Request::Ban {
+            ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+            secs: None,
+        };
+        assert_eq!(check(&c, &ban(&["203.0.113.9", "2001:db8::9"])), Ok(()));
+        for bad in [
+            &["127.0.0.1"][..],
+            &["203.0.113.9", "0.0.0.0"],
+            &["224.0.0.18"],
+            &[],
+        ] {
+            assert!(check(&c, &ban(bad)).is_err(), "{bad:?}");
+        }
+        let many: Vec<String> = (0..=MAX_BAN_BATCH)
+            .map(|i| format!("10.{}.{}.1", i / 256, i % 256))
+            .collect();
+        let many: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
+        assert!(check(&c, &ban(&many)).is_err(), "too many in one request");
         assert!(check(&c, &Request::Unknown).is_err());
         let mut nofw = cfg();
         nofw.firewall = None;

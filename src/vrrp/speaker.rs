@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use super::fsm::{self, Action, Event, Machine, State};
 use super::group::Group;
 use crate::config;
-use crate::privsep::{Client, Request};
+use crate::privsep::{Client, Request, Transition};
 use crate::sys::netlink::{self, Netlink};
 use crate::sys::raw::{GROUP_V4, GROUP_V6, PacketSocket, VrrpSocket};
 use crate::wire::{arp, ndisc, vrrp};
@@ -601,10 +601,14 @@ fn perform(
                         interface: i.cfg.interface.clone(),
                         up,
                     };
-                    if let Err(e) = ops.call_ok(&req) {
-                        warn!(target: "vrrp", vrid = i.cfg.vrid, "cannot {} the addresses: {e}",
-                            if up { "add" } else { "remove" });
-                    }
+                    // Sent now, in order; the reply is awaited off the speaker's loop.
+                    let (done, vrid) = (ops.call_ok(req), i.cfg.vrid);
+                    tokio::spawn(async move {
+                        if let Err(e) = done.await {
+                            warn!(target: "vrrp", vrid, "cannot {} the addresses: {e}",
+                                if up { "add" } else { "remove" });
+                        }
+                    });
                 }
                 Action::SendGratuitous => {
                     // Gratuitous ARP, or unsolicited NA with Override (RFC 5798 §6.4.2).
@@ -631,15 +635,15 @@ fn perform(
                 }
                 Action::BecameMaster => {
                     info!(target: "vrrp", vrid = i.cfg.vrid, interface = %i.cfg.interface, "became master");
-                    notify(ops, i, "master");
+                    notify(ops, i, Transition::Master);
                 }
                 Action::BecameBackup => {
                     info!(target: "vrrp", vrid = i.cfg.vrid, interface = %i.cfg.interface, "became backup");
-                    notify(ops, i, "backup");
+                    notify(ops, i, Transition::Backup);
                 }
                 Action::EnteredFault => {
                     warn!(target: "vrrp", vrid = i.cfg.vrid, interface = %i.cfg.interface, "fault: interface down");
-                    notify(ops, i, "fault");
+                    notify(ops, i, Transition::Fault);
                 }
                 Action::Log(m) => info!(target: "vrrp", vrid = i.cfg.vrid, "{m}"),
             }
@@ -664,10 +668,10 @@ fn perform(
 
 /// Ask the parent to run the notify script (freevrrpd's masterscript / backupscript) for
 /// this state, if one is configured; it runs as root, outside the chroot, with a timeout.
-fn notify(ops: &Client, i: &Instance, state: &'static str) {
+fn notify(ops: &Client, i: &Instance, state: Transition) {
     let script = match state {
-        "master" => &i.cfg.notify_master,
-        _ => &i.cfg.notify_backup,
+        Transition::Master => &i.cfg.notify_master,
+        Transition::Backup | Transition::Fault => &i.cfg.notify_backup,
     };
     if script.is_none() {
         return;
@@ -675,11 +679,14 @@ fn notify(ops: &Client, i: &Instance, state: &'static str) {
     let req = Request::Notify {
         vrid: i.cfg.vrid,
         interface: i.cfg.interface.clone(),
-        state: state.to_string(),
+        state,
     };
-    if let Err(e) = ops.call_ok(&req) {
-        warn!(target: "vrrp", vrid = i.cfg.vrid, "notify script: {e}");
-    }
+    let (done, vrid) = (ops.call_ok(req), i.cfg.vrid);
+    tokio::spawn(async move {
+        if let Err(e) = done.await {
+            warn!(target: "vrrp", vrid, "notify script: {e}");
+        }
+    });
 }
 
 /// Change instance `i`'s entry of the shared status (a poisoned lock just skips the update).

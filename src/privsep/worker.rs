@@ -1,0 +1,239 @@
+//! The parent's firewall thread: bans, unbans, listings and ruleset reloads, which can take
+//! from microseconds (a netlink batch) to a second (`nft -f` of a large ruleset), run here so
+//! that the parent's main loop answers VIP changes and notify requests at once, whatever the
+//! firewall is doing. Jobs run in arrival order; consecutive ban and unban requests that
+//! arrived together become one batch (one netlink transaction for nftables).
+
+use std::net::IpAddr;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+
+use super::parent::Outbox;
+use super::{Push, Reply};
+use crate::config::{Config, FirewallBackend};
+use crate::firewall::{BanChange, Firewall};
+
+/// At most this many requests go into one batch (a flood still gets answers as it goes).
+const BATCH: usize = 4096;
+
+/// Work for the thread. `id` is the request's, for its reply.
+pub enum Job {
+    Ban {
+        id: u64,
+        ips: Vec<IpAddr>,
+        timeout: Option<Duration>,
+    },
+    Unban {
+        id: u64,
+        ips: Vec<IpAddr>,
+    },
+    List {
+        id: u64,
+    },
+    /// A validated configuration: replace the ruleset if it changed (bans kept), then make
+    /// it the parent's and push it to the child.
+    Reload {
+        new: Box<Config>,
+        path: String,
+        text: String,
+    },
+}
+
+/// The running thread.
+pub struct Worker {
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<Box<dyn Firewall>>>,
+}
+
+impl Worker {
+    pub fn start(
+        fw: Box<dyn Firewall>,
+        cfg: Arc<RwLock<Config>>,
+        outbox: Arc<Outbox>,
+    ) -> std::io::Result<Worker> {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("fwlb-fw".into())
+            .spawn(move || run(fw, rx, &cfg, &outbox))?;
+        Ok(Worker {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queue a job; false if the thread is gone (it logged why).
+    pub fn send(&self, job: Job) -> bool {
+        self.tx.as_ref().is_some_and(|t| t.send(job).is_ok())
+    }
+
+    /// Let the queued jobs finish and take the firewall handle back.
+    pub fn stop(mut self) -> Option<Box<dyn Firewall>> {
+        drop(self.tx.take());
+        self.thread.take().and_then(|t| t.join().ok())
+    }
+}
+
+fn run(
+    mut fw: Box<dyn Firewall>,
+    rx: mpsc::Receiver<Job>,
+    cfg: &RwLock<Config>,
+    outbox: &Outbox,
+) -> Box<dyn Firewall> {
+    loop {
+        // pf keeps ban deadlines in user space: wake up for the next one.
+        let first = match fw.next_expiry() {
+            Some(t) => match rx.recv_timeout(t.saturating_duration_since(Instant::now())) {
+                Ok(j) => Some(j),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return fw,
+            },
+            None => match rx.recv() {
+                Ok(j) => Some(j),
+                Err(_) => return fw,
+            },
+        };
+        expire(fw.as_mut());
+        let Some(first) = first else { continue };
+        let mut jobs = vec![first];
+        while jobs.len() < BATCH {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        run_jobs(fw.as_mut(), jobs, cfg, outbox);
+    }
+}
+
+fn expire(fw: &mut dyn Firewall) {
+    if fw.next_expiry().is_some_and(|t| t <= Instant::now()) {
+        match fw.expire() {
+            Ok(gone) => {
+                for ip in gone {
+                    info!(target: "fw", %ip, "ban expired");
+                }
+            }
+            Err(e) => warn!(target: "fw", "expiring bans: {e:#}"),
+        }
+    }
+}
+
+/// Run jobs in order, each run of ban/unban requests as one batch.
+fn run_jobs(fw: &mut dyn Firewall, jobs: Vec<Job>, cfg: &RwLock<Config>, outbox: &Outbox) {
+    let mut bans: Vec<(u64, Vec<BanChange>)> = Vec::new();
+    for job in jobs {
+        match job {
+            Job::Ban { id, ips, timeout } => bans.push((
+                id,
+                ips.into_iter()
+                    .map(|ip| BanChange::Ban(ip, timeout))
+                    .collect(),
+            )),
+            Job::Unban { id, ips } => {
+                bans.push((id, ips.into_iter().map(BanChange::Unban).collect()))
+            }
+            other => {
+                apply_bans(fw, std::mem::take(&mut bans), outbox);
+                match other {
+                    Job::List { id } => outbox.reply(id, &list(fw)),
+                    Job::Reload { new, path, text } => reload(fw, *new, path, text, cfg, outbox),
+                    Job::Ban { .. } | Job::Unban { .. } => {}
+                }
+            }
+        }
+    }
+    apply_bans(fw, bans, outbox);
+}
+
+/// One transaction for all the requests; if it fails, each request on its own, so each
+/// gets its own answer (one bad request does not fail the others).
+fn apply_bans(fw: &mut dyn Firewall, requests: Vec<(u64, Vec<BanChange>)>, outbox: &Outbox) {
+    if requests.is_empty() {
+        return;
+    }
+    let all: Vec<BanChange> = requests.iter().flat_map(|(_, c)| c.clone()).collect();
+    let together = requests.len() > 1 && fw.change_bans(&all).is_ok();
+    for (id, changes) in &requests {
+        let res = if together {
+            Ok(())
+        } else {
+            fw.change_bans(changes).map_err(|e| format!("{e:#}"))
+        };
+        match &res {
+            Ok(()) => log_changes(changes),
+            Err(e) => warn!(target: "fw", "refused: {e}"),
+        }
+        outbox.reply(*id, &res.map_or_else(Reply::Error, |()| Reply::Ok));
+    }
+}
+
+fn log_changes(changes: &[BanChange]) {
+    for c in changes {
+        match c {
+            BanChange::Ban(ip, timeout) => info!(target: "fw", %ip, timeout = ?timeout, "banned"),
+            BanChange::Unban(ip) => info!(target: "fw", %ip, "unbanned"),
+        }
+    }
+}
+
+fn list(fw: &mut dyn Firewall) -> Reply {
+    match fw.list_bans() {
+        Ok(bans) => Reply::Bans(
+            bans.into_iter()
+                .map(|b| {
+                    let ms = b
+                        .timeout
+                        .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+                    (b.ip, ms)
+                })
+                .collect(),
+        ),
+        Err(e) => Reply::Error(format!("{e:#}")),
+    }
+}
+
+/// SIGHUP, after the main loop validated the file: the firewall first (a failure keeps the
+/// running configuration whole), then the parent's copy, then the child.
+fn reload(
+    fw: &mut dyn Firewall,
+    new: Config,
+    path: String,
+    text: String,
+    cfg: &RwLock<Config>,
+    outbox: &Outbox,
+) {
+    let old = cfg.read().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Err(e) = reload_firewall(fw, &old, &new) {
+        error!(target: "fw", "reload: {e}; keeping the running configuration");
+        return;
+    }
+    *cfg.write().unwrap_or_else(|p| p.into_inner()) = new;
+    outbox.push(&Push::Reload { path, text });
+}
+
+/// Replace the ruleset when the new configuration builds a different one, keeping the bans
+/// (they go into the same atomic install).
+fn reload_firewall(fw: &mut dyn Firewall, old: &Config, new: &Config) -> Result<(), String> {
+    if new
+        .firewall
+        .as_ref()
+        .is_none_or(|f| f.backend == FirewallBackend::None)
+    {
+        return Ok(());
+    }
+    let build = |c: &Config| crate::firewall::build(c).map_err(|e| e.join("; "));
+    let (old, mut rs) = (build(old)?, build(new)?);
+    if old == rs {
+        return Ok(());
+    }
+    let started = Instant::now();
+    rs.bans = fw.list_bans().map_err(|e| format!("{e:#}"))?;
+    fw.install(&rs)
+        .map_err(|e| format!("cannot install the new firewall: {e:#}"))?;
+    info!(target: "fw", bans = rs.bans.len(), ms = started.elapsed().as_millis() as u64,
+        "firewall replaced (bans kept)");
+    Ok(())
+}
