@@ -215,3 +215,173 @@ fn flush(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::os::fd::AsFd;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// The parent's end, blocking, speaking the framing by hand: what the real parent does,
+    /// minus the privileges.
+    struct FakeParent {
+        chan: Channel,
+        inbox: Reassembler,
+    }
+
+    impl FakeParent {
+        fn next(&mut self) -> (u64, Request) {
+            let mut buf = vec![0u8; frame::MAX_DATAGRAM];
+            loop {
+                let (n, _) = self.chan.recv(&mut buf).expect("recv");
+                assert!(n > 0, "the child closed the channel");
+                if let Some(m) = self.inbox.push(&buf[..n]).expect("well framed") {
+                    return (m.id, decode(&m.body).expect("a request"));
+                }
+            }
+        }
+
+        fn reply(&self, id: u64, r: &Reply, fds: &[std::os::fd::BorrowedFd<'_>]) {
+            for (k, d) in frame::split(Kind::Reply, id, &encode(r)).iter().enumerate() {
+                let attach = if k == 0 { fds } else { &[] };
+                self.chan.send(d, attach).expect("send");
+            }
+        }
+    }
+
+    fn pair() -> (Channel, FakeParent) {
+        let (child, parent) = crate::sys::privsep::pair().expect("socketpair");
+        let parent = FakeParent {
+            chan: parent,
+            inbox: Reassembler::default(),
+        };
+        (child, parent)
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    fn unban(last: u8) -> Request {
+        Request::Unban {
+            ips: vec![IpAddr::from([203, 0, 113, last])],
+        }
+    }
+
+    /// Each reply names the request it answers: the parent answers in reverse order.
+    #[test]
+    fn replies_out_of_order_reach_their_own_callers() {
+        let (chan, mut parent) = pair();
+        let server = std::thread::spawn(move || {
+            let got: Vec<(u64, Request)> = (0..3).map(|_| parent.next()).collect();
+            for (id, req) in got.iter().rev() {
+                let Request::Unban { ips } = req else {
+                    panic!("{req:?}")
+                };
+                parent.reply(*id, &Reply::Error(ips[0].to_string()), &[]);
+            }
+            parent
+        });
+        rt().block_on(async {
+            let (client, _events) = Client::start(chan).expect("client");
+            let calls: Vec<_> = (1..=3).map(|k| client.call(unban(k))).collect();
+            for (k, call) in (1..=3).zip(calls) {
+                let a = call.await.expect("answered");
+                assert_eq!(a.reply, Reply::Error(format!("203.0.113.{k}")));
+            }
+        });
+        drop(server.join());
+    }
+
+    /// While the parent takes its time, the thread keeps running other tasks on time.
+    #[test]
+    fn a_slow_parent_does_not_hold_the_thread() {
+        let (chan, mut parent) = pair();
+        let server = std::thread::spawn(move || {
+            let (id, _) = parent.next();
+            std::thread::sleep(Duration::from_millis(500));
+            parent.reply(id, &Reply::Ok, &[]);
+            parent
+        });
+        rt().block_on(async {
+            let (client, _events) = Client::start(chan).expect("client");
+            let call = client.call_ok(unban(1));
+            let ticker = tokio::spawn(async {
+                let mut worst = Duration::ZERO;
+                for _ in 0..40 {
+                    let t = Instant::now();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    worst = worst.max(t.elapsed());
+                }
+                worst
+            });
+            assert_eq!(call.await, Ok(()));
+            let worst = ticker.await.expect("ticker");
+            assert!(
+                worst < Duration::from_millis(200),
+                "a 10 ms timer waited {worst:?} while the parent was slow"
+            );
+        });
+        drop(server.join());
+    }
+
+    /// A reply far over one datagram, with a descriptor on its first fragment.
+    #[test]
+    fn a_large_reply_and_a_descriptor_arrive_whole() {
+        let (chan, mut parent) = pair();
+        let bans: Vec<(IpAddr, Option<u64>)> = (0..20_000u32)
+            .map(|i| {
+                (
+                    IpAddr::from((0x0a00_0000 + i).to_be_bytes()),
+                    Some(u64::from(i)),
+                )
+            })
+            .collect();
+        let expect = bans.clone();
+        let server = std::thread::spawn(move || {
+            let (id, req) = parent.next();
+            assert_eq!(req, Request::ListBans);
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+            parent.reply(id, &Reply::Bans(bans), &[l.as_fd()]);
+            parent
+        });
+        rt().block_on(async {
+            let (client, _events) = Client::start(chan).expect("client");
+            let a = client.call(Request::ListBans).await.expect("answered");
+            assert_eq!(a.reply, Reply::Bans(expect));
+            assert_eq!(a.fds.len(), 1, "the descriptor came with the reply");
+        });
+        drop(server.join());
+    }
+
+    /// The parent dies with a call pending: the call fails, and the daemon is told once.
+    #[test]
+    fn a_dead_parent_fails_pending_calls_and_says_so() {
+        let (chan, mut parent) = pair();
+        let server = std::thread::spawn(move || {
+            let _ = parent.next();
+            drop(parent);
+        });
+        rt().block_on(async {
+            let (client, mut events) = Client::start(chan).expect("client");
+            let r = tokio::time::timeout(Duration::from_secs(5), client.call_ok(unban(1)))
+                .await
+                .expect("no hang");
+            assert_eq!(r, Err(GONE.to_string()));
+            let e = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
+            assert!(matches!(e, Ok(Some(Event::ParentGone))), "{e:?}");
+            let later = client.call_ok(unban(2)).await;
+            assert_eq!(
+                later,
+                Err(GONE.to_string()),
+                "calls after the end fail at once"
+            );
+        });
+        drop(server.join());
+    }
+}

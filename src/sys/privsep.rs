@@ -30,8 +30,9 @@ fn retry<T>(mut call: impl FnMut() -> nix::Result<T>) -> io::Result<T> {
     }
 }
 
-/// Largest message either side sends (a whole config file on reload fits).
-pub const MAX_MESSAGE: usize = 1 << 20;
+/// Room in each socket's send buffer: a few whole frames (privsep::frame cuts messages into
+/// datagrams of at most 32 KiB, so no send fails for its size).
+const SEND_BUFFER: usize = 1 << 20;
 /// Most descriptors one message carries.
 const MAX_FDS: usize = 8;
 /// Room for every descriptor a sender can attach to one message (Linux's SCM_MAX_FD), so
@@ -68,8 +69,7 @@ pub fn pair() -> io::Result<(Channel, Channel)> {
         SockFlag::SOCK_CLOEXEC,
     )?;
     for fd in [&a, &b] {
-        // Room for a reload message in one datagram.
-        socket2::SockRef::from(fd).set_send_buffer_size(MAX_MESSAGE * 2)?;
+        socket2::SockRef::from(fd).set_send_buffer_size(SEND_BUFFER)?;
     }
     Ok((Channel { fd: a }, Channel { fd: b }))
 }
