@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload,
+    NetlinkPayload, NlaBuffer, NlasIterator,
 };
 use netlink_packet_netfilter::nftables::{
     DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList,
@@ -34,6 +34,15 @@ use super::nft::TABLE;
 const CHUNK: usize = 1024;
 /// `NFNL_SUBSYS_NFTABLES` (linux/netfilter/nfnetlink.h): the batch's resource id.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
+/// `NFT_MSG_NEWSETELEM` in the nftables subsystem: the message type of a dump's elements.
+const NEW_SET_ELEMENT: u16 = (NFNL_SUBSYS_NFTABLES << 8) | 12;
+// Attribute types of linux/netfilter/nf_tables.h for a dump's elements.
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
+const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
+const NFTA_DATA_VALUE: u16 = 1;
 /// How long the kernel may take to answer before the change is reported as failed.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -228,9 +237,14 @@ pub fn answers(mut buf: &[u8]) -> Result<Vec<Answer>, String> {
                 buf.len()
             ));
         }
-        let msg = NetlinkMessage::<NetfilterMessage>::deserialize(&buf[..len])
-            .map_err(|e| format!("unreadable netlink message: {e}"))?;
-        out.push(answer(msg));
+        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+        if kind == NEW_SET_ELEMENT {
+            out.push(Answer::Bans(dumped_elements(&buf[16..len])?));
+        } else {
+            let msg = NetlinkMessage::<NetfilterMessage>::deserialize(&buf[..len])
+                .map_err(|e| format!("unreadable netlink message: {e}"))?;
+            out.push(answer(msg));
+        }
         buf = buf.get(len.next_multiple_of(4)..).unwrap_or(&[]);
     }
     Ok(out)
@@ -244,48 +258,63 @@ fn answer(msg: NetlinkMessage<NetfilterMessage>) -> Answer {
             code: e.raw_code(),
         },
         NetlinkPayload::Done(_) => Answer::Done,
-        NetlinkPayload::InnerMessage(m) => match m.inner {
-            NetfilterMessageInner::NfTables(NfTablesMessage::NewSetElement(el)) => {
-                Answer::Bans(bans_of(&el))
-            }
-            _ => Answer::Other,
-        },
         _ => Answer::Other,
     }
 }
 
-/// The bans in one set-element message: the address, and the time it has left (its
-/// expiration; None for an element without a timeout).
-fn bans_of(el: &SetElementMessage) -> Vec<Ban> {
+/// A dump's set elements, walked with netlink-packet-core's attribute iterator rather than
+/// parsed by netlink-packet-netfilter: its 0.4 list parser formats the whole buffer for every
+/// element it reads (quadratic: 10,000 bans took seconds of CPU to list).
+fn dumped_elements(payload: &[u8]) -> Result<Vec<Ban>, String> {
+    // nfgenmsg (family, version, resource id) comes before the attributes.
+    let attrs = payload
+        .get(4..)
+        .ok_or("a set-element message without its header")?;
     let mut out = Vec::new();
-    for list in &el.attributes {
-        let SetElementList::Elements(elems) = list else {
+    for list in nlas(attrs)? {
+        if list.kind() != NFTA_SET_ELEM_LIST_ELEMENTS {
             continue;
-        };
-        for e in elems {
-            let ListAttribute::Element(attrs) = e else {
-                continue;
-            };
-            let mut ip = None;
-            let (mut timeout, mut expiration) = (None, None);
-            for a in attrs {
-                match a {
-                    SetElementAttribute::Key(DataAttribute::Value(v)) => ip = ip_of(v),
-                    SetElementAttribute::Timeout(ms) => timeout = Some(*ms),
-                    SetElementAttribute::Expiration(ms) => expiration = Some(*ms),
-                    _ => {}
-                }
-            }
-            if let Some(ip) = ip {
-                let left = timeout.filter(|t| *t > 0).map(|t| expiration.unwrap_or(t));
-                out.push(Ban {
-                    ip,
-                    timeout: left.map(Duration::from_millis),
-                });
+        }
+        for elem in nlas(list.value())? {
+            if elem.kind() == NFTA_LIST_ELEM
+                && let Some(ban) = dumped_element(elem.value())?
+            {
+                out.push(ban);
             }
         }
     }
-    out
+    Ok(out)
+}
+
+fn nlas(buf: &[u8]) -> Result<Vec<NlaBuffer<&[u8]>>, String> {
+    NlasIterator::new(buf)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("unreadable set element attribute: {e}"))
+}
+
+/// One element: its key (the address), and the time left if it has a timeout.
+fn dumped_element(buf: &[u8]) -> Result<Option<Ban>, String> {
+    let (mut ip, mut timeout, mut expiration) = (None, None, None);
+    let be64 = |v: &[u8]| <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes);
+    for a in nlas(buf)? {
+        match a.kind() {
+            NFTA_SET_ELEM_KEY => {
+                for d in nlas(a.value())? {
+                    if d.kind() == NFTA_DATA_VALUE {
+                        ip = ip_of(d.value());
+                    }
+                }
+            }
+            NFTA_SET_ELEM_TIMEOUT => timeout = be64(a.value()),
+            NFTA_SET_ELEM_EXPIRATION => expiration = be64(a.value()),
+            _ => {}
+        }
+    }
+    let left = timeout.filter(|t| *t > 0).map(|t| expiration.unwrap_or(t));
+    Ok(ip.map(|ip| Ban {
+        ip,
+        timeout: left.map(Duration::from_millis),
+    }))
 }
 
 fn ip_of(v: &[u8]) -> Option<IpAddr> {
