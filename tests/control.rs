@@ -547,87 +547,29 @@ fn non_loopback_control_needs_control_allow() {
     );
 }
 
-/// A network namespace made by this test, deleted when dropped (even on failure).
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        for tool in ["ip", "python3"] {
-            assert!(
-                Command::new("sh")
-                    .arg("-c")
-                    .arg(format!("command -v {tool}"))
-                    .output()
-                    .is_ok_and(|o| o.status.success()),
-                "this test needs `{tool}` (apt-get install iproute2 python3)"
-            );
-        }
-        let name = format!("fwlb-{tag}-{}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "cannot create network namespace {name}: this test needs root"
-        );
-        let ns = Netns(name);
-        ns.run(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn run(&self, args: &[&str]) {
-        let st = Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .status()
-            .expect("ip netns exec");
-        assert!(st.success(), "{args:?} failed in {}", self.0);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
+#[cfg(target_os = "linux")]
 #[test]
 fn control_port_refuses_sources_outside_control_allow() {
-    let ns = Netns::new("ctl");
+    require_tool("python3", "python3");
+    let mut net = Net::new("ctl");
+    let ns = net.host("ctl");
     // Two non-loopback addresses inside the namespace, one allowed.
-    ns.run(&["ip", "addr", "add", "192.0.2.55/32", "dev", "lo"]);
-    ns.run(&["ip", "addr", "add", "192.0.2.66/32", "dev", "lo"]);
-    let dir = tempfile::tempdir().expect("dir");
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
+    ns.addr("lo", "192.0.2.55/32");
+    ns.addr("lo", "192.0.2.66/32");
+    let mut daemon = ns.daemon(
         "[daemon]\ncontrol = \"0.0.0.0:8888\"\ncontrol_allow = [\"192.0.2.66\"]\n[[balancer]]\nlisten = \"127.0.0.1:8080\"\nservers = [\"127.0.0.1:9\"]\n",
-    )
-    .expect("write");
-    let log = std::fs::File::create(dir.path().join("log")).expect("log");
-    let mut daemon = Command::new("ip")
-        .args(["netns", "exec", &ns.0, BIN, "run", "-c"])
-        .arg(&cfg)
-        .stderr(log)
-        .spawn()
-        .expect("spawn");
+    );
     let ask = |src: &str| -> String {
         let py = format!(
             "import socket,time\nfor i in range(100):\n  try:\n    s=socket.socket(); s.bind(('{src}',0)); s.connect(('192.0.2.55',8888)); break\n  except OSError: time.sleep(0.05)\ns.sendall(b'blacklist\\n'); s.settimeout(5)\ntry:\n  print(s.recv(100).decode(), end='')\nexcept OSError as e:\n  print('ERR', e)\n"
         );
-        let out = Command::new("ip")
-            .args(["netns", "exec", &ns.0, "python3", "-c", &py])
-            .output()
-            .expect("python");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        String::from_utf8_lossy(&ns.exec(&["python3", "-c", &py]).stdout).into_owned()
     };
     let allowed = ask("192.0.2.66");
     let refused = ask("192.0.2.55");
     let local = ask("127.0.0.1");
-    let _ = daemon.kill();
-    let _ = daemon.wait();
-    let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+    daemon.kill();
+    let log = daemon.log();
     assert_eq!(allowed, "30\n", "{log}");
     assert_eq!(local, "30\n", "loopback is always allowed: {log}");
     assert!(

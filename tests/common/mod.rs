@@ -1,12 +1,26 @@
 //! Shared helpers for process tests: the real `fwlb` binary on loopback, real backends, real
-//! clients from chosen 127.0.0.0/8 source addresses.
-#![allow(dead_code)]
+//! clients from chosen 127.0.0.0/8 source addresses; in the modules, the host's tools and
+//! processes (`host`), waits with a deadline (`wait`), network namespaces (`netns`) and VRRP
+//! peers (`vrrp`). Each test binary uses a part of it.
+#![allow(dead_code, unused_imports)]
+
+pub mod host;
+#[cfg(target_os = "linux")]
+pub mod netns;
+#[cfg(target_os = "linux")]
+pub mod vrrp;
+pub mod wait;
+
+pub use host::*;
+#[cfg(target_os = "linux")]
+pub use netns::{Net, Ns, NsDaemon};
+pub use wait::*;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -51,9 +65,7 @@ impl Fwlb {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("fwlb.toml");
         std::fs::write(&cfg, config).expect("write config");
-        let log = dir.path().join("stderr.log");
-        let logf = std::fs::File::create(&log).expect("log file");
-        let mut cmd = if let Some(n) = nofile {
+        let cmd = if let Some(n) = nofile {
             let mut c = Command::new("bash");
             c.arg("-c")
                 .arg(format!("ulimit -n {n} && exec \"$0\" run -c \"$1\""))
@@ -65,6 +77,20 @@ impl Fwlb {
             c.arg("run").arg("-c").arg(&cfg);
             c
         };
+        Self::spawn(cmd, dir, listen)
+    }
+
+    /// Start `fwlb ARGS...` (e.g. `pen -f ...`) and wait until it listens on `listen`.
+    pub fn start_args(args: &[String], listen: SocketAddr) -> Fwlb {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        Self::spawn(cmd, tempfile::tempdir().expect("tempdir"), listen)
+    }
+
+    /// Run `cmd` with its stderr in `dir`, and wait until it says it listens.
+    fn spawn(mut cmd: Command, dir: tempfile::TempDir, listen: SocketAddr) -> Fwlb {
+        let log = dir.path().join("stderr.log");
+        let logf = std::fs::File::create(&log).expect("log file");
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(logf);
         let child = cmd.spawn().expect("spawn fwlb");
         let mut f = Fwlb {
@@ -77,50 +103,20 @@ impl Fwlb {
         f
     }
 
-    /// Start `fwlb ARGS...` (e.g. `pen -f ...`) and wait until it listens on `listen`.
-    pub fn start_args(args: &[String], listen: SocketAddr) -> Fwlb {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("stderr.log");
-        let logf = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(logf)
-            .spawn()
-            .expect("spawn fwlb");
-        let mut f = Fwlb {
-            child,
-            listen,
-            log,
-            dir,
-        };
-        f.wait_listening();
-        f
-    }
-
     fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("fwlb exited early with {st}: {}", self.log_text());
-            }
-            // The line is logged after listen(2), so connects succeed from here on. (Probing
-            // with a connect would reach a backend and skew the distribution tests.)
-            if self.log_text().contains("listening") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "fwlb did not listen on {}: {}",
-            self.listen,
-            self.log_text()
-        );
+        // The line is logged after listen(2), so connects succeed from here on. (Probing with
+        // a connect would reach a backend and skew the distribution tests.)
+        let (log, listen) = (self.log.clone(), self.listen);
+        let up = || match self.child.try_wait() {
+            Ok(Some(st)) => panic!("fwlb exited early with {st}: {}", read_log(&log)),
+            _ => read_log(&log).contains("listening").then_some(()),
+        };
+        let why = || format!("fwlb did not listen on {listen}: {}", read_log(&log));
+        wait_with(Duration::from_secs(10), up, why);
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        read_log(&self.log)
     }
 
     pub fn pid(&self) -> i32 {
@@ -128,24 +124,18 @@ impl Fwlb {
     }
 
     pub fn signal(&self, sig: &str) {
-        let st = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill");
-        assert!(st.success());
+        signal(sig, self.pid());
     }
 
     /// Wait for exit up to `limit`; returns the exit code.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
+        let mut code = None;
+        settles(limit, Duration::from_millis(10), || {
+            let status = self.child.try_wait().ok().flatten();
+            code = status.and_then(|st| st.code());
+            status.is_some()
+        });
+        code
     }
 
     /// The unprivileged child of the daemon (the parent is `pid()`), once it exists.
@@ -159,34 +149,6 @@ impl Fwlb {
         pids.extend(self.child_pid());
         pids.iter().map(|p| cpu_of(*p)).sum()
     }
-}
-
-/// The first child process of `pid` (fwlb's parent has exactly one).
-pub fn child_of(pid: i32) -> Option<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// utime + stime of one process, in seconds.
-pub fn cpu_of(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(") ").map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-/// Whether process `pid` exists (and is not a zombie).
-pub fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|x| !x.1.starts_with('Z')))
-        .unwrap_or(false)
 }
 
 impl Drop for Fwlb {
@@ -319,102 +281,16 @@ pub fn write_blocking(s: &mut std::net::TcpStream, b: &[u8]) {
     s.write_all(b).expect("write");
 }
 
-/// `fwlb run` inside network namespace `ns` (as `ip netns exec` execs it, the pid is the
-/// privileged parent's), killed with its child when dropped.
-pub struct NsDaemon {
-    pub child: Child,
-    _dir: tempfile::TempDir,
-    pub log: std::path::PathBuf,
-}
-
-impl NsDaemon {
-    pub fn with_config(ns: &str, config: &str) -> NsDaemon {
-        let dir = tempfile::tempdir().expect("dir");
-        let cfg = dir.path().join("fwlb.toml");
-        std::fs::write(&cfg, config).expect("config");
-        let log = dir.path().join("log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, BIN, "run", "-c"])
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn fwlb");
-        NsDaemon {
-            child,
-            _dir: dir,
-            log,
-        }
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn signal(&self, sig: &str) {
-        // `ip netns exec` execs the program: the child pid is fwlb's.
-        let _ = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status();
-    }
-
-    /// The pids of fwlb's own children (the unprivileged child).
-    pub fn kids(&self) -> Vec<String> {
-        let pid = self.child.id();
-        let mut kids = Vec::new();
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-            for t in tasks.flatten() {
-                let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                kids.extend(list.split_whitespace().map(str::to_string));
-            }
-        }
-        kids
-    }
-
-    /// A crash: SIGKILL the unprivileged child (the speaker) first, then the parent. Killing
-    /// only the parent is a planned handover: the child sees it go, sends priority 0, exits.
-    pub fn crash(&self) {
-        let kids = self.kids();
-        assert!(
-            !kids.is_empty(),
-            "fwlb {} has no child process to crash",
-            self.child.id()
-        );
-        for k in kids.iter().chain([&self.child.id().to_string()]) {
-            let _ = Command::new("kill").args(["-KILL", k]).status();
-        }
-    }
-}
-
-impl Drop for NsDaemon {
-    /// Both processes, and wait until the child is gone too: it holds the control port, which
-    /// the next daemon started in this namespace needs.
-    fn drop(&mut self) {
-        let kids = self.kids();
-        for k in &kids {
-            let _ = Command::new("kill").args(["-KILL", k]).status();
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let t0 = Instant::now();
-        // Any thread not yet a zombie: the data-path threads close their sockets after the
-        // main thread already shows as one.
-        let alive = |k: &String| {
-            let Ok(tasks) = std::fs::read_dir(format!("/proc/{k}/task")) else {
-                return false;
-            };
-            tasks.flatten().any(|t| {
-                std::fs::read_to_string(t.path().join("stat")).is_ok_and(|st| {
-                    !st.rsplit(')')
-                        .next()
-                        .unwrap_or("")
-                        .trim_start()
-                        .starts_with('Z')
-                })
-            })
-        };
-        while kids.iter().any(alive) && t0.elapsed() < Duration::from_secs(3) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+/// Run `body`; if it fails, fail again with its message followed by `logs()` (the daemons'
+/// logs, read after the failure).
+pub fn showing_logs(logs: impl FnOnce() -> String, body: impl FnOnce()) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+    if let Err(e) = r {
+        let msg = e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        panic!("{msg}\n{}", logs());
     }
 }
