@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::BIN;
+use common::{BIN, Ns};
 use serde_json::Value;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -22,16 +22,7 @@ fn repo() -> PathBuf {
 }
 
 fn require_root() {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
-        .unwrap_or_default();
-    assert_eq!(
-        uid, "0",
-        "fwlb lab builds network namespaces: run this test as root"
-    );
+    common::require_root("fwlb lab builds network namespaces");
 }
 
 struct Run {
@@ -95,12 +86,8 @@ fn lab_namespaces() -> Vec<String> {
 
 /// A pid that still runs a fwlb program (not a zombie, not a reused pid).
 fn fwlb_alive(pid: u64) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let running = stat
-        .rsplit_once(") ")
-        .is_some_and(|(_, rest)| !rest.starts_with('Z'));
     let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    running && String::from_utf8_lossy(&cmd).contains("fwlb")
+    common::alive(pid as i32) && String::from_utf8_lossy(&cmd).contains("fwlb")
 }
 
 fn assert_nothing_left(pids: &[u64], what: &str) {
@@ -345,14 +332,9 @@ fn lab_refuses_a_directory_that_is_not_a_pair() {
     );
 }
 
+/// `fwlb ARGS` in the lab's namespace `ns`.
 fn in_ns(ns: &str, args: &[&str]) -> Run {
-    let mut all = vec!["netns", "exec", ns, BIN];
-    all.extend_from_slice(args);
-    let out = Command::new("ip")
-        .args(&all)
-        .stdin(Stdio::null())
-        .output()
-        .expect("ip netns exec");
+    let out = Ns::named(ns).fwlb(args);
     Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -404,8 +386,7 @@ fn drill_hands_a_pair_over_and_back_and_refuses_an_unfit_peer() {
     }
     // Back where it started, nobody left on standby.
     for (ns, state) in [("fwlab-fwlb-a", "master"), ("fwlab-fwlb-b", "backup")] {
-        let s = in_ns(ns, &["ctl", "--json", "show", "vrrp"]);
-        let v: Value = serde_json::from_str(&s.stdout).expect("show vrrp json");
+        let v = Ns::named(ns).show_vrrp();
         for i in v["vrrp"].as_array().expect("vrrp") {
             assert_eq!(i["state"], state, "{ns}: {i}");
             assert_eq!(i["standby"], false, "{ns}: {i}");

@@ -156,11 +156,7 @@ async fn dash_c_control_port_with_penctl_and_dash_f_file() {
 
 #[test]
 fn dash_u_and_dash_j_drop_to_the_user_in_the_chroot() {
-    assert_eq!(
-        unsafe_geteuid(),
-        0,
-        "this test needs root (CI runs as root)"
-    );
+    require_root("the child drops to a user in a chroot");
     let dir = tempfile::tempdir().expect("dir");
     let root = dir.path().join("jail");
     std::fs::create_dir(&root).expect("mkdir");
@@ -188,15 +184,6 @@ fn dash_u_and_dash_j_drop_to_the_user_in_the_chroot() {
     let _ = f.wait_exit(Duration::from_secs(2));
 }
 
-fn unsafe_geteuid() -> u32 {
-    let s = std::fs::read_to_string("/proc/self/status").expect("status");
-    s.lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|u| u.parse().ok())
-        .expect("euid")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_dash_f_it_detaches_and_writes_the_pidfile() {
     let a = Backend::start("a").await;
@@ -212,20 +199,13 @@ async fn without_dash_f_it_detaches_and_writes_the_pidfile() {
         .status()
         .expect("run");
     assert!(st.success(), "the foreground part exits 0 after detaching");
-    let mut pid = String::new();
-    for _ in 0..100 {
-        pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
-        if !pid.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid = pid.trim().to_string();
-    assert!(!pid.is_empty(), "pidfile written");
+    let pid: i32 = wait_for("the pidfile written", Duration::from_secs(2), || {
+        read_log(&pidfile).trim().parse().ok()
+    });
     // Give it a moment to listen, then it serves.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let served = which(1, l).await;
-    let _ = Command::new("kill").arg(&pid).status();
+    send_signal("TERM", pid);
     assert_eq!(served, "a");
 }
 

@@ -11,14 +11,7 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn require_root() {
-    // SAFETY-free check: /proc/self/status says who we are.
-    let st = std::fs::read_to_string("/proc/self/status").expect("status");
-    let uid = field(&st, "Uid:");
-    assert_eq!(
-        uid.split_whitespace().next(),
-        Some("0"),
-        "these tests fork a root parent and a chrooted child: run them as root"
-    );
+    common::require_root("these tests fork a root parent and a chrooted child");
 }
 
 fn field<'a>(status: &'a str, name: &str) -> &'a str {
@@ -29,23 +22,9 @@ fn field<'a>(status: &'a str, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-fn uid_of(user: &str) -> String {
-    let out = std::process::Command::new("id")
-        .args(["-u", user])
-        .output()
-        .expect("id");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for {what}");
+/// `id -u USER` (`which` = "-u") or `id -g USER` ("-g").
+fn id_of(which: &str, user: &str) -> String {
+    run(&["id", which, user]).trim().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,21 +41,13 @@ async fn child_is_chrooted_unprivileged_and_serves() {
     let f = Fwlb::start(&cfg, listen);
     let child = f.child_pid().expect("the parent has a child");
     let st = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap();
-    let nobody = uid_of("nobody");
+    let nobody = id_of("-u", "nobody");
     assert_eq!(
         field(&st, "Uid:").split_whitespace().collect::<Vec<_>>(),
         vec![nobody.as_str(); 4],
         "real, effective, saved and fs uid are nobody's"
     );
-    let gid = String::from_utf8_lossy(
-        &std::process::Command::new("id")
-            .args(["-g", "nobody"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .trim()
-    .to_string();
+    let gid = id_of("-g", "nobody");
     assert_eq!(
         field(&st, "Gid:").split_whitespace().collect::<Vec<_>>(),
         vec![gid.as_str(); 4]
@@ -131,14 +102,14 @@ async fn sighup_with_a_broken_file_keeps_the_running_config() {
     let good = config(listen, &[a.addr, b.addr], "algorithm = \"roundrobin\"");
     std::fs::write(&path, format!("{good}\n[[balancer\n")).unwrap();
     f.signal("HUP");
-    wait_for(
+    wait_until(
         "the syntax error in the log",
         Duration::from_secs(5),
         || f.log_text().contains("keeping the running configuration"),
     );
     std::fs::write(&path, good.replace("roundrobin", "roundrobbin")).unwrap();
     f.signal("HUP");
-    wait_for("the validation error", Duration::from_secs(5), || {
+    wait_until("the validation error", Duration::from_secs(5), || {
         f.log_text().contains("roundrobbin")
     });
     let log = f.log_text();
@@ -148,7 +119,7 @@ async fn sighup_with_a_broken_file_keeps_the_running_config() {
     );
     std::fs::write(&path, good.replace("[daemon]\n", "[daemon]\nthreads = 2\n")).unwrap();
     f.signal("HUP");
-    wait_for("the restart-needed refusal", Duration::from_secs(5), || {
+    wait_until("the restart-needed refusal", Duration::from_secs(5), || {
         f.log_text().contains("need a restart")
     });
     // Still the old configuration: every client on A, never B.
@@ -233,7 +204,7 @@ async fn sighup_adds_a_server_and_a_listener_while_a_transfer_runs() {
     )
     .unwrap();
     f.signal("HUP");
-    wait_for("the reload", Duration::from_secs(5), || {
+    wait_until("the reload", Duration::from_secs(5), || {
         f.log_text().contains("in effect")
     });
     assert!(
@@ -261,10 +232,7 @@ async fn either_process_dying_takes_the_other_down() {
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut f = Fwlb::start(&config(listen, &[a.addr], ""), listen);
     let child = f.child_pid().unwrap();
-    std::process::Command::new("kill")
-        .args(["-9", &child.to_string()])
-        .status()
-        .unwrap();
+    signal("KILL", child);
     let t = Instant::now();
     let code = f.wait_exit(Duration::from_secs(5));
     assert_eq!(code, Some(1), "{}", f.log_text());
@@ -274,11 +242,8 @@ async fn either_process_dying_takes_the_other_down() {
     // The parent dies: the child exits and the port is free for the restarted daemon.
     let f = Fwlb::start(&config(listen, &[a.addr], ""), listen);
     let child = f.child_pid().unwrap();
-    std::process::Command::new("kill")
-        .args(["-9", &f.pid().to_string()])
-        .status()
-        .unwrap();
-    wait_for("the child to exit", Duration::from_secs(3), || {
+    signal("KILL", f.pid());
+    wait_until("the child to exit", Duration::from_secs(3), || {
         !alive(child)
     });
     let g = Fwlb::start(&config(listen, &[a.addr], ""), listen);
@@ -297,7 +262,7 @@ async fn sigterm_to_the_parent_drains_through_the_child() {
     assert_eq!(read_line(&mut s).await.unwrap(), "A");
     f.signal("TERM");
     // The listener closes, the open connection keeps working.
-    wait_for("the listener to close", Duration::from_secs(3), || {
+    wait_until("the listener to close", Duration::from_secs(3), || {
         std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_err()
     });
     s.write_all(b"still here\n").await.unwrap();

@@ -17,31 +17,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{BIN, free_port};
+use common::{
+    BIN, alive, children, free_port, require_root, require_tool, send_signal, signal, tree_of,
+    wait_for, wait_until,
+};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
-
-fn need(cmd: &str, package: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "{cmd} is missing: apt-get install -y {package} (.ci/run installs it)"
-    );
-}
-
-fn euid() -> u32 {
-    let s = std::fs::read_to_string("/proc/self/status").expect("status");
-    s.lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|u| u.parse().ok())
-        .expect("euid")
-}
 
 /// A backend that greets each connection with `name\n` and closes.
 fn backend(name: &'static str) -> SocketAddr {
@@ -62,76 +43,6 @@ fn greeting(addr: SocketAddr) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out).filter(|o| !o.is_empty())
-}
-
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// `kill -s SIG PID` for one process. Never a negative or special pid: procps' kill(1) has
-/// been seen to signal every process for `kill -SIG -PGID`.
-fn send(sig: &str, pid: i32) -> bool {
-    assert!(pid > 1, "refusing to signal pid {pid}");
-    Command::new("kill")
-        .args(["-s", sig, &pid.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn kill(sig: &str, pid: i32) {
-    assert!(send(sig, pid), "kill -s {sig} {pid}");
-}
-
-/// `pid` and every process below it.
-fn tree_of(pid: i32) -> Vec<i32> {
-    let mut out = vec![pid];
-    let mut i = 0;
-    while i < out.len() {
-        out.extend(children(out[i]));
-        i += 1;
-    }
-    out
-}
-
-/// Gone, or a zombie nobody reaped yet.
-fn exited(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')),
-    }
-}
-
-/// The processes whose parent is `pid`.
-fn children(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(") ")
-            .and_then(|(_, r)| r.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<i32>().ok());
-        if ppid == Some(pid) && !exited(p) {
-            out.push(p);
-        }
-    }
-    out
 }
 
 fn config(listen: SocketAddr, server: SocketAddr, extra: &str) -> String {
@@ -351,8 +262,8 @@ impl Drop for Service {
             }
         }
         for p in pids {
-            if !exited(p) {
-                send("KILL", p);
+            if alive(p) {
+                send_signal("KILL", p);
             }
         }
         let _ = self.process.wait();
@@ -365,8 +276,8 @@ impl Drop for Service {
 /// `sv down` stops it.
 #[test]
 fn runit_runs_restarts_and_signals_fwlb() {
-    need("runsv", "runit");
-    need("svlogd", "runit");
+    require_tool("runsv", "runit");
+    require_tool("svlogd", "runit");
     let b = backend("b1");
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let good = config(listen, b, "");
@@ -393,12 +304,12 @@ fn runit_runs_restarts_and_signals_fwlb() {
         "the run script checks first: {log}"
     );
 
-    kill("KILL", p1);
+    signal("KILL", p1);
     let p2 = s.serving_again(Some(p1), "a new fwlb after kill -9");
-    wait_for(
+    wait_until(
         "runsv's ./finish for the killed run",
         Duration::from_secs(5),
-        || s.exits().iter().any(|l| l == "-1 9").then_some(()),
+        || s.exits().iter().any(|l| l == "-1 9"),
     );
 
     s.ctl("hup");
@@ -418,10 +329,10 @@ fn runit_runs_restarts_and_signals_fwlb() {
     // fwlb every second).
     std::fs::write(&s.config, "[daemon]\nnot_a_key = 1\n").expect("break config");
     s.ctl("term");
-    wait_for(
+    wait_until(
         "the broken config reported in the log",
         Duration::from_secs(10),
-        || s.log().contains("has errors (above)").then_some(()),
+        || s.log().contains("has errors (above)"),
     );
     assert!(
         s.log().contains("unknown key `not_a_key`"),
@@ -443,8 +354,8 @@ fn runit_runs_restarts_and_signals_fwlb() {
     let p4 = s.serving_again(Some(p3), "fwlb back after the config was fixed");
 
     s.ctl("down");
-    wait_for("sv down stops fwlb", Duration::from_secs(10), || {
-        (s.pid().is_none() && exited(p4) && greeting(listen).is_none()).then_some(())
+    wait_until("sv down stops fwlb", Duration::from_secs(10), || {
+        s.pid().is_none() && !alive(p4) && greeting(listen).is_none()
     });
 }
 
@@ -453,8 +364,8 @@ fn runit_runs_restarts_and_signals_fwlb() {
 /// the old child exit, and again a new pair serves.
 #[test]
 fn runit_restarts_the_pair_after_kill_of_child_or_parent() {
-    need("runsv", "runit");
-    assert_eq!(euid(), 0, "this test needs root (CI runs as root)");
+    require_tool("runsv", "runit");
+    require_root("this test runs fwlb's root parent and chrooted child");
     let b = backend("b1");
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let jail = tempfile::tempdir().expect("jail");
@@ -476,11 +387,11 @@ fn runit_restarts_the_pair_after_kill_of_child_or_parent() {
 
     let parent = s.serving_again(None, "fwlb serving under runsv");
     let child = child_of(parent);
-    kill("KILL", child);
-    wait_for(
+    signal("KILL", child);
+    wait_until(
         "the parent exits promptly after its child was killed",
         Duration::from_secs(3),
-        || exited(parent).then_some(()),
+        || !alive(parent),
     );
     let exits = wait_for(
         "runsv's ./finish for the parent",
@@ -499,11 +410,11 @@ fn runit_restarts_the_pair_after_kill_of_child_or_parent() {
     let parent2 = s.serving_again(Some(parent), "a new pair after kill -9 of the child");
 
     let child2 = child_of(parent2);
-    kill("KILL", parent2);
-    wait_for(
+    signal("KILL", parent2);
+    wait_until(
         "the child exits promptly after its parent was killed",
         Duration::from_secs(3),
-        || exited(child2).then_some(()),
+        || !alive(child2),
     );
     let parent3 = s.serving_again(Some(parent2), "a new pair after kill -9 of the parent");
     assert_ne!(child_of(parent3), child2);
@@ -513,8 +424,8 @@ fn runit_restarts_the_pair_after_kill_of_child_or_parent() {
 /// lines; kill -9 is followed by a restart; `svc -h` keeps the process; `svc -t` restarts.
 #[test]
 fn daemontools_runs_restarts_and_signals_fwlb() {
-    need("svscan", "daemontools");
-    need("multilog", "daemontools");
+    require_tool("svscan", "daemontools");
+    require_tool("multilog", "daemontools");
     let b = backend("b1");
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let s = Service::start(Sup::Daemontools, &config(listen, b, ""), listen);
@@ -534,7 +445,7 @@ fn daemontools_runs_restarts_and_signals_fwlb() {
         "multilog t stamp expected: {line:?}"
     );
 
-    kill("KILL", p1);
+    signal("KILL", p1);
     let p2 = s.serving_again(Some(p1), "a new fwlb after kill -9");
     s.ctl("hup");
     std::thread::sleep(Duration::from_millis(500));
@@ -542,8 +453,8 @@ fn daemontools_runs_restarts_and_signals_fwlb() {
     s.ctl("term");
     let p3 = s.serving_again(Some(p2), "a new fwlb after svc -t");
     s.ctl("down");
-    wait_for("svc -d stops fwlb", Duration::from_secs(10), || {
-        (s.pid().is_none() && exited(p3) && greeting(listen).is_none()).then_some(())
+    wait_until("svc -d stops fwlb", Duration::from_secs(10), || {
+        s.pid().is_none() && !alive(p3) && greeting(listen).is_none()
     });
 }
 
@@ -602,11 +513,7 @@ fn install(args: &[&str]) -> String {
 /// link, the systemd unit; the second run changes nothing. The FreeBSD layout likewise.
 #[test]
 fn install_sh_stages_the_tree_and_is_idempotent() {
-    assert_eq!(
-        euid(),
-        0,
-        "install.sh sets owners: this test needs root (CI runs as root)"
-    );
+    require_root("install.sh sets owners");
     let d = tempfile::tempdir().expect("destdir");
     let dest = d.path().to_str().expect("utf8");
     let first = install(&["--destdir", dest, "--runit", "--enable", "--systemd"]);
@@ -698,7 +605,7 @@ fn install_sh_stages_the_tree_and_is_idempotent() {
 /// Every shipped script parses as POSIX sh (dash, Debian's /bin/sh), the rc.d script included.
 #[test]
 fn shipped_scripts_are_posix_sh() {
-    need("dash", "dash");
+    require_tool("dash", "dash");
     for f in [
         "supervise/install.sh",
         "supervise/runit/fwlb/run",
@@ -727,7 +634,7 @@ fn shipped_scripts_are_posix_sh() {
 /// sandboxing scores as "OK" or better in `systemd-analyze security`.
 #[test]
 fn systemd_unit_verifies() {
-    need("systemd-analyze", "systemd");
+    require_tool("systemd-analyze", "systemd");
     let d = tempfile::tempdir().expect("dir");
     let unit = std::fs::read_to_string(Path::new(REPO).join("supervise/systemd/fwlb.service"))
         .expect("unit");
@@ -822,7 +729,7 @@ fn pen_without_dash_f_logs_to_syslog() {
     struct Kill(i32);
     impl Drop for Kill {
         fn drop(&mut self) {
-            send("TERM", self.0);
+            send_signal("TERM", self.0);
         }
     }
     let _k = Kill(pid);
@@ -835,7 +742,7 @@ fn pen_without_dash_f_logs_to_syslog() {
         "{m}"
     );
     sender(&m, pid);
-    kill("TERM", pid);
+    signal("TERM", pid);
     let m = recv_until(&sock, "SIGTERM").expect("a syslog message about SIGTERM");
     // The privileged parent (the pidfile's pid) takes the signal and stops the child.
     assert!(m.contains("]: INFO priv: SIGTERM"), "{m}");
@@ -876,7 +783,7 @@ fn run_with_log_syslog_logs_to_syslog() {
     );
     sender(&m, pid);
     assert_eq!(greeting(listen).as_deref(), Some("b1\n"));
-    kill("TERM", pid);
+    signal("TERM", pid);
     recv_until(&sock, "exiting").expect("a syslog message saying `exiting`");
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success(), "{:?}", out.status);
