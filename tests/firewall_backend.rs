@@ -5,6 +5,8 @@
 
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
@@ -24,14 +26,7 @@ fn in_scratch_namespace(name: &str) -> bool {
     if std::env::var_os(INSIDE).is_some() {
         return true;
     }
-    let ok = Command::new("unshare")
-        .args(["-rn", "true"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "this test needs `unshare -rn` (util-linux, user namespaces enabled)"
-    );
+    common::require_unshare();
     let nft = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
         .iter()
         .any(|p| Path::new(p).exists());

@@ -5,6 +5,8 @@
 //! and review the diff. On Linux every golden .nft file must also pass `nft -c` (check mode:
 //! nothing is changed).
 
+mod common;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -155,14 +157,7 @@ fn nft_apply_is_idempotent_and_bans_round_trip_in_a_scratch_namespace() {
     use std::net::IpAddr;
     use std::process::Command;
 
-    let ok = Command::new("unshare")
-        .args(["-rn", "true"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "this test needs `unshare -rn` (util-linux, user namespaces enabled)"
-    );
+    common::require_unshare();
     let tmp = tempfile::tempdir().expect("temporary directory");
     let put = |name: &str, text: &str| {
         let p = tmp.path().join(name);

@@ -16,28 +16,12 @@ fn args(s: &str) -> Vec<String> {
     s.split_whitespace().map(String::from).collect()
 }
 
-fn penctl(ctl: SocketAddr, cmd: &str) -> String {
-    let out = Command::new("/usr/bin/penctl")
-        .arg(ctl.to_string())
-        .args(cmd.split(' '))
-        .output()
-        .expect("penctl (apt-get install pen)");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_is_sticky_with_new_clients_round_robin() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let l = port_addr();
     let _f = Fwlb::start_args(&args(&format!("pen -f {l} {} {}", a.addr, b.addr)), l);
-    let first: Vec<String> = {
-        let mut v = Vec::new();
-        for c in 1..=6 {
-            v.push(which(c, l).await);
-        }
-        v
-    };
+    let first = which_each(1..=6, l).await;
     assert_eq!(first, vec!["a", "b", "a", "b", "a", "b"]);
     for c in 1..=6u32 {
         assert_eq!(
@@ -53,13 +37,7 @@ async fn dash_r_ignores_the_client_table_and_dash_h_hashes() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let l = port_addr();
     let f = Fwlb::start_args(&args(&format!("pen -fr {l} {} {}", a.addr, b.addr)), l);
-    let seq: Vec<String> = {
-        let mut v = Vec::new();
-        for _ in 0..4 {
-            v.push(which(1, l).await);
-        }
-        v
-    };
+    let seq = which_each([1; 4], l).await;
     assert_eq!(seq, vec!["a", "b", "a", "b"], "one client, round robin");
     drop(f);
     let l = port_addr();

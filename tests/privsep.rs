@@ -159,8 +159,7 @@ async fn sighup_adds_a_server_and_a_listener_while_a_transfer_runs() {
     );
     // A long echo transfer through the old listener: 64 MiB out, all of it back.
     const TOTAL: usize = 64 << 20;
-    let mut s = connect_from(7, listen).await.unwrap();
-    assert_eq!(read_line(&mut s).await.unwrap(), "A");
+    let s = greeted_by("A", 7, listen).await;
     let (mut rd, mut wr) = s.into_split();
     let writer = tokio::spawn(async move {
         let mut h = 0xcbf2_9ce4_8422_2325u64;
@@ -258,8 +257,7 @@ async fn sigterm_to_the_parent_drains_through_the_child() {
     let a = Backend::start("A").await;
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut f = Fwlb::start(&config(listen, &[a.addr], ""), listen);
-    let mut s = connect_from(9, listen).await.unwrap();
-    assert_eq!(read_line(&mut s).await.unwrap(), "A");
+    let mut s = greeted_by("A", 9, listen).await;
     f.signal("TERM");
     // The listener closes, the open connection keeps working.
     wait_until("the listener to close", Duration::from_secs(3), || {

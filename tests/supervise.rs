@@ -65,6 +65,8 @@ struct Service {
     svc: PathBuf,
     logdir: PathBuf,
     config: PathBuf,
+    /// What `config` held at the start.
+    config_text: String,
     /// runit only: a ./finish that records run's exit code and signal.
     exits: PathBuf,
     process: Child,
@@ -87,7 +89,18 @@ fn copy_exec(from: &Path, to: &Path) {
 }
 
 impl Service {
-    fn start(sup: Sup, config_text: &str, listen: SocketAddr) -> Service {
+    /// fwlb with `extra` keys in [daemon], listening on a free loopback port (`listen`) for a
+    /// backend that greets with "b1", under `sup`.
+    fn start(sup: Sup, extra: &str) -> Service {
+        let (tools, package) = match sup {
+            Sup::Runit => (["runsv", "sv", "svlogd"], "runit"),
+            Sup::Daemontools => (["svscan", "svc", "multilog"], "daemontools"),
+        };
+        for tool in tools {
+            require_tool(tool, package);
+        }
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let config_text = config(listen, backend("b1"), extra);
         let dir = tempfile::tempdir().expect("tempdir");
         let kind = match sup {
             Sup::Runit => "runit",
@@ -113,7 +126,7 @@ impl Service {
         let logdir = dir.path().join("log");
         std::fs::create_dir(&logdir).expect("mkdir log");
         let config = dir.path().join("fwlb.toml");
-        std::fs::write(&config, config_text).expect("config");
+        std::fs::write(&config, &config_text).expect("config");
         let mut cmd = match sup {
             Sup::Runit => {
                 let mut c = Command::new("runsv");
@@ -143,6 +156,7 @@ impl Service {
             svc,
             logdir,
             config,
+            config_text,
             exits,
             process,
             listen,
@@ -217,6 +231,37 @@ impl Service {
             .collect()
     }
 
+    /// The line of the supervisor's log (`logger`'s) that says fwlb listens, once it is there.
+    fn listening_line(&self, logger: &str) -> String {
+        let what = format!("a `listening` line in the {logger} log");
+        wait_for(&what, Duration::from_secs(5), || {
+            let log = self.log();
+            let line = log.lines().find(|l| l.contains("INFO lb: listening"))?;
+            Some(line.to_string())
+        })
+    }
+
+    /// kill -9 of fwlb `pid`: the supervisor starts another, which serves; returns its pid.
+    fn restarted_after_kill(&self, pid: i32) -> i32 {
+        signal("KILL", pid);
+        self.serving_again(Some(pid), "a new fwlb after kill -9")
+    }
+
+    /// `hup`: fwlb `pid` keeps running.
+    fn hup_keeps(&self, pid: i32) {
+        self.ctl("hup");
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(self.pid(), Some(pid), "SIGHUP must not stop fwlb");
+    }
+
+    /// `down`: fwlb `pid` stops and nothing serves.
+    fn down_stops(&self, pid: i32) {
+        self.ctl("down");
+        wait_until("down to stop fwlb", Duration::from_secs(10), || {
+            self.pid().is_none() && !alive(pid) && greeting(self.listen).is_none()
+        });
+    }
+
     /// Wait until fwlb runs under a pid other than `old` and serves; returns the pid.
     fn serving_again(&self, old: Option<i32>, what: &str) -> i32 {
         wait_for(what, Duration::from_secs(20), || {
@@ -276,45 +321,31 @@ impl Drop for Service {
 /// `sv down` stops it.
 #[test]
 fn runit_runs_restarts_and_signals_fwlb() {
-    require_tool("runsv", "runit");
-    require_tool("svlogd", "runit");
-    let b = backend("b1");
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let good = config(listen, b, "");
-    let s = Service::start(Sup::Runit, &good, listen);
+    let s = Service::start(Sup::Runit, "");
+    let listen = s.listen;
 
     let p1 = s.serving_again(None, "fwlb serving under runsv");
     // exec 2>&1 and ./log/run: fwlb's lines reach svlogd, which prefixes -tt timestamps.
-    let log = wait_for(
-        "a `listening` line in the svlogd log",
-        Duration::from_secs(5),
-        || {
-            let l = s.log();
-            l.contains("INFO lb: listening").then_some(l)
-        },
-    );
-    let line = log.lines().find(|l| l.contains("listening")).expect("line");
+    let line = s.listening_line("svlogd");
     let stamp = line.split(' ').next().unwrap_or("");
     assert!(
         stamp.len() >= 19 && stamp.as_bytes()[4] == b'-' && stamp.as_bytes()[10] == b'_',
         "svlogd -tt stamp expected: {line:?}"
     );
     assert!(
-        log.contains("configuration OK"),
-        "the run script checks first: {log}"
+        s.log().contains("configuration OK"),
+        "the run script checks first: {}",
+        s.log()
     );
 
-    signal("KILL", p1);
-    let p2 = s.serving_again(Some(p1), "a new fwlb after kill -9");
+    let p2 = s.restarted_after_kill(p1);
     wait_until(
         "runsv's ./finish for the killed run",
         Duration::from_secs(5),
         || s.exits().iter().any(|l| l == "-1 9"),
     );
 
-    s.ctl("hup");
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(s.pid(), Some(p2), "SIGHUP must not stop fwlb");
+    s.hup_keeps(p2);
     assert_eq!(greeting(listen).as_deref(), Some("b1\n"));
 
     s.ctl("term");
@@ -349,14 +380,11 @@ fn runit_runs_restarts_and_signals_fwlb() {
     );
     assert_ne!(s.pid(), Some(p3));
     // Fixed: `sv term` (as `sv restart`) retries at once.
-    std::fs::write(&s.config, &good).expect("fix config");
+    std::fs::write(&s.config, &s.config_text).expect("fix config");
     s.ctl("term");
     let p4 = s.serving_again(Some(p3), "fwlb back after the config was fixed");
 
-    s.ctl("down");
-    wait_until("sv down stops fwlb", Duration::from_secs(10), || {
-        s.pid().is_none() && !alive(p4) && greeting(listen).is_none()
-    });
+    s.down_stops(p4);
 }
 
 /// With the privileged parent and the chrooted child (issue 6): kill -9 of the child makes the
@@ -364,14 +392,11 @@ fn runit_runs_restarts_and_signals_fwlb() {
 /// the old child exit, and again a new pair serves.
 #[test]
 fn runit_restarts_the_pair_after_kill_of_child_or_parent() {
-    require_tool("runsv", "runit");
     require_root("this test runs fwlb's root parent and chrooted child");
-    let b = backend("b1");
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let jail = tempfile::tempdir().expect("jail");
     std::fs::set_permissions(jail.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let extra = format!("user = \"nobody\"\nchroot = \"{}\"", jail.path().display());
-    let s = Service::start(Sup::Runit, &config(listen, b, &extra), listen);
+    let s = Service::start(Sup::Runit, &extra);
     let child_of = |parent: i32| {
         wait_for(
             &format!(
@@ -424,38 +449,20 @@ fn runit_restarts_the_pair_after_kill_of_child_or_parent() {
 /// lines; kill -9 is followed by a restart; `svc -h` keeps the process; `svc -t` restarts.
 #[test]
 fn daemontools_runs_restarts_and_signals_fwlb() {
-    require_tool("svscan", "daemontools");
-    require_tool("multilog", "daemontools");
-    let b = backend("b1");
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let s = Service::start(Sup::Daemontools, &config(listen, b, ""), listen);
+    let s = Service::start(Sup::Daemontools, "");
 
     let p1 = s.serving_again(None, "fwlb serving under svscan/supervise");
-    let log = wait_for(
-        "a `listening` line in the multilog log",
-        Duration::from_secs(5),
-        || {
-            let l = s.log();
-            l.contains("INFO lb: listening").then_some(l)
-        },
-    );
-    let line = log.lines().find(|l| l.contains("listening")).expect("line");
+    let line = s.listening_line("multilog");
     assert!(
         line.starts_with("@4000"),
         "multilog t stamp expected: {line:?}"
     );
 
-    signal("KILL", p1);
-    let p2 = s.serving_again(Some(p1), "a new fwlb after kill -9");
-    s.ctl("hup");
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(s.pid(), Some(p2), "SIGHUP must not stop fwlb");
+    let p2 = s.restarted_after_kill(p1);
+    s.hup_keeps(p2);
     s.ctl("term");
     let p3 = s.serving_again(Some(p2), "a new fwlb after svc -t");
-    s.ctl("down");
-    wait_until("svc -d stops fwlb", Duration::from_secs(10), || {
-        s.pid().is_none() && !alive(p3) && greeting(listen).is_none()
-    });
+    s.down_stops(p3);
 }
 
 /// Everything under `root`: path, type and mode, owner, and content for files and links.

@@ -34,6 +34,19 @@ pub fn require_tool(cmd: &str, package: &str) {
     );
 }
 
+/// Fail unless `unshare -rn` works here: a scratch user and network namespace, for the tests
+/// that drive nft without touching the host's firewall.
+pub fn require_unshare() {
+    let ok = Command::new("unshare")
+        .args(["-rn", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "this test needs `unshare -rn` (util-linux, user namespaces enabled)"
+    );
+}
+
 /// `cmd`'s output, whatever its exit status; fails the test only if it cannot start.
 pub fn output(cmd: &mut Command) -> Output {
     cmd.output()

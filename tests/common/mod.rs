@@ -119,6 +119,11 @@ impl Fwlb {
         read_log(&self.log)
     }
 
+    /// Wait until its log says `needle`; fails showing the log after `limit`.
+    pub fn wait_log(&self, needle: &str, limit: Duration) {
+        wait_for_lines(&self.log, needle, 1, limit);
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -158,13 +163,43 @@ impl Drop for Fwlb {
     }
 }
 
-/// A config with one balancer.
-pub fn config(listen: SocketAddr, servers: &[SocketAddr], extra: &str) -> String {
+/// A config with one balancer; `servers` are addresses, or server entries as text.
+pub fn config(listen: SocketAddr, servers: &[impl std::fmt::Display], extra: &str) -> String {
     let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
     format!(
         "[daemon]\ncontrol = \"none\"\nshutdown_timeout = \"5s\"\n[[balancer]]\nname = \"t\"\nlisten = \"{listen}\"\nservers = [{}]\n{extra}\n",
         list.join(", ")
     )
+}
+
+/// The real penctl (Debian's pen package); the test fails without it.
+pub fn penctl_path() -> &'static str {
+    let p = "/usr/bin/penctl";
+    assert!(
+        std::path::Path::new(p).exists(),
+        "this test needs the real penctl: apt-get install pen"
+    );
+    p
+}
+
+/// The real penctl: `penctl CONTROL WORDS...`; returns (stdout, exit code).
+pub fn penctl_raw(ctl: impl std::fmt::Display, cmd: &str) -> (String, i32) {
+    let out = host::output(
+        Command::new(penctl_path())
+            .arg(ctl.to_string())
+            .args(cmd.split(' ')),
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+/// As `penctl_raw`; penctl must exit 0. Returns its stdout.
+pub fn penctl(ctl: impl std::fmt::Display, cmd: &str) -> String {
+    let (out, code) = penctl_raw(ctl, cmd);
+    assert_eq!(code, 0, "penctl {cmd}: {out}");
+    out
 }
 
 /// A backend that greets with `NAME\n`, echoes what it reads, and on the client's EOF writes
@@ -234,6 +269,20 @@ impl Drop for Backend {
     }
 }
 
+/// Backends s0, s1, ... s(n-1).
+pub async fn backends(n: usize) -> Vec<Backend> {
+    let mut all = Vec::new();
+    for i in 0..n {
+        all.push(Backend::start(&format!("s{i}")).await);
+    }
+    all
+}
+
+/// Their addresses.
+pub fn addrs(backends: &[Backend]) -> Vec<SocketAddr> {
+    backends.iter().map(|b| b.addr).collect()
+}
+
 /// Connect to `to` from source address 127.0.0.`src`-based: src is the host part within
 /// 127.0.0.0/8 (1 ..= 2^24 - 2).
 pub async fn connect_from(src: u32, to: SocketAddr) -> std::io::Result<TcpStream> {
@@ -241,6 +290,13 @@ pub async fn connect_from(src: u32, to: SocketAddr) -> std::io::Result<TcpStream
     let ip = Ipv4Addr::from(0x7f00_0000u32 + src);
     sock.bind(SocketAddr::new(IpAddr::V4(ip), 0))?;
     sock.connect(to).await
+}
+
+/// A new connection from `src` to `to` that has sent `bytes`.
+pub async fn send_from(src: u32, to: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut s = connect_from(src, to).await.expect("connect");
+    s.write_all(bytes).await.expect("send");
+    s
 }
 
 /// Read one line (the backend's greeting) with a timeout.
@@ -262,10 +318,60 @@ pub async fn read_line(s: &mut TcpStream) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// A new connection from `src` to `lb`, and the greeting of the backend it reached.
+pub async fn greeted(src: u32, lb: SocketAddr) -> (TcpStream, String) {
+    let mut s = connect_from(src, lb).await.expect("connect to fwlb");
+    let name = read_line(&mut s).await.expect("greeting");
+    (s, name)
+}
+
+/// A new connection from `src` to `lb`, which must reach backend `name`.
+pub async fn greeted_by(name: &str, src: u32, lb: SocketAddr) -> TcpStream {
+    let (s, got) = greeted(src, lb).await;
+    assert_eq!(
+        got, name,
+        "the connection from {src} reached another backend"
+    );
+    s
+}
+
 /// Which backend a new connection from `src` lands on (then closes it).
 pub async fn which(src: u32, lb: SocketAddr) -> String {
-    let mut s = connect_from(src, lb).await.expect("connect to fwlb");
-    read_line(&mut s).await.expect("greeting")
+    greeted(src, lb).await.1
+}
+
+/// `which` for each source in turn, one connection after the other.
+pub async fn which_each(srcs: impl IntoIterator<Item = u32>, lb: SocketAddr) -> Vec<String> {
+    let mut seen = Vec::new();
+    for src in srcs {
+        seen.push(which(src, lb).await);
+    }
+    seen
+}
+
+/// `fwlb CMD -c FILE` with `config` in a temporary FILE; its output, whatever the status.
+pub fn fwlb_on_config(cmd: &str, config: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fwlb.toml");
+    std::fs::write(&path, config).expect("write the config");
+    host::output(Command::new(BIN).args([cmd, "-c"]).arg(&path))
+}
+
+/// Everything `s` receives until the peer closes; the test fails if that takes over `limit`.
+pub async fn read_to_close(s: &mut TcpStream, limit: Duration) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(limit, s.read_to_end(&mut out))
+        .await
+        .unwrap_or_else(|_| panic!("the peer did not close within {limit:?}"))
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What `s` receives within `limit`: up to the peer's close, a read error, or the deadline.
+pub async fn read_within(s: &mut TcpStream, limit: Duration) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(limit, s.read_to_end(&mut out)).await;
+    out
 }
 
 /// Blocking helper: read everything until EOF with a timeout.
