@@ -43,6 +43,30 @@ fn within<T: Send + 'static>(ns: &Ns, f: impl FnOnce() -> T + Send + 'static) ->
     .expect("namespace thread")
 }
 
+/// A receiver in namespace `ns`: `open` opens its sockets on the thread (given link `dev`
+/// there) and returns the job that then waits for traffic. Returns once the sockets are
+/// open, so whatever is sent next reaches them.
+fn listening_in<T, J>(
+    ns: &Ns,
+    dev: &'static str,
+    open: impl FnOnce(Link) -> J + Send + 'static,
+) -> std::thread::JoinHandle<T>
+where
+    T: Send + 'static,
+    J: FnOnce() -> T,
+{
+    let (path, link) = (ns.path(), link(ns, dev));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        enter_netns(&path).expect("setns");
+        let job = open(link);
+        ready_tx.send(()).expect("ready");
+        job()
+    });
+    ready_rx.recv().expect("receiver ready");
+    thread
+}
+
 /// Link `name` of namespace `ns`, as netlink dumps it there.
 fn link(ns: &Ns, name: &'static str) -> Link {
     within(ns, move || {
@@ -154,33 +178,30 @@ fn vrrp_adverts_cross_the_veth_and_garp_goes_out() {
     let a = link(&ns.a, "va");
     let (a_index, a_mac) = (a.index, a.mac.expect("mac"));
     // The receiver listens first, in the other namespace.
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (path, b) = (ns.b.path(), link(&ns.b, "vb"));
-    let receiver = std::thread::spawn(move || {
-        enter_netns(&path).expect("setns");
+    let receiver = listening_in(&ns.b, "vb", |b| {
         let rx = VrrpSocket::open_v4("vb", b.index).expect("raw socket vb");
         let arp_rx = PacketSocket::open(b.index, 0x0806).expect("packet socket vb");
-        ready_tx.send(()).expect("ready");
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let (mut vrrp, mut arp) = (None, None);
-        let mut buf = vec![0u8; 2048];
-        while Instant::now() < deadline && (vrrp.is_none() || arp.is_none()) {
-            if vrrp.is_none()
-                && let Ok(n) = rx.recv(&mut buf)
-            {
-                vrrp = Some(buf[..n].to_vec());
+        move || {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let (mut vrrp, mut arp) = (None, None);
+            let mut buf = vec![0u8; 2048];
+            while Instant::now() < deadline && (vrrp.is_none() || arp.is_none()) {
+                if vrrp.is_none()
+                    && let Ok(n) = rx.recv(&mut buf)
+                {
+                    vrrp = Some(buf[..n].to_vec());
+                }
+                if arp.is_none()
+                    && let Ok(n) = arp_rx.recv(&mut buf)
+                    && buf[..n].get(12..14) == Some(&[0x08, 0x06])
+                {
+                    arp = Some(buf[..n].to_vec());
+                }
+                std::thread::sleep(Duration::from_millis(5));
             }
-            if arp.is_none()
-                && let Ok(n) = arp_rx.recv(&mut buf)
-                && buf[..n].get(12..14) == Some(&[0x08, 0x06])
-            {
-                arp = Some(buf[..n].to_vec());
-            }
-            std::thread::sleep(Duration::from_millis(5));
+            (vrrp, arp)
         }
-        (vrrp, arp)
     });
-    ready_rx.recv().expect("receiver ready");
     // A gratuitous ARP for 192.0.2.10 from va's MAC, broadcast.
     let mut frame = vec![0xff; 6];
     frame.extend_from_slice(&a_mac);
@@ -246,32 +267,29 @@ fn vrrp_v6_adverts_carry_hop_limit_and_addresses_and_na_goes_out() {
         vrrp::ChecksumMode::PseudoHeader,
     );
     let na = ndisc::unsolicited_na_frame(a_mac, vip);
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (path, b) = (ns.b.path(), link(&ns.b, "vb"));
-    let receiver = std::thread::spawn(move || {
-        enter_netns(&path).expect("setns");
+    let receiver = listening_in(&ns.b, "vb", |b| {
         let rx = VrrpSocket::open_v6("vb", b.index).expect("raw v6 socket vb");
         let frames = PacketSocket::open(b.index, 0x86dd).expect("packet socket vb");
         let deaf = PacketSocket::open_send_only(b.index, 0x86dd).expect("send-only socket");
-        ready_tx.send(()).expect("ready");
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let (mut adverts, mut na) = (Vec::new(), None);
-        let mut buf = vec![0u8; 2048];
-        while Instant::now() < deadline && (adverts.len() < 2 || na.is_none()) {
-            while let Ok(r) = rx.recv_v6(&mut buf) {
-                adverts.push((buf[..r.len].to_vec(), r));
-            }
-            while let Ok(n) = frames.recv(&mut buf) {
-                if ndisc::parse_frame(&buf[..n]).is_ok() {
-                    na = Some(buf[..n].to_vec());
+        move || {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let (mut adverts, mut na) = (Vec::new(), None);
+            let mut buf = vec![0u8; 2048];
+            while Instant::now() < deadline && (adverts.len() < 2 || na.is_none()) {
+                while let Ok(r) = rx.recv_v6(&mut buf) {
+                    adverts.push((buf[..r.len].to_vec(), r));
                 }
+                while let Ok(n) = frames.recv(&mut buf) {
+                    if ndisc::parse_frame(&buf[..n]).is_ok() {
+                        na = Some(buf[..n].to_vec());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
             }
-            std::thread::sleep(Duration::from_millis(5));
+            let deaf_got = deaf.recv(&mut buf);
+            (adverts, na, deaf_got.map_err(|e| e.kind()))
         }
-        let deaf_got = deaf.recv(&mut buf);
-        (adverts, na, deaf_got.map_err(|e| e.kind()))
     });
-    ready_rx.recv().expect("receiver ready");
     let (m, u, f) = (multicast.clone(), unicast.clone(), na.clone());
     within(&ns.a, move || {
         let tx = VrrpSocket::open_v6("va", a_index).expect("raw v6 socket va");
