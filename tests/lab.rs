@@ -21,8 +21,10 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn require_root() {
+/// The lab's namespaces have fixed names: one lab at a time in this binary, as root.
+fn one_lab_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     common::require_root("fwlb lab builds network namespaces");
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct Run {
@@ -111,8 +113,7 @@ fn budget_ms(priority: f64) -> f64 {
 
 #[test]
 fn lab_passes_every_drill_within_the_budget_and_leaves_nothing_behind() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    require_root();
+    let _one = one_lab_at_a_time();
     let r = fwlb(&["lab", "conf/lab", "--json"], Duration::from_secs(180));
     let rep = report(&r);
     assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
@@ -210,8 +211,7 @@ fn lab_passes_every_drill_within_the_budget_and_leaves_nothing_behind() {
 /// drill fails and says why; the lab still removes everything.
 #[test]
 fn lab_catches_a_pair_without_depends_and_cleans_up_after_the_failure() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    require_root();
+    let _one = one_lab_at_a_time();
     let dir = tempfile::tempdir().expect("tempdir");
     for f in ["fwlb-a.toml", "fwlb-b.toml"] {
         let text = std::fs::read_to_string(repo().join("conf/lab").join(f)).expect("config");
@@ -247,8 +247,7 @@ fn lab_catches_a_pair_without_depends_and_cleans_up_after_the_failure() {
 /// them first (and says so), then runs normally and leaves nothing.
 #[test]
 fn a_lab_killed_mid_run_is_cleaned_up_by_the_next_run() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    require_root();
+    let _one = one_lab_at_a_time();
     let dir = tempfile::tempdir().expect("tempdir");
     let err = dir.path().join("err");
     let mut child = Command::new(BIN)
@@ -347,8 +346,7 @@ fn in_ns(ns: &str, args: &[&str]) -> Run {
 /// backup or does not answer; `fwlb lab --clean` removes the kept lab.
 #[test]
 fn drill_hands_a_pair_over_and_back_and_refuses_an_unfit_peer() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    require_root();
+    let _one = one_lab_at_a_time();
     let r = fwlb(
         &["lab", "conf/lab", "--keep", "--drill", "none", "--json"],
         Duration::from_secs(120),
