@@ -9,10 +9,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn lb_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
-}
-
 /// `n` backends s0, s1, ... and a balancer over them with `extra` keys in its section.
 async fn balancer(n: usize, extra: &str) -> (Vec<Backend>, SocketAddr, Fwlb) {
     balancer_with(&vec![""; n], extra).await
@@ -27,8 +23,8 @@ async fn balancer_with(suffixes: &[&str], extra: &str) -> (Vec<Backend>, SocketA
         .zip(suffixes)
         .map(|(b, suffix)| format!("{}{suffix}", b.addr))
         .collect();
-    let l = lb_addr();
-    let f = Fwlb::start(&config(l, &servers, extra), l);
+    let l = free_addr();
+    let f = Fwlb::balancing(l, &servers, extra);
     (b, l, f)
 }
 
@@ -179,11 +175,11 @@ async fn leastconn_prefers_the_idle_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_hash_moves_only_removed_servers_clients() {
     let b = backends(4).await;
-    let l = lb_addr();
+    let l = free_addr();
     let all = addrs(&b);
     let mut before = HashMap::new();
     {
-        let _f = Fwlb::start(&config(l, &all, "algorithm = \"consistent\""), l);
+        let _f = Fwlb::balancing(l, &all, "algorithm = \"consistent\"");
         for c in 1..=400u32 {
             before.insert(c, which(c * 13, l).await);
         }
@@ -195,8 +191,8 @@ async fn consistent_hash_moves_only_removed_servers_clients() {
     assert_eq!(per.len(), 4, "{per:?}");
     // Remove s2 from the config (restart): only its clients may move.
     let three = [all[0], all[1], all[3]];
-    let l2 = lb_addr();
-    let _f = Fwlb::start(&config(l2, &three, "algorithm = \"consistent\""), l2);
+    let l2 = free_addr();
+    let _f = Fwlb::balancing(l2, &three, "algorithm = \"consistent\"");
     let mut moved = 0;
     for c in 1..=400u32 {
         let now = which(c * 13, l2).await;
@@ -216,20 +212,17 @@ async fn consistent_hash_moves_only_removed_servers_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_server_is_blacklisted_and_client_still_served() {
     let live = Backend::start("live").await;
-    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let l = lb_addr();
-    let f = Fwlb::start(
-        &config(
-            l,
-            &[dead, live.addr],
-            "algorithm = \"roundrobin\"\nblacklist = \"2s\"",
-        ),
+    let dead = free_addr();
+    let l = free_addr();
+    let f = Fwlb::balancing(
         l,
+        &[dead, live.addr],
+        "algorithm = \"roundrobin\"\nblacklist = \"2s\"",
     );
     for c in 0..10 {
         assert_eq!(which(1, l).await, "live", "request {c} must be served");
     }
-    let log = f.log_text();
+    let log = f.log();
     assert_eq!(
         log.matches("blacklisted for 2s").count(),
         1,
@@ -267,14 +260,11 @@ async fn blackholed_server_times_out_and_fails_over() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let live = Backend::start("live").await;
-    let l = lb_addr();
-    let f = Fwlb::start(
-        &config(
-            l,
-            &[hole_addr, live.addr],
-            "algorithm = \"roundrobin\"\nconnect_timeout = \"700ms\"",
-        ),
+    let l = free_addr();
+    let f = Fwlb::balancing(
         l,
+        &[hole_addr, live.addr],
+        "algorithm = \"roundrobin\"\nconnect_timeout = \"700ms\"",
     );
     let t = Instant::now();
     assert_eq!(which(1, l).await, "live");
@@ -294,24 +284,17 @@ async fn blackholed_server_times_out_and_fails_over() {
         "{:?}",
         t.elapsed()
     );
-    assert!(
-        f.log_text().contains("connect timed out"),
-        "{}",
-        f.log_text()
-    );
+    f.assert_logged("connect timed out");
     drop(hole);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emergency_server_takes_clients_when_all_fail() {
     let em = Backend::start("emergency").await;
-    let d1 = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let d2 = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let l = lb_addr();
-    let _f = Fwlb::start(
-        &config(l, &[d1, d2], &format!("emergency = \"{}\"", em.addr)),
-        l,
-    );
+    let d1 = free_addr();
+    let d2 = free_addr();
+    let l = free_addr();
+    let _f = Fwlb::balancing(l, &[d1, d2], &format!("emergency = \"{}\"", em.addr));
     for c in 1..=5 {
         assert_eq!(which(c, l).await, "emergency");
     }
@@ -319,27 +302,23 @@ async fn emergency_server_takes_clients_when_all_fail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_closed_only_when_nothing_can_take_it() {
-    let d1 = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let l = lb_addr();
-    let f = Fwlb::start(&config(l, &[d1], ""), l);
+    let d1 = free_addr();
+    let l = free_addr();
+    let f = Fwlb::balancing(l, &[d1], "");
     let mut s = connect_from(1, l).await.expect("accepted");
     let mut buf = [0u8; 16];
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
         .await
         .expect("closed promptly");
     assert!(matches!(n, Ok(0) | Err(_)), "closed without data");
-    assert!(
-        f.log_text().contains("no server could take the client"),
-        "{}",
-        f.log_text()
-    );
+    f.assert_logged("no server could take the client");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_is_propagated_both_ways() {
     let b = Backend::start("hc").await;
-    let l = lb_addr();
-    let _f = Fwlb::start(&config(l, &[b.addr], ""), l);
+    let l = free_addr();
+    let _f = Fwlb::balancing(l, &[b.addr], "");
     let mut s = connect_from(1, l).await.expect("connect");
     s.write_all(b"hello through the balancer")
         .await
@@ -469,8 +448,8 @@ async fn transfer(l: SocketAddr, n: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_mib_and_hundred_mib_transfers_are_exact() {
     let be = bulk_backend().await;
-    let l = lb_addr();
-    let _f = Fwlb::start(&config(l, &[be], ""), l);
+    let l = free_addr();
+    let _f = Fwlb::balancing(l, &[be], "");
     transfer(l, 1 << 20).await;
     transfer(l, 100 << 20).await;
     transfer(l, 12_345).await;
@@ -517,7 +496,7 @@ async fn thousand_concurrent_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_worker_threads_relay_exactly() {
     let b = backends(2).await;
-    let l = lb_addr();
+    let l = free_addr();
     let cfg = config(l, &addrs(&b), "algorithm = \"roundrobin\"").replacen(
         "[daemon]\n",
         "[daemon]\nthreads = 2\n",
@@ -554,7 +533,7 @@ async fn two_worker_threads_relay_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn descriptor_exhaustion_backs_off_and_recovers() {
     let b = Backend::start("s").await;
-    let l = lb_addr();
+    let l = free_addr();
     // 40 descriptors: a handful for the runtime, two per relayed connection.
     let f = Fwlb::start_with(&config(l, &[b.addr], ""), l, Some(40));
     let mut held = Vec::new();
@@ -570,7 +549,7 @@ async fn descriptor_exhaustion_backs_off_and_recovers() {
         busy < 0.5,
         "must not spin while out of descriptors: {busy} s of CPU in 2 s"
     );
-    let log = f.log_text();
+    let log = f.log();
     assert_eq!(
         log.matches("cannot accept").count(),
         1,
@@ -593,19 +572,18 @@ async fn descriptor_exhaustion_backs_off_and_recovers() {
         ok,
         10,
         "clients queued during the episode were served: {}",
-        f.log_text()
+        f.log()
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(which(2, l).await, "s");
-    let log = f.log_text();
-    assert!(log.contains("accepting again"), "{log}");
+    f.assert_logged("accepting again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_open_connections_then_exits_zero() {
     let b = Backend::start("s").await;
-    let l = lb_addr();
-    let mut f = Fwlb::start(&config(l, &[b.addr], ""), l);
+    let l = free_addr();
+    let mut f = Fwlb::balancing(l, &[b.addr], "");
     let mut s = greeted_by("s", 1, l).await;
     f.signal("TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -626,13 +604,13 @@ async fn sigterm_drains_open_connections_then_exits_zero() {
     s.read_to_string(&mut rest).await.expect("read");
     assert_eq!(rest, "BYE s\n");
     let code = f.wait_exit(Duration::from_secs(3));
-    assert_eq!(code, Some(0), "{}", f.log_text());
+    assert_eq!(code, Some(0), "{}", f.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_deadline_closes_stuck_connections() {
     let b = Backend::start("s").await;
-    let l = lb_addr();
+    let l = free_addr();
     let cfg =
         config(l, &[b.addr], "").replace("shutdown_timeout = \"5s\"", "shutdown_timeout = \"1s\"");
     let mut f = Fwlb::start(&cfg, l);
@@ -640,13 +618,13 @@ async fn sigterm_deadline_closes_stuck_connections() {
     let t = Instant::now();
     f.signal("TERM");
     let code = f.wait_exit(Duration::from_secs(5));
-    assert_eq!(code, Some(0), "{}", f.log_text());
+    assert_eq!(code, Some(0), "{}", f.log());
     let took = t.elapsed();
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(3),
         "{took:?}"
     );
-    assert!(f.log_text().contains("deadline"), "{}", f.log_text());
+    f.assert_logged("deadline");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -665,7 +643,7 @@ async fn ipv6_listener_and_freebind_on_an_address_not_held() {
         .await
         .expect("connect over IPv6");
     assert_eq!(read_line(&mut s).await.expect("greeting"), "s");
-    assert!(f.log_text().contains("192.0.2.10"), "{}", f.log_text());
+    f.assert_logged("192.0.2.10");
 }
 
 #[test]
@@ -684,8 +662,8 @@ fn port_in_use_is_a_clear_startup_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeout_closes_quiet_connections_only() {
     let b = Backend::start("s").await;
-    let l = lb_addr();
-    let _f = Fwlb::start(&config(l, &[b.addr], "idle_timeout = \"1s\""), l);
+    let l = free_addr();
+    let _f = Fwlb::balancing(l, &[b.addr], "idle_timeout = \"1s\"");
     let mut quiet = greeted_by("s", 1, l).await;
     let mut busy = greeted_by("s", 2, l).await;
     let t = Instant::now();
@@ -738,8 +716,8 @@ async fn server_max_and_hard_limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_makes_clients_wait_not_fail() {
     let b = Backend::start("s").await;
-    let l = lb_addr();
-    let _f = Fwlb::start(&config(l, &[b.addr], "max_connections = 2"), l);
+    let l = free_addr();
+    let _f = Fwlb::balancing(l, &[b.addr], "max_connections = 2");
     let a = greeted_by("s", 1, l).await;
     let _c = greeted_by("s", 2, l).await;
     // The third waits in the backlog: connected, but nothing relayed yet.

@@ -23,10 +23,6 @@ fn fctl(ctl: &str, args: &[&str]) -> (String, String, i32) {
     )
 }
 
-fn ctl_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
-}
-
 /// A daemon with a control port and the given balancer settings.
 fn start(
     servers: &[SocketAddr],
@@ -34,7 +30,7 @@ fn start(
     daemon_extra: &str,
     extra: &str,
 ) -> (Fwlb, SocketAddr) {
-    let l = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let l = free_addr();
     let cfg = config(l, servers, extra).replace(
         "control = \"none\"",
         &format!("control = \"{ctl}\"\n{daemon_extra}"),
@@ -100,7 +96,7 @@ const PEN_REPLIES: &[(&str, &str)] = &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn penctl_commands_get_pens_reply_formats() {
     let b = backends(2).await;
-    let c = ctl_addr();
+    let c = free_addr();
     let (f, l) = start(&addrs(&b), c, "", "");
     let servers = penctl(c, "servers");
     assert_eq!(
@@ -165,7 +161,7 @@ async fn penctl_commands_get_pens_reply_formats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blacklist_through_penctl_while_traffic_runs() {
     let b = backends(3).await;
-    let c = ctl_addr();
+    let c = free_addr();
     let (_f, l) = start(&addrs(&b), c, "", "algorithm = \"roundrobin\"");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let errors = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -227,7 +223,7 @@ async fn runtime_state_survives_a_restart() {
     let b = backends(3).await;
     let dir = tempfile::tempdir().expect("dir");
     let state = dir.path().join("state");
-    let c = ctl_addr();
+    let c = free_addr();
     let daemon = format!("state_file = \"{}\"", state.display());
     let servers = addrs(&b);
     let (f, _) = start(&servers, c, &daemon, "algorithm = \"roundrobin\"");
@@ -255,7 +251,7 @@ async fn runtime_state_survives_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_control_client_delays_nothing() {
     let b = Backend::start("s").await;
-    let c = ctl_addr();
+    let c = free_addr();
     let (_f, l) = start(&[b.addr], c, "", "");
     let mut idle = tokio::net::TcpStream::connect(c).await.expect("connect");
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -284,7 +280,7 @@ async fn idle_control_client_delays_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_control_input_gets_an_error_and_the_daemon_keeps_serving() {
     let b = Backend::start("s").await;
-    let c = ctl_addr();
+    let c = free_addr();
     let (f, l) = start(&[b.addr], c, "", "");
     let long = vec![b'x'; 64 * 1024];
     assert!(
@@ -316,13 +312,13 @@ async fn bad_control_input_gets_an_error_and_the_daemon_keeps_serving() {
     s.read_to_string(&mut out).await.expect("read");
     assert_eq!(out, "30\n");
     assert_eq!(which(1, l).await, "s");
-    assert!(f.log_text().contains("bad control line"));
+    assert!(f.log().contains("bad control line"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundreds_of_control_clients_while_traffic_flows() {
     let b = Backend::start("s").await;
-    let c = ctl_addr();
+    let c = free_addr();
     let (_f, l) = start(&[b.addr], c, "", "");
     let mut tasks = Vec::new();
     for i in 0..300u32 {
@@ -347,7 +343,7 @@ async fn hundreds_of_control_clients_while_traffic_flows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fwlb_ctl_output_and_exit_codes() {
     let b = backends(2).await;
-    let c = ctl_addr();
+    let c = free_addr();
     let (_f, l) = start(&addrs(&b), c, "", "");
     let cs = c.to_string();
     let (out, _, code) = fctl(&cs, &["show", "servers"]);
@@ -396,7 +392,7 @@ async fn fwlb_ctl_output_and_exit_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_lets_open_connections_finish_and_enable_brings_it_back() {
     let b = backends(2).await;
-    let c = ctl_addr();
+    let c = free_addr();
     let (_f, l) = start(&addrs(&b), c, "", "algorithm = \"roundrobin\"");
     let mut held = greeted_by("s0", 1, l).await;
     let (out, _, code) = fctl(&c.to_string(), &["drain", "0"]);
@@ -420,10 +416,7 @@ async fn balancer_prefix_and_unix_socket_control() {
     let b = [Backend::start("a").await, Backend::start("b").await];
     let dir = tempfile::tempdir().expect("dir");
     let sock = dir.path().join("ctl.sock");
-    let (l1, l2) = (
-        SocketAddr::from(([127, 0, 0, 1], free_port())),
-        SocketAddr::from(([127, 0, 0, 1], free_port())),
-    );
+    let (l1, l2) = (free_addr(), free_addr());
     let cfg = format!(
         "[daemon]\ncontrol = \"{}\"\n[[balancer]]\nname = \"one\"\nlisten = \"{l1}\"\nservers = [\"{}\"]\n[[balancer]]\nname = \"two\"\nlisten = \"{l2}\"\nservers = [\"{}\"]\nblacklist = \"7s\"\n",
         sock.display(),

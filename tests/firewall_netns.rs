@@ -100,7 +100,7 @@ user = \"nobody\"\nchroot = \"{}\"\n\
     std::fs::write(&cfg, &text).expect("config");
     let mut fw = run_fwlb(&net.fw, &cfg);
     net.wait_open(8080);
-    assert!(fw.log().contains("firewall installed"), "{}", fw.log());
+    fw.assert_logged("firewall installed");
     // A listener: open. A service the config does not name: dropped, not refused.
     assert_eq!(net.probe(8080), "open");
     assert_eq!(net.probe(2222), "dropped", "unlisted port must be dropped");
@@ -126,11 +126,7 @@ user = \"nobody\"\nchroot = \"{}\"\n\
     .expect("config");
     fw.signal("HUP");
     fw.wait_log_count("firewall replaced", 1, Duration::from_secs(5));
-    assert!(
-        fw.log().contains("firewall replaced (bans kept)"),
-        "{}",
-        fw.log()
-    );
+    fw.assert_logged("firewall replaced (bans kept)");
     assert_eq!(net.probe(8080), "dropped", "still banned after the reload");
     let (_, ok) = net.ctl(&["unban", "10.66.0.2"]);
     assert!(ok);

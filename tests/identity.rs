@@ -19,7 +19,7 @@ struct Echo {
 
 impl Echo {
     fn start(name: &str) -> Echo {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let addr = free_addr();
         let args = ["echo", &addr.to_string(), "--name", name].map(String::from);
         Echo {
             _daemon: Fwlb::start_args(&args, addr),
@@ -28,9 +28,16 @@ impl Echo {
     }
 }
 
+/// A new echo and a balancer in front of it with `extra` keys.
+fn echo_behind(extra: &str) -> (Echo, Fwlb, SocketAddr) {
+    let echo = Echo::start("e");
+    let (f, l) = start(&echo, extra);
+    (echo, f, l)
+}
+
 fn start(echo: &Echo, extra: &str) -> (Fwlb, SocketAddr) {
-    let l = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    (Fwlb::start(&config(l, &[echo.addr], extra), l), l)
+    let l = free_addr();
+    (Fwlb::balancing(l, &[echo.addr], extra), l)
 }
 
 /// Read `n` HTTP responses from `s` and return their JSON bodies.
@@ -158,8 +165,7 @@ async fn echo_reads_http_after_a_proxy_header_that_came_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xff_on_every_keep_alive_request_with_chunked_and_pipelined_bodies() {
-    let echo = Echo::start("e");
-    let (_f, l) = start(&echo, "http_forwarded_for = true");
+    let (_echo, _f, l) = echo_behind("http_forwarded_for = true");
     let mut s = connect_from(5, l).await.expect("connect");
     // Three requests in one write: a chunked body, a Content-Length body that looks like a
     // request, and a plain GET.
@@ -204,11 +210,8 @@ GET /c HTTP/1.1\r\nHost: x\r\n\r\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_xff_is_replaced_unless_the_client_is_a_trusted_proxy() {
-    let echo = Echo::start("e");
-    let (_f, l) = start(
-        &echo,
-        "http_forwarded_for = true\ntrusted_proxies = [\"127.0.0.9\"]",
-    );
+    let (_echo, _f, l) =
+        echo_behind("http_forwarded_for = true\ntrusted_proxies = [\"127.0.0.9\"]");
     let forged = b"GET / HTTP/1.1\r\nHost: x\r\nx-forwarded-FOR: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\n\r\n";
     let (untrusted, _) = forwarded_for(l, 6, forged).await;
     assert_eq!(untrusted, ["127.0.0.6"], "untrusted: replaced");
@@ -222,8 +225,7 @@ async fn forged_xff_is_replaced_unless_the_client_is_a_trusted_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_proxy_takes_the_client_from_the_header() {
-    let echo = Echo::start("e");
-    let (f, l) = start(&echo, "accept_proxy = true\nhttp_forwarded_for = true");
+    let (_echo, f, l) = echo_behind("accept_proxy = true\nhttp_forwarded_for = true");
     let request =
         b"PROXY TCP4 203.0.113.9 198.51.100.1 40000 443\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
     let (xff, r) = forwarded_for(l, 3, request).await;
@@ -232,23 +234,14 @@ async fn accept_proxy_takes_the_client_from_the_header() {
     let mut bad = send_from(4, l, b"GET / HTTP/1.1\r\n\r\n").await;
     let out = read_within(&mut bad, Duration::from_secs(5)).await;
     assert!(out.is_empty());
-    assert!(
-        f.log_text().contains("no valid PROXY header"),
-        "{}",
-        f.log_text()
-    );
+    f.assert_logged("no valid PROXY header");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let log = f.log_text();
-    assert!(
-        log.contains("conn 203.0.113.9:40000 -> 198.51.100.1:443"),
-        "{log}"
-    );
+    f.assert_logged("conn 203.0.113.9:40000 -> 198.51.100.1:443");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_head_gets_400_and_non_http_passes_untouched() {
-    let echo = Echo::start("e");
-    let (f, l) = start(&echo, "http_forwarded_for = true");
+    let (_echo, f, l) = echo_behind("http_forwarded_for = true");
     let both =
         b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
     let mut s = send_from(2, l, both).await;
@@ -270,13 +263,12 @@ async fn malformed_head_gets_400_and_non_http_passes_untouched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_log_has_both_five_tuples() {
-    let echo = Echo::start("e");
-    let (f, l) = start(&echo, "");
+    let (echo, f, l) = echo_behind("");
     let (j, me) = raw_line(l, 8, b"x").await;
     // The echo saw the balancer's local address as its peer: that is the second 5-tuple.
     let local = j["peer"].as_str().expect("peer").to_string();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let log = f.log_text();
+    let log = f.log();
     let want = format!("conn {me} -> {l} {local} -> {}", echo.addr);
     assert!(log.contains(&want), "want {want:?} in {log}");
     assert!(

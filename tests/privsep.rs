@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -12,6 +11,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn require_root() {
     common::require_root("these tests fork a root parent and a chrooted child");
+}
+
+/// As root: backend "A", and fwlb balancing to it from `listen`.
+async fn serving_a() -> (Backend, std::net::SocketAddr, Fwlb) {
+    require_root();
+    let a = Backend::start("A").await;
+    let listen = free_addr();
+    let f = Fwlb::balancing(listen, &[a.addr], "");
+    (a, listen, f)
 }
 
 fn field<'a>(status: &'a str, name: &str) -> &'a str {
@@ -31,7 +39,7 @@ fn id_of(which: &str, user: &str) -> String {
 async fn child_is_chrooted_unprivileged_and_serves() {
     require_root();
     let a = Backend::start("A").await;
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen = free_addr();
     let jail = tempfile::tempdir().unwrap();
     let cfg = format!(
         "[daemon]\ncontrol = \"none\"\nuser = \"nobody\"\nchroot = \"{}\"\n[[balancer]]\nname = \"t\"\nlisten = \"{listen}\"\nservers = [\"{}\"]\n",
@@ -83,20 +91,13 @@ async fn child_is_chrooted_unprivileged_and_serves() {
     );
     // And it serves.
     assert_eq!(which(1, listen).await, "A");
-    assert!(
-        f.log_text().contains("child running without privileges"),
-        "{}",
-        f.log_text()
-    );
+    f.assert_logged("child running without privileges");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_a_broken_file_keeps_the_running_config() {
-    require_root();
-    let a = Backend::start("A").await;
+    let (a, listen, f) = serving_a().await;
     let b = Backend::start("B").await;
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let f = Fwlb::start(&config(listen, &[a.addr], ""), listen);
     let path = f.dir.path().join("fwlb.toml");
     // A syntax error, then a validation error, then a change that needs a restart.
     let good = config(listen, &[a.addr, b.addr], "algorithm = \"roundrobin\"");
@@ -105,14 +106,14 @@ async fn sighup_with_a_broken_file_keeps_the_running_config() {
     wait_until(
         "the syntax error in the log",
         Duration::from_secs(5),
-        || f.log_text().contains("keeping the running configuration"),
+        || f.log().contains("keeping the running configuration"),
     );
     std::fs::write(&path, good.replace("roundrobin", "roundrobbin")).unwrap();
     f.signal("HUP");
     wait_until("the validation error", Duration::from_secs(5), || {
-        f.log_text().contains("roundrobbin")
+        f.log().contains("roundrobbin")
     });
-    let log = f.log_text();
+    let log = f.log();
     assert!(
         log.contains(&format!("{}:", path.display())) && log.contains("algorithm"),
         "errors carry FILE:LINE:COL: {log}"
@@ -120,14 +121,14 @@ async fn sighup_with_a_broken_file_keeps_the_running_config() {
     std::fs::write(&path, good.replace("[daemon]\n", "[daemon]\nthreads = 2\n")).unwrap();
     f.signal("HUP");
     wait_until("the restart-needed refusal", Duration::from_secs(5), || {
-        f.log_text().contains("need a restart")
+        f.log().contains("need a restart")
     });
     // Still the old configuration: every client on A, never B.
     for src in 1..=20 {
         assert_eq!(which(src, listen).await, "A");
     }
     assert_eq!(b.count(), 0);
-    assert!(!f.log_text().contains("in effect"));
+    assert!(!f.log().contains("in effect"));
 }
 
 /// A digest that notices a lost, duplicated or reordered byte.
@@ -143,8 +144,8 @@ async fn sighup_adds_a_server_and_a_listener_while_a_transfer_runs() {
     require_root();
     let a = Backend::start("A").await;
     let b = Backend::start("B").await;
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let listen2: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen = free_addr();
+    let listen2 = free_addr();
     let jail = tempfile::tempdir().unwrap();
     let daemon = format!(
         "[daemon]\ncontrol = \"none\"\nuser = \"nobody\"\nchroot = \"{}\"\n",
@@ -204,7 +205,7 @@ async fn sighup_adds_a_server_and_a_listener_while_a_transfer_runs() {
     .unwrap();
     f.signal("HUP");
     wait_until("the reload", Duration::from_secs(5), || {
-        f.log_text().contains("in effect")
+        f.log().contains("in effect")
     });
     assert!(
         !reader.is_finished(),
@@ -219,33 +220,29 @@ async fn sighup_adds_a_server_and_a_listener_while_a_transfer_runs() {
     assert!(seen.contains("A") && seen.contains("B"), "{seen:?}");
     let (sent, got) = (writer.await.unwrap(), reader.await.unwrap());
     assert_eq!(sent, got, "the transfer through the old listener is intact");
-    let log = f.log_text();
-    assert!(log.contains(&format!("server {} added", b.addr)), "{log}");
+    f.assert_logged(&format!("server {} added", b.addr));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn either_process_dying_takes_the_other_down() {
-    require_root();
-    let a = Backend::start("A").await;
     // The child dies: the parent exits non-zero at once.
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut f = Fwlb::start(&config(listen, &[a.addr], ""), listen);
+    let (a, listen, mut f) = serving_a().await;
     let child = f.child_pid().unwrap();
     signal("KILL", child);
     let t = Instant::now();
     let code = f.wait_exit(Duration::from_secs(5));
-    assert_eq!(code, Some(1), "{}", f.log_text());
+    assert_eq!(code, Some(1), "{}", f.log());
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-    assert!(f.log_text().contains("child ended with signal 9"));
+    assert!(f.log().contains("child ended with signal 9"));
 
     // The parent dies: the child exits and the port is free for the restarted daemon.
-    let f = Fwlb::start(&config(listen, &[a.addr], ""), listen);
+    let f = Fwlb::balancing(listen, &[a.addr], "");
     let child = f.child_pid().unwrap();
     signal("KILL", f.pid());
     wait_until("the child to exit", Duration::from_secs(3), || {
         !alive(child)
     });
-    let g = Fwlb::start(&config(listen, &[a.addr], ""), listen);
+    let g = Fwlb::balancing(listen, &[a.addr], "");
     assert_eq!(which(3, listen).await, "A");
     drop(g);
     drop(f);
@@ -253,10 +250,7 @@ async fn either_process_dying_takes_the_other_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_to_the_parent_drains_through_the_child() {
-    require_root();
-    let a = Backend::start("A").await;
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut f = Fwlb::start(&config(listen, &[a.addr], ""), listen);
+    let (_a, listen, mut f) = serving_a().await;
     let mut s = greeted_by("A", 9, listen).await;
     f.signal("TERM");
     // The listener closes, the open connection keeps working.
@@ -269,10 +263,5 @@ async fn sigterm_to_the_parent_drains_through_the_child() {
     let mut rest = String::new();
     s.read_to_string(&mut rest).await.unwrap();
     assert_eq!(rest, "BYE A\n");
-    assert_eq!(
-        f.wait_exit(Duration::from_secs(5)),
-        Some(0),
-        "{}",
-        f.log_text()
-    );
+    assert_eq!(f.wait_exit(Duration::from_secs(5)), Some(0), "{}", f.log());
 }

@@ -18,8 +18,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{
-    BIN, alive, children, free_port, require_root, require_tool, send_signal, signal, tree_of,
-    wait_for, wait_until,
+    BIN, alive, children, free_addr, free_port, require_root, require_tool, send_signal, signal,
+    tree_of, wait_for, wait_until,
 };
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -49,6 +49,13 @@ fn config(listen: SocketAddr, server: SocketAddr, extra: &str) -> String {
     format!(
         "[daemon]\ncontrol = \"none\"\nshutdown_timeout = \"1s\"\n{extra}\n[[balancer]]\nname = \"t\"\nlisten = \"{listen}\"\nservers = [\"{server}\"]\n"
     )
+}
+
+/// kill -9 of `victim`; `other` must exit within 3 s (`who` names it and why).
+fn kill_takes_down(victim: i32, other: i32, who: &str) {
+    signal("KILL", victim);
+    let what = format!("{who} exits promptly");
+    wait_until(&what, Duration::from_secs(3), || !alive(other));
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -99,7 +106,7 @@ impl Service {
         for tool in tools {
             require_tool(tool, package);
         }
-        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let listen = free_addr();
         let config_text = config(listen, backend("b1"), extra);
         let dir = tempfile::tempdir().expect("tempdir");
         let kind = match sup {
@@ -412,12 +419,7 @@ fn runit_restarts_the_pair_after_kill_of_child_or_parent() {
 
     let parent = s.serving_again(None, "fwlb serving under runsv");
     let child = child_of(parent);
-    signal("KILL", child);
-    wait_until(
-        "the parent exits promptly after its child was killed",
-        Duration::from_secs(3),
-        || !alive(parent),
-    );
+    kill_takes_down(child, parent, "the parent, its child killed,");
     let exits = wait_for(
         "runsv's ./finish for the parent",
         Duration::from_secs(3),
@@ -435,12 +437,7 @@ fn runit_restarts_the_pair_after_kill_of_child_or_parent() {
     let parent2 = s.serving_again(Some(parent), "a new pair after kill -9 of the child");
 
     let child2 = child_of(parent2);
-    signal("KILL", parent2);
-    wait_until(
-        "the child exits promptly after its parent was killed",
-        Duration::from_secs(3),
-        || !alive(child2),
-    );
+    kill_takes_down(parent2, child2, "the child, its parent killed,");
     let parent3 = s.serving_again(Some(parent2), "a new pair after kill -9 of the parent");
     assert_ne!(child_of(parent3), child2);
 }
@@ -761,7 +758,7 @@ fn pen_without_dash_f_logs_to_syslog() {
 fn run_with_log_syslog_logs_to_syslog() {
     let d = tempfile::tempdir().expect("dir");
     let (sock, path) = syslog_socket(d.path());
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let listen = free_addr();
     let cfg = d.path().join("fwlb.toml");
     std::fs::write(&cfg, config(listen, backend("b1"), "log = \"syslog\"")).expect("config");
     let mut child = Command::new(BIN)

@@ -746,7 +746,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 #[cfg(target_os = "linux")]
 #[test]
 fn tcpdump_captures_between_namespaces() {
-    use common::{Net, NsDaemon, require_tool};
+    use common::{Logged, Net, NsDaemon, require_tool};
     use std::time::Duration;
     require_tool("tcpdump", "tcpdump");
     require_tool("python3", "python3");

@@ -139,8 +139,7 @@ fn fwlb_pair_over_ipv6_elects_hands_over_and_survives_a_crash() {
     // v3 at 100 ms: Master_Down_Interval for priority 100 = 300 ms + 61 ms skew.
     let mut h1 = lab.host(1).daemon(&conf(150, ""));
     let h2 = lab.host(2).daemon(&conf(100, ""));
-    let logs = || format!("h1:\n{}\nh2:\n{}", h1.log(), h2.log());
-    showing_logs(logs, || {
+    showing_logs(&[("h1", &h1), ("h2", &h2)], || {
         h1_serves_the_client(&lab, SETTLE, "stable");
         assert!(!client_entry(&lab, 3).1);
         let (s1, s2) = (show(&lab, 1), h2_backs_up_h1(&lab));
@@ -188,7 +187,7 @@ fn fwlb_pair_over_ipv6_elects_hands_over_and_survives_a_crash() {
         h2.log()
     );
     assert!(na < Duration::from_secs(1), "client followed after {na:?}");
-    assert!(h2.log().contains("became master"), "{}", h2.log());
+    h2.assert_logged("became master");
     let s2 = show(&lab, 2);
     assert_eq!(s2["state"].as_str(), Some("master"), "{s2}");
     assert_eq!(s2["master"].as_str(), Some(link_local(&lab, 2).as_str()));
@@ -203,8 +202,7 @@ fn unicast_ipv6_peers_elect_among_themselves_only() {
     // A multicast router with everything else right, at a higher priority: it hears nothing
     // from the pair (their adverts are unicast), and the pair ignores its adverts.
     let h3 = lab.host(3).daemon(&conf(250, ""));
-    let logs = || format!("h1:\n{}\nh2:\n{}\nh3:\n{}", h1.log(), h2.log(), h3.log());
-    showing_logs(logs, || {
+    showing_logs(&[("h1", &h1), ("h2", &h2), ("h3", &h3)], || {
         lab.wait_holds(1, &V6, Duration::from_secs(3));
         std::thread::sleep(Duration::from_millis(1000));
         assert!(
@@ -241,8 +239,7 @@ fn cable_pull_and_restore_with_duplicate_address_detection_on() {
     let pair = [1, 2];
     let h1 = lab.host(1).daemon(&conf(150, ""));
     let h2 = lab.host(2).daemon(&conf(100, ""));
-    let logs = || format!("h1:\n{}\nh2:\n{}", h1.log(), h2.log());
-    showing_logs(logs, || {
+    showing_logs(&[("h1", &h1), ("h2", &h2)], || {
         wait_holder(&lab, &pair, 1, Duration::from_secs(3));
         // Cable pull on the master: Fault there (VIP removed at once), takeover here after
         // Master_Down_Interval.
@@ -268,8 +265,7 @@ fn keepalived_backs_up_fwlb_over_ipv6() {
     let pair = [1, 2];
     let k = lab.host(2).keepalived(&keepalived("BACKUP", 100));
     let h1 = lab.host(1).daemon(&conf(150, ""));
-    let logs = || format!("fwlb log:\n{}\nkeepalived log:\n{}", h1.log(), k.log());
-    showing_logs(logs, || {
+    showing_logs(&[("fwlb", &h1), ("keepalived", &k)], || {
         h1_serves_the_client(
             &lab,
             SETTLE_KEEPALIVED,
@@ -292,8 +288,7 @@ fn fwlb_backs_up_keepalived_over_ipv6() {
     let lab = lab("m", 3, false);
     let k = lab.host(1).keepalived(&keepalived("MASTER", 200));
     let h2 = lab.host(2).daemon(&conf(100, ""));
-    let logs = || format!("fwlb log:\n{}\nkeepalived log:\n{}", h2.log(), k.log());
-    showing_logs(logs, || {
+    showing_logs(&[("fwlb", &h2), ("keepalived", &k)], || {
         h1_serves_the_client(
             &lab,
             SETTLE_KEEPALIVED,

@@ -132,7 +132,7 @@ fn fwlb_pair_fails_over_on_kill_cable_and_planned_stop() {
         t < Duration::from_millis(361 + 300),
         "kill -9 failover took {t:?}"
     );
-    assert!(h2.log().contains("became master"), "{}", h2.log());
+    h2.assert_logged("became master");
 }
 
 #[test]
@@ -149,8 +149,7 @@ fn fwlb_and_keepalived_interoperate() {
     let h1 = lab
         .host(1)
         .daemon(&conf("", 150, "password = \"secret\"\n"));
-    let logs = || format!("fwlb log:\n{}\nkeepalived log:\n{}", h1.log(), k.log());
-    showing_logs(logs, || {
+    showing_logs(&[("fwlb", &h1), ("keepalived", &k)], || {
         stays_on_h1(
             &lab,
             SETTLE_KEEPALIVED,
@@ -217,8 +216,7 @@ fn fwlb_takes_over_from_a_keepalived_master() {
         ..Keepalived::instance(51, FRONT.cidr)
     }));
     let h2 = lab.host(2).daemon(&conf(QUICK_STOP, 100, FAST));
-    let logs = || format!("fwlb log:\n{}\nkeepalived log:\n{}", h2.log(), k.log());
-    showing_logs(logs, || {
+    showing_logs(&[("fwlb", &h2), ("keepalived", &k)], || {
         stays_on_h1(
             &lab,
             SETTLE_KEEPALIVED,
@@ -262,8 +260,7 @@ fn fwlb_vrrpd_runs_an_unmodified_freevrrpd_conf() {
     let peer = lab
         .host(2)
         .daemon(&conf("", 100, "password = \"secret\"\n"));
-    let logs = || format!("vrrpd log:\n{}\npeer log:\n{}", v.log(), peer.log());
-    showing_logs(logs, || {
+    showing_logs(&[("vrrpd", &v), ("peer", &peer)], || {
         wait_holder(&lab, Some(1), Duration::from_secs(6));
         // SIGTERM: priority 0, the peer takes over within its skew time.
         v.signal("TERM");
@@ -344,11 +341,7 @@ fn a_dead_child_hands_over_and_the_restarted_daemon_rejoins_as_backup() {
         .wait_exit(Duration::from_secs(3))
         .expect("the parent did not exit");
     assert_eq!(st.code(), Some(1), "{}", h1.log());
-    assert!(
-        h1.log().contains("child ended with signal 9"),
-        "{}",
-        h1.log()
-    );
+    h1.assert_logged("child ended with signal 9");
     // h2 takes over within Master_Down_Interval (300 ms + skew at priority 100).
     let took = wait_holder(&lab, Some(2), Duration::from_secs(2));
     assert!(took < Duration::from_millis(600), "{took:?}");
@@ -459,11 +452,8 @@ fn unicast_peers_elect_among_themselves_only() {
     );
     // Planned stop: the unicast peer takes over within its skew time.
     h1.signal("TERM");
-    showing_logs(
-        || h2.log(),
-        || {
-            let t = lab.wait_holds(2, &FRONT, Duration::from_secs(2));
-            assert!(t < Duration::from_millis(400), "{t:?}");
-        },
-    );
+    showing_logs(&[("h2", &h2)], || {
+        let t = lab.wait_holds(2, &FRONT, Duration::from_secs(2));
+        assert!(t < Duration::from_millis(400), "{t:?}");
+    });
 }

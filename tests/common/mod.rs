@@ -18,7 +18,7 @@ pub use wait::*;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -46,6 +46,37 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// A daemon whose output goes to a log file, and what tests ask of that log.
+pub trait Logged {
+    fn log_file(&self) -> &Path;
+
+    /// What it wrote so far.
+    fn log(&self) -> String {
+        read_log(self.log_file())
+    }
+
+    /// Its log must say `needle` by now; fails showing the log.
+    fn assert_logged(&self, needle: &str) {
+        let log = self.log();
+        assert!(log.contains(needle), "no {needle:?} in the log:\n{log}");
+    }
+
+    /// Wait until its log says `needle` (a ready line); fails showing the log after `limit`.
+    fn wait_log(&self, needle: &str, limit: Duration) {
+        wait_for_lines(self.log_file(), needle, 1, limit);
+    }
+
+    /// Wait until its log says `needle` `times` times (once a reload).
+    fn wait_log_count(&self, needle: &str, times: usize, limit: Duration) {
+        wait_for_lines(self.log_file(), needle, times, limit);
+    }
+}
+
+/// 127.0.0.1 with a port that was free a moment ago.
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
 /// A running `fwlb run`, killed when dropped; its stderr goes to a file for assertions.
 pub struct Fwlb {
     pub child: Child,
@@ -58,6 +89,11 @@ impl Fwlb {
     /// Start fwlb with `config` (which must listen on `listen`) and wait until it accepts.
     pub fn start(config: &str, listen: SocketAddr) -> Fwlb {
         Self::start_with(config, listen, None)
+    }
+
+    /// One balancer from `listen` to `servers` with `extra` keys (`config`), started.
+    pub fn balancing(listen: SocketAddr, servers: &[impl std::fmt::Display], extra: &str) -> Fwlb {
+        Self::start(&config(listen, servers, extra), listen)
     }
 
     /// As `start`, with RLIMIT_NOFILE set to `nofile` for the daemon.
@@ -115,15 +151,6 @@ impl Fwlb {
         wait_with(Duration::from_secs(10), up, why);
     }
 
-    pub fn log_text(&self) -> String {
-        read_log(&self.log)
-    }
-
-    /// Wait until its log says `needle`; fails showing the log after `limit`.
-    pub fn wait_log(&self, needle: &str, limit: Duration) {
-        wait_for_lines(&self.log, needle, 1, limit);
-    }
-
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -153,6 +180,12 @@ impl Fwlb {
         let mut pids = vec![self.pid()];
         pids.extend(self.child_pid());
         pids.iter().map(|p| cpu_of(*p)).sum()
+    }
+}
+
+impl Logged for Fwlb {
+    fn log_file(&self) -> &Path {
+        &self.log
     }
 }
 
@@ -387,9 +420,9 @@ pub fn write_blocking(s: &mut std::net::TcpStream, b: &[u8]) {
     s.write_all(b).expect("write");
 }
 
-/// Run `body`; if it fails, fail again with its message followed by `logs()` (the daemons'
-/// logs, read after the failure).
-pub fn showing_logs(logs: impl FnOnce() -> String, body: impl FnOnce()) {
+/// Run `body`; if it fails, fail again with its message followed by the logs of `daemons`
+/// (each with its name), as they are after the failure.
+pub fn showing_logs(daemons: &[(&str, &dyn Logged)], body: impl FnOnce()) {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
     if let Err(e) = r {
         let msg = e
@@ -397,6 +430,10 @@ pub fn showing_logs(logs: impl FnOnce() -> String, body: impl FnOnce()) {
             .cloned()
             .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_default();
-        panic!("{msg}\n{}", logs());
+        let logs: Vec<String> = daemons
+            .iter()
+            .map(|(name, d)| format!("== {name} log:\n{}", d.log()))
+            .collect();
+        panic!("{msg}\n{}", logs.join("\n"));
     }
 }

@@ -12,11 +12,11 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::BIN;
 use super::host::{
     any_thread_alive, children, output, require_root, require_tool, send_signal, stdout_of,
 };
-use super::wait::{read_log, settles, wait_for_lines, wait_with};
+use super::wait::{settles, wait_with};
+use super::{BIN, Logged};
 
 /// The namespaces of one test, deleted when dropped.
 pub struct Net {
@@ -285,21 +285,6 @@ impl NsDaemon {
         self.dir.path()
     }
 
-    /// What it wrote so far (stdout and stderr).
-    pub fn log(&self) -> String {
-        read_log(&self.log)
-    }
-
-    /// Wait until its log says `needle` (a ready line).
-    pub fn wait_log(&self, needle: &str, limit: Duration) {
-        wait_for_lines(&self.log, needle, 1, limit);
-    }
-
-    /// Wait until its log says `needle` `times` times (once a reload).
-    pub fn wait_log_count(&self, needle: &str, times: usize, limit: Duration) {
-        wait_for_lines(&self.log, needle, times, limit);
-    }
-
     /// Send `sig` to the program (not to its children); a process already gone is no error.
     pub fn signal(&self, sig: &str) {
         send_signal(sig, self.pid());
@@ -347,6 +332,12 @@ impl NsDaemon {
         settles(Duration::from_secs(3), Duration::from_millis(10), || {
             !kids.iter().any(|k| any_thread_alive(*k))
         });
+    }
+}
+
+impl Logged for NsDaemon {
+    fn log_file(&self) -> &Path {
+        &self.log
     }
 }
 
