@@ -7,11 +7,11 @@
 
 mod common;
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fwlb::firewall::{Ban, Ruleset, build, nft, pf};
+use common::ban;
+use fwlb::firewall::{Ruleset, build, nft, pf};
 
 /// The configurations; `pair_bans` is `pair` with bans carried over a reload.
 const CASES: &[&str] = &["pair", "pair_bans", "balancer", "ipv6", "nat_learned"];
@@ -29,20 +29,10 @@ fn ruleset(case: &str) -> Ruleset {
     let cfg = fwlb::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let mut rs = build(&cfg).unwrap_or_else(|e| panic!("{}: {}", path.display(), e.join("\n")));
     if bans {
-        let ip = |s: &str| s.parse::<IpAddr>().expect("test address");
         rs.bans = vec![
-            Ban {
-                ip: ip("203.0.113.66"),
-                timeout: Some(Duration::from_secs(5400)),
-            },
-            Ban {
-                ip: ip("203.0.113.67"),
-                timeout: None,
-            },
-            Ban {
-                ip: ip("2001:db8:bad::1"),
-                timeout: Some(Duration::from_secs(600)),
-            },
+            ban("203.0.113.66", Some(5400)),
+            ban("203.0.113.67", None),
+            ban("2001:db8:bad::1", Some(600)),
         ];
     }
     rs

@@ -77,6 +77,19 @@ pub fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
+/// An address the test wrote itself.
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test address")
+}
+
+/// A firewall ban of `addr` for `secs` seconds, or for good.
+pub fn ban(addr: &str, secs: Option<u64>) -> fwlb::firewall::Ban {
+    fwlb::firewall::Ban {
+        ip: ip(addr),
+        timeout: secs.map(Duration::from_secs),
+    }
+}
+
 /// A running `fwlb run`, killed when dropped; its stderr goes to a file for assertions.
 pub struct Fwlb {
     pub child: Child,
