@@ -9,20 +9,23 @@ use std::time::{Duration, Instant};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn lb_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
+/// `n` backends s0, s1, ... and a balancer over them with `extra` keys in its section.
+async fn balancer(n: usize, extra: &str) -> (Vec<Backend>, SocketAddr, Fwlb) {
+    balancer_with(&vec![""; n], extra).await
 }
 
-async fn backends(n: usize) -> Vec<Backend> {
-    let mut v = Vec::new();
-    for i in 0..n {
-        v.push(Backend::start(&format!("s{i}")).await);
-    }
-    v
-}
-
-fn addrs(b: &[Backend]) -> Vec<SocketAddr> {
-    b.iter().map(|b| b.addr).collect()
+/// As `balancer`, a backend for each of `suffixes`, its server entry the address followed by
+/// the suffix (pen's `:max:hard:weight:prio`).
+async fn balancer_with(suffixes: &[&str], extra: &str) -> (Vec<Backend>, SocketAddr, Fwlb) {
+    let b = backends(suffixes.len()).await;
+    let servers: Vec<String> = b
+        .iter()
+        .zip(suffixes)
+        .map(|(b, suffix)| format!("{}{suffix}", b.addr))
+        .collect();
+    let l = free_addr();
+    let f = Fwlb::balancing(l, &servers, extra);
+    (b, l, f)
 }
 
 /// Count where `clients` sequential new connections land, each from its own source address.
@@ -36,9 +39,7 @@ async fn spread(lb: SocketAddr, clients: u32, first_src: u32) -> HashMap<String,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roundrobin_spreads_exactly() {
-    let b = backends(3).await;
-    let l = lb_addr();
-    let _f = Fwlb::start(&config(l, &addrs(&b), "algorithm = \"roundrobin\""), l);
+    let (_b, l, _f) = balancer(3, "algorithm = \"roundrobin\"").await;
     // Every connection from one client address: round robin ignores who the client is.
     let mut m = HashMap::new();
     for _ in 0..300 {
@@ -50,9 +51,7 @@ async fn roundrobin_spreads_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sticky_new_clients_round_robin_and_stay() {
-    let b = backends(3).await;
-    let l = lb_addr();
-    let _f = Fwlb::start(&config(l, &addrs(&b), ""), l); // sticky is the default
+    let (_b, l, _f) = balancer(3, "").await; // sticky is the default
     let mut first = HashMap::new();
     for c in 1..=90u32 {
         first.insert(c, which(c, l).await);
@@ -74,9 +73,7 @@ async fn sticky_new_clients_round_robin_and_stay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sticky_entries_expire_after_tracking() {
-    let b = backends(2).await;
-    let l = lb_addr();
-    let _f = Fwlb::start(&config(l, &addrs(&b), "tracking = \"1s\""), l);
+    let (_b, l, _f) = balancer(2, "tracking = \"1s\"").await;
     let a = which(7, l).await;
     assert_eq!(which(7, l).await, a, "remembered within tracking time");
     tokio::time::sleep(Duration::from_millis(1300)).await;
@@ -86,9 +83,7 @@ async fn sticky_entries_expire_after_tracking() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_is_stable_per_client_and_spreads() {
-    let b = backends(4).await;
-    let l = lb_addr();
-    let _f = Fwlb::start(&config(l, &addrs(&b), "algorithm = \"hash\""), l);
+    let (_b, l, _f) = balancer(4, "algorithm = \"hash\"").await;
     let mut per = HashMap::new();
     for c in 1..=400u32 {
         let s = which(c * 3, l).await;
@@ -101,22 +96,13 @@ async fn hash_is_stable_per_client_and_spreads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weight_splits_by_weight() {
-    let b = backends(3).await;
-    let l = lb_addr();
-    let servers = format!(
-        "servers = [\"{}:0:0:1\", \"{}:0:0:2\", \"{}:0:0:3\"]",
-        b[0].addr, b[1].addr, b[2].addr
-    );
-    let cfg = format!(
-        "[daemon]\ncontrol = \"none\"\n[[balancer]]\nname = \"w\"\nlisten = \"{l}\"\n{servers}\nalgorithm = \"weight\"\n"
-    );
-    let _f = Fwlb::start(&cfg, l);
+    let weights = [":0:0:1", ":0:0:2", ":0:0:3"];
+    let (_b, l, _f) = balancer_with(&weights, "algorithm = \"weight\"").await;
     // Weighted least-connections, as pen: held connections fill servers in proportion to
     // their weights, exactly.
     let mut held = Vec::new();
     for _ in 0..60 {
-        let mut s = connect_from(1, l).await.expect("connect");
-        let who = read_line(&mut s).await.expect("greeting");
+        let (s, who) = greeted(1, l).await;
         held.push((who, s));
     }
     let mut counts = HashMap::new();
@@ -135,8 +121,7 @@ async fn weight_splits_by_weight() {
     // so every pick sees idle servers.
     let mut m: HashMap<String, usize> = HashMap::new();
     for c in 0..300u32 {
-        let mut s = connect_from(1 + c, l).await.expect("connect");
-        let who = read_line(&mut s).await.expect("greeting");
+        let (mut s, who) = greeted(1 + c, l).await;
         s.shutdown().await.expect("fin");
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest).await;
@@ -150,16 +135,8 @@ async fn weight_splits_by_weight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prio_lowest_value_wins_and_falls_back() {
-    let b = backends(3).await;
-    let l = lb_addr();
-    let servers = format!(
-        "servers = [\"{}:0:0:1:5\", \"{}:0:0:1:1\", \"{}:0:0:1:3\"]",
-        b[0].addr, b[1].addr, b[2].addr
-    );
-    let cfg = format!(
-        "[daemon]\ncontrol = \"none\"\n[[balancer]]\nname = \"p\"\nlisten = \"{l}\"\n{servers}\nalgorithm = \"prio\"\n"
-    );
-    let _f = Fwlb::start(&cfg, l);
+    let prios = [":0:0:1:5", ":0:0:1:1", ":0:0:1:3"];
+    let (b, l, _f) = balancer_with(&prios, "algorithm = \"prio\"").await;
     let m = spread(l, 50, 1).await;
     assert_eq!(m.get("s1"), Some(&50), "{m:?}");
     b[1].stop();
@@ -174,14 +151,11 @@ async fn prio_lowest_value_wins_and_falls_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leastconn_prefers_the_idle_server() {
-    let b = backends(2).await;
-    let l = lb_addr();
-    let _f = Fwlb::start(&config(l, &addrs(&b), "algorithm = \"leastconn\""), l);
+    let (_b, l, _f) = balancer(2, "algorithm = \"leastconn\"").await;
     // Hold 3 connections; they must spread 2/1 or 1/2, then new ones go to the lighter one.
     let mut held = Vec::new();
     for _ in 0..4 {
-        let mut s = connect_from(1, l).await.expect("connect");
-        let who = read_line(&mut s).await.expect("greeting");
+        let (s, who) = greeted(1, l).await;
         held.push((who, s));
     }
     let on_s0 = held.iter().filter(|(w, _)| w == "s0").count();
@@ -201,11 +175,11 @@ async fn leastconn_prefers_the_idle_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_hash_moves_only_removed_servers_clients() {
     let b = backends(4).await;
-    let l = lb_addr();
+    let l = free_addr();
     let all = addrs(&b);
     let mut before = HashMap::new();
     {
-        let _f = Fwlb::start(&config(l, &all, "algorithm = \"consistent\""), l);
+        let _f = Fwlb::balancing(l, &all, "algorithm = \"consistent\"");
         for c in 1..=400u32 {
             before.insert(c, which(c * 13, l).await);
         }
@@ -217,8 +191,8 @@ async fn consistent_hash_moves_only_removed_servers_clients() {
     assert_eq!(per.len(), 4, "{per:?}");
     // Remove s2 from the config (restart): only its clients may move.
     let three = [all[0], all[1], all[3]];
-    let l2 = lb_addr();
-    let _f = Fwlb::start(&config(l2, &three, "algorithm = \"consistent\""), l2);
+    let l2 = free_addr();
+    let _f = Fwlb::balancing(l2, &three, "algorithm = \"consistent\"");
     let mut moved = 0;
     for c in 1..=400u32 {
         let now = which(c * 13, l2).await;
@@ -238,20 +212,17 @@ async fn consistent_hash_moves_only_removed_servers_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_server_is_blacklisted_and_client_still_served() {
     let live = Backend::start("live").await;
-    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let l = lb_addr();
-    let f = Fwlb::start(
-        &config(
-            l,
-            &[dead, live.addr],
-            "algorithm = \"roundrobin\"\nblacklist = \"2s\"",
-        ),
+    let dead = free_addr();
+    let l = free_addr();
+    let f = Fwlb::balancing(
         l,
+        &[dead, live.addr],
+        "algorithm = \"roundrobin\"\nblacklist = \"2s\"",
     );
     for c in 0..10 {
         assert_eq!(which(1, l).await, "live", "request {c} must be served");
     }
-    let log = f.log_text();
+    let log = f.log();
     assert_eq!(
         log.matches("blacklisted for 2s").count(),
         1,
@@ -289,14 +260,11 @@ async fn blackholed_server_times_out_and_fails_over() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let live = Backend::start("live").await;
-    let l = lb_addr();
-    let f = Fwlb::start(
-        &config(
-            l,
-            &[hole_addr, live.addr],
-            "algorithm = \"roundrobin\"\nconnect_timeout = \"700ms\"",
-        ),
+    let l = free_addr();
+    let f = Fwlb::balancing(
         l,
+        &[hole_addr, live.addr],
+        "algorithm = \"roundrobin\"\nconnect_timeout = \"700ms\"",
     );
     let t = Instant::now();
     assert_eq!(which(1, l).await, "live");
@@ -316,24 +284,17 @@ async fn blackholed_server_times_out_and_fails_over() {
         "{:?}",
         t.elapsed()
     );
-    assert!(
-        f.log_text().contains("connect timed out"),
-        "{}",
-        f.log_text()
-    );
+    f.assert_logged("connect timed out");
     drop(hole);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emergency_server_takes_clients_when_all_fail() {
     let em = Backend::start("emergency").await;
-    let d1 = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let d2 = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let l = lb_addr();
-    let _f = Fwlb::start(
-        &config(l, &[d1, d2], &format!("emergency = \"{}\"", em.addr)),
-        l,
-    );
+    let d1 = free_addr();
+    let d2 = free_addr();
+    let l = free_addr();
+    let _f = Fwlb::balancing(l, &[d1, d2], &format!("emergency = \"{}\"", em.addr));
     for c in 1..=5 {
         assert_eq!(which(c, l).await, "emergency");
     }
@@ -341,42 +302,31 @@ async fn emergency_server_takes_clients_when_all_fail() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_closed_only_when_nothing_can_take_it() {
-    let d1 = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let l = lb_addr();
-    let f = Fwlb::start(&config(l, &[d1], ""), l);
+    let d1 = free_addr();
+    let l = free_addr();
+    let f = Fwlb::balancing(l, &[d1], "");
     let mut s = connect_from(1, l).await.expect("accepted");
     let mut buf = [0u8; 16];
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
         .await
         .expect("closed promptly");
     assert!(matches!(n, Ok(0) | Err(_)), "closed without data");
-    assert!(
-        f.log_text().contains("no server could take the client"),
-        "{}",
-        f.log_text()
-    );
+    f.assert_logged("no server could take the client");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_is_propagated_both_ways() {
     let b = Backend::start("hc").await;
-    let l = lb_addr();
-    let _f = Fwlb::start(&config(l, &[b.addr], ""), l);
+    let l = free_addr();
+    let _f = Fwlb::balancing(l, &[b.addr], "");
     let mut s = connect_from(1, l).await.expect("connect");
     s.write_all(b"hello through the balancer")
         .await
         .expect("write");
     // FIN to the balancer: the backend must see EOF, and may still answer afterwards.
     s.shutdown().await.expect("shutdown");
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
-        .await
-        .expect("eof")
-        .expect("read");
-    assert_eq!(
-        String::from_utf8_lossy(&out),
-        "hc\nhello through the balancerBYE hc\n"
-    );
+    let out = read_to_close(&mut s, Duration::from_secs(5)).await;
+    assert_eq!(out, "hc\nhello through the balancerBYE hc\n");
 }
 
 /// A backend that sends `n` bytes of a known stream after reading a request, then closes,
@@ -498,8 +448,8 @@ async fn transfer(l: SocketAddr, n: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_mib_and_hundred_mib_transfers_are_exact() {
     let be = bulk_backend().await;
-    let l = lb_addr();
-    let _f = Fwlb::start(&config(l, &[be], ""), l);
+    let l = free_addr();
+    let _f = Fwlb::balancing(l, &[be], "");
     transfer(l, 1 << 20).await;
     transfer(l, 100 << 20).await;
     transfer(l, 12_345).await;
@@ -507,13 +457,10 @@ async fn one_mib_and_hundred_mib_transfers_are_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_concurrent_connections() {
-    let b = backends(2).await;
-    let l = lb_addr();
-    let _f = Fwlb::start(&config(l, &addrs(&b), "algorithm = \"roundrobin\""), l);
+    let (_b, l, _f) = balancer(2, "algorithm = \"roundrobin\"").await;
     let mut conns = Vec::new();
     for i in 0..1000u32 {
-        let mut s = connect_from(1 + i % 200, l).await.expect("connect");
-        let who = read_line(&mut s).await.expect("greeting");
+        let (s, who) = greeted(1 + i % 200, l).await;
         conns.push((i, who, s));
     }
     // All 1000 open at once; each one still relays its own bytes.
@@ -549,7 +496,7 @@ async fn thousand_concurrent_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_worker_threads_relay_exactly() {
     let b = backends(2).await;
-    let l = lb_addr();
+    let l = free_addr();
     let cfg = config(l, &addrs(&b), "algorithm = \"roundrobin\"").replacen(
         "[daemon]\n",
         "[daemon]\nthreads = 2\n",
@@ -559,8 +506,7 @@ async fn two_worker_threads_relay_exactly() {
     let mut tasks = Vec::new();
     for i in 0..200u32 {
         tasks.push(tokio::spawn(async move {
-            let mut s = connect_from(1 + i % 50, l).await.expect("connect");
-            let who = read_line(&mut s).await.expect("greeting");
+            let (s, who) = greeted(1 + i % 50, l).await;
             // 64 KiB per connection, distinct per connection.
             let msg: Vec<u8> = (0..65536u32).map(|k| b'a' + ((k + i) % 26) as u8).collect();
             let (mut r, mut w) = s.into_split();
@@ -587,7 +533,7 @@ async fn two_worker_threads_relay_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn descriptor_exhaustion_backs_off_and_recovers() {
     let b = Backend::start("s").await;
-    let l = lb_addr();
+    let l = free_addr();
     // 40 descriptors: a handful for the runtime, two per relayed connection.
     let f = Fwlb::start_with(&config(l, &[b.addr], ""), l, Some(40));
     let mut held = Vec::new();
@@ -603,7 +549,7 @@ async fn descriptor_exhaustion_backs_off_and_recovers() {
         busy < 0.5,
         "must not spin while out of descriptors: {busy} s of CPU in 2 s"
     );
-    let log = f.log_text();
+    let log = f.log();
     assert_eq!(
         log.matches("cannot accept").count(),
         1,
@@ -626,21 +572,19 @@ async fn descriptor_exhaustion_backs_off_and_recovers() {
         ok,
         10,
         "clients queued during the episode were served: {}",
-        f.log_text()
+        f.log()
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(which(2, l).await, "s");
-    let log = f.log_text();
-    assert!(log.contains("accepting again"), "{log}");
+    f.assert_logged("accepting again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_open_connections_then_exits_zero() {
     let b = Backend::start("s").await;
-    let l = lb_addr();
-    let mut f = Fwlb::start(&config(l, &[b.addr], ""), l);
-    let mut s = connect_from(1, l).await.expect("connect");
-    assert_eq!(read_line(&mut s).await.expect("greeting"), "s");
+    let l = free_addr();
+    let mut f = Fwlb::balancing(l, &[b.addr], "");
+    let mut s = greeted_by("s", 1, l).await;
     f.signal("TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
@@ -660,28 +604,27 @@ async fn sigterm_drains_open_connections_then_exits_zero() {
     s.read_to_string(&mut rest).await.expect("read");
     assert_eq!(rest, "BYE s\n");
     let code = f.wait_exit(Duration::from_secs(3));
-    assert_eq!(code, Some(0), "{}", f.log_text());
+    assert_eq!(code, Some(0), "{}", f.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_deadline_closes_stuck_connections() {
     let b = Backend::start("s").await;
-    let l = lb_addr();
+    let l = free_addr();
     let cfg =
         config(l, &[b.addr], "").replace("shutdown_timeout = \"5s\"", "shutdown_timeout = \"1s\"");
     let mut f = Fwlb::start(&cfg, l);
-    let mut s = connect_from(1, l).await.expect("connect");
-    assert_eq!(read_line(&mut s).await.expect("greeting"), "s");
+    let _stuck = greeted_by("s", 1, l).await;
     let t = Instant::now();
     f.signal("TERM");
     let code = f.wait_exit(Duration::from_secs(5));
-    assert_eq!(code, Some(0), "{}", f.log_text());
+    assert_eq!(code, Some(0), "{}", f.log());
     let took = t.elapsed();
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(3),
         "{took:?}"
     );
-    assert!(f.log_text().contains("deadline"), "{}", f.log_text());
+    f.assert_logged("deadline");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -700,21 +643,14 @@ async fn ipv6_listener_and_freebind_on_an_address_not_held() {
         .await
         .expect("connect over IPv6");
     assert_eq!(read_line(&mut s).await.expect("greeting"), "s");
-    assert!(f.log_text().contains("192.0.2.10"), "{}", f.log_text());
+    f.assert_logged("192.0.2.10");
 }
 
 #[test]
 fn port_in_use_is_a_clear_startup_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let l = taken.local_addr().expect("addr");
-    let dir = tempfile::tempdir().expect("dir");
-    let p = dir.path().join("c.toml");
-    std::fs::write(&p, config(l, &["127.0.0.1:9".parse().expect("a")], "")).expect("write");
-    let out = std::process::Command::new(BIN)
-        .args(["run", "-c"])
-        .arg(&p)
-        .output()
-        .expect("run");
+    let out = fwlb_on_config("run", &config(l, &["127.0.0.1:9"], ""));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -726,12 +662,10 @@ fn port_in_use_is_a_clear_startup_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeout_closes_quiet_connections_only() {
     let b = Backend::start("s").await;
-    let l = lb_addr();
-    let _f = Fwlb::start(&config(l, &[b.addr], "idle_timeout = \"1s\""), l);
-    let mut quiet = connect_from(1, l).await.expect("connect");
-    let mut busy = connect_from(2, l).await.expect("connect");
-    assert_eq!(read_line(&mut quiet).await.expect("greet"), "s");
-    assert_eq!(read_line(&mut busy).await.expect("greet"), "s");
+    let l = free_addr();
+    let _f = Fwlb::balancing(l, &[b.addr], "idle_timeout = \"1s\"");
+    let mut quiet = greeted_by("s", 1, l).await;
+    let mut busy = greeted_by("s", 2, l).await;
     let t = Instant::now();
     // The busy one talks every 300 ms for 2.4 s and must stay open.
     for i in 0..8 {
@@ -758,20 +692,13 @@ async fn idle_timeout_closes_quiet_connections_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_max_and_hard_limits() {
-    let b = [Backend::start("s0").await, Backend::start("s1").await];
-    let l = lb_addr();
     // s0: soft limit 2, hard 3; sticky algorithm.
-    let cfg = format!(
-        "[daemon]\ncontrol = \"none\"\n[[balancer]]\nlisten = \"{l}\"\nservers = [\"{}:2:3\", \"{}\"]\n",
-        b[0].addr, b[1].addr
-    );
-    let _f = Fwlb::start(&cfg, l);
+    let (_b, l, _f) = balancer_with(&[":2:3", ""], "").await;
     let mut held = Vec::new();
     let mut on_s0 = Vec::new();
     // New clients alternate; collect two on s0 (its soft limit).
     for c in 1..=4u32 {
-        let mut s = connect_from(c, l).await.expect("connect");
-        let who = read_line(&mut s).await.expect("greet");
+        let (s, who) = greeted(c, l).await;
         if who == "s0" {
             on_s0.push(c);
         }
@@ -781,8 +708,7 @@ async fn server_max_and_hard_limits() {
     // s0 is at max: a new client goes to s1 ...
     assert_eq!(which(50, l).await, "s1");
     // ... but a client remembered on s0 may go up to hard (3) ...
-    let mut extra = connect_from(on_s0[0], l).await.expect("connect");
-    assert_eq!(read_line(&mut extra).await.expect("greet"), "s0");
+    let _extra = greeted_by("s0", on_s0[0], l).await;
     // ... and no further.
     assert_eq!(which(on_s0[1], l).await, "s1");
 }
@@ -790,12 +716,10 @@ async fn server_max_and_hard_limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_makes_clients_wait_not_fail() {
     let b = Backend::start("s").await;
-    let l = lb_addr();
-    let _f = Fwlb::start(&config(l, &[b.addr], "max_connections = 2"), l);
-    let mut a = connect_from(1, l).await.expect("connect");
-    let mut c = connect_from(2, l).await.expect("connect");
-    assert_eq!(read_line(&mut a).await.expect("greet"), "s");
-    assert_eq!(read_line(&mut c).await.expect("greet"), "s");
+    let l = free_addr();
+    let _f = Fwlb::balancing(l, &[b.addr], "max_connections = 2");
+    let a = greeted_by("s", 1, l).await;
+    let _c = greeted_by("s", 2, l).await;
     // The third waits in the backlog: connected, but nothing relayed yet.
     let mut third = connect_from(3, l).await.expect("connect");
     let mut buf = [0u8; 8];

@@ -9,35 +9,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn penctl_path() -> &'static str {
-    let p = "/usr/bin/penctl";
-    assert!(
-        std::path::Path::new(p).exists(),
-        "these tests need the real penctl: apt-get install pen"
-    );
-    p
-}
-
-/// Run the real penctl; returns (stdout bytes, exit code).
-fn penctl(ctl: SocketAddr, cmd: &str) -> (String, i32) {
-    let mut c = Command::new(penctl_path());
-    c.arg(ctl.to_string());
-    for w in cmd.split(' ') {
-        c.arg(w);
-    }
-    let out = c.output().expect("run penctl");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        out.status.code().unwrap_or(-1),
-    )
-}
-
-fn pen(ctl: SocketAddr, cmd: &str) -> String {
-    let (out, code) = penctl(ctl, cmd);
-    assert_eq!(code, 0, "penctl {cmd}");
-    out
-}
-
 /// `fwlb ctl`; returns (stdout, stderr, exit code).
 fn fctl(ctl: &str, args: &[&str]) -> (String, String, i32) {
     let out = Command::new(BIN)
@@ -52,10 +23,6 @@ fn fctl(ctl: &str, args: &[&str]) -> (String, String, i32) {
     )
 }
 
-fn ctl_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
-}
-
 /// A daemon with a control port and the given balancer settings.
 fn start(
     servers: &[SocketAddr],
@@ -63,7 +30,7 @@ fn start(
     daemon_extra: &str,
     extra: &str,
 ) -> (Fwlb, SocketAddr) {
-    let l = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let l = free_addr();
     let cfg = config(l, servers, extra).replace(
         "control = \"none\"",
         &format!("control = \"{ctl}\"\n{daemon_extra}"),
@@ -77,20 +44,61 @@ async fn raw(ctl: SocketAddr, bytes: &[u8]) -> String {
         .await
         .expect("connect control");
     s.write_all(bytes).await.expect("send");
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("reply within 10 s")
-        .expect("read");
-    String::from_utf8_lossy(&out).into_owned()
+    read_to_close(&mut s, Duration::from_secs(10)).await
 }
+
+/// Commands and pen's exact replies, in order: a command's setting shows in later replies.
+const PEN_REPLIES: &[(&str, &str)] = &[
+    ("blacklist", "30\n"),
+    ("blacklist 45", "45\n"),
+    ("blacklist", "45\n"),
+    ("tracking 5", "5\n"),
+    ("timeout", "3\n"),
+    ("timeout 4", "4\n"),
+    // The client table never shrinks.
+    ("clients_max 100", "2048\n"),
+    ("clients_max 4096", "4096\n"),
+    ("conn_max", "10000\n"),
+    ("idle_timeout 5", "Idle timeout: 5 seconds\n"),
+    ("idle_timeout", "Idle timeout: 5 seconds\n"),
+    ("debug 1", "1\n"),
+    ("debug 0", "0\n"),
+    (
+        "mode",
+        "no hash no roundrobin no stubborn no weight no prio\n",
+    ),
+    ("hash", ""),
+    ("roundrobin", ""),
+    ("stubborn", ""),
+    ("mode", "hash roundrobin stubborn no weight no prio\n"),
+    ("no hash", ""),
+    ("no stubborn", ""),
+    ("weight", ""),
+    ("mode", "no hash roundrobin no stubborn weight no prio\n"),
+    ("prio", ""),
+    ("mode", "no hash roundrobin no stubborn no weight prio\n"),
+    ("no prio", ""),
+    ("no roundrobin", ""),
+    (
+        "mode",
+        "no hash no roundrobin no stubborn no weight no prio\n",
+    ),
+    ("exit", "Exit is not enabled; restart with -X flag\n"),
+    (
+        "bogus word",
+        "do_cmd: ignoring command starting with 'bogus'\n",
+    ),
+    // pen ignores `no X` for unknown X.
+    ("no such_flag", ""),
+    ("#comment", ""),
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn penctl_commands_get_pens_reply_formats() {
-    let b = [Backend::start("s0").await, Backend::start("s1").await];
-    let c = ctl_addr();
-    let (f, l) = start(&[b[0].addr, b[1].addr], c, "", "");
-    let servers = pen(c, "servers");
+    let b = backends(2).await;
+    let c = free_addr();
+    let (f, l) = start(&addrs(&b), c, "", "");
+    let servers = penctl(c, "servers");
     assert_eq!(
         servers,
         format!(
@@ -99,85 +107,27 @@ async fn penctl_commands_get_pens_reply_formats() {
             b[1].addr.port()
         )
     );
-    assert_eq!(pen(c, "blacklist"), "30\n");
-    assert_eq!(pen(c, "blacklist 45"), "45\n");
-    assert_eq!(pen(c, "blacklist"), "45\n");
-    assert_eq!(pen(c, "tracking 5"), "5\n");
-    assert_eq!(pen(c, "timeout"), "3\n");
-    assert_eq!(pen(c, "timeout 4"), "4\n");
-    assert_eq!(
-        pen(c, "clients_max 100"),
-        "2048\n",
-        "the client table never shrinks"
-    );
-    assert_eq!(pen(c, "clients_max 4096"), "4096\n");
-    assert_eq!(pen(c, "conn_max"), "10000\n");
-    assert_eq!(pen(c, "idle_timeout 5"), "Idle timeout: 5 seconds\n");
-    assert_eq!(pen(c, "idle_timeout"), "Idle timeout: 5 seconds\n");
-    assert_eq!(pen(c, "debug 1"), "1\n");
-    assert_eq!(pen(c, "debug 0"), "0\n");
-    assert_eq!(
-        pen(c, "mode"),
-        "no hash no roundrobin no stubborn no weight no prio\n"
-    );
-    assert_eq!(pen(c, "hash"), "");
-    assert_eq!(pen(c, "roundrobin"), "");
-    assert_eq!(pen(c, "stubborn"), "");
-    assert_eq!(
-        pen(c, "mode"),
-        "hash roundrobin stubborn no weight no prio\n"
-    );
-    assert_eq!(pen(c, "no hash"), "");
-    assert_eq!(pen(c, "no stubborn"), "");
-    assert_eq!(pen(c, "weight"), "");
-    assert_eq!(
-        pen(c, "mode"),
-        "no hash roundrobin no stubborn weight no prio\n"
-    );
-    assert_eq!(pen(c, "prio"), "");
-    assert_eq!(
-        pen(c, "mode"),
-        "no hash roundrobin no stubborn no weight prio\n"
-    );
-    assert_eq!(pen(c, "no prio"), "");
-    assert_eq!(pen(c, "no roundrobin"), "");
-    assert_eq!(
-        pen(c, "mode"),
-        "no hash no roundrobin no stubborn no weight no prio\n"
-    );
-    assert_eq!(pen(c, "control"), format!("{c}\n"));
-    assert_eq!(pen(c, "pid"), format!("{}\n", f.pid()));
-    assert_eq!(
-        pen(c, "exit"),
-        "Exit is not enabled; restart with -X flag\n"
-    );
-    assert_eq!(
-        pen(c, "bogus word"),
-        "do_cmd: ignoring command starting with 'bogus'\n"
-    );
-    assert_eq!(
-        pen(c, "no such_flag"),
-        "",
-        "pen ignores `no X` for unknown X"
-    );
-    assert_eq!(pen(c, "#comment"), "");
+    for (cmd, reply) in PEN_REPLIES {
+        assert_eq!(penctl(c, cmd), *reply, "penctl {cmd}");
+    }
+    assert_eq!(penctl(c, "control"), format!("{c}\n"));
+    assert_eq!(penctl(c, "pid"), format!("{}\n", f.pid()));
     // Traffic shows up in `servers` (bytes) and `recent` (per client).
-    let mut s = connect_from(9, l).await.expect("connect");
-    assert_eq!(read_line(&mut s).await.expect("greet"), "s0");
+    let mut s = greeted_by("s0", 9, l).await;
     s.write_all(b"abc").await.expect("write");
     s.shutdown().await.expect("fin");
     let mut rest = String::new();
     s.read_to_string(&mut rest).await.expect("read");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(pen(c, "servers").starts_with(&format!(
+    assert!(penctl(c, "servers").starts_with(&format!(
         "0 addr 127.0.0.1 port {} conn 0 max 0 hard 0 weight 1 prio 0 sx 3 rx 13\n",
         b[0].addr.port()
     )));
-    assert_eq!(pen(c, "recent"), "127.0.0.9 connects 1 sx 13 rx 3\n");
+    assert_eq!(penctl(c, "recent"), "127.0.0.9 connects 1 sx 13 rx 3\n");
     // server N with keyword pairs, and growing the table with an empty slot as pen does.
-    assert_eq!(pen(c, "server 1 max 7 hard 9 weight 3 prio 2"), "");
-    assert_eq!(pen(c, "server 3 address 127.0.0.1 port 9"), "");
-    let lines: Vec<String> = pen(c, "servers").lines().map(str::to_string).collect();
+    assert_eq!(penctl(c, "server 1 max 7 hard 9 weight 3 prio 2"), "");
+    assert_eq!(penctl(c, "server 3 address 127.0.0.1 port 9"), "");
+    let lines: Vec<String> = penctl(c, "servers").lines().map(str::to_string).collect();
     assert_eq!(lines.len(), 4);
     assert!(
         lines[1].ends_with("conn 0 max 7 hard 9 weight 3 prio 2 sx 0 rx 0"),
@@ -192,7 +142,7 @@ async fn penctl_commands_get_pens_reply_formats() {
         lines[3],
         "3 addr 127.0.0.1 port 9 conn 0 max 0 hard 0 weight 0 prio 0 sx 0 rx 0"
     );
-    let status = pen(c, "status");
+    let status = penctl(c, "status");
     assert!(
         status.starts_with("<html>\n<head>\n<title>Pen status page</title>"),
         "{status}"
@@ -200,7 +150,7 @@ async fn penctl_commands_get_pens_reply_formats() {
     assert!(status.ends_with("</body>\n</html>\n"));
     let dir = tempfile::tempdir().expect("dir");
     let w = dir.path().join("pen.cfg");
-    assert_eq!(pen(c, &format!("write {}", w.display())), "");
+    assert_eq!(penctl(c, &format!("write {}", w.display())), "");
     let written = std::fs::read_to_string(&w).expect("written");
     assert!(
         written.contains("server 1 address 127.0.0.1 port") && written.contains("blacklist 45"),
@@ -210,18 +160,9 @@ async fn penctl_commands_get_pens_reply_formats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blacklist_through_penctl_while_traffic_runs() {
-    let b = [
-        Backend::start("s0").await,
-        Backend::start("s1").await,
-        Backend::start("s2").await,
-    ];
-    let c = ctl_addr();
-    let (_f, l) = start(
-        &[b[0].addr, b[1].addr, b[2].addr],
-        c,
-        "",
-        "algorithm = \"roundrobin\"",
-    );
+    let b = backends(3).await;
+    let c = free_addr();
+    let (_f, l) = start(&addrs(&b), c, "", "algorithm = \"roundrobin\"");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let errors = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (st, er) = (stop.clone(), errors.clone());
@@ -243,7 +184,7 @@ async fn blacklist_through_penctl_while_traffic_runs() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(b[1].count() > 0);
-    assert_eq!(pen(c, "server 1 blacklist 99999"), "");
+    assert_eq!(penctl(c, "server 1 blacklist 99999"), "");
     // Let a connection that was already being placed land (the load loop has at most one).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = b[1].count();
@@ -265,7 +206,7 @@ async fn blacklist_through_penctl_while_traffic_runs() {
             .is_some_and(|l| l.contains("blacklisted")),
         "{show}"
     );
-    assert_eq!(pen(c, "server 1 blacklist 0"), "");
+    assert_eq!(penctl(c, "server 1 blacklist 0"), "");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(b[1].count() > before, "blacklist 0 brings it back");
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -279,19 +220,15 @@ async fn blacklist_through_penctl_while_traffic_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_state_survives_a_restart() {
-    let b = [
-        Backend::start("s0").await,
-        Backend::start("s1").await,
-        Backend::start("s2").await,
-    ];
+    let b = backends(3).await;
     let dir = tempfile::tempdir().expect("dir");
     let state = dir.path().join("state");
-    let c = ctl_addr();
+    let c = free_addr();
     let daemon = format!("state_file = \"{}\"", state.display());
-    let servers = [b[0].addr, b[1].addr, b[2].addr];
+    let servers = addrs(&b);
     let (f, _) = start(&servers, c, &daemon, "algorithm = \"roundrobin\"");
-    assert_eq!(pen(c, "server 1 blacklist 600"), "");
-    assert_eq!(pen(c, "server 0 weight 5"), "");
+    assert_eq!(penctl(c, "server 1 blacklist 600"), "");
+    assert_eq!(penctl(c, "server 0 weight 5"), "");
     let (out, _, code) = fctl(&c.to_string(), &["drain", "2"]);
     assert_eq!(code, 0, "{out}");
     assert!(state.exists(), "saved on change");
@@ -314,7 +251,7 @@ async fn runtime_state_survives_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_control_client_delays_nothing() {
     let b = Backend::start("s").await;
-    let c = ctl_addr();
+    let c = free_addr();
     let (_f, l) = start(&[b.addr], c, "", "");
     let mut idle = tokio::net::TcpStream::connect(c).await.expect("connect");
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -326,7 +263,7 @@ async fn idle_control_client_delays_nothing() {
         t.elapsed()
     );
     let t = Instant::now();
-    assert_eq!(pen(c, "blacklist"), "30\n");
+    assert_eq!(penctl(c, "blacklist"), "30\n");
     assert!(
         t.elapsed() < Duration::from_millis(500),
         "control command delayed: {:?}",
@@ -343,7 +280,7 @@ async fn idle_control_client_delays_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_control_input_gets_an_error_and_the_daemon_keeps_serving() {
     let b = Backend::start("s").await;
-    let c = ctl_addr();
+    let c = free_addr();
     let (f, l) = start(&[b.addr], c, "", "");
     let long = vec![b'x'; 64 * 1024];
     assert!(
@@ -364,11 +301,7 @@ async fn bad_control_input_gets_an_error_and_the_daemon_keeps_serving() {
     // Half a line, and the client stays: answered once it has been quiet a moment.
     let mut s = tokio::net::TcpStream::connect(c).await.expect("connect");
     s.write_all(b"serv").await.expect("send");
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(3), s.read_to_string(&mut out))
-        .await
-        .expect("answered")
-        .expect("read");
+    let out = read_to_close(&mut s, Duration::from_secs(3)).await;
     assert_eq!(out, "do_cmd: ignoring command starting with 'serv'\n");
     // A line split across two segments is put together (pen misparsed it).
     let mut s = tokio::net::TcpStream::connect(c).await.expect("connect");
@@ -379,13 +312,13 @@ async fn bad_control_input_gets_an_error_and_the_daemon_keeps_serving() {
     s.read_to_string(&mut out).await.expect("read");
     assert_eq!(out, "30\n");
     assert_eq!(which(1, l).await, "s");
-    assert!(f.log_text().contains("bad control line"));
+    assert!(f.log().contains("bad control line"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundreds_of_control_clients_while_traffic_flows() {
     let b = Backend::start("s").await;
-    let c = ctl_addr();
+    let c = free_addr();
     let (_f, l) = start(&[b.addr], c, "", "");
     let mut tasks = Vec::new();
     for i in 0..300u32 {
@@ -409,9 +342,9 @@ async fn hundreds_of_control_clients_while_traffic_flows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fwlb_ctl_output_and_exit_codes() {
-    let b = [Backend::start("s0").await, Backend::start("s1").await];
-    let c = ctl_addr();
-    let (_f, l) = start(&[b[0].addr, b[1].addr], c, "", "");
+    let b = backends(2).await;
+    let c = free_addr();
+    let (_f, l) = start(&addrs(&b), c, "", "");
     let cs = c.to_string();
     let (out, _, code) = fctl(&cs, &["show", "servers"]);
     assert_eq!(code, 0);
@@ -431,8 +364,7 @@ async fn fwlb_ctl_output_and_exit_codes() {
     assert_eq!(code, 2);
     assert!(err.starts_with("fwlb ctl: cannot connect to"), "{err}");
     // show conns lists both 5-tuples of a live connection.
-    let mut s = connect_from(5, l).await.expect("connect");
-    let who = read_line(&mut s).await.expect("greet");
+    let (s, who) = greeted(5, l).await;
     let (out, _, code) = fctl(&cs, &["--json", "show", "conns"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).expect("json");
@@ -459,11 +391,10 @@ async fn fwlb_ctl_output_and_exit_codes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_lets_open_connections_finish_and_enable_brings_it_back() {
-    let b = [Backend::start("s0").await, Backend::start("s1").await];
-    let c = ctl_addr();
-    let (_f, l) = start(&[b[0].addr, b[1].addr], c, "", "algorithm = \"roundrobin\"");
-    let mut held = connect_from(1, l).await.expect("connect");
-    assert_eq!(read_line(&mut held).await.expect("greet"), "s0");
+    let b = backends(2).await;
+    let c = free_addr();
+    let (_f, l) = start(&addrs(&b), c, "", "algorithm = \"roundrobin\"");
+    let mut held = greeted_by("s0", 1, l).await;
     let (out, _, code) = fctl(&c.to_string(), &["drain", "0"]);
     assert_eq!(code, 0, "{out}");
     for i in 0..6 {
@@ -476,13 +407,7 @@ async fn drain_lets_open_connections_finish_and_enable_brings_it_back() {
         "open connection goes on"
     );
     assert_eq!(fctl(&c.to_string(), &["enable", "0"]).2, 0);
-    let m: Vec<String> = {
-        let mut v = Vec::new();
-        for i in 0..4 {
-            v.push(which(20 + i, l).await);
-        }
-        v
-    };
+    let m = which_each(20..24, l).await;
     assert!(m.contains(&"s0".to_string()), "{m:?}");
 }
 
@@ -491,10 +416,7 @@ async fn balancer_prefix_and_unix_socket_control() {
     let b = [Backend::start("a").await, Backend::start("b").await];
     let dir = tempfile::tempdir().expect("dir");
     let sock = dir.path().join("ctl.sock");
-    let (l1, l2) = (
-        SocketAddr::from(([127, 0, 0, 1], free_port())),
-        SocketAddr::from(([127, 0, 0, 1], free_port())),
-    );
+    let (l1, l2) = (free_addr(), free_addr());
     let cfg = format!(
         "[daemon]\ncontrol = \"{}\"\n[[balancer]]\nname = \"one\"\nlisten = \"{l1}\"\nservers = [\"{}\"]\n[[balancer]]\nname = \"two\"\nlisten = \"{l2}\"\nservers = [\"{}\"]\nblacklist = \"7s\"\n",
         sock.display(),
@@ -527,18 +449,10 @@ async fn balancer_prefix_and_unix_socket_control() {
 
 #[test]
 fn non_loopback_control_needs_control_allow() {
-    let dir = tempfile::tempdir().expect("dir");
-    let p = dir.path().join("c.toml");
-    std::fs::write(
-        &p,
+    let out = fwlb_on_config(
+        "check",
         "[daemon]\ncontrol = \"0.0.0.0:8888\"\n[[balancer]]\nlisten = \"8080\"\nservers = [\"127.0.0.1:1\"]\n",
-    )
-    .expect("write");
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&p)
-        .output()
-        .expect("check");
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -547,87 +461,29 @@ fn non_loopback_control_needs_control_allow() {
     );
 }
 
-/// A network namespace made by this test, deleted when dropped (even on failure).
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        for tool in ["ip", "python3"] {
-            assert!(
-                Command::new("sh")
-                    .arg("-c")
-                    .arg(format!("command -v {tool}"))
-                    .output()
-                    .is_ok_and(|o| o.status.success()),
-                "this test needs `{tool}` (apt-get install iproute2 python3)"
-            );
-        }
-        let name = format!("fwlb-{tag}-{}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "cannot create network namespace {name}: this test needs root"
-        );
-        let ns = Netns(name);
-        ns.run(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn run(&self, args: &[&str]) {
-        let st = Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .status()
-            .expect("ip netns exec");
-        assert!(st.success(), "{args:?} failed in {}", self.0);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
+#[cfg(target_os = "linux")]
 #[test]
 fn control_port_refuses_sources_outside_control_allow() {
-    let ns = Netns::new("ctl");
+    require_tool("python3", "python3");
+    let mut net = Net::new("ctl");
+    let ns = net.host("ctl");
     // Two non-loopback addresses inside the namespace, one allowed.
-    ns.run(&["ip", "addr", "add", "192.0.2.55/32", "dev", "lo"]);
-    ns.run(&["ip", "addr", "add", "192.0.2.66/32", "dev", "lo"]);
-    let dir = tempfile::tempdir().expect("dir");
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
+    ns.addr("lo", "192.0.2.55/32");
+    ns.addr("lo", "192.0.2.66/32");
+    let mut daemon = ns.daemon(
         "[daemon]\ncontrol = \"0.0.0.0:8888\"\ncontrol_allow = [\"192.0.2.66\"]\n[[balancer]]\nlisten = \"127.0.0.1:8080\"\nservers = [\"127.0.0.1:9\"]\n",
-    )
-    .expect("write");
-    let log = std::fs::File::create(dir.path().join("log")).expect("log");
-    let mut daemon = Command::new("ip")
-        .args(["netns", "exec", &ns.0, BIN, "run", "-c"])
-        .arg(&cfg)
-        .stderr(log)
-        .spawn()
-        .expect("spawn");
+    );
     let ask = |src: &str| -> String {
         let py = format!(
             "import socket,time\nfor i in range(100):\n  try:\n    s=socket.socket(); s.bind(('{src}',0)); s.connect(('192.0.2.55',8888)); break\n  except OSError: time.sleep(0.05)\ns.sendall(b'blacklist\\n'); s.settimeout(5)\ntry:\n  print(s.recv(100).decode(), end='')\nexcept OSError as e:\n  print('ERR', e)\n"
         );
-        let out = Command::new("ip")
-            .args(["netns", "exec", &ns.0, "python3", "-c", &py])
-            .output()
-            .expect("python");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        String::from_utf8_lossy(&ns.exec(&["python3", "-c", &py]).stdout).into_owned()
     };
     let allowed = ask("192.0.2.66");
     let refused = ask("192.0.2.55");
     let local = ask("127.0.0.1");
-    let _ = daemon.kill();
-    let _ = daemon.wait();
-    let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+    daemon.kill();
+    let log = daemon.log();
     assert_eq!(allowed, "30\n", "{log}");
     assert_eq!(local, "30\n", "loopback is always allowed: {log}");
     assert!(

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::BIN;
+use common::{BIN, Ns, require_root, require_tool};
 use serde_json::Value;
 
 /// The lab's namespace names are fixed: one lab at a time.
@@ -24,21 +24,6 @@ const BACKUP: &str = "fwlab-fwlb-b";
 const MASTER_FRONT: &str = "192.0.2.2";
 const INTERVAL: Duration = Duration::from_millis(20);
 
-fn require(tool: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(found, "this test needs `{tool}` (apt-get install {tool})");
-}
-
-fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test builds network namespaces: run it as root"
-    );
-}
-
 /// The pair from conf/lab at a 20 ms advert interval, left running; removed on drop (also
 /// when the test fails).
 struct Lab {
@@ -47,9 +32,13 @@ struct Lab {
 
 impl Lab {
     fn start() -> Lab {
-        require_root();
-        for t in ["ip", "nft", "tcpdump"] {
-            require(t);
+        require_root("the lab builds network namespaces");
+        for (t, package) in [
+            ("ip", "iproute2"),
+            ("nft", "nftables"),
+            ("tcpdump", "tcpdump"),
+        ] {
+            require_tool(t, package);
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -149,16 +138,10 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-fn in_ns(ns: &str, args: &[&str]) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns]).args(args);
-    c
-}
-
 fn ctl(ns: &str, args: &[&str]) -> Output {
-    let mut full = vec![BIN, "ctl"];
+    let mut full = vec!["ctl"];
     full.extend_from_slice(args);
-    in_ns(ns, &full).output().expect("fwlb ctl")
+    Ns::named(ns).fwlb(&full)
 }
 
 fn ctl_json(ns: &str, args: &[&str]) -> Value {
@@ -176,7 +159,7 @@ fn ctl_json(ns: &str, args: &[&str]) -> Value {
 
 /// Every instance's transition count on `ns`, and whether it is master.
 fn vrrp(ns: &str) -> Vec<(u64, bool)> {
-    let v = ctl_json(ns, &["show", "vrrp"]);
+    let v = Ns::named(ns).show_vrrp();
     v["vrrp"]
         .as_array()
         .unwrap_or_else(|| panic!("show vrrp: {v}"))
@@ -200,9 +183,7 @@ fn bans(ns: &str) -> Vec<Value> {
 
 /// Elements of one of fwlb's ban sets, read with nft itself (not through fwlb).
 fn nft_set_len(ns: &str, set: &str) -> usize {
-    let out = in_ns(ns, &["nft", "-j", "list", "set", "inet", "fwlb", set])
-        .output()
-        .expect("nft");
+    let out = Ns::named(ns).exec(&["nft", "-j", "list", "set", "inet", "fwlb", set]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "nft list set {set}: {e}: {}",
@@ -227,9 +208,8 @@ struct Adverts {
 impl Adverts {
     fn capture(dir: &Path) -> Adverts {
         let file = dir.join("adverts.txt");
-        let child = in_ns(
-            BACKUP,
-            &[
+        let child = Ns::named(BACKUP)
+            .command(&[
                 "tcpdump",
                 "-i",
                 "eth0",
@@ -237,12 +217,11 @@ impl Adverts {
                 "-tt",
                 "-l",
                 &format!("ip proto 112 and src {MASTER_FRONT}"),
-            ],
-        )
-        .stdout(std::fs::File::create(&file).expect("capture file"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tcpdump");
+            ])
+            .stdout(std::fs::File::create(&file).expect("capture file"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tcpdump");
         let a = Adverts { child, file };
         let t0 = Instant::now();
         while a.times().len() < 10 {

@@ -5,18 +5,17 @@
 
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::{ban, ip};
 use fwlb::firewall::{Backend, Ban, Firewall, build, open};
 
 const INSIDE: &str = "FWLB_TEST_IN_SCRATCH_NETNS";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("test address")
-}
 
 /// Run `name` of this test binary again inside a new user and network namespace; true if
 /// this process is already that copy (then the caller runs the body).
@@ -24,14 +23,7 @@ fn in_scratch_namespace(name: &str) -> bool {
     if std::env::var_os(INSIDE).is_some() {
         return true;
     }
-    let ok = Command::new("unshare")
-        .args(["-rn", "true"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "this test needs `unshare -rn` (util-linux, user namespaces enabled)"
-    );
+    common::require_unshare();
     let nft = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"]
         .iter()
         .any(|p| Path::new(p).exists());
@@ -77,14 +69,8 @@ fn nft_handle_installs_bans_lists_reinstalls_and_removes() {
     let mut rs = build(&cfg).unwrap_or_else(|e| panic!("{}", e.join("\n")));
     assert_eq!(rs.backend, Backend::Nftables);
     rs.bans = vec![
-        Ban {
-            ip: ip("203.0.113.66"),
-            timeout: Some(Duration::from_secs(5400)),
-        },
-        Ban {
-            ip: ip("2001:db8:bad::1"),
-            timeout: None,
-        },
+        ban("203.0.113.66", Some(5400)),
+        ban("2001:db8:bad::1", None),
     ];
 
     let mut fw: Box<dyn Firewall> = open(rs.backend).expect("nft handle");

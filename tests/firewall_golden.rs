@@ -5,11 +5,13 @@
 //! and review the diff. On Linux every golden .nft file must also pass `nft -c` (check mode:
 //! nothing is changed).
 
-use std::net::IpAddr;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fwlb::firewall::{Ban, Ruleset, build, nft, pf};
+use common::ban;
+use fwlb::firewall::{Ruleset, build, nft, pf};
 
 /// The configurations; `pair_bans` is `pair` with bans carried over a reload.
 const CASES: &[&str] = &["pair", "pair_bans", "balancer", "ipv6", "nat_learned"];
@@ -27,20 +29,10 @@ fn ruleset(case: &str) -> Ruleset {
     let cfg = fwlb::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let mut rs = build(&cfg).unwrap_or_else(|e| panic!("{}: {}", path.display(), e.join("\n")));
     if bans {
-        let ip = |s: &str| s.parse::<IpAddr>().expect("test address");
         rs.bans = vec![
-            Ban {
-                ip: ip("203.0.113.66"),
-                timeout: Some(Duration::from_secs(5400)),
-            },
-            Ban {
-                ip: ip("203.0.113.67"),
-                timeout: None,
-            },
-            Ban {
-                ip: ip("2001:db8:bad::1"),
-                timeout: Some(Duration::from_secs(600)),
-            },
+            ban("203.0.113.66", Some(5400)),
+            ban("203.0.113.67", None),
+            ban("2001:db8:bad::1", Some(600)),
         ];
     }
     rs
@@ -155,14 +147,7 @@ fn nft_apply_is_idempotent_and_bans_round_trip_in_a_scratch_namespace() {
     use std::net::IpAddr;
     use std::process::Command;
 
-    let ok = Command::new("unshare")
-        .args(["-rn", "true"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "this test needs `unshare -rn` (util-linux, user namespaces enabled)"
-    );
+    common::require_unshare();
     let tmp = tempfile::tempdir().expect("temporary directory");
     let put = |name: &str, text: &str| {
         let p = tmp.path().join(name);

@@ -5,184 +5,88 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::BIN;
+use common::*;
 
-struct Net {
-    fw: String,
-    client: String,
+/// The balancer host and its client on one cable; removed when dropped.
+struct Pair {
+    fw: Ns,
+    client: Ns,
+    _net: Net,
 }
 
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-impl Net {
-    fn new(tag: &str) -> Net {
-        for tool in ["ip", "nft", "python3"] {
-            assert!(
-                Command::new("sh")
-                    .args(["-c", &format!("command -v {tool}")])
-                    .output()
-                    .is_ok_and(|o| o.status.success()),
-                "this test needs `{tool}` (apt-get install iproute2 nftables python3)"
-            );
+impl Pair {
+    fn new(tag: &str) -> Pair {
+        require_tool("nft", "nftables");
+        require_tool("python3", "python3");
+        let mut net = Net::new(&format!("fw{tag}"));
+        let (fw, client) = (net.host("fw"), net.host("cl"));
+        net.cable(&fw, "eth0", &client, "eth0");
+        fw.addr("eth0", "10.66.0.1/24");
+        client.addr("eth0", "10.66.0.2/24");
+        Pair {
+            fw,
+            client,
+            _net: net,
         }
-        let p = std::process::id() % 100_000;
-        let net = Net {
-            fw: format!("ff{tag}{p}fw"),
-            client: format!("ff{tag}{p}cl"),
-        };
-        for n in [&net.fw, &net.client] {
-            let ok = Command::new("ip")
-                .args(["netns", "add", n])
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(
-                ok,
-                "cannot create network namespace {n}: this test needs root"
-            );
-        }
-        run(&[
-            "ip",
-            "-n",
-            &net.fw,
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            &net.client,
-        ]);
-        run(&[
-            "ip",
-            "-n",
-            &net.fw,
-            "addr",
-            "add",
-            "10.66.0.1/24",
-            "dev",
-            "eth0",
-        ]);
-        run(&[
-            "ip",
-            "-n",
-            &net.client,
-            "addr",
-            "add",
-            "10.66.0.2/24",
-            "dev",
-            "eth0",
-        ]);
-        for n in [&net.fw, &net.client] {
-            run(&["ip", "-n", n, "link", "set", "eth0", "up"]);
-            run(&["ip", "-n", n, "link", "set", "lo", "up"]);
-        }
-        net
     }
 
     /// A TCP connect from the client to 10.66.0.1:`port`: "open", "refused" or "dropped".
     fn probe(&self, port: u16) -> String {
-        let py = format!(
-            "import socket\ns=socket.socket(); s.settimeout(1.0)\ntry:\n  s.connect(('10.66.0.1',{port})); print('open')\nexcept ConnectionRefusedError: print('refused')\nexcept OSError: print('dropped')\n"
-        );
-        run(&["ip", "netns", "exec", &self.client, "python3", "-c", &py])
-            .trim()
-            .to_string()
+        probe(&self.client, "10.66.0.1", port)
     }
 
     fn nft_list(&self) -> String {
-        run(&[
-            "ip", "netns", "exec", &self.fw, "nft", "-s", "list", "ruleset",
-        ])
+        self.fw.run(&["nft", "-s", "list", "ruleset"])
     }
 
+    /// `fwlb ctl -C 127.0.0.1:8888 ARGS` on the balancer host: (stdout, success).
     fn ctl(&self, args: &[&str]) -> (String, bool) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.fw, BIN, "ctl"])
-            .args(args)
-            .output()
-            .expect("fwlb ctl");
+        let mut all = vec!["ctl", "-C", "127.0.0.1:8888"];
+        all.extend_from_slice(args);
+        let out = self.fw.fwlb(&all);
         (
             String::from_utf8_lossy(&out.stdout).into_owned(),
             out.status.success(),
         )
     }
-}
 
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.fw]).status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.client])
-            .status();
-    }
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_in(ns: &str, args: &[&str], log: &std::path::Path) -> Proc {
-    Proc(
-        Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).expect("log"))
-            .spawn()
-            .expect("spawn"),
-    )
-}
-
-fn wait_open(net: &Net, port: u16) {
-    let t0 = Instant::now();
-    while net.probe(port) != "open" {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "port {port} never opened"
+    fn wait_open(&self, port: u16) {
+        wait_until(
+            &format!("port {port} to open"),
+            Duration::from_secs(10),
+            || self.probe(port) == "open",
         );
-        std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A TCP connect from `ns` to `addr`:`port` with a 1 s timeout: "open", "refused" or
+/// "dropped".
+fn probe(ns: &Ns, addr: &str, port: u16) -> String {
+    ns.python(&format!(
+        "import socket\ns=socket.socket(); s.settimeout(1.0)\ntry:\n  s.connect(('{addr}',{port})); print('open')\nexcept ConnectionRefusedError: print('refused')\nexcept OSError: print('dropped')\n"
+    ))
+    .trim()
+    .to_string()
+}
+
+/// `fwlb run -c CONFIG` in `ns`.
+fn run_fwlb(ns: &Ns, config: &std::path::Path) -> NsDaemon {
+    ns.spawn(&[BIN, "run", "-c", config.to_str().expect("utf8")])
 }
 
 #[test]
 fn firewall_admits_listeners_drops_the_rest_bans_and_reapplies_idempotently() {
-    let net = Net::new("a");
+    let net = Pair::new("a");
     let dir = tempfile::tempdir().expect("dir");
     // Someone else's table must survive everything fwlb does.
-    run(&[
-        "ip", "netns", "exec", &net.fw, "nft", "add", "table", "inet", "other",
-    ]);
-    run(&[
-        "ip", "netns", "exec", &net.fw, "nft", "add", "chain", "inet", "other", "keep",
-    ]);
-    let _echo = spawn_in(
-        &net.fw,
-        &[BIN, "echo", "127.0.0.1:9001", "0.0.0.0:2222"],
-        &dir.path().join("echo.log"),
-    );
+    net.fw.run(&["nft", "add", "table", "inet", "other"]);
+    net.fw
+        .run(&["nft", "add", "chain", "inet", "other", "keep"]);
+    let _echo = net
+        .fw
+        .spawn(&[BIN, "echo", "127.0.0.1:9001", "0.0.0.0:2222"]);
     let cfg = dir.path().join("fwlb.toml");
     // The network-facing child runs as nobody in a chroot: bans go through the parent.
     let jail = tempfile::tempdir().expect("jail");
@@ -194,15 +98,9 @@ user = \"nobody\"\nchroot = \"{}\"\n\
         jail.path().display()
     );
     std::fs::write(&cfg, &text).expect("config");
-    let log = dir.path().join("fwlb.log");
-    let mut fw = spawn_in(
-        &net.fw,
-        &[BIN, "run", "-c", cfg.to_str().expect("utf8")],
-        &log,
-    );
-    wait_open(&net, 8080);
-    let logtext = || std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(logtext().contains("firewall installed"), "{}", logtext());
+    let mut fw = run_fwlb(&net.fw, &cfg);
+    net.wait_open(8080);
+    fw.assert_logged("firewall installed");
     // A listener: open. A service the config does not name: dropped, not refused.
     assert_eq!(net.probe(8080), "open");
     assert_eq!(net.probe(2222), "dropped", "unlisted port must be dropped");
@@ -213,15 +111,12 @@ user = \"nobody\"\nchroot = \"{}\"\n\
     );
     // The control port listens on every address, but from the front it is dropped.
     assert_eq!(net.probe(8888), "dropped");
-    assert!(
-        net.ctl(&["-C", "127.0.0.1:8888", "blacklist"]).1,
-        "loopback still reaches it"
-    );
+    assert!(net.ctl(&["blacklist"]).1, "loopback still reaches it");
     // Ban the client: dropped; listed; unban: back.
-    let (out, ok) = net.ctl(&["-C", "127.0.0.1:8888", "ban", "10.66.0.2", "10m"]);
+    let (out, ok) = net.ctl(&["ban", "10.66.0.2", "10m"]);
     assert!(ok, "{out}");
     assert_eq!(net.probe(8080), "dropped", "banned client");
-    let (out, ok) = net.ctl(&["-C", "127.0.0.1:8888", "--json", "show", "bans"]);
+    let (out, ok) = net.ctl(&["--json", "show", "bans"]);
     assert!(ok && out.contains("10.66.0.2"), "{out}");
     // A reload that opens another port replaces the ruleset and keeps the ban.
     std::fs::write(
@@ -229,52 +124,31 @@ user = \"nobody\"\nchroot = \"{}\"\n\
         text.replace("\nallow = [", "\nallow = [\"tcp/2222\", "),
     )
     .expect("config");
-    let _ = Command::new("kill")
-        .args(["-HUP", &fw.0.id().to_string()])
-        .status();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !logtext().contains("firewall replaced") && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        logtext().contains("firewall replaced (bans kept)"),
-        "{}",
-        logtext()
-    );
+    fw.signal("HUP");
+    fw.wait_log_count("firewall replaced", 1, Duration::from_secs(5));
+    fw.assert_logged("firewall replaced (bans kept)");
     assert_eq!(net.probe(8080), "dropped", "still banned after the reload");
-    let (_, ok) = net.ctl(&["-C", "127.0.0.1:8888", "unban", "10.66.0.2"]);
+    let (_, ok) = net.ctl(&["unban", "10.66.0.2"]);
     assert!(ok);
     assert_eq!(net.probe(8080), "open", "unbanned");
     assert_eq!(net.probe(2222), "open", "the reloaded allow entry");
     // And back: the port closes again.
     std::fs::write(&cfg, &text).expect("config");
-    let _ = Command::new("kill")
-        .args(["-HUP", &fw.0.id().to_string()])
-        .status();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while logtext().matches("firewall replaced").count() < 2 && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    fw.signal("HUP");
+    fw.wait_log_count("firewall replaced", 2, Duration::from_secs(5));
     assert_eq!(net.probe(2222), "dropped", "reloaded back");
     // Restart with the same config: the same ruleset, and the other table untouched.
     let before = net.nft_list();
-    let _ = Command::new("kill")
-        .args(["-TERM", &fw.0.id().to_string()])
-        .status();
-    let _ = fw.0.wait();
+    fw.signal("TERM");
+    let _ = fw.child.wait();
     // keep_on_exit (default): the rules stay after the daemon stops.
     assert_eq!(
         net.probe(2222),
         "dropped",
         "the firewall stays after a stop"
     );
-    fw = spawn_in(
-        &net.fw,
-        &[BIN, "run", "-c", cfg.to_str().expect("utf8")],
-        &log,
-    );
-    wait_open(&net, 8080);
+    let _fw = run_fwlb(&net.fw, &cfg);
+    net.wait_open(8080);
     assert_eq!(
         net.nft_list(),
         before,
@@ -284,18 +158,13 @@ user = \"nobody\"\nchroot = \"{}\"\n\
         before.contains("table inet other"),
         "someone else's table survives"
     );
-    drop(fw);
 }
 
 #[test]
 fn keep_on_exit_false_removes_the_table_and_a_bad_firewall_starts_nothing() {
-    let net = Net::new("b");
+    let net = Pair::new("b");
     let dir = tempfile::tempdir().expect("dir");
-    let _echo = spawn_in(
-        &net.fw,
-        &[BIN, "echo", "127.0.0.1:9001"],
-        &dir.path().join("echo.log"),
-    );
+    let _echo = net.fw.spawn(&[BIN, "echo", "127.0.0.1:9001"]);
     let cfg = dir.path().join("fwlb.toml");
     let write = |extra: &str| {
         std::fs::write(
@@ -307,19 +176,11 @@ fn keep_on_exit_false_removes_the_table_and_a_bad_firewall_starts_nothing() {
         .expect("config")
     };
     write("keep_on_exit = false");
-    let log = dir.path().join("fwlb.log");
-    let fw = spawn_in(
-        &net.fw,
-        &[BIN, "run", "-c", cfg.to_str().expect("utf8")],
-        &log,
-    );
-    wait_open(&net, 8080);
+    let mut fw = run_fwlb(&net.fw, &cfg);
+    net.wait_open(8080);
     assert!(net.nft_list().contains("table inet fwlb"));
-    let _ = Command::new("kill")
-        .args(["-TERM", &fw.0.id().to_string()])
-        .status();
-    let mut fw = fw;
-    let st = fw.0.wait().expect("wait");
+    fw.signal("TERM");
+    let st = fw.child.wait().expect("wait");
     assert!(st.success());
     assert!(
         !net.nft_list().contains("table inet fwlb"),
@@ -327,41 +188,17 @@ fn keep_on_exit_false_removes_the_table_and_a_bad_firewall_starts_nothing() {
     );
     // A ruleset nft refuses: fwlb exits non-zero and serves nothing (fail closed).
     write("syn_rate = \"0/s\"");
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &net.fw,
-            BIN,
-            "run",
-            "-c",
-            cfg.to_str().expect("utf8"),
-        ])
-        .output()
-        .expect("run");
+    let out = net.fw.fwlb(&["run", "-c", cfg.to_str().expect("utf8")]);
     assert!(!out.status.success(), "must not run without its firewall");
     assert_ne!(net.probe(8080), "open");
 }
 
 #[test]
 fn syn_rate_limits_a_flood_while_a_normal_client_connects() {
-    let net = Net::new("s");
-    run(&[
-        "ip",
-        "-n",
-        &net.client,
-        "addr",
-        "add",
-        "10.66.0.3/24",
-        "dev",
-        "eth0",
-    ]);
+    let net = Pair::new("s");
+    net.client.addr("eth0", "10.66.0.3/24");
     let dir = tempfile::tempdir().expect("dir");
-    let _echo = spawn_in(
-        &net.fw,
-        &[BIN, "echo", "127.0.0.1:9001"],
-        &dir.path().join("echo.log"),
-    );
+    let _echo = net.fw.spawn(&[BIN, "echo", "127.0.0.1:9001"]);
     let cfg = dir.path().join("fwlb.toml");
     std::fs::write(
         &cfg,
@@ -369,19 +206,12 @@ fn syn_rate_limits_a_flood_while_a_normal_client_connects() {
 [firewall]\nbackend = \"nftables\"\nfront = \"eth0\"\nsyn_rate = \"20/s\"\n",
     )
     .expect("config");
-    let _fw = spawn_in(
-        &net.fw,
-        &[BIN, "run", "-c", cfg.to_str().expect("utf8")],
-        &dir.path().join("fwlb.log"),
-    );
-    wait_open(&net, 8080);
+    let _fw = run_fwlb(&net.fw, &cfg);
+    net.wait_open(8080);
     std::thread::sleep(Duration::from_millis(1100));
     // The flood: 300 connection attempts from 10.66.0.2 within about half a second, bounded.
     let flood = "import socket,time\nok=0\nt=time.time()\nfor i in range(300):\n  s=socket.socket(); s.settimeout(0.05)\n  try:\n    s.connect(('10.66.0.1',8080)); ok+=1\n  except OSError: pass\n  s.close()\n  if time.time()-t>5: break\nprint(ok)\n";
-    let ok: u32 = run(&["ip", "netns", "exec", &net.client, "python3", "-c", flood])
-        .trim()
-        .parse()
-        .expect("count");
+    let ok: u32 = net.client.python(flood).trim().parse().expect("count");
     assert!(
         ok < 150,
         "the flood got {ok} of 300 connections through a 20/s limit"
@@ -392,101 +222,30 @@ fn syn_rate_limits_a_flood_while_a_normal_client_connects() {
     );
     // A normal client from another address still gets in.
     let normal = "import socket\ns=socket.socket(); s.settimeout(2); s.bind(('10.66.0.3',0)); s.connect(('10.66.0.1',8080)); print('open')\n";
-    assert_eq!(
-        run(&["ip", "netns", "exec", &net.client, "python3", "-c", normal]).trim(),
-        "open"
-    );
+    assert_eq!(net.client.python(normal).trim(), "open");
     let counters = net.nft_list();
     assert!(!counters.is_empty());
-    let full = run(&[
-        "ip", "netns", "exec", &net.fw, "nft", "list", "table", "inet", "fwlb",
-    ]);
+    let full = net.fw.run(&["nft", "list", "table", "inet", "fwlb"]);
     assert!(full.contains("packets"), "drops are counted: {full}");
 }
 
 #[test]
 fn servers_on_the_back_network_reach_outside_through_nat() {
+    require_tool("nft", "nftables");
+    require_tool("python3", "python3");
     // outside (198.51.100.50) -- front -- fw (198.51.100.1 | 10.0.0.1) -- back -- server (10.0.0.11)
-    let p = std::process::id() % 100_000;
-    let (outside, fw, server) = (format!("fn{p}out"), format!("fn{p}fw"), format!("fn{p}srv"));
-    struct Cleanup(Vec<String>);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            for n in &self.0 {
-                let _ = Command::new("ip").args(["netns", "del", n]).status();
-            }
-        }
-    }
-    let _c = Cleanup(vec![outside.clone(), fw.clone(), server.clone()]);
-    for n in [&outside, &fw, &server] {
-        run(&["ip", "netns", "add", n]);
-        run(&["ip", "-n", n, "link", "set", "lo", "up"]);
-    }
-    run(&[
-        "ip", "-n", &fw, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
-        &outside,
-    ]);
-    run(&[
-        "ip", "-n", &fw, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns",
-        &server,
-    ]);
-    run(&[
-        "ip",
-        "-n",
-        &fw,
-        "addr",
-        "add",
-        "198.51.100.1/24",
-        "dev",
-        "eth0",
-    ]);
-    run(&["ip", "-n", &fw, "addr", "add", "10.0.0.1/24", "dev", "eth1"]);
-    run(&[
-        "ip",
-        "-n",
-        &outside,
-        "addr",
-        "add",
-        "198.51.100.50/24",
-        "dev",
-        "eth0",
-    ]);
-    run(&[
-        "ip",
-        "-n",
-        &server,
-        "addr",
-        "add",
-        "10.0.0.11/24",
-        "dev",
-        "eth0",
-    ]);
-    for (n, d) in [
-        (&fw, "eth0"),
-        (&fw, "eth1"),
-        (&outside, "eth0"),
-        (&server, "eth0"),
-    ] {
-        run(&["ip", "-n", n, "link", "set", d, "up"]);
-    }
-    run(&[
-        "ip", "-n", &server, "route", "add", "default", "via", "10.0.0.1",
-    ]);
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        &fw,
-        "sysctl",
-        "-qw",
-        "net.ipv4.ip_forward=1",
-    ]);
+    let mut net = Net::new("fwn");
+    let (outside, fw, server) = (net.host("out"), net.host("fw"), net.host("srv"));
+    net.cable(&fw, "eth0", &outside, "eth0");
+    net.cable(&fw, "eth1", &server, "eth0");
+    fw.addr("eth0", "198.51.100.1/24");
+    fw.addr("eth1", "10.0.0.1/24");
+    outside.addr("eth0", "198.51.100.50/24");
+    server.addr("eth0", "10.0.0.11/24");
+    server.ip(&["route", "add", "default", "via", "10.0.0.1"]);
+    fw.sysctl("net.ipv4.ip_forward=1");
     let dir = tempfile::tempdir().expect("dir");
-    let _echo = spawn_in(
-        &outside,
-        &[BIN, "echo", "198.51.100.50:7000"],
-        &dir.path().join("echo.log"),
-    );
+    let _echo = outside.spawn(&[BIN, "echo", "198.51.100.50:7000"]);
     let cfg = dir.path().join("fwlb.toml");
     std::fs::write(
         &cfg,
@@ -494,14 +253,10 @@ fn servers_on_the_back_network_reach_outside_through_nat() {
 [firewall]\nbackend = \"nftables\"\nfront = \"eth0\"\nback = \"eth1\"\nnat = true\n",
     )
     .expect("config");
-    let _fwlb = spawn_in(
-        &fw,
-        &[BIN, "run", "-c", cfg.to_str().expect("utf8")],
-        &dir.path().join("fwlb.log"),
-    );
+    let _fwlb = run_fwlb(&fw, &cfg);
     // From the server, through the fw, to the outside host: the echo names the peer it saw.
     let py = "import socket,time\nfor i in range(100):\n  try:\n    s=socket.create_connection(('198.51.100.50',7000),timeout=1); break\n  except OSError: time.sleep(0.1)\ns.sendall(b'hi'); s.settimeout(3)\nprint(s.recv(4096).decode())\n";
-    let out = run(&["ip", "netns", "exec", &server, "python3", "-c", py]);
+    let out = server.python(py);
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("echo json");
     assert!(
         v["peer"]
@@ -510,19 +265,6 @@ fn servers_on_the_back_network_reach_outside_through_nat() {
         "the outside host sees the fw's front address: {v}"
     );
     // The outside cannot open connections into the back network.
-    run(&[
-        "ip",
-        "-n",
-        &outside,
-        "route",
-        "add",
-        "10.0.0.0/24",
-        "via",
-        "198.51.100.1",
-    ]);
-    let probe = "import socket\ns=socket.socket(); s.settimeout(1)\ntry:\n  s.connect(('10.0.0.11',22)); print('open')\nexcept ConnectionRefusedError: print('refused')\nexcept OSError: print('dropped')\n";
-    assert_eq!(
-        run(&["ip", "netns", "exec", &outside, "python3", "-c", probe]).trim(),
-        "dropped"
-    );
+    outside.ip(&["route", "add", "10.0.0.0/24", "via", "198.51.100.1"]);
+    assert_eq!(probe(&outside, "10.0.0.11", 22), "dropped");
 }

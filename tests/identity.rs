@@ -4,49 +4,40 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A running `fwlb echo`, killed when dropped.
+/// A running `fwlb echo` (it says "listening" once it does), killed when dropped.
 struct Echo {
-    child: Child,
+    _daemon: Fwlb,
     addr: SocketAddr,
 }
 
 impl Echo {
     fn start(name: &str) -> Echo {
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let child = Command::new(BIN)
-            .args(["echo", &addr.to_string(), "--name", name])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn fwlb echo");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "fwlb echo did not listen");
-            std::thread::sleep(Duration::from_millis(20));
+        let addr = free_addr();
+        let args = ["echo", &addr.to_string(), "--name", name].map(String::from);
+        Echo {
+            _daemon: Fwlb::start_args(&args, addr),
+            addr,
         }
-        Echo { child, addr }
     }
 }
 
-impl Drop for Echo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A new echo and a balancer in front of it with `extra` keys.
+fn echo_behind(extra: &str) -> (Echo, Fwlb, SocketAddr) {
+    let echo = Echo::start("e");
+    let (f, l) = start(&echo, extra);
+    (echo, f, l)
 }
 
 fn start(echo: &Echo, extra: &str) -> (Fwlb, SocketAddr) {
-    let l = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    (Fwlb::start(&config(l, &[echo.addr], extra), l), l)
+    let l = free_addr();
+    (Fwlb::balancing(l, &[echo.addr], extra), l)
 }
 
 /// Read `n` HTTP responses from `s` and return their JSON bodies.
@@ -83,6 +74,22 @@ async fn responses(s: &mut TcpStream, n: usize) -> Vec<Value> {
     out
 }
 
+/// The X-Forwarded-For values the echo saw in one `request` from `src`, and the response.
+async fn forwarded_for(l: SocketAddr, src: u32, request: &[u8]) -> (Vec<String>, Value) {
+    let mut s = send_from(src, l, request).await;
+    let r = responses(&mut s, 1)
+        .await
+        .into_iter()
+        .next()
+        .expect("a response");
+    (header(&r, "X-Forwarded-For"), r)
+}
+
+/// What the balancer answers within 5 s, as text.
+async fn reply(s: &mut TcpStream) -> String {
+    String::from_utf8_lossy(&read_within(s, Duration::from_secs(5)).await).into_owned()
+}
+
 fn header(v: &Value, name: &str) -> Vec<String> {
     v["headers"]
         .as_array()
@@ -97,14 +104,9 @@ fn header(v: &Value, name: &str) -> Vec<String> {
 
 /// One raw (non-HTTP) exchange; the echo answers with one JSON line.
 async fn raw_line(l: SocketAddr, src: u32, send: &[u8]) -> (Value, SocketAddr) {
-    let mut s = connect_from(src, l).await.expect("connect");
+    let mut s = send_from(src, l, send).await;
     let me = s.local_addr().expect("addr");
-    s.write_all(send).await.expect("send");
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
-        .await
-        .expect("answer")
-        .expect("read");
+    let out = read_to_close(&mut s, Duration::from_secs(10)).await;
     (serde_json::from_str(out.trim()).expect("json line"), me)
 }
 
@@ -163,8 +165,7 @@ async fn echo_reads_http_after_a_proxy_header_that_came_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xff_on_every_keep_alive_request_with_chunked_and_pipelined_bodies() {
-    let echo = Echo::start("e");
-    let (_f, l) = start(&echo, "http_forwarded_for = true");
+    let (_echo, _f, l) = echo_behind("http_forwarded_for = true");
     let mut s = connect_from(5, l).await.expect("connect");
     // Three requests in one write: a chunked body, a Content-Length body that looks like a
     // request, and a plain GET.
@@ -209,95 +210,51 @@ GET /c HTTP/1.1\r\nHost: x\r\n\r\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_xff_is_replaced_unless_the_client_is_a_trusted_proxy() {
-    let echo = Echo::start("e");
-    let (_f, l) = start(
-        &echo,
-        "http_forwarded_for = true\ntrusted_proxies = [\"127.0.0.9\"]",
-    );
+    let (_echo, _f, l) =
+        echo_behind("http_forwarded_for = true\ntrusted_proxies = [\"127.0.0.9\"]");
     let forged = b"GET / HTTP/1.1\r\nHost: x\r\nx-forwarded-FOR: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\n\r\n";
-    let mut s = connect_from(6, l).await.expect("connect");
-    s.write_all(forged).await.expect("send");
-    let r = responses(&mut s, 1).await;
+    let (untrusted, _) = forwarded_for(l, 6, forged).await;
+    assert_eq!(untrusted, ["127.0.0.6"], "untrusted: replaced");
+    let (trusted, _) = forwarded_for(l, 9, forged).await;
     assert_eq!(
-        header(&r[0], "X-Forwarded-For"),
-        vec!["127.0.0.6".to_string()],
-        "untrusted: replaced"
-    );
-    let mut s = connect_from(9, l).await.expect("connect");
-    s.write_all(forged).await.expect("send");
-    let r = responses(&mut s, 1).await;
-    assert_eq!(
-        header(&r[0], "X-Forwarded-For"),
-        vec!["10.0.0.1, 10.0.0.2, 127.0.0.9".to_string()],
+        trusted,
+        ["10.0.0.1, 10.0.0.2, 127.0.0.9"],
         "trusted: appended"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_proxy_takes_the_client_from_the_header() {
-    let echo = Echo::start("e");
-    let (f, l) = start(&echo, "accept_proxy = true\nhttp_forwarded_for = true");
-    let mut s = connect_from(3, l).await.expect("connect");
-    s.write_all(
-        b"PROXY TCP4 203.0.113.9 198.51.100.1 40000 443\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
-    )
-    .await
-    .expect("send");
-    let r = responses(&mut s, 1).await;
-    assert_eq!(
-        header(&r[0], "X-Forwarded-For"),
-        vec!["203.0.113.9".to_string()],
-        "{:?}",
-        r[0]
-    );
-    drop(s);
+    let (_echo, f, l) = echo_behind("accept_proxy = true\nhttp_forwarded_for = true");
+    let request =
+        b"PROXY TCP4 203.0.113.9 198.51.100.1 40000 443\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let (xff, r) = forwarded_for(l, 3, request).await;
+    assert_eq!(xff, ["203.0.113.9"], "{r:?}");
     // No header: refused and counted, and the balancer goes on serving.
-    let mut bad = connect_from(4, l).await.expect("connect");
-    bad.write_all(b"GET / HTTP/1.1\r\n\r\n")
-        .await
-        .expect("send");
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), bad.read_to_end(&mut out)).await;
+    let mut bad = send_from(4, l, b"GET / HTTP/1.1\r\n\r\n").await;
+    let out = read_within(&mut bad, Duration::from_secs(5)).await;
     assert!(out.is_empty());
-    assert!(
-        f.log_text().contains("no valid PROXY header"),
-        "{}",
-        f.log_text()
-    );
+    f.assert_logged("no valid PROXY header");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let log = f.log_text();
-    assert!(
-        log.contains("conn 203.0.113.9:40000 -> 198.51.100.1:443"),
-        "{log}"
-    );
+    f.assert_logged("conn 203.0.113.9:40000 -> 198.51.100.1:443");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_head_gets_400_and_non_http_passes_untouched() {
-    let echo = Echo::start("e");
-    let (f, l) = start(&echo, "http_forwarded_for = true");
-    let mut s = connect_from(2, l).await.expect("connect");
-    s.write_all(
-        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
-    )
-    .await
-    .expect("send");
-    let mut out = String::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out)).await;
+    let (_echo, f, l) = echo_behind("http_forwarded_for = true");
+    let both =
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let mut s = send_from(2, l, both).await;
+    let out = reply(&mut s).await;
     assert!(out.starts_with("HTTP/1.1 400 Bad Request"), "{out:?}");
     drop(s);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !f.log_text().contains("400 bad request") && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(f.log_text().contains("400 bad request"), "{}", f.log_text());
+    f.wait_log("400 bad request", Duration::from_secs(3));
     // An oversized head.
     let mut s = connect_from(2, l).await.expect("connect");
     let mut big = b"GET / HTTP/1.1\r\n".to_vec();
     big.extend(std::iter::repeat_n(b'a', 70_000));
     let _ = s.write_all(&big).await;
-    let mut out = String::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out)).await;
+    let out = reply(&mut s).await;
     assert!(out.starts_with("HTTP/1.1 400 Bad Request"), "{out:?}");
     // Non-HTTP is relayed as is.
     let (j, _) = raw_line(l, 2, b"SSH-2.0-OpenSSH_9.2\r\n").await;
@@ -306,13 +263,12 @@ async fn malformed_head_gets_400_and_non_http_passes_untouched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_log_has_both_five_tuples() {
-    let echo = Echo::start("e");
-    let (f, l) = start(&echo, "");
+    let (echo, f, l) = echo_behind("");
     let (j, me) = raw_line(l, 8, b"x").await;
     // The echo saw the balancer's local address as its peer: that is the second 5-tuple.
     let local = j["peer"].as_str().expect("peer").to_string();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let log = f.log_text();
+    let log = f.log();
     let want = format!("conn {me} -> {l} {local} -> {}", echo.addr);
     assert!(log.contains(&want), "want {want:?} in {log}");
     assert!(

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::BIN;
+use common::{BIN, Ns};
 use serde_json::Value;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -21,17 +21,10 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn require_root() {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
-        .unwrap_or_default();
-    assert_eq!(
-        uid, "0",
-        "fwlb lab builds network namespaces: run this test as root"
-    );
+/// The lab's namespaces have fixed names: one lab at a time in this binary, as root.
+fn one_lab_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    common::require_root("fwlb lab builds network namespaces");
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 struct Run {
@@ -95,12 +88,8 @@ fn lab_namespaces() -> Vec<String> {
 
 /// A pid that still runs a fwlb program (not a zombie, not a reused pid).
 fn fwlb_alive(pid: u64) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let running = stat
-        .rsplit_once(") ")
-        .is_some_and(|(_, rest)| !rest.starts_with('Z'));
     let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    running && String::from_utf8_lossy(&cmd).contains("fwlb")
+    common::alive(pid as i32) && String::from_utf8_lossy(&cmd).contains("fwlb")
 }
 
 fn assert_nothing_left(pids: &[u64], what: &str) {
@@ -124,8 +113,7 @@ fn budget_ms(priority: f64) -> f64 {
 
 #[test]
 fn lab_passes_every_drill_within_the_budget_and_leaves_nothing_behind() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    require_root();
+    let _one = one_lab_at_a_time();
     let r = fwlb(&["lab", "conf/lab", "--json"], Duration::from_secs(180));
     let rep = report(&r);
     assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
@@ -223,8 +211,7 @@ fn lab_passes_every_drill_within_the_budget_and_leaves_nothing_behind() {
 /// drill fails and says why; the lab still removes everything.
 #[test]
 fn lab_catches_a_pair_without_depends_and_cleans_up_after_the_failure() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    require_root();
+    let _one = one_lab_at_a_time();
     let dir = tempfile::tempdir().expect("tempdir");
     for f in ["fwlb-a.toml", "fwlb-b.toml"] {
         let text = std::fs::read_to_string(repo().join("conf/lab").join(f)).expect("config");
@@ -260,8 +247,7 @@ fn lab_catches_a_pair_without_depends_and_cleans_up_after_the_failure() {
 /// them first (and says so), then runs normally and leaves nothing.
 #[test]
 fn a_lab_killed_mid_run_is_cleaned_up_by_the_next_run() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    require_root();
+    let _one = one_lab_at_a_time();
     let dir = tempfile::tempdir().expect("tempdir");
     let err = dir.path().join("err");
     let mut child = Command::new(BIN)
@@ -345,14 +331,9 @@ fn lab_refuses_a_directory_that_is_not_a_pair() {
     );
 }
 
+/// `fwlb ARGS` in the lab's namespace `ns`.
 fn in_ns(ns: &str, args: &[&str]) -> Run {
-    let mut all = vec!["netns", "exec", ns, BIN];
-    all.extend_from_slice(args);
-    let out = Command::new("ip")
-        .args(&all)
-        .stdin(Stdio::null())
-        .output()
-        .expect("ip netns exec");
+    let out = Ns::named(ns).fwlb(args);
     Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -365,8 +346,7 @@ fn in_ns(ns: &str, args: &[&str]) -> Run {
 /// backup or does not answer; `fwlb lab --clean` removes the kept lab.
 #[test]
 fn drill_hands_a_pair_over_and_back_and_refuses_an_unfit_peer() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    require_root();
+    let _one = one_lab_at_a_time();
     let r = fwlb(
         &["lab", "conf/lab", "--keep", "--drill", "none", "--json"],
         Duration::from_secs(120),
@@ -404,8 +384,7 @@ fn drill_hands_a_pair_over_and_back_and_refuses_an_unfit_peer() {
     }
     // Back where it started, nobody left on standby.
     for (ns, state) in [("fwlab-fwlb-a", "master"), ("fwlab-fwlb-b", "backup")] {
-        let s = in_ns(ns, &["ctl", "--json", "show", "vrrp"]);
-        let v: Value = serde_json::from_str(&s.stdout).expect("show vrrp json");
+        let v = Ns::named(ns).show_vrrp();
         for i in v["vrrp"].as_array().expect("vrrp") {
             assert_eq!(i["state"], state, "{ns}: {i}");
             assert_eq!(i["standby"], false, "{ns}: {i}");

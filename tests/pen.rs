@@ -8,36 +8,21 @@ use std::time::Duration;
 
 use common::*;
 
-fn port_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
+/// `fwlb pen` with the command line `cmdline(l)`, listening on a free address `l`.
+fn pen(cmdline: impl FnOnce(SocketAddr) -> String) -> (Fwlb, SocketAddr) {
+    let l = free_addr();
+    (Fwlb::start_args(&args(&cmdline(l)), l), l)
 }
 
 fn args(s: &str) -> Vec<String> {
     s.split_whitespace().map(String::from).collect()
 }
 
-fn penctl(ctl: SocketAddr, cmd: &str) -> String {
-    let out = Command::new("/usr/bin/penctl")
-        .arg(ctl.to_string())
-        .args(cmd.split(' '))
-        .output()
-        .expect("penctl (apt-get install pen)");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_is_sticky_with_new_clients_round_robin() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let l = port_addr();
-    let _f = Fwlb::start_args(&args(&format!("pen -f {l} {} {}", a.addr, b.addr)), l);
-    let first: Vec<String> = {
-        let mut v = Vec::new();
-        for c in 1..=6 {
-            v.push(which(c, l).await);
-        }
-        v
-    };
+    let (_f, l) = pen(|l| format!("pen -f {l} {} {}", a.addr, b.addr));
+    let first = which_each(1..=6, l).await;
     assert_eq!(first, vec!["a", "b", "a", "b", "a", "b"]);
     for c in 1..=6u32 {
         assert_eq!(
@@ -51,19 +36,11 @@ async fn default_is_sticky_with_new_clients_round_robin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dash_r_ignores_the_client_table_and_dash_h_hashes() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let l = port_addr();
-    let f = Fwlb::start_args(&args(&format!("pen -fr {l} {} {}", a.addr, b.addr)), l);
-    let seq: Vec<String> = {
-        let mut v = Vec::new();
-        for _ in 0..4 {
-            v.push(which(1, l).await);
-        }
-        v
-    };
+    let (f, l) = pen(|l| format!("pen -fr {l} {} {}", a.addr, b.addr));
+    let seq = which_each([1; 4], l).await;
     assert_eq!(seq, vec!["a", "b", "a", "b"], "one client, round robin");
     drop(f);
-    let l = port_addr();
-    let _f = Fwlb::start_args(&args(&format!("pen -f -r -h {l} {} {}", a.addr, b.addr)), l);
+    let (_f, l) = pen(|l| format!("pen -f -r -h {l} {} {}", a.addr, b.addr));
     let mut seen = std::collections::HashSet::new();
     for c in 1..=40u32 {
         let s = which(c, l).await;
@@ -78,9 +55,8 @@ async fn dash_r_ignores_the_client_table_and_dash_h_hashes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dash_e_emergency_and_dash_b_blacklist_time() {
     let em = Backend::start("emergency").await;
-    let dead = port_addr();
-    let l = port_addr();
-    let _f = Fwlb::start_args(&args(&format!("pen -f -b 1 -e {} {l} {dead}", em.addr)), l);
+    let dead = free_addr();
+    let (_f, l) = pen(|l| format!("pen -f -b 1 -e {} {l} {dead}", em.addr));
     assert_eq!(which(1, l).await, "emergency");
     // The dead server comes alive: skipped for the 1 s blacklist, then used.
     let revived = Backend::start_on(dead, "revived").await;
@@ -93,10 +69,9 @@ async fn dash_e_emergency_and_dash_b_blacklist_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dash_s_stubborn_closes_instead_of_failing_over() {
     let live = Backend::start("live").await;
-    let dead = port_addr();
-    let l = port_addr();
+    let dead = free_addr();
     // Round robin starts at server 0, the dead one: stubborn closes that client.
-    let _f = Fwlb::start_args(&args(&format!("pen -f -r -s {l} {dead} {}", live.addr)), l);
+    let (_f, l) = pen(|l| format!("pen -f -r -s {l} {dead} {}", live.addr));
     let mut s = connect_from(1, l).await.expect("connect");
     assert!(
         read_line(&mut s).await.map_or(true, |l| l.is_empty()),
@@ -117,7 +92,7 @@ async fn dash_c_control_port_with_penctl_and_dash_f_file() {
         "blacklist 45\nserver 0 weight 3\nserver 2 address 127.0.0.1 port 9\n",
     )
     .expect("write");
-    let (l, c) = (port_addr(), port_addr());
+    let (l, c) = (free_addr(), free_addr());
     let _f = Fwlb::start_args(
         &args(&format!(
             "pen -f -r -h -s -X -C {c} -F {} {l} {} {}",
@@ -156,15 +131,11 @@ async fn dash_c_control_port_with_penctl_and_dash_f_file() {
 
 #[test]
 fn dash_u_and_dash_j_drop_to_the_user_in_the_chroot() {
-    assert_eq!(
-        nix::unistd::geteuid().as_raw(),
-        0,
-        "this test needs root (CI runs as root)"
-    );
+    require_root("the child drops to a user in a chroot");
     let dir = tempfile::tempdir().expect("dir");
     let root = dir.path().join("jail");
     std::fs::create_dir(&root).expect("mkdir");
-    let l = port_addr();
+    let l = free_addr();
     let mut f = Fwlb::start_args(
         &args(&format!(
             "pen -f -u nobody -j {} {l} 127.0.0.1:9",
@@ -193,7 +164,7 @@ async fn without_dash_f_it_detaches_and_writes_the_pidfile() {
     let a = Backend::start("a").await;
     let dir = tempfile::tempdir().expect("dir");
     let pidfile = dir.path().join("pen.pid");
-    let l = port_addr();
+    let l = free_addr();
     let st = Command::new(BIN)
         .args(args(&format!(
             "pen -p {} {l} {}",
@@ -203,20 +174,13 @@ async fn without_dash_f_it_detaches_and_writes_the_pidfile() {
         .status()
         .expect("run");
     assert!(st.success(), "the foreground part exits 0 after detaching");
-    let mut pid = String::new();
-    for _ in 0..100 {
-        pid = std::fs::read_to_string(&pidfile).unwrap_or_default();
-        if !pid.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid = pid.trim().to_string();
-    assert!(!pid.is_empty(), "pidfile written");
+    let pid: i32 = wait_for("the pidfile written", Duration::from_secs(2), || {
+        read_log(&pidfile).trim().parse().ok()
+    });
     // Give it a moment to listen, then it serves.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let served = which(1, l).await;
-    let _ = Command::new("kill").arg(&pid).status();
+    send_signal("TERM", pid);
     assert_eq!(served, "a");
 }
 

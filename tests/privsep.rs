@@ -4,21 +4,22 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn require_root() {
-    // SAFETY-free check: /proc/self/status says who we are.
-    let st = std::fs::read_to_string("/proc/self/status").expect("status");
-    let uid = field(&st, "Uid:");
-    assert_eq!(
-        uid.split_whitespace().next(),
-        Some("0"),
-        "these tests fork a root parent and a chrooted child: run them as root"
-    );
+    common::require_root("these tests fork a root parent and a chrooted child");
+}
+
+/// As root: backend "A", and fwlb balancing to it from `listen`.
+async fn serving_a() -> (Backend, std::net::SocketAddr, Fwlb) {
+    require_root();
+    let a = Backend::start("A").await;
+    let listen = free_addr();
+    let f = Fwlb::balancing(listen, &[a.addr], "");
+    (a, listen, f)
 }
 
 fn field<'a>(status: &'a str, name: &str) -> &'a str {
@@ -29,30 +30,16 @@ fn field<'a>(status: &'a str, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-fn uid_of(user: &str) -> String {
-    let out = std::process::Command::new("id")
-        .args(["-u", user])
-        .output()
-        .expect("id");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("timed out waiting for {what}");
+/// `id -u USER` (`which` = "-u") or `id -g USER` ("-g").
+fn id_of(which: &str, user: &str) -> String {
+    run(&["id", which, user]).trim().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn child_is_chrooted_unprivileged_and_serves() {
     require_root();
     let a = Backend::start("A").await;
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen = free_addr();
     let jail = tempfile::tempdir().unwrap();
     let cfg = format!(
         "[daemon]\ncontrol = \"none\"\nuser = \"nobody\"\nchroot = \"{}\"\n[[balancer]]\nname = \"t\"\nlisten = \"{listen}\"\nservers = [\"{}\"]\n",
@@ -62,21 +49,13 @@ async fn child_is_chrooted_unprivileged_and_serves() {
     let f = Fwlb::start(&cfg, listen);
     let child = f.child_pid().expect("the parent has a child");
     let st = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap();
-    let nobody = uid_of("nobody");
+    let nobody = id_of("-u", "nobody");
     assert_eq!(
         field(&st, "Uid:").split_whitespace().collect::<Vec<_>>(),
         vec![nobody.as_str(); 4],
         "real, effective, saved and fs uid are nobody's"
     );
-    let gid = String::from_utf8_lossy(
-        &std::process::Command::new("id")
-            .args(["-g", "nobody"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .trim()
-    .to_string();
+    let gid = id_of("-g", "nobody");
     assert_eq!(
         field(&st, "Gid:").split_whitespace().collect::<Vec<_>>(),
         vec![gid.as_str(); 4]
@@ -149,51 +128,44 @@ async fn child_is_chrooted_unprivileged_and_serves() {
     assert!(shared.is_empty(), "sockets open in both: {shared:?}");
     // And it serves.
     assert_eq!(which(1, listen).await, "A");
-    assert!(
-        f.log_text().contains("child running without privileges"),
-        "{}",
-        f.log_text()
-    );
+    f.assert_logged("child running without privileges");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_with_a_broken_file_keeps_the_running_config() {
-    require_root();
-    let a = Backend::start("A").await;
+    let (a, listen, f) = serving_a().await;
     let b = Backend::start("B").await;
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let f = Fwlb::start(&config(listen, &[a.addr], ""), listen);
     let path = f.dir.path().join("fwlb.toml");
     // A syntax error, then a validation error, then a change that needs a restart.
     let good = config(listen, &[a.addr, b.addr], "algorithm = \"roundrobin\"");
     std::fs::write(&path, format!("{good}\n[[balancer\n")).unwrap();
     f.signal("HUP");
-    wait_for(
+    wait_until(
         "the syntax error in the log",
         Duration::from_secs(5),
-        || f.log_text().contains("keeping the running configuration"),
+        || f.log().contains("keeping the running configuration"),
     );
     std::fs::write(&path, good.replace("roundrobin", "roundrobbin")).unwrap();
     f.signal("HUP");
-    wait_for("the validation error", Duration::from_secs(5), || {
-        f.log_text().contains("roundrobbin")
+    wait_until("the validation error", Duration::from_secs(5), || {
+        f.log().contains("roundrobbin")
     });
-    let log = f.log_text();
+    let log = f.log();
     assert!(
         log.contains(&format!("{}:", path.display())) && log.contains("algorithm"),
         "errors carry FILE:LINE:COL: {log}"
     );
     std::fs::write(&path, good.replace("[daemon]\n", "[daemon]\nthreads = 2\n")).unwrap();
     f.signal("HUP");
-    wait_for("the restart-needed refusal", Duration::from_secs(5), || {
-        f.log_text().contains("need a restart")
+    wait_until("the restart-needed refusal", Duration::from_secs(5), || {
+        f.log().contains("need a restart")
     });
     // Still the old configuration: every client on A, never B.
     for src in 1..=20 {
         assert_eq!(which(src, listen).await, "A");
     }
     assert_eq!(b.count(), 0);
-    assert!(!f.log_text().contains("in effect"));
+    assert!(!f.log().contains("in effect"));
 }
 
 /// A digest that notices a lost, duplicated or reordered byte.
@@ -209,8 +181,8 @@ async fn sighup_adds_a_server_and_a_listener_while_a_transfer_runs() {
     require_root();
     let a = Backend::start("A").await;
     let b = Backend::start("B").await;
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let listen2: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let listen = free_addr();
+    let listen2 = free_addr();
     let jail = tempfile::tempdir().unwrap();
     let daemon = format!(
         "[daemon]\ncontrol = \"none\"\nuser = \"nobody\"\nchroot = \"{}\"\n",
@@ -225,8 +197,7 @@ async fn sighup_adds_a_server_and_a_listener_while_a_transfer_runs() {
     );
     // A long echo transfer through the old listener: 64 MiB out, all of it back.
     const TOTAL: usize = 64 << 20;
-    let mut s = connect_from(7, listen).await.unwrap();
-    assert_eq!(read_line(&mut s).await.unwrap(), "A");
+    let s = greeted_by("A", 7, listen).await;
     let (mut rd, mut wr) = s.into_split();
     let writer = tokio::spawn(async move {
         let mut h = 0xcbf2_9ce4_8422_2325u64;
@@ -270,8 +241,8 @@ async fn sighup_adds_a_server_and_a_listener_while_a_transfer_runs() {
     )
     .unwrap();
     f.signal("HUP");
-    wait_for("the reload", Duration::from_secs(5), || {
-        f.log_text().contains("in effect")
+    wait_until("the reload", Duration::from_secs(5), || {
+        f.log().contains("in effect")
     });
     assert!(
         !reader.is_finished(),
@@ -286,39 +257,29 @@ async fn sighup_adds_a_server_and_a_listener_while_a_transfer_runs() {
     assert!(seen.contains("A") && seen.contains("B"), "{seen:?}");
     let (sent, got) = (writer.await.unwrap(), reader.await.unwrap());
     assert_eq!(sent, got, "the transfer through the old listener is intact");
-    let log = f.log_text();
-    assert!(log.contains(&format!("server {} added", b.addr)), "{log}");
+    f.assert_logged(&format!("server {} added", b.addr));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn either_process_dying_takes_the_other_down() {
-    require_root();
-    let a = Backend::start("A").await;
     // The child dies: the parent exits non-zero at once.
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut f = Fwlb::start(&config(listen, &[a.addr], ""), listen);
+    let (a, listen, mut f) = serving_a().await;
     let child = f.child_pid().unwrap();
-    std::process::Command::new("kill")
-        .args(["-9", &child.to_string()])
-        .status()
-        .unwrap();
+    signal("KILL", child);
     let t = Instant::now();
     let code = f.wait_exit(Duration::from_secs(5));
-    assert_eq!(code, Some(1), "{}", f.log_text());
+    assert_eq!(code, Some(1), "{}", f.log());
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-    assert!(f.log_text().contains("child ended with signal 9"));
+    assert!(f.log().contains("child ended with signal 9"));
 
     // The parent dies: the child exits and the port is free for the restarted daemon.
-    let f = Fwlb::start(&config(listen, &[a.addr], ""), listen);
+    let f = Fwlb::balancing(listen, &[a.addr], "");
     let child = f.child_pid().unwrap();
-    std::process::Command::new("kill")
-        .args(["-9", &f.pid().to_string()])
-        .status()
-        .unwrap();
-    wait_for("the child to exit", Duration::from_secs(3), || {
+    signal("KILL", f.pid());
+    wait_until("the child to exit", Duration::from_secs(3), || {
         !alive(child)
     });
-    let g = Fwlb::start(&config(listen, &[a.addr], ""), listen);
+    let g = Fwlb::balancing(listen, &[a.addr], "");
     assert_eq!(which(3, listen).await, "A");
     drop(g);
     drop(f);
@@ -326,15 +287,11 @@ async fn either_process_dying_takes_the_other_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_to_the_parent_drains_through_the_child() {
-    require_root();
-    let a = Backend::start("A").await;
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut f = Fwlb::start(&config(listen, &[a.addr], ""), listen);
-    let mut s = connect_from(9, listen).await.unwrap();
-    assert_eq!(read_line(&mut s).await.unwrap(), "A");
+    let (_a, listen, mut f) = serving_a().await;
+    let mut s = greeted_by("A", 9, listen).await;
     f.signal("TERM");
     // The listener closes, the open connection keeps working.
-    wait_for("the listener to close", Duration::from_secs(3), || {
+    wait_until("the listener to close", Duration::from_secs(3), || {
         std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_err()
     });
     s.write_all(b"still here\n").await.unwrap();
@@ -343,10 +300,5 @@ async fn sigterm_to_the_parent_drains_through_the_child() {
     let mut rest = String::new();
     s.read_to_string(&mut rest).await.unwrap();
     assert_eq!(rest, "BYE A\n");
-    assert_eq!(
-        f.wait_exit(Duration::from_secs(5)),
-        Some(0),
-        "{}",
-        f.log_text()
-    );
+    assert_eq!(f.wait_exit(Duration::from_secs(5)), Some(0), "{}", f.log());
 }

@@ -17,31 +17,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{BIN, free_port};
+use common::{
+    BIN, alive, children, free_addr, free_port, require_root, require_tool, send_signal, signal,
+    tree_of, wait_for, wait_until,
+};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
-
-fn need(cmd: &str, package: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {cmd}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        found,
-        "{cmd} is missing: apt-get install -y {package} (.ci/run installs it)"
-    );
-}
-
-fn euid() -> u32 {
-    let s = std::fs::read_to_string("/proc/self/status").expect("status");
-    s.lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|u| u.parse().ok())
-        .expect("euid")
-}
 
 /// A backend that greets each connection with `name\n` and closes.
 fn backend(name: &'static str) -> SocketAddr {
@@ -64,80 +45,17 @@ fn greeting(addr: SocketAddr) -> Option<String> {
     Some(out).filter(|o| !o.is_empty())
 }
 
-fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// `kill -s SIG PID` for one process. Never a negative or special pid: procps' kill(1) has
-/// been seen to signal every process for `kill -SIG -PGID`.
-fn send(sig: &str, pid: i32) -> bool {
-    assert!(pid > 1, "refusing to signal pid {pid}");
-    Command::new("kill")
-        .args(["-s", sig, &pid.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn kill(sig: &str, pid: i32) {
-    assert!(send(sig, pid), "kill -s {sig} {pid}");
-}
-
-/// `pid` and every process below it.
-fn tree_of(pid: i32) -> Vec<i32> {
-    let mut out = vec![pid];
-    let mut i = 0;
-    while i < out.len() {
-        out.extend(children(out[i]));
-        i += 1;
-    }
-    out
-}
-
-/// Gone, or a zombie nobody reaped yet.
-fn exited(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z')),
-    }
-}
-
-/// The processes whose parent is `pid`.
-fn children(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(") ")
-            .and_then(|(_, r)| r.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<i32>().ok());
-        if ppid == Some(pid) && !exited(p) {
-            out.push(p);
-        }
-    }
-    out
-}
-
 fn config(listen: SocketAddr, server: SocketAddr, extra: &str) -> String {
     format!(
         "[daemon]\ncontrol = \"none\"\nshutdown_timeout = \"1s\"\n{extra}\n[[balancer]]\nname = \"t\"\nlisten = \"{listen}\"\nservers = [\"{server}\"]\n"
     )
+}
+
+/// kill -9 of `victim`; `other` must exit within 3 s (`who` names it and why).
+fn kill_takes_down(victim: i32, other: i32, who: &str) {
+    signal("KILL", victim);
+    let what = format!("{who} exits promptly");
+    wait_until(&what, Duration::from_secs(3), || !alive(other));
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -154,6 +72,8 @@ struct Service {
     svc: PathBuf,
     logdir: PathBuf,
     config: PathBuf,
+    /// What `config` held at the start.
+    config_text: String,
     /// runit only: a ./finish that records run's exit code and signal.
     exits: PathBuf,
     process: Child,
@@ -176,7 +96,18 @@ fn copy_exec(from: &Path, to: &Path) {
 }
 
 impl Service {
-    fn start(sup: Sup, config_text: &str, listen: SocketAddr) -> Service {
+    /// fwlb with `extra` keys in [daemon], listening on a free loopback port (`listen`) for a
+    /// backend that greets with "b1", under `sup`.
+    fn start(sup: Sup, extra: &str) -> Service {
+        let (tools, package) = match sup {
+            Sup::Runit => (["runsv", "sv", "svlogd"], "runit"),
+            Sup::Daemontools => (["svscan", "svc", "multilog"], "daemontools"),
+        };
+        for tool in tools {
+            require_tool(tool, package);
+        }
+        let listen = free_addr();
+        let config_text = config(listen, backend("b1"), extra);
         let dir = tempfile::tempdir().expect("tempdir");
         let kind = match sup {
             Sup::Runit => "runit",
@@ -202,7 +133,7 @@ impl Service {
         let logdir = dir.path().join("log");
         std::fs::create_dir(&logdir).expect("mkdir log");
         let config = dir.path().join("fwlb.toml");
-        std::fs::write(&config, config_text).expect("config");
+        std::fs::write(&config, &config_text).expect("config");
         let mut cmd = match sup {
             Sup::Runit => {
                 let mut c = Command::new("runsv");
@@ -232,6 +163,7 @@ impl Service {
             svc,
             logdir,
             config,
+            config_text,
             exits,
             process,
             listen,
@@ -306,6 +238,37 @@ impl Service {
             .collect()
     }
 
+    /// The line of the supervisor's log (`logger`'s) that says fwlb listens, once it is there.
+    fn listening_line(&self, logger: &str) -> String {
+        let what = format!("a `listening` line in the {logger} log");
+        wait_for(&what, Duration::from_secs(5), || {
+            let log = self.log();
+            let line = log.lines().find(|l| l.contains("INFO lb: listening"))?;
+            Some(line.to_string())
+        })
+    }
+
+    /// kill -9 of fwlb `pid`: the supervisor starts another, which serves; returns its pid.
+    fn restarted_after_kill(&self, pid: i32) -> i32 {
+        signal("KILL", pid);
+        self.serving_again(Some(pid), "a new fwlb after kill -9")
+    }
+
+    /// `hup`: fwlb `pid` keeps running.
+    fn hup_keeps(&self, pid: i32) {
+        self.ctl("hup");
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(self.pid(), Some(pid), "SIGHUP must not stop fwlb");
+    }
+
+    /// `down`: fwlb `pid` stops and nothing serves.
+    fn down_stops(&self, pid: i32) {
+        self.ctl("down");
+        wait_until("down to stop fwlb", Duration::from_secs(10), || {
+            self.pid().is_none() && !alive(pid) && greeting(self.listen).is_none()
+        });
+    }
+
     /// Wait until fwlb runs under a pid other than `old` and serves; returns the pid.
     fn serving_again(&self, old: Option<i32>, what: &str) -> i32 {
         wait_for(what, Duration::from_secs(20), || {
@@ -351,8 +314,8 @@ impl Drop for Service {
             }
         }
         for p in pids {
-            if !exited(p) {
-                send("KILL", p);
+            if alive(p) {
+                send_signal("KILL", p);
             }
         }
         let _ = self.process.wait();
@@ -365,45 +328,31 @@ impl Drop for Service {
 /// `sv down` stops it.
 #[test]
 fn runit_runs_restarts_and_signals_fwlb() {
-    need("runsv", "runit");
-    need("svlogd", "runit");
-    let b = backend("b1");
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let good = config(listen, b, "");
-    let s = Service::start(Sup::Runit, &good, listen);
+    let s = Service::start(Sup::Runit, "");
+    let listen = s.listen;
 
     let p1 = s.serving_again(None, "fwlb serving under runsv");
     // exec 2>&1 and ./log/run: fwlb's lines reach svlogd, which prefixes -tt timestamps.
-    let log = wait_for(
-        "a `listening` line in the svlogd log",
-        Duration::from_secs(5),
-        || {
-            let l = s.log();
-            l.contains("INFO lb: listening").then_some(l)
-        },
-    );
-    let line = log.lines().find(|l| l.contains("listening")).expect("line");
+    let line = s.listening_line("svlogd");
     let stamp = line.split(' ').next().unwrap_or("");
     assert!(
         stamp.len() >= 19 && stamp.as_bytes()[4] == b'-' && stamp.as_bytes()[10] == b'_',
         "svlogd -tt stamp expected: {line:?}"
     );
     assert!(
-        log.contains("configuration OK"),
-        "the run script checks first: {log}"
+        s.log().contains("configuration OK"),
+        "the run script checks first: {}",
+        s.log()
     );
 
-    kill("KILL", p1);
-    let p2 = s.serving_again(Some(p1), "a new fwlb after kill -9");
-    wait_for(
+    let p2 = s.restarted_after_kill(p1);
+    wait_until(
         "runsv's ./finish for the killed run",
         Duration::from_secs(5),
-        || s.exits().iter().any(|l| l == "-1 9").then_some(()),
+        || s.exits().iter().any(|l| l == "-1 9"),
     );
 
-    s.ctl("hup");
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(s.pid(), Some(p2), "SIGHUP must not stop fwlb");
+    s.hup_keeps(p2);
     assert_eq!(greeting(listen).as_deref(), Some("b1\n"));
 
     s.ctl("term");
@@ -418,10 +367,10 @@ fn runit_runs_restarts_and_signals_fwlb() {
     // fwlb every second).
     std::fs::write(&s.config, "[daemon]\nnot_a_key = 1\n").expect("break config");
     s.ctl("term");
-    wait_for(
+    wait_until(
         "the broken config reported in the log",
         Duration::from_secs(10),
-        || s.log().contains("has errors (above)").then_some(()),
+        || s.log().contains("has errors (above)"),
     );
     assert!(
         s.log().contains("unknown key `not_a_key`"),
@@ -438,14 +387,11 @@ fn runit_runs_restarts_and_signals_fwlb() {
     );
     assert_ne!(s.pid(), Some(p3));
     // Fixed: `sv term` (as `sv restart`) retries at once.
-    std::fs::write(&s.config, &good).expect("fix config");
+    std::fs::write(&s.config, &s.config_text).expect("fix config");
     s.ctl("term");
     let p4 = s.serving_again(Some(p3), "fwlb back after the config was fixed");
 
-    s.ctl("down");
-    wait_for("sv down stops fwlb", Duration::from_secs(10), || {
-        (s.pid().is_none() && exited(p4) && greeting(listen).is_none()).then_some(())
-    });
+    s.down_stops(p4);
 }
 
 /// With the privileged parent and the chrooted child (issue 6): kill -9 of the child makes the
@@ -453,14 +399,11 @@ fn runit_runs_restarts_and_signals_fwlb() {
 /// the old child exit, and again a new pair serves.
 #[test]
 fn runit_restarts_the_pair_after_kill_of_child_or_parent() {
-    need("runsv", "runit");
-    assert_eq!(euid(), 0, "this test needs root (CI runs as root)");
-    let b = backend("b1");
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    require_root("this test runs fwlb's root parent and chrooted child");
     let jail = tempfile::tempdir().expect("jail");
     std::fs::set_permissions(jail.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let extra = format!("user = \"nobody\"\nchroot = \"{}\"", jail.path().display());
-    let s = Service::start(Sup::Runit, &config(listen, b, &extra), listen);
+    let s = Service::start(Sup::Runit, &extra);
     let child_of = |parent: i32| {
         wait_for(
             &format!(
@@ -476,12 +419,7 @@ fn runit_restarts_the_pair_after_kill_of_child_or_parent() {
 
     let parent = s.serving_again(None, "fwlb serving under runsv");
     let child = child_of(parent);
-    kill("KILL", child);
-    wait_for(
-        "the parent exits promptly after its child was killed",
-        Duration::from_secs(3),
-        || exited(parent).then_some(()),
-    );
+    kill_takes_down(child, parent, "the parent, its child killed,");
     let exits = wait_for(
         "runsv's ./finish for the parent",
         Duration::from_secs(3),
@@ -499,12 +437,7 @@ fn runit_restarts_the_pair_after_kill_of_child_or_parent() {
     let parent2 = s.serving_again(Some(parent), "a new pair after kill -9 of the child");
 
     let child2 = child_of(parent2);
-    kill("KILL", parent2);
-    wait_for(
-        "the child exits promptly after its parent was killed",
-        Duration::from_secs(3),
-        || exited(child2).then_some(()),
-    );
+    kill_takes_down(parent2, child2, "the child, its parent killed,");
     let parent3 = s.serving_again(Some(parent2), "a new pair after kill -9 of the parent");
     assert_ne!(child_of(parent3), child2);
 }
@@ -513,38 +446,20 @@ fn runit_restarts_the_pair_after_kill_of_child_or_parent() {
 /// lines; kill -9 is followed by a restart; `svc -h` keeps the process; `svc -t` restarts.
 #[test]
 fn daemontools_runs_restarts_and_signals_fwlb() {
-    need("svscan", "daemontools");
-    need("multilog", "daemontools");
-    let b = backend("b1");
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let s = Service::start(Sup::Daemontools, &config(listen, b, ""), listen);
+    let s = Service::start(Sup::Daemontools, "");
 
     let p1 = s.serving_again(None, "fwlb serving under svscan/supervise");
-    let log = wait_for(
-        "a `listening` line in the multilog log",
-        Duration::from_secs(5),
-        || {
-            let l = s.log();
-            l.contains("INFO lb: listening").then_some(l)
-        },
-    );
-    let line = log.lines().find(|l| l.contains("listening")).expect("line");
+    let line = s.listening_line("multilog");
     assert!(
         line.starts_with("@4000"),
         "multilog t stamp expected: {line:?}"
     );
 
-    kill("KILL", p1);
-    let p2 = s.serving_again(Some(p1), "a new fwlb after kill -9");
-    s.ctl("hup");
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(s.pid(), Some(p2), "SIGHUP must not stop fwlb");
+    let p2 = s.restarted_after_kill(p1);
+    s.hup_keeps(p2);
     s.ctl("term");
     let p3 = s.serving_again(Some(p2), "a new fwlb after svc -t");
-    s.ctl("down");
-    wait_for("svc -d stops fwlb", Duration::from_secs(10), || {
-        (s.pid().is_none() && exited(p3) && greeting(listen).is_none()).then_some(())
-    });
+    s.down_stops(p3);
 }
 
 /// Everything under `root`: path, type and mode, owner, and content for files and links.
@@ -602,11 +517,7 @@ fn install(args: &[&str]) -> String {
 /// link, the systemd unit; the second run changes nothing. The FreeBSD layout likewise.
 #[test]
 fn install_sh_stages_the_tree_and_is_idempotent() {
-    assert_eq!(
-        euid(),
-        0,
-        "install.sh sets owners: this test needs root (CI runs as root)"
-    );
+    require_root("install.sh sets owners");
     let d = tempfile::tempdir().expect("destdir");
     let dest = d.path().to_str().expect("utf8");
     let first = install(&["--destdir", dest, "--runit", "--enable", "--systemd"]);
@@ -698,7 +609,7 @@ fn install_sh_stages_the_tree_and_is_idempotent() {
 /// Every shipped script parses as POSIX sh (dash, Debian's /bin/sh), the rc.d script included.
 #[test]
 fn shipped_scripts_are_posix_sh() {
-    need("dash", "dash");
+    require_tool("dash", "dash");
     for f in [
         "supervise/install.sh",
         "supervise/runit/fwlb/run",
@@ -727,7 +638,7 @@ fn shipped_scripts_are_posix_sh() {
 /// sandboxing scores as "OK" or better in `systemd-analyze security`.
 #[test]
 fn systemd_unit_verifies() {
-    need("systemd-analyze", "systemd");
+    require_tool("systemd-analyze", "systemd");
     let d = tempfile::tempdir().expect("dir");
     let unit = std::fs::read_to_string(Path::new(REPO).join("supervise/systemd/fwlb.service"))
         .expect("unit");
@@ -822,7 +733,7 @@ fn pen_without_dash_f_logs_to_syslog() {
     struct Kill(i32);
     impl Drop for Kill {
         fn drop(&mut self) {
-            send("TERM", self.0);
+            send_signal("TERM", self.0);
         }
     }
     let _k = Kill(pid);
@@ -835,7 +746,7 @@ fn pen_without_dash_f_logs_to_syslog() {
         "{m}"
     );
     sender(&m, pid);
-    kill("TERM", pid);
+    signal("TERM", pid);
     let m = recv_until(&sock, "SIGTERM").expect("a syslog message about SIGTERM");
     // The privileged parent (the pidfile's pid) takes the signal and stops the child.
     assert!(m.contains("]: INFO priv: SIGTERM"), "{m}");
@@ -847,7 +758,7 @@ fn pen_without_dash_f_logs_to_syslog() {
 fn run_with_log_syslog_logs_to_syslog() {
     let d = tempfile::tempdir().expect("dir");
     let (sock, path) = syslog_socket(d.path());
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let listen = free_addr();
     let cfg = d.path().join("fwlb.toml");
     std::fs::write(&cfg, config(listen, backend("b1"), "log = \"syslog\"")).expect("config");
     let mut child = Command::new(BIN)
@@ -876,7 +787,7 @@ fn run_with_log_syslog_logs_to_syslog() {
     );
     sender(&m, pid);
     assert_eq!(greeting(listen).as_deref(), Some("b1\n"));
-    kill("TERM", pid);
+    signal("TERM", pid);
     recv_until(&sock, "exiting").expect("a syslog message saying `exiting`");
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success(), "{:?}", out.status);

@@ -3,90 +3,79 @@
 //! netlink, adding and removing addresses, raw protocol-112 sockets over a veth pair, and
 //! gratuitous ARP through a packet socket. Needs root and `ip` (iproute2).
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{Net, Ns};
 use fwlb::sys::netlink::{Link, Netlink, enter_netns};
 use fwlb::sys::raw::{GROUP_V4, PacketSocket, VrrpSocket};
 
-/// Two namespaces joined by a veth pair `va` (in the first) <-> `vb` (in the second), deleted
-/// when dropped (even on failure). Two namespaces, because a packet from an address of the
-/// receiving host itself is dropped as a martian.
-struct Ns(String, String);
-
-fn ip_in(ns: &str, args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(["-n", ns])
-        .args(args)
-        .output()
-        .expect("ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// Two namespaces joined by a veth pair `va` (in `a`) <-> `vb` (in `b`), 192.0.2.1/24 and
+/// 192.0.2.2/24. Two namespaces, because a packet from an address of the receiving host
+/// itself is dropped as a martian.
+struct Pair {
+    a: Ns,
+    b: Ns,
+    _net: Net,
 }
 
-impl Ns {
-    fn new(tag: &str) -> Ns {
-        assert!(
-            Command::new("sh")
-                .args(["-c", "command -v ip"])
-                .output()
-                .is_ok_and(|o| o.status.success()),
-            "this test needs `ip`: apt-get install iproute2"
-        );
-        let one = format!("fwlb-{tag}1-{}", std::process::id());
-        let two = format!("fwlb-{tag}2-{}", std::process::id());
-        for n in [&one, &two] {
-            let ok = Command::new("ip")
-                .args(["netns", "add", n])
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(
-                ok,
-                "cannot create network namespace {n}: this test needs root"
-            );
-        }
-        let ns = Ns(one, two);
-        ip_in(
-            &ns.0,
-            &[
-                "link", "add", "name", "va", "type", "veth", "peer", "name", "vb", "netns", &ns.1,
-            ],
-        );
-        ip_in(&ns.0, &["addr", "add", "192.0.2.1/24", "dev", "va"]);
-        ip_in(&ns.1, &["addr", "add", "192.0.2.2/24", "dev", "vb"]);
-        for (n, dev) in [(&ns.0, "va"), (&ns.1, "vb"), (&ns.0, "lo"), (&ns.1, "lo")] {
-            ip_in(n, &["link", "set", dev, "up"]);
-        }
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) -> String {
-        ip_in(&self.0, args)
-    }
-
-    /// Run `f` on a thread that has entered namespace `which` (0 or 1).
-    fn within<T: Send + 'static>(&self, which: usize, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let name = if which == 0 { &self.0 } else { &self.1 };
-        let path = format!("/var/run/netns/{name}");
-        std::thread::spawn(move || {
-            enter_netns(std::path::Path::new(&path)).expect("setns");
-            f()
-        })
-        .join()
-        .expect("namespace thread")
+impl Pair {
+    fn new(tag: &str) -> Pair {
+        let mut net = Net::new(tag);
+        let (a, b) = (net.host("1"), net.host("2"));
+        net.cable(&a, "va", &b, "vb");
+        a.addr("va", "192.0.2.1/24");
+        b.addr("vb", "192.0.2.2/24");
+        Pair { a, b, _net: net }
     }
 }
 
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-        let _ = Command::new("ip").args(["netns", "del", &self.1]).status();
-    }
+/// Run `f` on a thread that has entered namespace `ns`.
+fn within<T: Send + 'static>(ns: &Ns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = ns.path();
+    std::thread::spawn(move || {
+        enter_netns(&path).expect("setns");
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
+/// A receiver in namespace `ns`: `open` opens its sockets on the thread (given link `dev`
+/// there) and returns the job that then waits for traffic. Returns once the sockets are
+/// open, so whatever is sent next reaches them.
+fn listening_in<T, J>(
+    ns: &Ns,
+    dev: &'static str,
+    open: impl FnOnce(Link) -> J + Send + 'static,
+) -> std::thread::JoinHandle<T>
+where
+    T: Send + 'static,
+    J: FnOnce() -> T,
+{
+    let (path, link) = (ns.path(), link(ns, dev));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        enter_netns(&path).expect("setns");
+        let job = open(link);
+        ready_tx.send(()).expect("ready");
+        job()
+    });
+    ready_rx.recv().expect("receiver ready");
+    thread
+}
+
+/// Link `name` of namespace `ns`, as netlink dumps it there.
+fn link(ns: &Ns, name: &'static str) -> Link {
+    within(ns, move || {
+        let links = Netlink::requests()
+            .expect("netlink")
+            .dump_links()
+            .expect("dump");
+        by_name(&links, name)
+    })
 }
 
 fn by_name(links: &[Link], name: &str) -> Link {
@@ -99,11 +88,11 @@ fn by_name(links: &[Link], name: &str) -> Link {
 
 #[test]
 fn link_events_arrive_at_once_and_addresses_come_and_go() {
-    let ns = Ns::new("nl");
+    let ns = Pair::new("nl");
     let (a, events) =
         {
-            let name = ns.1.clone();
-            ns.within(0, move || {
+            let b = ns.b.clone();
+            within(&ns.a, move || {
                 let mut nl = Netlink::requests().expect("netlink");
                 let links = nl.dump_links().expect("dump");
                 let a = by_name(&links, "va");
@@ -112,11 +101,7 @@ fn link_events_arrive_at_once_and_addresses_come_and_go() {
                 // Watch while someone else pulls the cable of the peer.
                 let ev = Netlink::link_events().expect("events");
                 let t0 = Instant::now();
-                let st = Command::new("ip")
-                    .args(["-n", &name, "link", "set", "vb", "down"])
-                    .status()
-                    .expect("ip");
-                assert!(st.success());
+                b.link("vb", false);
                 let mut seen = Vec::new();
                 let mut buf = vec![0u8; 65536];
                 while t0.elapsed() < Duration::from_secs(3) {
@@ -160,22 +145,16 @@ fn link_events_arrive_at_once_and_addresses_come_and_go() {
             })
         };
     assert!(events.iter().any(|l| l.name == "va" && !l.up), "{events:?}");
-    assert!(
-        ns.ip(&["-o", "addr", "show", "dev", "va"])
-            .contains("198.51.100.10/24")
-    );
+    assert!(ns.a.addrs("va").contains("198.51.100.10/24"));
     let idx = a.index;
-    ns.within(0, move || {
+    within(&ns.a, move || {
         let mut nl = Netlink::requests().expect("netlink");
         nl.del_addr(idx, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10)), 24)
             .expect("del");
         nl.del_addr(idx, IpAddr::V4(Ipv4Addr::new(198, 51, 100, 10)), 24)
             .expect("del twice is fine");
     });
-    assert!(
-        !ns.ip(&["-o", "addr", "show", "dev", "va"])
-            .contains("198.51.100.10")
-    );
+    assert!(!ns.a.addrs("va").contains("198.51.100.10"));
 }
 
 /// An IPv4 header (TTL 255, protocol 112, to 224.0.0.18) and a VRRPv2 advert for VRID 7.
@@ -192,48 +171,34 @@ fn advert(src: Ipv4Addr) -> Vec<u8> {
 
 #[test]
 fn vrrp_adverts_cross_the_veth_and_garp_goes_out() {
-    let ns = Ns::new("raw");
-    let (a_index, a_mac) = ns.within(0, || {
-        let links = Netlink::requests()
-            .expect("netlink")
-            .dump_links()
-            .expect("dump");
-        let a = by_name(&links, "va");
-        (a.index, a.mac.expect("mac"))
-    });
+    let ns = Pair::new("raw");
+    let a = link(&ns.a, "va");
+    let (a_index, a_mac) = (a.index, a.mac.expect("mac"));
     // The receiver listens first, in the other namespace.
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let name = format!("/var/run/netns/{}", ns.1);
-    let receiver = std::thread::spawn(move || {
-        enter_netns(std::path::Path::new(&name)).expect("setns");
-        let links = Netlink::requests()
-            .expect("netlink")
-            .dump_links()
-            .expect("dump");
-        let b = by_name(&links, "vb");
+    let receiver = listening_in(&ns.b, "vb", |b| {
         let rx = VrrpSocket::open_v4("vb", b.index).expect("raw socket vb");
         let arp_rx = PacketSocket::open(b.index, 0x0806).expect("packet socket vb");
-        ready_tx.send(()).expect("ready");
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let (mut vrrp, mut arp) = (None, None);
-        let mut buf = vec![0u8; 2048];
-        while Instant::now() < deadline && (vrrp.is_none() || arp.is_none()) {
-            if vrrp.is_none()
-                && let Ok(n) = rx.recv(&mut buf)
-            {
-                vrrp = Some(buf[..n].to_vec());
+        move || {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let (mut vrrp, mut arp) = (None, None);
+            let mut buf = vec![0u8; 2048];
+            while Instant::now() < deadline && (vrrp.is_none() || arp.is_none()) {
+                if vrrp.is_none()
+                    && let Ok(n) = rx.recv(&mut buf)
+                {
+                    vrrp = Some(buf[..n].to_vec());
+                }
+                if arp.is_none()
+                    && let Ok(n) = arp_rx.recv(&mut buf)
+                    && buf[..n].get(12..14) == Some(&[0x08, 0x06])
+                {
+                    arp = Some(buf[..n].to_vec());
+                }
+                std::thread::sleep(Duration::from_millis(5));
             }
-            if arp.is_none()
-                && let Ok(n) = arp_rx.recv(&mut buf)
-                && buf[..n].get(12..14) == Some(&[0x08, 0x06])
-            {
-                arp = Some(buf[..n].to_vec());
-            }
-            std::thread::sleep(Duration::from_millis(5));
+            (vrrp, arp)
         }
-        (vrrp, arp)
     });
-    ready_rx.recv().expect("receiver ready");
     // A gratuitous ARP for 192.0.2.10 from va's MAC, broadcast.
     let mut frame = vec![0xff; 6];
     frame.extend_from_slice(&a_mac);
@@ -243,7 +208,7 @@ fn vrrp_adverts_cross_the_veth_and_garp_goes_out() {
     frame.extend_from_slice(&[0; 6]);
     frame.extend_from_slice(&[192, 0, 2, 10]);
     let f2 = frame.clone();
-    ns.within(0, move || {
+    within(&ns.a, move || {
         let tx = VrrpSocket::open_v4("va", a_index).expect("raw socket va");
         tx.send(&advert(Ipv4Addr::new(192, 0, 2, 1)), GROUP_V4)
             .expect("send advert");
@@ -265,62 +230,18 @@ fn vrrp_adverts_cross_the_veth_and_garp_goes_out() {
     assert_eq!(&arp[..frame.len()], &frame[..]);
 }
 
-/// Wait until `dev` in `ns` has a link-local address that finished duplicate address
-/// detection, and return it.
-fn link_local(ns: &str, dev: &str) -> std::net::Ipv6Addr {
-    let t0 = Instant::now();
-    loop {
-        let out = ip_in(
-            ns,
-            &["-6", "-o", "addr", "show", "dev", dev, "scope", "link"],
-        );
-        if !out.contains("tentative")
-            && let Some(a) = out
-                .split_whitespace()
-                .skip_while(|w| *w != "inet6")
-                .nth(1)
-                .and_then(|a| a.split('/').next())
-                .and_then(|a| a.parse().ok())
-        {
-            return a;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "no usable link-local address on {dev}: {out}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn vrrp_v6_adverts_carry_hop_limit_and_addresses_and_na_goes_out() {
     use fwlb::sys::raw::GROUP_V6;
     use fwlb::wire::{ndisc, vrrp};
     use std::net::Ipv6Addr;
-    let ns = Ns::new("r6");
-    for n in [&ns.0, &ns.1] {
-        let st = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                n,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=0",
-            ])
-            .status()
-            .expect("sysctl");
-        assert!(st.success(), "cannot enable IPv6 in {n}");
+    let ns = Pair::new("r6");
+    for n in [&ns.a, &ns.b] {
+        n.sysctl("net.ipv6.conf.all.disable_ipv6=0");
     }
-    let (ll_a, ll_b) = (link_local(&ns.0, "va"), link_local(&ns.1, "vb"));
-    let (a_index, a_mac) = ns.within(0, || {
-        let links = Netlink::requests()
-            .expect("netlink")
-            .dump_links()
-            .expect("dump");
-        let a = by_name(&links, "va");
-        (a.index, a.mac.expect("mac"))
-    });
+    let (ll_a, ll_b) = (ns.a.link_local("va"), ns.b.link_local("vb"));
+    let a = link(&ns.a, "va");
+    let (a_index, a_mac) = (a.index, a.mac.expect("mac"));
     let vip: Ipv6Addr = "fd77::10".parse().unwrap();
     let repr = vrrp::VrrpRepr {
         version: vrrp::Version::V3,
@@ -343,39 +264,31 @@ fn vrrp_v6_adverts_carry_hop_limit_and_addresses_and_na_goes_out() {
         vrrp::ChecksumMode::PseudoHeader,
     );
     let na = ndisc::unsolicited_na_frame(a_mac, vip);
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let name = format!("/var/run/netns/{}", ns.1);
-    let receiver = std::thread::spawn(move || {
-        enter_netns(std::path::Path::new(&name)).expect("setns");
-        let links = Netlink::requests()
-            .expect("netlink")
-            .dump_links()
-            .expect("dump");
-        let b = by_name(&links, "vb");
+    let receiver = listening_in(&ns.b, "vb", |b| {
         let rx = VrrpSocket::open_v6("vb", b.index).expect("raw v6 socket vb");
         let frames = PacketSocket::open(b.index, 0x86dd).expect("packet socket vb");
         let deaf = PacketSocket::open_send_only(b.index, 0x86dd).expect("send-only socket");
-        ready_tx.send(()).expect("ready");
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let (mut adverts, mut na) = (Vec::new(), None);
-        let mut buf = vec![0u8; 2048];
-        while Instant::now() < deadline && (adverts.len() < 2 || na.is_none()) {
-            while let Ok(r) = rx.recv_v6(&mut buf) {
-                adverts.push((buf[..r.len].to_vec(), r));
-            }
-            while let Ok(n) = frames.recv(&mut buf) {
-                if ndisc::parse_frame(&buf[..n]).is_ok() {
-                    na = Some(buf[..n].to_vec());
+        move || {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            let (mut adverts, mut na) = (Vec::new(), None);
+            let mut buf = vec![0u8; 2048];
+            while Instant::now() < deadline && (adverts.len() < 2 || na.is_none()) {
+                while let Ok(r) = rx.recv_v6(&mut buf) {
+                    adverts.push((buf[..r.len].to_vec(), r));
                 }
+                while let Ok(n) = frames.recv(&mut buf) {
+                    if ndisc::parse_frame(&buf[..n]).is_ok() {
+                        na = Some(buf[..n].to_vec());
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
             }
-            std::thread::sleep(Duration::from_millis(5));
+            let deaf_got = deaf.recv(&mut buf);
+            (adverts, na, deaf_got.map_err(|e| e.kind()))
         }
-        let deaf_got = deaf.recv(&mut buf);
-        (adverts, na, deaf_got.map_err(|e| e.kind()))
     });
-    ready_rx.recv().expect("receiver ready");
     let (m, u, f) = (multicast.clone(), unicast.clone(), na.clone());
-    ns.within(0, move || {
+    within(&ns.a, move || {
         let tx = VrrpSocket::open_v6("va", a_index).expect("raw v6 socket va");
         tx.send_v6(&m, ll_a, GROUP_V6).expect("send to ff02::12");
         tx.send_v6(&u, ll_a, ll_b).expect("send to the peer");
@@ -406,13 +319,13 @@ fn vrrp_v6_adverts_carry_hop_limit_and_addresses_and_na_goes_out() {
     );
     // An IPv6 VIP is added without duplicate address detection: usable at once.
     let idx = a_index;
-    ns.within(0, move || {
+    within(&ns.a, move || {
         Netlink::requests()
             .expect("netlink")
             .add_addr(idx, IpAddr::V6(vip), 64)
             .expect("add v6");
     });
-    let shown = ns.ip(&[
+    let shown = ns.a.ip(&[
         "-6",
         "-o",
         "addr",

@@ -2,6 +2,8 @@
 //! order and link type with exact expected output; corrupt captures; and real captures made
 //! with tcpdump between two network namespaces.
 
+mod common;
+
 use std::net::IpAddr;
 
 use fwlb::trace::{Options, Summary, run, trace};
@@ -672,113 +674,6 @@ proptest! {
 
 // ---- real captures: tcpdump between two network namespaces --------------------------------
 
-/// Two namespaces joined by a veth pair, and the processes started in them; all removed on
-/// drop, also when the test fails.
-struct Lab {
-    client_ns: String,
-    server_ns: String,
-    children: Vec<std::process::Child>,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in [&self.client_ns, &self.server_ns] {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "del", ns])
-                .status();
-        }
-    }
-}
-
-fn sh(args: &[&str]) {
-    let out = std::process::Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", args.join(" ")));
-    assert!(
-        out.status.success(),
-        "{} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// This test needs root, ip (iproute2), tcpdump and python3: it fails, loudly, without them.
-fn require_namespace_tools() {
-    let uid = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    assert_eq!(
-        uid, "0",
-        "the tcpdump namespace test needs root (network namespaces, packet capture)"
-    );
-    for (tool, arg, pkg) in [
-        ("ip", "-V", "iproute2"),
-        ("tcpdump", "--version", "tcpdump"),
-        ("python3", "--version", "python3"),
-    ] {
-        let ok = std::process::Command::new(tool)
-            .arg(arg)
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            ok,
-            "the tcpdump namespace test needs `{tool}`: apt-get install {pkg}"
-        );
-    }
-}
-
-/// Start `cmd` in namespace `ns` and wait until its stderr (tcpdump) or stdout (the server)
-/// shows `ready`; later lines of it arrive on the returned channel.
-fn start_in(
-    lab: &mut Lab,
-    ns: &str,
-    cmd: &[&str],
-    ready: &str,
-    on_stderr: bool,
-) -> std::sync::mpsc::Receiver<String> {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns]).args(cmd).stdin(Stdio::null());
-    if on_stderr {
-        c.stdout(Stdio::null()).stderr(Stdio::piped());
-    } else {
-        c.stdout(Stdio::piped()).stderr(Stdio::inherit());
-    }
-    let mut child = c.spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let pipe: Box<dyn std::io::Read + Send> = if on_stderr {
-        Box::new(child.stderr.take().expect("piped stderr"))
-    } else {
-        Box::new(child.stdout.take().expect("piped stdout"))
-    };
-    lab.children.push(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(ready) => return rx,
-            Ok(_) => {}
-            Err(_) => panic!("{cmd:?} did not get ready in namespace {ns}"),
-        }
-    }
-}
-
 const SERVER_PY: &str = r#"
 import socket, threading
 srv = socket.socket(socket.AF_INET6)
@@ -848,43 +743,34 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn tcpdump_captures_between_namespaces() {
-    require_namespace_tools();
-    let id = std::process::id();
-    let mut lab = Lab {
-        client_ns: format!("fwlbt-c-{id}"),
-        server_ns: format!("fwlbt-s-{id}"),
-        children: Vec::new(),
-    };
-    let (cns, sns) = (lab.client_ns.clone(), lab.server_ns.clone());
-    let (cif, sif) = (format!("fwc{id}"), format!("fws{id}"));
-    sh(&["ip", "netns", "add", &cns]);
-    sh(&["ip", "netns", "add", &sns]);
-    sh(&[
-        "ip", "link", "add", &cif, "netns", &cns, "type", "veth", "peer", "name", &sif, "netns",
-        &sns,
-    ]);
-    for (ns, dev, v4, v6) in [
-        (&cns, &cif, "10.99.0.1/24", "fd00:99::1/64"),
-        (&sns, &sif, "10.99.0.2/24", "fd00:99::2/64"),
+    use common::{Logged, Net, NsDaemon, require_tool};
+    use std::time::Duration;
+    require_tool("tcpdump", "tcpdump");
+    require_tool("python3", "python3");
+    let mut net = Net::new("trace");
+    let (client, server) = (net.host("c"), net.host("s"));
+    net.cable(&client, "eth0", &server, "eth0");
+    for (ns, v4, v6) in [
+        (&client, "10.99.0.1/24", "fd00:99::1/64"),
+        (&server, "10.99.0.2/24", "fd00:99::2/64"),
     ] {
-        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        sh(&["ip", "-n", ns, "addr", "add", v4, "dev", dev]);
-        sh(&["ip", "-n", ns, "-6", "addr", "add", v6, "dev", dev, "nodad"]);
-        sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        ns.addr("eth0", v4);
+        ns.ip(&["-6", "addr", "add", v6, "dev", "eth0", "nodad"]);
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let caps = [
-        (dir.path().join("eth.pcap"), vec!["-i", &sif]),
+        (dir.path().join("eth.pcap"), vec!["-i", "eth0"]),
         (
             dir.path().join("eth-nano.pcap"),
-            vec!["-i", &sif, "--time-stamp-precision=nano"],
+            vec!["-i", "eth0", "--time-stamp-precision=nano"],
         ),
         // The "any" device: Linux cooked v2 headers.
         (dir.path().join("any.pcap"), vec!["-i", "any"]),
     ];
-    let mut dumps = Vec::new();
+    let mut dumps: Vec<NsDaemon> = Vec::new();
     for (path, args) in &caps {
         let path = path.to_str().expect("utf-8 path");
         // Immediate mode: without it the last packets can still sit in the kernel's ring
@@ -906,43 +792,31 @@ fn tcpdump_captures_between_namespaces() {
         ];
         cmd.extend(args.iter().copied());
         cmd.extend(["tcp", "port", "8080"]);
-        let lines = start_in(&mut lab, &sns, &cmd, "listening on", true);
-        dumps.push((lab.children.len() - 1, lines));
+        let dump = server.spawn(&cmd);
+        dump.wait_log("listening on", Duration::from_secs(10));
+        dumps.push(dump);
     }
-    let _server = start_in(
-        &mut lab,
-        &sns,
-        &["python3", "-c", SERVER_PY],
-        "ready",
-        false,
-    );
-    let client = std::process::Command::new("ip")
-        .args(["netns", "exec", &cns, "python3", "-c", CLIENT_PY])
-        .output()
-        .expect("run the python client");
+    let http = server.spawn(&["python3", "-c", SERVER_PY]);
+    http.wait_log("ready", Duration::from_secs(10));
+    let out = client.exec(&["python3", "-c", CLIENT_PY]);
     assert!(
-        client.status.success(),
+        out.status.success(),
         "client failed: {}",
-        String::from_utf8_lossy(&client.stderr)
+        String::from_utf8_lossy(&out.stderr)
     );
     // Let the last FIN/ACKs reach tcpdump, then stop it cleanly so the files are complete.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    for (k, lines) in &dumps {
-        let child = &mut lab.children[*k];
-        sh(&["kill", "-TERM", &child.id().to_string()]);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while child.try_wait().expect("wait tcpdump").is_none() {
-            assert!(std::time::Instant::now() < deadline, "tcpdump did not stop");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        // A capture with holes would make the checks below fail for the wrong reason.
-        let mut stats = Vec::new();
-        while let Ok(l) = lines.recv_timeout(std::time::Duration::from_secs(5)) {
-            stats.push(l);
-        }
+    std::thread::sleep(Duration::from_millis(300));
+    for dump in &mut dumps {
+        dump.signal("TERM");
         assert!(
-            stats.iter().any(|l| l == "0 packets dropped by kernel"),
-            "tcpdump dropped packets: {stats:?}"
+            dump.wait_exit(Duration::from_secs(5)).is_some(),
+            "tcpdump did not stop"
+        );
+        // A capture with holes would make the checks below fail for the wrong reason.
+        let stats = dump.log();
+        assert!(
+            stats.lines().any(|l| l == "0 packets dropped by kernel"),
+            "tcpdump dropped packets: {stats}"
         );
     }
 

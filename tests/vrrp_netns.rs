@@ -1,712 +1,88 @@
 #![cfg(target_os = "linux")]
 //! The VRRP speaker on a real segment: two hosts (network namespaces) on a bridge, fwlb on
 //! both or fwlb against keepalived, with kills, cable pulls and planned stops. Needs root and
-//! `ip`; the keepalived test needs `keepalived` (apt-get install keepalived).
+//! `ip`; the keepalived tests need `keepalived` (apt-get install keepalived).
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::BIN;
+use common::vrrp::{Keepalived, Lan, Vip, assert_master_and_backup, keepalived_conf};
+use common::*;
 
 const VIP: &str = "10.77.0.10";
+const FRONT: Vip = Vip {
+    dev: "eth0",
+    cidr: "10.77.0.10/24",
+};
+/// The second VRID of a group, on the back segment.
+const BACK: Vip = Vip {
+    dev: "eth1",
+    cidr: "10.88.0.10/24",
+};
 
-/// A bridge namespace `sw` and hosts joined to it by veth pairs; all deleted when dropped.
-struct Lab {
-    tag: String,
-    hosts: Vec<String>,
-    /// A second segment (`sw2`, hosts' eth1 with 10.88.0.k/24) for two-VRID groups.
-    back: bool,
+/// Hosts h1..hN on one segment, host k with 10.77.0.k/24 on eth0.
+fn lab(tag: &str, n: usize) -> Lan {
+    let lab = Lan::new(&format!("v4{tag}"), n, |_| {});
+    for k in lab.all() {
+        lab.host(k).addr("eth0", &format!("10.77.0.{k}/24"));
+    }
+    lab
 }
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("run ip (apt-get install iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// As `lab`, with a back segment for two-VRID groups: host k's eth1 has 10.88.0.k/24.
+fn lab_with_back(tag: &str, n: usize) -> Lan {
+    let mut lab = lab(tag, n);
+    lab.add_segment("sw2", "q", "eth1");
+    for k in lab.all() {
+        lab.host(k).addr("eth1", &format!("10.88.0.{k}/24"));
+    }
+    lab
 }
 
-impl Lab {
-    fn new(tag: &str, n: usize) -> Lab {
-        Self::build(tag, n, false)
-    }
-
-    fn with_back(tag: &str, n: usize) -> Lab {
-        Self::build(tag, n, true)
-    }
-
-    fn build(tag: &str, n: usize, back: bool) -> Lab {
-        let tag = format!("fv{tag}{}", std::process::id() % 100_000);
-        let ok = Command::new("ip")
-            .args(["netns", "add", &format!("{tag}sw")])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "cannot create network namespaces: this test needs root and iproute2"
-        );
-        let mut lab = Lab {
-            tag: tag.clone(),
-            hosts: Vec::new(),
-            back,
-        };
-        let sw = format!("{tag}sw");
-        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"]);
-        ip(&["-n", &sw, "link", "set", "br0", "up"]);
-        for k in 1..=n {
-            let h = format!("{tag}h{k}");
-            ip(&["netns", "add", &h]);
-            lab.hosts.push(h.clone());
-            ip(&[
-                "-n",
-                &sw,
-                "link",
-                "add",
-                &format!("p{k}"),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                &h,
-            ]);
-            ip(&["-n", &sw, "link", "set", &format!("p{k}"), "master", "br0"]);
-            ip(&["-n", &sw, "link", "set", &format!("p{k}"), "up"]);
-            ip(&[
-                "-n",
-                &h,
-                "addr",
-                "add",
-                &format!("10.77.0.{k}/24"),
-                "dev",
-                "eth0",
-            ]);
-            ip(&["-n", &h, "link", "set", "eth0", "up"]);
-            ip(&["-n", &h, "link", "set", "lo", "up"]);
-        }
-        if back {
-            let sw2 = format!("{tag}sw2");
-            ip(&["netns", "add", &sw2]);
-            ip(&["-n", &sw2, "link", "add", "br0", "type", "bridge"]);
-            ip(&["-n", &sw2, "link", "set", "br0", "up"]);
-            for k in 1..=n {
-                let h = format!("{tag}h{k}");
-                ip(&[
-                    "-n",
-                    &sw2,
-                    "link",
-                    "add",
-                    &format!("q{k}"),
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "eth1",
-                    "netns",
-                    &h,
-                ]);
-                ip(&["-n", &sw2, "link", "set", &format!("q{k}"), "master", "br0"]);
-                ip(&["-n", &sw2, "link", "set", &format!("q{k}"), "up"]);
-                ip(&[
-                    "-n",
-                    &h,
-                    "addr",
-                    "add",
-                    &format!("10.88.0.{k}/24"),
-                    "dev",
-                    "eth1",
-                ]);
-                ip(&["-n", &h, "link", "set", "eth1", "up"]);
-            }
-        }
-        lab
-    }
-
-    /// Which host holds `addr` on `dev`.
-    fn holder_of(&self, dev: &str, addr: &str) -> Option<usize> {
-        let mut who = None;
-        for (i, h) in self.hosts.iter().enumerate() {
-            let out = Command::new("ip")
-                .args(["-n", h, "-o", "addr", "show", "dev", dev])
-                .output()
-                .expect("ip");
-            if String::from_utf8_lossy(&out.stdout).contains(&format!("{addr}/24")) {
-                assert!(who.is_none(), "split brain: two hosts hold {addr}");
-                who = Some(i + 1);
-            }
-        }
-        who
-    }
-
-    fn back_cable(&self, k: usize, up: bool) {
-        ip(&[
-            "-n",
-            &format!("{}sw2", self.tag),
-            "link",
-            "set",
-            &format!("q{k}"),
-            if up { "up" } else { "down" },
-        ]);
-    }
-
-    fn host(&self, k: usize) -> &str {
-        &self.hosts[k - 1]
-    }
-
-    /// Every host holding the VIP now.
-    fn holders(&self) -> Vec<usize> {
-        let mut who = Vec::new();
-        for (i, h) in self.hosts.iter().enumerate() {
-            let out = Command::new("ip")
-                .args(["-n", h, "-o", "addr", "show", "dev", "eth0"])
-                .output()
-                .expect("ip");
-            if String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/24")) {
-                who.push(i + 1);
-            }
-        }
-        who
-    }
-
-    /// Which host holds the VIP now (None or Some(k)); panics if two do (split brain).
-    fn holder(&self) -> Option<usize> {
-        let who = self.holders();
-        assert!(who.len() <= 1, "split brain: hosts {who:?} all hold {VIP}");
-        who.first().copied()
-    }
-
-    /// Wait until `want` alone holds the VIP; returns how long it took. Two holders for a
-    /// moment are normal while routers that started together converge.
-    fn wait_holder(&self, want: Option<usize>, limit: Duration) -> Duration {
-        let t0 = Instant::now();
-        loop {
-            if self.holders() == want.into_iter().collect::<Vec<_>>() {
-                return t0.elapsed();
-            }
-            assert!(
-                t0.elapsed() < limit,
-                "VIP holders are {:?}, wanted {want:?} within {limit:?}",
-                self.holders()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn cable(&self, k: usize, up: bool) {
-        ip(&[
-            "-n",
-            &format!("{}sw", self.tag),
-            "link",
-            "set",
-            &format!("p{k}"),
-            if up { "up" } else { "down" },
-        ]);
-    }
+/// Which host holds `vip` now (None or Some(k)); fails if two do (split brain).
+fn holder(lab: &Lan, vip: &Vip) -> Option<usize> {
+    let who = lab.holders(vip, &lab.all());
+    assert!(
+        who.len() <= 1,
+        "split brain: hosts {who:?} all hold {}",
+        vip.cidr
+    );
+    who.first().copied()
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for h in &self.hosts {
-            let _ = Command::new("ip").args(["netns", "del", h]).status();
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &format!("{}sw", self.tag)])
-            .status();
-        if self.back {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &format!("{}sw2", self.tag)])
-                .status();
-        }
-    }
+/// Wait until `want` alone holds the VIP; returns how long it took.
+fn wait_holder(lab: &Lan, want: Option<usize>, limit: Duration) -> Duration {
+    lab.wait_holders(&FRONT, &lab.all(), want.as_slice(), limit)
 }
 
-// fwlb with one VRRP instance on `eth0` of host `ns`, killed when dropped.
-use common::NsDaemon as Daemon;
+/// How long a pair gets to elect h1, and how long h1 must then stay master.
+const SETTLE: [Duration; 2] = [Duration::from_secs(3), Duration::from_millis(500)];
+/// The same with keepalived, which starts slower and advertises less often.
+const SETTLE_KEEPALIVED: [Duration; 2] = [Duration::from_secs(6), Duration::from_millis(2500)];
 
-impl Daemon {
-    fn start(ns: &str, priority: u8, version: u8, interval: &str) -> Daemon {
-        Self::with_config(
-            ns,
-            &format!(
-                "[daemon]\ncontrol = \"127.0.0.1:8888\"\nshutdown_timeout = \"1s\"\n[[vrrp]]\nvrid = 51\ninterface = \"eth0\"\npriority = {priority}\naddresses = [\"{VIP}/24\"]\nversion = {version}\nadvert_interval = \"{interval}\"\n"
-            ),
-        )
-    }
+/// Wait up to `wait[0]` until h1 alone holds the VIP, and check it still does
+/// `wait[1]` later.
+fn stays_on_h1(lab: &Lan, wait: [Duration; 2], what: &str) {
+    lab.wait_stable(&FRONT, &lab.all(), 1, wait, what);
 }
 
-#[test]
-fn fwlb_pair_fails_over_on_kill_cable_and_planned_stop() {
-    let lab = Lab::new("p", 2);
-    // v3 at 100 ms: Master_Down_Interval for priority 100 = 300 ms + 61 ms skew.
-    let mut h1 = Daemon::start(lab.host(1), 150, 3, "100ms");
-    let h2 = Daemon::start(lab.host(2), 100, 3, "100ms");
-    lab.wait_holder(Some(1), Duration::from_secs(3));
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(lab.holder(), Some(1), "stable");
-    // The control port shows it.
-    let show = |k: usize| {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                lab.host(k),
-                BIN,
-                "ctl",
-                "--json",
-                "show",
-                "vrrp",
-            ])
-            .output()
-            .expect("fwlb ctl");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-        v["vrrp"][0].clone()
-    };
-    let (s1, s2) = (show(1), show(2));
-    assert_eq!(
-        (s1["state"].as_str(), s2["state"].as_str()),
-        (Some("master"), Some("backup")),
-        "{s1} {s2}"
-    );
-    assert!(
-        s2["adverts_received"].as_u64().is_some_and(|n| n > 0),
-        "{s2}"
-    );
-    assert_eq!(s2["master"], "10.77.0.1");
-    // Planned stop: priority 0, the backup takes over within its skew time.
-    h1.signal("TERM");
-    let t = lab.wait_holder(Some(2), Duration::from_secs(2));
-    assert!(
-        t < Duration::from_millis(300),
-        "planned handover took {t:?}\n{}",
-        h2.log()
-    );
-    let _ = h1.child.wait();
-    // Back: h1 (150) preempts.
-    let h1 = Daemon::start(lab.host(1), 150, 3, "100ms");
-    lab.wait_holder(Some(1), Duration::from_secs(3));
-    // Cable pull on the master: the backup hears nothing and takes over after
-    // Master_Down_Interval; the master sees its link down and drops the VIP at once.
-    lab.cable(1, false);
-    let t = lab.wait_holder(Some(2), Duration::from_secs(3));
-    assert!(
-        t < Duration::from_millis(361 + 300),
-        "cable pull failover took {t:?}"
-    );
-    lab.cable(1, true);
-    lab.wait_holder(Some(1), Duration::from_secs(3));
-    // kill -9 of the master: no priority 0, so Master_Down_Interval.
-    h1.crash();
-    let t0 = Instant::now();
-    // The killed master cannot remove its VIP; only look at h2.
-    loop {
-        let out = Command::new("ip")
-            .args(["-n", lab.host(2), "-o", "addr", "show", "dev", "eth0"])
-            .output()
-            .expect("ip");
-        if String::from_utf8_lossy(&out.stdout).contains(VIP) {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(3),
-            "no takeover after kill -9"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    eprintln!("kill -9: VIP on h2 after {:?}", t0.elapsed());
-    assert!(
-        t0.elapsed() < Duration::from_millis(361 + 300),
-        "kill -9 failover took {:?}",
-        t0.elapsed()
-    );
-    assert!(h2.log().contains("became master"), "{}", h2.log());
-}
-
-#[test]
-fn fwlb_and_keepalived_interoperate() {
-    assert!(
-        Command::new("sh")
-            .args(["-c", "command -v keepalived"])
-            .output()
-            .is_ok_and(|o| o.status.success()),
-        "this test needs keepalived: apt-get install keepalived"
-    );
-    let lab = Lab::new("k", 2);
-    let dir = tempfile::tempdir().expect("dir");
-    let kconf = dir.path().join("keepalived.conf");
-    // keepalived as the backup (priority 100), VRRPv2 with a password at 1 s, as
-    // vrrp-reference.md §3.1.
-    std::fs::write(
-        &kconf,
-        format!(
-            "global_defs {{\n  enable_script_security\n}}\nvrrp_instance VI_51 {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  priority 100\n  advert_int 1\n  authentication {{\n    auth_type PASS\n    auth_pass secret\n  }}\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n"
-        ),
+/// fwlb's config for VRID 51 (the VIP on eth0) at `priority`; `daemon` and `vrrp` are more
+/// keys of those sections (a `vrrp` ending in another table, such as [firewall], works too).
+fn conf(daemon: &str, priority: u8, vrrp: &str) -> String {
+    format!(
+        "[daemon]\ncontrol = \"127.0.0.1:8888\"\n{daemon}[[vrrp]]\nvrid = 51\ninterface = \"eth0\"\npriority = {priority}\naddresses = [\"{VIP}/24\"]\n{vrrp}"
     )
-    .expect("keepalived.conf");
-    let pid = dir.path().join("k.pid");
-    let vpid = dir.path().join("v.pid");
-    let mut k = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            lab.host(2),
-            "keepalived",
-            "-n",
-            "-l",
-            "-D",
-            "-f",
-        ])
-        .arg(&kconf)
-        .args(["-p"])
-        .arg(&pid)
-        .args(["-r"])
-        .arg(&vpid)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("k.log")).expect("k.log"))
-        .spawn()
-        .expect("keepalived");
-    let h1 = Daemon::with_config(
-        lab.host(1),
-        &format!(
-            "[daemon]\ncontrol = \"127.0.0.1:8888\"\n[[vrrp]]\nvrid = 51\ninterface = \"eth0\"\npriority = 150\naddresses = [\"{VIP}/24\"]\npassword = \"secret\"\n"
-        ),
-    );
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        lab.wait_holder(Some(1), Duration::from_secs(6));
-        std::thread::sleep(Duration::from_millis(2500));
-        assert_eq!(
-            lab.holder(),
-            Some(1),
-            "keepalived accepts fwlb's adverts and stays backup"
-        );
-        // Planned stop of fwlb: priority 0, keepalived takes over within its skew time.
-        h1.signal("TERM");
-        let t = lab.wait_holder(Some(2), Duration::from_secs(4));
-        assert!(
-            t < Duration::from_millis(1000),
-            "keepalived took over after {t:?}"
-        );
-    }));
-    let _ = k.kill();
-    let _ = k.wait();
-    if let Err(e) = r {
-        let klog = std::fs::read_to_string(dir.path().join("k.log")).unwrap_or_default();
-        panic!(
-            "{:?}\nfwlb log:\n{}\nkeepalived log:\n{klog}",
-            e.downcast_ref::<String>(),
-            h1.log()
-        );
-    }
 }
 
-#[test]
-fn two_vrids_of_a_group_fail_over_together() {
-    let lab = Lab::with_back("g", 2);
-    let conf = |prio: u8| {
-        format!(
-            "[daemon]\ncontrol = \"127.0.0.1:8888\"\nshutdown_timeout = \"1s\"\n\
-[[vrrp]]\nvrid = 1\ninterface = \"eth0\"\npriority = {prio}\naddresses = [\"{VIP}/24\"]\nversion = 3\nadvert_interval = \"100ms\"\ndepends = [2]\n\
-[[vrrp]]\nvrid = 2\ninterface = \"eth1\"\npriority = {prio}\naddresses = [\"10.88.0.10/24\"]\nversion = 3\nadvert_interval = \"100ms\"\ndepends = [1]\n"
-        )
-    };
-    let h1 = Daemon::with_config(lab.host(1), &conf(150));
-    let h2 = Daemon::with_config(lab.host(2), &conf(100));
-    let both = |who: Option<usize>, limit: Duration| {
-        let t0 = Instant::now();
-        loop {
-            let (a, b) = (
-                lab.holder_of("eth0", VIP),
-                lab.holder_of("eth1", "10.88.0.10"),
-            );
-            if a == who && b == who {
-                return t0.elapsed();
-            }
-            assert!(
-                t0.elapsed() < limit,
-                "front {a:?} back {b:?}, wanted both on {who:?}\nh1:\n{}\nh2:\n{}",
-                h1.log(),
-                h2.log()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
-    both(Some(1), Duration::from_secs(3));
-    // Pull the master's BACK cable only: its front VRID must follow to the peer.
-    lab.back_cable(1, false);
-    let t = both(Some(2), Duration::from_secs(3));
-    assert!(t < Duration::from_millis(700), "group failover took {t:?}");
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        lab.holder_of("eth0", VIP),
-        Some(2),
-        "the front VRID stays with the group"
-    );
-    // Cable back: both return together (preempt).
-    lab.back_cable(1, true);
-    both(Some(1), Duration::from_secs(3));
-}
-
-#[test]
-fn fwlb_takes_over_from_a_keepalived_master() {
-    assert!(
-        Command::new("sh")
-            .args(["-c", "command -v keepalived"])
-            .output()
-            .is_ok_and(|o| o.status.success()),
-        "this test needs keepalived: apt-get install keepalived"
-    );
-    let lab = Lab::new("m", 2);
-    let dir = tempfile::tempdir().expect("dir");
-    let kconf = dir.path().join("keepalived.conf");
-    // keepalived as the master (priority 200), VRRPv3 at 100 ms, with fwlb as the backup.
-    std::fs::write(
-        &kconf,
-        format!(
-            "global_defs {{\n  enable_script_security\n}}\nvrrp_instance VI_51 {{\n  state MASTER\n  interface eth0\n  virtual_router_id 51\n  priority 200\n  advert_int 0.1\n  version 3\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n"
-        ),
-    )
-    .expect("keepalived.conf");
-    let mut k = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            lab.host(1),
-            "keepalived",
-            "-n",
-            "-l",
-            "-D",
-            "-f",
-        ])
-        .arg(&kconf)
-        .args(["-p"])
-        .arg(dir.path().join("k.pid"))
-        .args(["-r"])
-        .arg(dir.path().join("v.pid"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("keepalived");
-    let h2 = Daemon::start(lab.host(2), 100, 3, "100ms");
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        lab.wait_holder(Some(1), Duration::from_secs(6));
-        std::thread::sleep(Duration::from_millis(2500));
-        assert_eq!(
-            lab.holder(),
-            Some(1),
-            "fwlb accepts keepalived's v3 adverts and stays backup"
-        );
-        // keepalived stops (priority 0): fwlb takes over within its skew time (61 ms).
-        let _ = Command::new("kill")
-            .args(["-TERM", &k.id().to_string()])
-            .status();
-        let t0 = Instant::now();
-        loop {
-            let out = Command::new("ip")
-                .args(["-n", lab.host(2), "-o", "addr", "show", "dev", "eth0"])
-                .output()
-                .expect("ip");
-            if String::from_utf8_lossy(&out.stdout).contains(VIP) {
-                break;
-            }
-            assert!(t0.elapsed() < Duration::from_secs(4), "no takeover");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(
-            t0.elapsed() < Duration::from_millis(1200),
-            "took {:?}",
-            t0.elapsed()
-        );
-    }));
-    let _ = k.kill();
-    let _ = k.wait();
-    if let Err(e) = r {
-        panic!("{:?}\nfwlb log:\n{}", e.downcast_ref::<String>(), h2.log());
-    }
-}
-
-#[test]
-fn fwlb_vrrpd_runs_an_unmodified_freevrrpd_conf() {
-    let lab = Lab::new("f", 2);
-    let dir = tempfile::tempdir().expect("dir");
-    let conf = dir.path().join("freevrrpd.conf");
-    std::fs::write(
-        &conf,
-        format!("[VRID]\nserverid = 51\ninterface = eth0\npriority = 150\naddr = {VIP}/24\npassword = secret\n"),
-    )
-    .expect("conf");
-    // `fwlb check --freevrrpd` prints the [[vrrp]] it becomes, and that validates as is.
-    let out = Command::new(BIN)
-        .args(["check", "--freevrrpd"])
-        .arg(&conf)
-        .output()
-        .expect("check");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).replace("configuration OK\n", "");
-    let toml = dir.path().join("fwlb.toml");
-    std::fs::write(&toml, &text).expect("toml");
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&toml)
-        .output()
-        .expect("check");
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let log = dir.path().join("log");
-    let mut v = Command::new("ip")
-        .args(["netns", "exec", lab.host(1), BIN, "vrrpd", "-F", "-f"])
-        .arg(&conf)
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("fwlb vrrpd");
-    // The peer: fwlb with the matching v2 settings and a lower priority.
-    let peer = Daemon::with_config(
-        lab.host(2),
-        &format!(
-            "[daemon]\ncontrol = \"127.0.0.1:8888\"\n[[vrrp]]\nvrid = 51\ninterface = \"eth0\"\npriority = 100\naddresses = [\"{VIP}/24\"]\npassword = \"secret\"\n"
-        ),
-    );
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        lab.wait_holder(Some(1), Duration::from_secs(6));
-        // SIGTERM: priority 0, the peer takes over within its skew time.
-        let _ = Command::new("kill")
-            .args(["-TERM", &v.id().to_string()])
-            .status();
-        let t = lab.wait_holder(Some(2), Duration::from_secs(4));
-        assert!(t < Duration::from_millis(1000), "{t:?}");
-    }));
-    let _ = v.kill();
-    let _ = v.wait();
-    if let Err(e) = r {
-        panic!(
-            "{:?}\nvrrpd log:\n{}\npeer log:\n{}",
-            e.downcast_ref::<String>(),
-            std::fs::read_to_string(&log).unwrap_or_default(),
-            peer.log()
-        );
-    }
-}
-
-/// The client's ARP entry for the VIP.
-fn client_mac_for_vip(lab: &Lab, client: usize) -> Option<String> {
-    let out = Command::new("ip")
-        .args(["-n", lab.host(client), "neigh", "show", VIP])
-        .output()
-        .expect("ip");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.split_whitespace()
-        .skip_while(|w| *w != "lladdr")
-        .nth(1)
-        .map(str::to_string)
-}
-
-fn mac_of(lab: &Lab, host: usize) -> String {
-    let out = Command::new("ip")
-        .args(["-n", lab.host(host), "-o", "link", "show", "eth0"])
-        .output()
-        .expect("ip");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    text.split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .unwrap_or("")
-        .to_string()
-}
-
-#[test]
-fn after_a_crash_the_clients_arp_points_at_the_new_master_and_preempt_off_stays() {
-    let lab = Lab::new("a", 3);
-    let conf = |prio: u8, preempt: bool| {
-        format!(
-            "[daemon]\ncontrol = \"127.0.0.1:8888\"\n[[vrrp]]\nvrid = 51\ninterface = \"eth0\"\npriority = {prio}\naddresses = [\"{VIP}/24\"]\nversion = 3\nadvert_interval = \"100ms\"\npreempt = {preempt}\n"
-        )
-    };
-    let h1 = Daemon::with_config(lab.host(1), &conf(150, false));
-    let _h2 = Daemon::with_config(lab.host(2), &conf(100, false));
-    lab.wait_holder(Some(1), Duration::from_secs(3));
-    // The client (host 3) talks to the VIP: its ARP entry is h1's MAC.
-    // Any packet to the VIP makes the client resolve it.
-    let ping = || {
-        let py = format!(
-            "import socket,time\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(b'x', ('{VIP}', 9))\ntime.sleep(0.2)\n"
-        );
-        let _ = Command::new("ip")
-            .args(["netns", "exec", lab.host(3), "python3", "-c", &py])
-            .output();
-    };
-    ping();
-    assert_eq!(client_mac_for_vip(&lab, 3), Some(mac_of(&lab, 1)));
-    // Crash: kill -9 and cable pull at once.
-    h1.crash();
-    lab.cable(1, false);
-    let t0 = Instant::now();
-    loop {
-        if client_mac_for_vip(&lab, 3) == Some(mac_of(&lab, 2)) {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(3),
-            "client ARP still {:?}",
-            client_mac_for_vip(&lab, 3)
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // The gratuitous ARP moved it without the client asking.
-    assert!(
-        t0.elapsed() < Duration::from_millis(1000),
-        "{:?}",
-        t0.elapsed()
-    );
-    drop(h1);
-    lab.cable(1, true);
-    // h1 back with preempt off: it stays backup, h2 keeps the VIP. The kill -9 left the VIP
-    // on h1's interface; the restarted daemon removes it before it serves (no split brain).
-    let _h1 = Daemon::with_config(lab.host(1), &conf(150, false));
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(lab.holder(), Some(2), "preempt = false: no move back");
-}
-
-/// The first child process of `pid` (fwlb's parent has exactly one: the unprivileged child).
-fn child_of(pid: u32) -> Option<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
+/// VRRPv3 at 100 ms: Master_Down_Interval for priority 100 = 300 ms + 61 ms skew.
+const FAST: &str = "version = 3\nadvert_interval = \"100ms\"\n";
+const QUICK_STOP: &str = "shutdown_timeout = \"1s\"\n";
 
 /// `show vrrp --json` of host `k`: (state, transitions) of its first instance.
-fn vrrp_state(lab: &Lab, k: usize) -> (String, u64) {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            lab.host(k),
-            BIN,
-            "ctl",
-            "-C",
-            "127.0.0.1:8888",
-            "--json",
-            "show",
-            "vrrp",
-        ])
-        .output()
-        .expect("fwlb ctl");
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+fn vrrp_state(lab: &Lan, k: usize) -> (String, u64) {
+    let v = lab.host(k).show_vrrp();
     let i = &v["vrrp"][0];
     (
         i["state"].as_str().unwrap_or("?").to_string(),
@@ -715,11 +91,235 @@ fn vrrp_state(lab: &Lab, k: usize) -> (String, u64) {
 }
 
 #[test]
-fn a_dead_child_hands_over_and_the_restarted_daemon_rejoins_as_backup() {
-    let lab = Lab::new("c", 2);
+fn fwlb_pair_fails_over_on_kill_cable_and_planned_stop() {
+    let lab = lab("p", 2);
+    let mut h1 = lab.host(1).daemon(&conf(QUICK_STOP, 150, FAST));
+    let h2 = lab.host(2).daemon(&conf(QUICK_STOP, 100, FAST));
+    stays_on_h1(&lab, SETTLE, "stable");
+    // The control port shows it.
+    let show = |k: usize| lab.host(k).show_vrrp()["vrrp"][0].clone();
+    let (s1, s2) = (show(1), show(2));
+    assert_master_and_backup(&s1, &s2);
+    assert_eq!(s2["master"], "10.77.0.1");
+    // Planned stop: priority 0, the backup takes over within its skew time.
+    h1.signal("TERM");
+    let t = wait_holder(&lab, Some(2), Duration::from_secs(2));
+    assert!(
+        t < Duration::from_millis(300),
+        "planned handover took {t:?}\n{}",
+        h2.log()
+    );
+    let _ = h1.child.wait();
+    // Back: h1 (150) preempts.
+    let h1 = lab.host(1).daemon(&conf(QUICK_STOP, 150, FAST));
+    wait_holder(&lab, Some(1), Duration::from_secs(3));
+    // Cable pull on the master: the backup hears nothing and takes over after
+    // Master_Down_Interval; the master sees its link down and drops the VIP at once.
+    lab.cable(1, false);
+    let t = wait_holder(&lab, Some(2), Duration::from_secs(3));
+    assert!(
+        t < Duration::from_millis(361 + 300),
+        "cable pull failover took {t:?}"
+    );
+    lab.cable(1, true);
+    wait_holder(&lab, Some(1), Duration::from_secs(3));
+    // kill -9 of the master: no priority 0, so Master_Down_Interval. The killed master cannot
+    // remove its VIP; only look at h2.
+    h1.crash();
+    let t = lab.wait_holds(2, &FRONT, Duration::from_secs(3));
+    eprintln!("kill -9: VIP on h2 after {t:?}");
+    assert!(
+        t < Duration::from_millis(361 + 300),
+        "kill -9 failover took {t:?}"
+    );
+    h2.assert_logged("became master");
+}
+
+#[test]
+fn fwlb_and_keepalived_interoperate() {
+    let lab = lab("k", 2);
+    // keepalived as the backup (priority 100), VRRPv2 with a password at 1 s, as
+    // vrrp-reference.md §3.1.
+    let k = lab.host(2).keepalived(&keepalived_conf(&Keepalived {
+        advert_int: "1",
+        v3: false,
+        password: Some("secret"),
+        ..Keepalived::instance(51, FRONT.cidr)
+    }));
+    let h1 = lab
+        .host(1)
+        .daemon(&conf("", 150, "password = \"secret\"\n"));
+    showing_logs(&[("fwlb", &h1), ("keepalived", &k)], || {
+        stays_on_h1(
+            &lab,
+            SETTLE_KEEPALIVED,
+            "keepalived accepts fwlb's adverts and stays backup",
+        );
+        // Planned stop of fwlb: priority 0, keepalived takes over within its skew time.
+        h1.signal("TERM");
+        let t = wait_holder(&lab, Some(2), Duration::from_secs(4));
+        assert!(
+            t < Duration::from_millis(1000),
+            "keepalived took over after {t:?}"
+        );
+    });
+}
+
+#[test]
+fn two_vrids_of_a_group_fail_over_together() {
+    let lab = lab_with_back("g", 2);
     let conf = |prio: u8| {
         format!(
-            "[daemon]\ncontrol = \"127.0.0.1:8888\"\nuser = \"nobody\"\n[[vrrp]]\nvrid = 51\ninterface = \"eth0\"\npriority = {prio}\naddresses = [\"{VIP}/24\"]\nversion = 3\nadvert_interval = \"100ms\"\npreempt = false\n"
+            "[daemon]\ncontrol = \"127.0.0.1:8888\"\nshutdown_timeout = \"1s\"\n\
+[[vrrp]]\nvrid = 1\ninterface = \"eth0\"\npriority = {prio}\naddresses = [\"{VIP}/24\"]\nversion = 3\nadvert_interval = \"100ms\"\ndepends = [2]\n\
+[[vrrp]]\nvrid = 2\ninterface = \"eth1\"\npriority = {prio}\naddresses = [\"10.88.0.10/24\"]\nversion = 3\nadvert_interval = \"100ms\"\ndepends = [1]\n"
+        )
+    };
+    let h1 = lab.host(1).daemon(&conf(150));
+    let h2 = lab.host(2).daemon(&conf(100));
+    let both = |who: Option<usize>, limit: Duration| {
+        let probe = || (holder(&lab, &FRONT) == who && holder(&lab, &BACK) == who).then_some(());
+        let why = || {
+            format!(
+                "front {:?} back {:?}, wanted both on {who:?}\nh1:\n{}\nh2:\n{}",
+                holder(&lab, &FRONT),
+                holder(&lab, &BACK),
+                h1.log(),
+                h2.log()
+            )
+        };
+        poll(limit, Duration::from_millis(5), probe, why).1
+    };
+    both(Some(1), Duration::from_secs(3));
+    // Pull the master's BACK cable only: its front VRID must follow to the peer.
+    lab.set_cable(1, 1, false);
+    let t = both(Some(2), Duration::from_secs(3));
+    assert!(t < Duration::from_millis(700), "group failover took {t:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        holder(&lab, &FRONT),
+        Some(2),
+        "the front VRID stays with the group"
+    );
+    // Cable back: both return together (preempt).
+    lab.set_cable(1, 1, true);
+    both(Some(1), Duration::from_secs(3));
+}
+
+#[test]
+fn fwlb_takes_over_from_a_keepalived_master() {
+    let lab = lab("m", 2);
+    // keepalived as the master (priority 200), VRRPv3 at 100 ms, with fwlb as the backup.
+    let k = lab.host(1).keepalived(&keepalived_conf(&Keepalived {
+        state: "MASTER",
+        priority: 200,
+        ..Keepalived::instance(51, FRONT.cidr)
+    }));
+    let h2 = lab.host(2).daemon(&conf(QUICK_STOP, 100, FAST));
+    showing_logs(&[("fwlb", &h2), ("keepalived", &k)], || {
+        stays_on_h1(
+            &lab,
+            SETTLE_KEEPALIVED,
+            "fwlb accepts keepalived's v3 adverts and stays backup",
+        );
+        // keepalived stops (priority 0): fwlb takes over within its skew time (61 ms).
+        k.signal("TERM");
+        let t = lab.wait_holds(2, &FRONT, Duration::from_secs(4));
+        assert!(t < Duration::from_millis(1200), "took {t:?}");
+    });
+}
+
+#[test]
+fn fwlb_vrrpd_runs_an_unmodified_freevrrpd_conf() {
+    let lab = lab("f", 2);
+    let dir = tempfile::tempdir().expect("dir");
+    let conf_file = dir.path().join("freevrrpd.conf");
+    std::fs::write(
+        &conf_file,
+        format!("[VRID]\nserverid = 51\ninterface = eth0\npriority = 150\naddr = {VIP}/24\npassword = secret\n"),
+    )
+    .expect("conf");
+    // `fwlb check --freevrrpd` prints the [[vrrp]] it becomes, and that validates as is.
+    let text = stdout_of(
+        Command::new(BIN)
+            .args(["check", "--freevrrpd"])
+            .arg(&conf_file),
+    )
+    .replace("configuration OK\n", "");
+    let toml = dir.path().join("fwlb.toml");
+    std::fs::write(&toml, &text).expect("toml");
+    let out = output(Command::new(BIN).args(["check", "-c"]).arg(&toml));
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conf_path = conf_file.to_str().expect("a UTF-8 temporary path");
+    let v = lab.host(1).spawn(&[BIN, "vrrpd", "-F", "-f", conf_path]);
+    // The peer: fwlb with the matching v2 settings and a lower priority.
+    let peer = lab
+        .host(2)
+        .daemon(&conf("", 100, "password = \"secret\"\n"));
+    showing_logs(&[("vrrpd", &v), ("peer", &peer)], || {
+        wait_holder(&lab, Some(1), Duration::from_secs(6));
+        // SIGTERM: priority 0, the peer takes over within its skew time.
+        v.signal("TERM");
+        let t = wait_holder(&lab, Some(2), Duration::from_secs(4));
+        assert!(t < Duration::from_millis(1000), "{t:?}");
+    });
+}
+
+#[test]
+fn after_a_crash_the_clients_arp_points_at_the_new_master_and_preempt_off_stays() {
+    require_tool("python3", "python3");
+    let lab = lab("a", 3);
+    let conf = |prio: u8| conf("", prio, &format!("{FAST}preempt = false\n"));
+    let h1 = lab.host(1).daemon(&conf(150));
+    let _h2 = lab.host(2).daemon(&conf(100));
+    wait_holder(&lab, Some(1), Duration::from_secs(3));
+    // The client (host 3) talks to the VIP: its ARP entry is h1's MAC.
+    // Any packet to the VIP makes the client resolve it.
+    let py = format!(
+        "import socket,time\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(b'x', ('{VIP}', 9))\ntime.sleep(0.2)\n"
+    );
+    let _ = lab.host(3).exec(&["python3", "-c", &py]);
+    let client_mac = || lab.host(3).neighbour(VIP, "eth0").0;
+    assert_eq!(client_mac(), Some(lab.host(1).mac("eth0")));
+    // Crash: kill -9 and cable pull at once.
+    h1.crash();
+    lab.cable(1, false);
+    let h2_mac = lab.host(2).mac("eth0");
+    let moved = || (client_mac().as_deref() == Some(h2_mac.as_str())).then_some(());
+    let why = || format!("client ARP still {:?}", client_mac());
+    let (_, t) = poll(
+        Duration::from_secs(3),
+        Duration::from_millis(10),
+        moved,
+        why,
+    );
+    // The gratuitous ARP moved it without the client asking.
+    assert!(t < Duration::from_millis(1000), "{t:?}");
+    drop(h1);
+    lab.cable(1, true);
+    // h1 back with preempt off: it stays backup, h2 keeps the VIP. The kill -9 left the VIP
+    // on h1's interface; the restarted daemon removes it before it serves (no split brain).
+    let _h1 = lab.host(1).daemon(&conf(150));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        holder(&lab, &FRONT),
+        Some(2),
+        "preempt = false: no move back"
+    );
+}
+
+#[test]
+fn a_dead_child_hands_over_and_the_restarted_daemon_rejoins_as_backup() {
+    let lab = lab("c", 2);
+    let conf = |prio: u8| {
+        conf(
+            "user = \"nobody\"\n",
+            prio,
+            &format!("{FAST}preempt = false\n"),
         )
     };
     // h2's notify scripts run in the root parent, outside the child's chroot and user.
@@ -730,59 +330,37 @@ fn a_dead_child_hands_over_and_the_restarted_daemon_rejoins_as_backup() {
         conf(100),
         p = log.display()
     );
-    let mut h1 = Daemon::with_config(lab.host(1), &conf(150));
-    let _h2 = Daemon::with_config(lab.host(2), &h2conf);
-    lab.wait_holder(Some(1), Duration::from_secs(3));
+    let mut h1 = lab.host(1).daemon(&conf(150));
+    let _h2 = lab.host(2).daemon(&h2conf);
+    wait_holder(&lab, Some(1), Duration::from_secs(3));
     std::thread::sleep(Duration::from_millis(300));
     // The unprivileged child dies: the parent removes the VIP at once and exits non-zero.
-    let child = child_of(h1.child.id()).expect("fwlb's child");
-    let _ = Command::new("kill")
-        .args(["-9", &child.to_string()])
-        .status();
-    let t0 = Instant::now();
-    let st = loop {
-        if let Ok(Some(st)) = h1.child.try_wait() {
-            break st;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(3),
-            "the parent did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let child = child_of(h1.pid()).expect("fwlb's child");
+    send_signal("KILL", child);
+    let st = h1
+        .wait_exit(Duration::from_secs(3))
+        .expect("the parent did not exit");
     assert_eq!(st.code(), Some(1), "{}", h1.log());
-    assert!(
-        h1.log().contains("child ended with signal 9"),
-        "{}",
-        h1.log()
-    );
+    h1.assert_logged("child ended with signal 9");
     // h2 takes over within Master_Down_Interval (300 ms + skew at priority 100).
-    let took = lab.wait_holder(Some(2), Duration::from_secs(2));
+    let took = wait_holder(&lab, Some(2), Duration::from_secs(2));
     assert!(took < Duration::from_millis(600), "{took:?}");
     let (state, transitions) = vrrp_state(&lab, 2);
     assert_eq!(state, "master");
-    let t0 = Instant::now();
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("master")
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(3),
-            "notify_master did not run"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until("notify_master to run", Duration::from_secs(3), || {
+        read_log(&log).contains("master")
+    });
     assert_eq!(
-        std::fs::read_to_string(&log).unwrap_or_default(),
+        read_log(&log),
         "backup 51\nmaster 51 eth0 0\n",
         "backup at start, then master, run as root by the parent"
     );
     // The supervisor restarts h1: it comes up as backup and the pair does not flap.
-    let _h1 = Daemon::with_config(lab.host(1), &conf(150));
+    let _h1 = lab.host(1).daemon(&conf(150));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(vrrp_state(&lab, 1).0, "backup", "{}", _h1.log());
     std::thread::sleep(Duration::from_millis(1200));
-    assert_eq!(lab.holder(), Some(2));
+    assert_eq!(holder(&lab, &FRONT), Some(2));
     assert_eq!(
         vrrp_state(&lab, 2),
         ("master".to_string(), transitions),
@@ -792,43 +370,31 @@ fn a_dead_child_hands_over_and_the_restarted_daemon_rejoins_as_backup() {
 
 #[test]
 fn a_third_host_with_a_wrong_password_or_address_list_cannot_take_over() {
-    let lab = Lab::new("r", 3);
+    let lab = lab("r", 3);
     let conf = |prio: u8, pass: &str, addrs: &str| {
         format!(
             "[daemon]\ncontrol = \"127.0.0.1:8888\"\n[[vrrp]]\nvrid = 51\ninterface = \"eth0\"\npriority = {prio}\naddresses = [{addrs}]\npassword = \"{pass}\"\n"
         )
     };
     let good = format!("\"{VIP}/24\"");
-    let h1 = Daemon::with_config(lab.host(1), &conf(150, "secret", &good));
-    let h2 = Daemon::with_config(lab.host(2), &conf(100, "secret", &good));
-    lab.wait_holder(Some(1), Duration::from_secs(6));
+    let h1 = lab.host(1).daemon(&conf(150, "secret", &good));
+    let h2 = lab.host(2).daemon(&conf(100, "secret", &good));
+    wait_holder(&lab, Some(1), Duration::from_secs(6));
     for rogue in [
         conf(254, "wrong", &good),
         conf(254, "secret", "\"10.77.0.10/24\", \"10.77.0.11/24\""),
     ] {
-        let r = Daemon::with_config(lab.host(3), &rogue);
+        let r = lab.host(3).daemon(&rogue);
         // The rogue ignores the pair too, so it becomes master after its Master_Down_Interval
         // (3 s at v2): wait for that (start-up takes longer on a loaded machine), then give the
         // pair time to hear several of its adverts.
-        let t0 = Instant::now();
-        while !r.log().contains("became master") {
-            assert!(
-                t0.elapsed() < Duration::from_secs(8),
-                "the rogue never advertised:\n{}",
-                r.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let advertised = || r.log().contains("became master").then_some(());
+        let why = || format!("the rogue never advertised:\n{}", r.log());
+        wait_with(Duration::from_secs(8), advertised, why);
         std::thread::sleep(Duration::from_millis(1500));
         // Neither of the pair yields to priority 254 (the rogue may well think it is master,
         // with its own address list: the pair ignores it).
-        let on = |k: usize| {
-            let out = Command::new("ip")
-                .args(["-n", lab.host(k), "-o", "addr", "show", "dev", "eth0"])
-                .output()
-                .expect("ip");
-            String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/24"))
-        };
+        let on = |k: usize| lab.holds(k, &FRONT);
         assert!(
             on(1) && !on(2),
             "the pair's master must stay: h1 {} h2 {}\n{}",
@@ -837,39 +403,15 @@ fn a_third_host_with_a_wrong_password_or_address_list_cannot_take_over() {
             h1.log()
         );
         drop(r);
-        let _ = Command::new("ip")
-            .args([
-                "-n",
-                lab.host(3),
-                "addr",
-                "flush",
-                "dev",
-                "eth0",
-                "to",
-                &format!("{VIP}/32"),
-            ])
-            .output();
+        let flush = ["ip", "addr", "flush", "dev", "eth0", "to", "10.77.0.10/32"];
+        let _ = lab.host(3).exec(&flush);
     }
     assert!(
         h2.log().contains("CONFIGURATION MISMATCH"),
         "the address-list mismatch is logged loudly:\n{}",
         h2.log()
     );
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            lab.host(2),
-            BIN,
-            "ctl",
-            "--json",
-            "show",
-            "vrrp",
-        ])
-        .output()
-        .expect("ctl");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let dropped = &v["vrrp"][0]["dropped"];
+    let dropped = &lab.host(2).show_vrrp()["vrrp"][0]["dropped"];
     assert!(
         dropped.as_object().is_some_and(|m| m.len() >= 2),
         "auth and address drops counted: {dropped}"
@@ -878,50 +420,30 @@ fn a_third_host_with_a_wrong_password_or_address_list_cannot_take_over() {
 
 #[test]
 fn unicast_peers_elect_among_themselves_only() {
-    let lab = Lab::new("u", 3);
+    require_tool("nft", "nftables");
+    let lab = lab("u", 3);
     // The pair also runs its firewall: VRRP is admitted only from the peer.
     let conf = |prio: u8, peer: &str, firewall: bool| {
-        format!(
-            "[daemon]\ncontrol = \"127.0.0.1:8888\"\n[[vrrp]]\nvrid = 51\ninterface = \"eth0\"\npriority = {prio}\naddresses = [\"{VIP}/24\"]\nversion = 3\nadvert_interval = \"100ms\"\npeers = [\"{peer}\"]\n{}",
-            if firewall {
-                "[firewall]\nbackend = \"nftables\"\nfront = \"eth0\"\n"
-            } else {
-                ""
-            }
-        )
+        let fw = if firewall {
+            "[firewall]\nbackend = \"nftables\"\nfront = \"eth0\"\n"
+        } else {
+            ""
+        };
+        conf("", prio, &format!("{FAST}peers = [\"{peer}\"]\n{fw}"))
     };
-    let h1 = Daemon::with_config(lab.host(1), &conf(150, "10.77.0.2", true));
-    let h2 = Daemon::with_config(lab.host(2), &conf(100, "10.77.0.1", true));
-    lab.wait_holder(Some(1), Duration::from_secs(3));
+    let h1 = lab.host(1).daemon(&conf(150, "10.77.0.2", true));
+    let h2 = lab.host(2).daemon(&conf(100, "10.77.0.1", true));
+    wait_holder(&lab, Some(1), Duration::from_secs(3));
     // A third host with everything right but not a listed peer, at a higher priority.
-    let _rogue = Daemon::with_config(lab.host(3), &conf(250, "10.77.0.1", false));
+    let _rogue = lab.host(3).daemon(&conf(250, "10.77.0.1", false));
     std::thread::sleep(Duration::from_millis(1500));
-    let on = |k: usize| {
-        let out = Command::new("ip")
-            .args(["-n", lab.host(k), "-o", "addr", "show", "dev", "eth0"])
-            .output()
-            .expect("ip");
-        String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/24"))
-    };
+    let on = |k: usize| lab.holds(k, &FRONT);
     assert!(
         on(1) && !on(2),
         "the pair ignores a host that is not a peer"
     );
     // The pair's adverts are unicast: the third host, which lists h1 as its peer, hears none.
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            lab.host(3),
-            BIN,
-            "ctl",
-            "--json",
-            "show",
-            "vrrp",
-        ])
-        .output()
-        .expect("ctl");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let v = lab.host(3).show_vrrp();
     assert_eq!(
         v["vrrp"][0]["adverts_received"].as_u64(),
         Some(0),
@@ -930,18 +452,8 @@ fn unicast_peers_elect_among_themselves_only() {
     );
     // Planned stop: the unicast peer takes over within its skew time.
     h1.signal("TERM");
-    let t0 = Instant::now();
-    while !on(2) {
-        assert!(
-            t0.elapsed() < Duration::from_secs(2),
-            "no unicast takeover\n{}",
-            h2.log()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(
-        t0.elapsed() < Duration::from_millis(400),
-        "{:?}",
-        t0.elapsed()
-    );
+    showing_logs(&[("h2", &h2)], || {
+        let t = lab.wait_holds(2, &FRONT, Duration::from_secs(2));
+        assert!(t < Duration::from_millis(400), "{t:?}");
+    });
 }

@@ -1,12 +1,26 @@
 //! Shared helpers for process tests: the real `fwlb` binary on loopback, real backends, real
-//! clients from chosen 127.0.0.0/8 source addresses.
-#![allow(dead_code)]
+//! clients from chosen 127.0.0.0/8 source addresses; in the modules, the host's tools and
+//! processes (`host`), waits with a deadline (`wait`), network namespaces (`netns`) and VRRP
+//! peers (`vrrp`). Each test binary uses a part of it.
+#![allow(dead_code, unused_imports)]
+
+pub mod host;
+#[cfg(target_os = "linux")]
+pub mod netns;
+#[cfg(target_os = "linux")]
+pub mod vrrp;
+pub mod wait;
+
+pub use host::*;
+#[cfg(target_os = "linux")]
+pub use netns::{Net, Ns, NsDaemon};
+pub use wait::*;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener as StdListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -32,6 +46,50 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// A daemon whose output goes to a log file, and what tests ask of that log.
+pub trait Logged {
+    fn log_file(&self) -> &Path;
+
+    /// What it wrote so far.
+    fn log(&self) -> String {
+        read_log(self.log_file())
+    }
+
+    /// Its log must say `needle` by now; fails showing the log.
+    fn assert_logged(&self, needle: &str) {
+        let log = self.log();
+        assert!(log.contains(needle), "no {needle:?} in the log:\n{log}");
+    }
+
+    /// Wait until its log says `needle` (a ready line); fails showing the log after `limit`.
+    fn wait_log(&self, needle: &str, limit: Duration) {
+        wait_for_lines(self.log_file(), needle, 1, limit);
+    }
+
+    /// Wait until its log says `needle` `times` times (once a reload).
+    fn wait_log_count(&self, needle: &str, times: usize, limit: Duration) {
+        wait_for_lines(self.log_file(), needle, times, limit);
+    }
+}
+
+/// 127.0.0.1 with a port that was free a moment ago.
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// An address the test wrote itself.
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test address")
+}
+
+/// A firewall ban of `addr` for `secs` seconds, or for good.
+pub fn ban(addr: &str, secs: Option<u64>) -> fwlb::firewall::Ban {
+    fwlb::firewall::Ban {
+        ip: ip(addr),
+        timeout: secs.map(Duration::from_secs),
+    }
+}
+
 /// A running `fwlb run`, killed when dropped; its stderr goes to a file for assertions.
 pub struct Fwlb {
     pub child: Child,
@@ -46,14 +104,17 @@ impl Fwlb {
         Self::start_with(config, listen, None)
     }
 
+    /// One balancer from `listen` to `servers` with `extra` keys (`config`), started.
+    pub fn balancing(listen: SocketAddr, servers: &[impl std::fmt::Display], extra: &str) -> Fwlb {
+        Self::start(&config(listen, servers, extra), listen)
+    }
+
     /// As `start`, with RLIMIT_NOFILE set to `nofile` for the daemon.
     pub fn start_with(config: &str, listen: SocketAddr, nofile: Option<u64>) -> Fwlb {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("fwlb.toml");
         std::fs::write(&cfg, config).expect("write config");
-        let log = dir.path().join("stderr.log");
-        let logf = std::fs::File::create(&log).expect("log file");
-        let mut cmd = if let Some(n) = nofile {
+        let cmd = if let Some(n) = nofile {
             let mut c = Command::new("bash");
             c.arg("-c")
                 .arg(format!("ulimit -n {n} && exec \"$0\" run -c \"$1\""))
@@ -65,6 +126,20 @@ impl Fwlb {
             c.arg("run").arg("-c").arg(&cfg);
             c
         };
+        Self::spawn(cmd, dir, listen)
+    }
+
+    /// Start `fwlb ARGS...` (e.g. `pen -f ...`) and wait until it listens on `listen`.
+    pub fn start_args(args: &[String], listen: SocketAddr) -> Fwlb {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        Self::spawn(cmd, tempfile::tempdir().expect("tempdir"), listen)
+    }
+
+    /// Run `cmd` with its stderr in `dir`, and wait until it says it listens.
+    fn spawn(mut cmd: Command, dir: tempfile::TempDir, listen: SocketAddr) -> Fwlb {
+        let log = dir.path().join("stderr.log");
+        let logf = std::fs::File::create(&log).expect("log file");
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(logf);
         let child = cmd.spawn().expect("spawn fwlb");
         let mut f = Fwlb {
@@ -77,50 +152,16 @@ impl Fwlb {
         f
     }
 
-    /// Start `fwlb ARGS...` (e.g. `pen -f ...`) and wait until it listens on `listen`.
-    pub fn start_args(args: &[String], listen: SocketAddr) -> Fwlb {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("stderr.log");
-        let logf = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(logf)
-            .spawn()
-            .expect("spawn fwlb");
-        let mut f = Fwlb {
-            child,
-            listen,
-            log,
-            dir,
-        };
-        f.wait_listening();
-        f
-    }
-
     fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("fwlb exited early with {st}: {}", self.log_text());
-            }
-            // The line is logged after listen(2), so connects succeed from here on. (Probing
-            // with a connect would reach a backend and skew the distribution tests.)
-            if self.log_text().contains("listening") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "fwlb did not listen on {}: {}",
-            self.listen,
-            self.log_text()
-        );
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        // The line is logged after listen(2), so connects succeed from here on. (Probing with
+        // a connect would reach a backend and skew the distribution tests.)
+        let (log, listen) = (self.log.clone(), self.listen);
+        let up = || match self.child.try_wait() {
+            Ok(Some(st)) => panic!("fwlb exited early with {st}: {}", read_log(&log)),
+            _ => read_log(&log).contains("listening").then_some(()),
+        };
+        let why = || format!("fwlb did not listen on {listen}: {}", read_log(&log));
+        wait_with(Duration::from_secs(10), up, why);
     }
 
     pub fn pid(&self) -> i32 {
@@ -128,24 +169,18 @@ impl Fwlb {
     }
 
     pub fn signal(&self, sig: &str) {
-        let st = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill");
-        assert!(st.success());
+        signal(sig, self.pid());
     }
 
     /// Wait for exit up to `limit`; returns the exit code.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.code();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
+        let mut code = None;
+        settles(limit, Duration::from_millis(10), || {
+            let status = self.child.try_wait().ok().flatten();
+            code = status.and_then(|st| st.code());
+            status.is_some()
+        });
+        code
     }
 
     /// The unprivileged child of the daemon (the parent is `pid()`), once it exists.
@@ -161,32 +196,10 @@ impl Fwlb {
     }
 }
 
-/// The first child process of `pid` (fwlb's parent has exactly one).
-pub fn child_of(pid: i32) -> Option<i32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// utime + stime of one process, in seconds.
-pub fn cpu_of(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(") ").map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-/// Whether process `pid` exists (and is not a zombie).
-pub fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|x| !x.1.starts_with('Z')))
-        .unwrap_or(false)
+impl Logged for Fwlb {
+    fn log_file(&self) -> &Path {
+        &self.log
+    }
 }
 
 impl Drop for Fwlb {
@@ -196,13 +209,43 @@ impl Drop for Fwlb {
     }
 }
 
-/// A config with one balancer.
-pub fn config(listen: SocketAddr, servers: &[SocketAddr], extra: &str) -> String {
+/// A config with one balancer; `servers` are addresses, or server entries as text.
+pub fn config(listen: SocketAddr, servers: &[impl std::fmt::Display], extra: &str) -> String {
     let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
     format!(
         "[daemon]\ncontrol = \"none\"\nshutdown_timeout = \"5s\"\n[[balancer]]\nname = \"t\"\nlisten = \"{listen}\"\nservers = [{}]\n{extra}\n",
         list.join(", ")
     )
+}
+
+/// The real penctl (Debian's pen package); the test fails without it.
+pub fn penctl_path() -> &'static str {
+    let p = "/usr/bin/penctl";
+    assert!(
+        std::path::Path::new(p).exists(),
+        "this test needs the real penctl: apt-get install pen"
+    );
+    p
+}
+
+/// The real penctl: `penctl CONTROL WORDS...`; returns (stdout, exit code).
+pub fn penctl_raw(ctl: impl std::fmt::Display, cmd: &str) -> (String, i32) {
+    let out = host::output(
+        Command::new(penctl_path())
+            .arg(ctl.to_string())
+            .args(cmd.split(' ')),
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+/// As `penctl_raw`; penctl must exit 0. Returns its stdout.
+pub fn penctl(ctl: impl std::fmt::Display, cmd: &str) -> String {
+    let (out, code) = penctl_raw(ctl, cmd);
+    assert_eq!(code, 0, "penctl {cmd}: {out}");
+    out
 }
 
 /// A backend that greets with `NAME\n`, echoes what it reads, and on the client's EOF writes
@@ -272,6 +315,20 @@ impl Drop for Backend {
     }
 }
 
+/// Backends s0, s1, ... s(n-1).
+pub async fn backends(n: usize) -> Vec<Backend> {
+    let mut all = Vec::new();
+    for i in 0..n {
+        all.push(Backend::start(&format!("s{i}")).await);
+    }
+    all
+}
+
+/// Their addresses.
+pub fn addrs(backends: &[Backend]) -> Vec<SocketAddr> {
+    backends.iter().map(|b| b.addr).collect()
+}
+
 /// Connect to `to` from source address 127.0.0.`src`-based: src is the host part within
 /// 127.0.0.0/8 (1 ..= 2^24 - 2).
 pub async fn connect_from(src: u32, to: SocketAddr) -> std::io::Result<TcpStream> {
@@ -279,6 +336,13 @@ pub async fn connect_from(src: u32, to: SocketAddr) -> std::io::Result<TcpStream
     let ip = Ipv4Addr::from(0x7f00_0000u32 + src);
     sock.bind(SocketAddr::new(IpAddr::V4(ip), 0))?;
     sock.connect(to).await
+}
+
+/// A new connection from `src` to `to` that has sent `bytes`.
+pub async fn send_from(src: u32, to: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut s = connect_from(src, to).await.expect("connect");
+    s.write_all(bytes).await.expect("send");
+    s
 }
 
 /// Read one line (the backend's greeting) with a timeout.
@@ -300,10 +364,60 @@ pub async fn read_line(s: &mut TcpStream) -> std::io::Result<String> {
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// A new connection from `src` to `lb`, and the greeting of the backend it reached.
+pub async fn greeted(src: u32, lb: SocketAddr) -> (TcpStream, String) {
+    let mut s = connect_from(src, lb).await.expect("connect to fwlb");
+    let name = read_line(&mut s).await.expect("greeting");
+    (s, name)
+}
+
+/// A new connection from `src` to `lb`, which must reach backend `name`.
+pub async fn greeted_by(name: &str, src: u32, lb: SocketAddr) -> TcpStream {
+    let (s, got) = greeted(src, lb).await;
+    assert_eq!(
+        got, name,
+        "the connection from {src} reached another backend"
+    );
+    s
+}
+
 /// Which backend a new connection from `src` lands on (then closes it).
 pub async fn which(src: u32, lb: SocketAddr) -> String {
-    let mut s = connect_from(src, lb).await.expect("connect to fwlb");
-    read_line(&mut s).await.expect("greeting")
+    greeted(src, lb).await.1
+}
+
+/// `which` for each source in turn, one connection after the other.
+pub async fn which_each(srcs: impl IntoIterator<Item = u32>, lb: SocketAddr) -> Vec<String> {
+    let mut seen = Vec::new();
+    for src in srcs {
+        seen.push(which(src, lb).await);
+    }
+    seen
+}
+
+/// `fwlb CMD -c FILE` with `config` in a temporary FILE; its output, whatever the status.
+pub fn fwlb_on_config(cmd: &str, config: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fwlb.toml");
+    std::fs::write(&path, config).expect("write the config");
+    host::output(Command::new(BIN).args([cmd, "-c"]).arg(&path))
+}
+
+/// Everything `s` receives until the peer closes; the test fails if that takes over `limit`.
+pub async fn read_to_close(s: &mut TcpStream, limit: Duration) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(limit, s.read_to_end(&mut out))
+        .await
+        .unwrap_or_else(|_| panic!("the peer did not close within {limit:?}"))
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What `s` receives within `limit`: up to the peer's close, a read error, or the deadline.
+pub async fn read_within(s: &mut TcpStream, limit: Duration) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(limit, s.read_to_end(&mut out)).await;
+    out
 }
 
 /// Blocking helper: read everything until EOF with a timeout.
@@ -319,102 +433,20 @@ pub fn write_blocking(s: &mut std::net::TcpStream, b: &[u8]) {
     s.write_all(b).expect("write");
 }
 
-/// `fwlb run` inside network namespace `ns` (as `ip netns exec` execs it, the pid is the
-/// privileged parent's), killed with its child when dropped.
-pub struct NsDaemon {
-    pub child: Child,
-    _dir: tempfile::TempDir,
-    pub log: std::path::PathBuf,
-}
-
-impl NsDaemon {
-    pub fn with_config(ns: &str, config: &str) -> NsDaemon {
-        let dir = tempfile::tempdir().expect("dir");
-        let cfg = dir.path().join("fwlb.toml");
-        std::fs::write(&cfg, config).expect("config");
-        let log = dir.path().join("log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, BIN, "run", "-c"])
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn fwlb");
-        NsDaemon {
-            child,
-            _dir: dir,
-            log,
-        }
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn signal(&self, sig: &str) {
-        // `ip netns exec` execs the program: the child pid is fwlb's.
-        let _ = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status();
-    }
-
-    /// The pids of fwlb's own children (the unprivileged child).
-    pub fn kids(&self) -> Vec<String> {
-        let pid = self.child.id();
-        let mut kids = Vec::new();
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-            for t in tasks.flatten() {
-                let list = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                kids.extend(list.split_whitespace().map(str::to_string));
-            }
-        }
-        kids
-    }
-
-    /// A crash: SIGKILL the unprivileged child (the speaker) first, then the parent. Killing
-    /// only the parent is a planned handover: the child sees it go, sends priority 0, exits.
-    pub fn crash(&self) {
-        let kids = self.kids();
-        assert!(
-            !kids.is_empty(),
-            "fwlb {} has no child process to crash",
-            self.child.id()
-        );
-        for k in kids.iter().chain([&self.child.id().to_string()]) {
-            let _ = Command::new("kill").args(["-KILL", k]).status();
-        }
-    }
-}
-
-impl Drop for NsDaemon {
-    /// Both processes, and wait until the child is gone too: it holds the control port, which
-    /// the next daemon started in this namespace needs.
-    fn drop(&mut self) {
-        let kids = self.kids();
-        for k in &kids {
-            let _ = Command::new("kill").args(["-KILL", k]).status();
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let t0 = Instant::now();
-        // Any thread not yet a zombie: the data-path threads close their sockets after the
-        // main thread already shows as one.
-        let alive = |k: &String| {
-            let Ok(tasks) = std::fs::read_dir(format!("/proc/{k}/task")) else {
-                return false;
-            };
-            tasks.flatten().any(|t| {
-                std::fs::read_to_string(t.path().join("stat")).is_ok_and(|st| {
-                    !st.rsplit(')')
-                        .next()
-                        .unwrap_or("")
-                        .trim_start()
-                        .starts_with('Z')
-                })
-            })
-        };
-        while kids.iter().any(alive) && t0.elapsed() < Duration::from_secs(3) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+/// Run `body`; if it fails, fail again with its message followed by the logs of `daemons`
+/// (each with its name), as they are after the failure.
+pub fn showing_logs(daemons: &[(&str, &dyn Logged)], body: impl FnOnce()) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
+    if let Err(e) = r {
+        let msg = e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        let logs: Vec<String> = daemons
+            .iter()
+            .map(|(name, d)| format!("== {name} log:\n{}", d.log()))
+            .collect();
+        panic!("{msg}\n{}", logs.join("\n"));
     }
 }
