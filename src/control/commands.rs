@@ -872,7 +872,7 @@ fn show_vrrp(ctl: &Ctl, json: bool) -> Reply {
             vec![
                 s.vrid.to_string(),
                 s.interface.clone(),
-                s.state.clone(),
+                s.state.to_string(),
                 s.priority.to_string(),
                 s.effective_priority.to_string(),
                 s.master.clone().unwrap_or_else(|| "-".into()),

@@ -456,7 +456,11 @@ async fn hand_over(
     let masters = || {
         status
             .lock()
-            .map(|s| s.iter().filter(|i| i.state == "master").count())
+            .map(|s| {
+                s.iter()
+                    .filter(|i| i.state == crate::vrrp::State::Master)
+                    .count()
+            })
             .unwrap_or(0)
     };
     if masters() == 0 {

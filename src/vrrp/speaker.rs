@@ -718,7 +718,7 @@ fn publish(inst: &[Instance], status: &Status) {
                 &mut st[last]
             }
         };
-        s.state = format!("{:?}", i.machine.state()).to_lowercase();
+        s.state = i.machine.state();
         s.priority = i.cfg.priority;
         s.effective_priority = i.machine.effective_priority();
         s.standby = i.machine.standby();

@@ -3,12 +3,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::fsm::State;
+
 /// What `show vrrp` reports, shared with the control port.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct InstanceStatus {
     pub vrid: u8,
     pub interface: String,
-    pub state: String,
+    pub state: State,
     pub priority: u8,
     pub effective_priority: u8,
     pub master: Option<String>,
