@@ -214,80 +214,14 @@ fn open_instances(cfgs: &[config::Vrrp]) -> Result<(Vec<Instance>, Vec<Machine>,
         let Some(link) = links.get(&c.interface) else {
             bail!("[[vrrp]] vrid {}: no interface {:?}", c.vrid, c.interface);
         };
-        let vips: Vec<(IpAddr, u8)> = c
-            .addresses
-            .iter()
-            .filter_map(|a| config::parse_cidr(a))
-            .collect();
+        let vips = virtual_addresses(c)?;
         let v6 = vips.first().is_some_and(|(a, _)| a.is_ipv6());
-        // The configuration checks these; `fwlb vrrpd` builds instances itself.
-        if vips.iter().any(|(a, _)| a.is_ipv6() != v6) || c.peers.iter().any(|p| p.is_ipv6() != v6)
-        {
-            bail!(
-                "[[vrrp]] vrid {}: addresses and peers must be all IPv4 or all IPv6",
-                c.vrid
-            );
-        }
-        if v6 && c.version != 3 {
-            bail!("[[vrrp]] vrid {}: IPv6 needs VRRP version 3", c.vrid);
-        }
-        let own = || {
-            addrs
-                .iter()
-                .filter(|a| a.index == link.index && !vips.iter().any(|(v, _)| *v == a.addr))
-                .map(|a| a.addr)
-        };
-        // The primary address: the interface's first IPv4 address that is not one of ours;
-        // for IPv6 its link-local address, or a global one when every unicast peer is global
-        // (the peers list us by the address we send from).
-        let global_peers = !c.peers.is_empty()
-            && c.peers
-                .iter()
-                .all(|p| matches!(p, IpAddr::V6(p6) if !is_link_local(p6)));
-        let primary = if !v6 {
-            own().find(|a| a.is_ipv4())
-        } else if global_peers {
-            own().find(|a| matches!(a, IpAddr::V6(a6) if !is_link_local(a6)))
-        } else {
-            own().find(|a| matches!(a, IpAddr::V6(a6) if is_link_local(a6)))
-        };
-        let primary = primary.with_context(|| {
-            format!(
-                "[[vrrp]] vrid {}: {} has no {} of its own",
-                c.vrid,
-                c.interface,
-                match (v6, global_peers) {
-                    (false, _) => "IPv4 address",
-                    (true, false) => "IPv6 link-local address (is IPv6 enabled on it?)",
-                    (true, true) => "global IPv6 address to send to the global `peers` from",
-                }
-            )
-        })?;
+        let primary = primary_address(c, link.index, &addrs, &vips, v6)?;
         let mut advert_addrs: Vec<IpAddr> = vips.iter().map(|(a, _)| *a).collect();
         // Stable: configured order otherwise, as keepalived (which compares the lists as sets).
         advert_addrs.sort_by_key(|a| !matches!(a, IpAddr::V6(a6) if is_link_local(a6)));
-        for (a, p) in &vips {
-            if addrs.iter().any(|x| x.index == link.index && x.addr == *a) {
-                warn!(target: "vrrp", vrid = c.vrid, interface = %c.interface,
-                    "removing {a}/{p}, left on the interface by an earlier run");
-                if let Err(e) = nl.del_addr(link.index, *a, *p) {
-                    warn!(target: "vrrp", vrid = c.vrid, "cannot remove {a}/{p}: {e}");
-                }
-            }
-        }
-        let sock = if v6 {
-            VrrpSocket::open_v6(&c.interface, link.index)
-        } else {
-            VrrpSocket::open_v4(&c.interface, link.index)
-        }
-        .with_context(|| format!("VRRP socket on {}", c.interface))?;
-        let (ethertype, what) = if v6 {
-            (ndisc::ETHERTYPE_IPV6, "neighbour advertisement")
-        } else {
-            (0x0806, "ARP")
-        };
-        let garp = PacketSocket::open_send_only(link.index, ethertype)
-            .with_context(|| format!("{what} socket on {}", c.interface))?;
+        remove_leftovers(&mut nl, c, link.index, &addrs, &vips);
+        let (sock, garp) = open_sockets(c, link.index, v6)?;
         // Read now: the child runs chrooted, without /proc.
         let router = v6
             && std::fs::read_to_string(format!(
@@ -295,24 +229,11 @@ fn open_instances(cfgs: &[config::Vrrp]) -> Result<(Vec<Instance>, Vec<Machine>,
                 c.interface
             ))
             .is_ok_and(|s| s.trim() == "1");
-        let mut p = fsm::Params::new(
-            c.vrid,
-            if c.version == 3 {
-                fsm::Version::V3
-            } else {
-                fsm::Version::V2
-            },
-            c.priority,
-            primary,
-        );
-        p.advert_interval = c.advert_interval;
-        p.preempt = c.preempt;
-        p.preempt_delay = c.preempt_delay;
         let auth = match &c.password {
             Some(pw) => vrrp::Auth::password(pw.as_bytes()),
             None => vrrp::Auth::None,
         };
-        machines.push(Machine::new(p));
+        machines.push(Machine::new(machine_params(c, primary)));
         out.push(Instance {
             cfg: c.clone(),
             ifindex: link.index,
@@ -331,6 +252,118 @@ fn open_instances(cfgs: &[config::Vrrp]) -> Result<(Vec<Instance>, Vec<Machine>,
         });
     }
     Ok((out, machines, links))
+}
+
+/// The instance's VIPs, all of one family with its peers.
+fn virtual_addresses(c: &config::Vrrp) -> Result<Vec<(IpAddr, u8)>> {
+    let vips: Vec<(IpAddr, u8)> = c
+        .addresses
+        .iter()
+        .filter_map(|a| config::parse_cidr(a))
+        .collect();
+    let v6 = vips.first().is_some_and(|(a, _)| a.is_ipv6());
+    // The configuration checks these; `fwlb vrrpd` builds instances itself.
+    if vips.iter().any(|(a, _)| a.is_ipv6() != v6) || c.peers.iter().any(|p| p.is_ipv6() != v6) {
+        bail!(
+            "[[vrrp]] vrid {}: addresses and peers must be all IPv4 or all IPv6",
+            c.vrid
+        );
+    }
+    if v6 && c.version != 3 {
+        bail!("[[vrrp]] vrid {}: IPv6 needs VRRP version 3", c.vrid);
+    }
+    Ok(vips)
+}
+
+/// The primary address: the interface's first IPv4 address that is not one of ours; for IPv6
+/// its link-local address, or a global one when every unicast peer is global (the peers list
+/// us by the address we send from).
+fn primary_address(
+    c: &config::Vrrp,
+    ifindex: u32,
+    addrs: &[netlink::Addr],
+    vips: &[(IpAddr, u8)],
+    v6: bool,
+) -> Result<IpAddr> {
+    let own = || {
+        addrs
+            .iter()
+            .filter(|a| a.index == ifindex && !vips.iter().any(|(v, _)| *v == a.addr))
+            .map(|a| a.addr)
+    };
+    let global_peers = !c.peers.is_empty()
+        && c.peers
+            .iter()
+            .all(|p| matches!(p, IpAddr::V6(p6) if !is_link_local(p6)));
+    let primary = if !v6 {
+        own().find(|a| a.is_ipv4())
+    } else if global_peers {
+        own().find(|a| matches!(a, IpAddr::V6(a6) if !is_link_local(a6)))
+    } else {
+        own().find(|a| matches!(a, IpAddr::V6(a6) if is_link_local(a6)))
+    };
+    primary.with_context(|| {
+        format!(
+            "[[vrrp]] vrid {}: {} has no {} of its own",
+            c.vrid,
+            c.interface,
+            match (v6, global_peers) {
+                (false, _) => "IPv4 address",
+                (true, false) => "IPv6 link-local address (is IPv6 enabled on it?)",
+                (true, true) => "global IPv6 address to send to the global `peers` from",
+            }
+        )
+    })
+}
+
+/// Remove VIPs an earlier run left on the interface (it died without removing them).
+fn remove_leftovers(
+    nl: &mut Netlink,
+    c: &config::Vrrp,
+    ifindex: u32,
+    addrs: &[netlink::Addr],
+    vips: &[(IpAddr, u8)],
+) {
+    for (a, p) in vips {
+        if addrs.iter().any(|x| x.index == ifindex && x.addr == *a) {
+            warn!(target: "vrrp", vrid = c.vrid, interface = %c.interface,
+                "removing {a}/{p}, left on the interface by an earlier run");
+            if let Err(e) = nl.del_addr(ifindex, *a, *p) {
+                warn!(target: "vrrp", vrid = c.vrid, "cannot remove {a}/{p}: {e}");
+            }
+        }
+    }
+}
+
+/// The VRRP socket and the gratuitous ARP / neighbour advertisement socket.
+fn open_sockets(c: &config::Vrrp, ifindex: u32, v6: bool) -> Result<(VrrpSocket, PacketSocket)> {
+    let sock = if v6 {
+        VrrpSocket::open_v6(&c.interface, ifindex)
+    } else {
+        VrrpSocket::open_v4(&c.interface, ifindex)
+    }
+    .with_context(|| format!("VRRP socket on {}", c.interface))?;
+    let (ethertype, what) = if v6 {
+        (ndisc::ETHERTYPE_IPV6, "neighbour advertisement")
+    } else {
+        (0x0806, "ARP")
+    };
+    let garp = PacketSocket::open_send_only(ifindex, ethertype)
+        .with_context(|| format!("{what} socket on {}", c.interface))?;
+    Ok((sock, garp))
+}
+
+fn machine_params(c: &config::Vrrp, primary: IpAddr) -> fsm::Params {
+    let version = if c.version == 3 {
+        fsm::Version::V3
+    } else {
+        fsm::Version::V2
+    };
+    let mut p = fsm::Params::new(c.vrid, version, c.priority, primary);
+    p.advert_interval = c.advert_interval;
+    p.preempt = c.preempt;
+    p.preempt_delay = c.preempt_delay;
+    p
 }
 
 /// The groups: every `depends` link joins two VRIDs into one (symmetric) group.
