@@ -825,10 +825,7 @@ fn vrrp_operator(ctl: &Ctl, words: &[&str]) -> Reply {
     let (Some(status), Some(tx)) = (&ctl.vrrp, &ctl.vrrp_operator) else {
         return err("vrrp: no [[vrrp]] configured".into());
     };
-    let configured: Vec<u8> = status
-        .lock()
-        .map(|s| s.iter().map(|i| i.vrid).collect())
-        .unwrap_or_default();
+    let configured: Vec<u8> = status.borrow().iter().map(|i| i.vrid).collect();
     let (what, target) = match args {
         [w @ ("standby" | "resume")] | [w @ ("standby" | "resume"), "all"] => (*w, None),
         [w @ ("standby" | "resume"), v] => match v.parse::<u8>() {
@@ -861,8 +858,8 @@ fn show_vrrp(ctl: &Ctl, json: bool) -> Reply {
     let Some(status) = &ctl.vrrp else {
         return Reply::err("show vrrp: no [[vrrp]] configured");
     };
-    let rows: Vec<crate::vrrp::status::InstanceStatus> =
-        status.lock().map(|s| s.clone()).unwrap_or_default();
+    // Cloned so the speaker is never kept waiting while the reply is formatted.
+    let rows: Vec<crate::vrrp::status::InstanceStatus> = status.borrow().clone();
     if json {
         return Reply::json(json!({ "vrrp": rows }));
     }
@@ -872,7 +869,7 @@ fn show_vrrp(ctl: &Ctl, json: bool) -> Reply {
             vec![
                 s.vrid.to_string(),
                 s.interface.clone(),
-                s.state.clone(),
+                s.state.to_string(),
                 s.priority.to_string(),
                 s.effective_priority.to_string(),
                 s.master.clone().unwrap_or_else(|| "-".into()),

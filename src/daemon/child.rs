@@ -212,12 +212,11 @@ impl Child {
         let Some(sp) = speaker else {
             return (None, None);
         };
-        let operator = sp.operator();
-        let status = crate::vrrp::status::Status::default();
+        let (operator, status) = (sp.operator(), sp.status());
         info!(target: "vrrp", instances = self.cfg.vrrp.len(), "VRRP speaker started");
-        let (client, stop, st) = (self.client.clone(), self.stop_rx.clone(), status.clone());
+        let (client, stop) = (self.client.clone(), self.stop_rx.clone());
         self.tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::vrrp::speaker::run(sp, client, stop, st).await {
+            if let Err(e) = crate::vrrp::speaker::run(sp, client, stop).await {
                 warn!(target: "vrrp", "speaker: {e:#}");
             }
         }));
@@ -450,16 +449,13 @@ async fn hand_over(
     status: Option<&crate::vrrp::status::Status>,
     operator: Option<&crate::vrrp::status::OperatorTx>,
 ) {
+    use crate::vrrp::status::{InstanceStatus, Operator};
     let (Some(status), Some(tx)) = (status, operator) else {
         return;
     };
-    let masters = || {
-        status
-            .lock()
-            .map(|s| s.iter().filter(|i| i.state == "master").count())
-            .unwrap_or(0)
-    };
-    if masters() == 0 {
+    let no_master =
+        |s: &Vec<InstanceStatus>| !s.iter().any(|i| i.state == crate::vrrp::State::Master);
+    if no_master(&status.borrow()) {
         return;
     }
     let longest = cfg
@@ -470,19 +466,19 @@ async fn hand_over(
         .unwrap_or_default();
     let limit = (longest * 4).clamp(Duration::from_millis(200), Duration::from_secs(3));
     info!(target: "vrrp", "stop: handing mastership over before closing the listeners (up to {} ms)", limit.as_millis());
-    if tx
-        .send(crate::vrrp::status::Operator::Standby(None))
-        .is_err()
-    {
+    if tx.send(Operator::Standby(None)).is_err() {
         return;
     }
     let t0 = Instant::now();
-    while masters() > 0 && t0.elapsed() < limit {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    if masters() == 0 {
-        info!(target: "vrrp", "stop: the peer took over after {} ms", t0.elapsed().as_millis());
-    } else {
-        warn!(target: "vrrp", "stop: no peer took over within {} ms; giving the addresses up anyway", limit.as_millis());
+    // Woken by each snapshot the speaker sends, not by polling.
+    let mut watch = status.clone();
+    match tokio::time::timeout(limit, watch.wait_for(no_master)).await {
+        Ok(Ok(_)) => {
+            info!(target: "vrrp", "stop: the peer took over after {} ms", t0.elapsed().as_millis());
+        }
+        Ok(Err(_)) => warn!(target: "vrrp", "stop: the speaker has stopped; not waiting"),
+        Err(_) => {
+            warn!(target: "vrrp", "stop: no peer took over within {} ms; giving the addresses up anyway", limit.as_millis());
+        }
     }
 }

@@ -71,14 +71,36 @@ impl Params {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Serialized lowercase ("initialize", "backup", "master", "fault"): the names `show vrrp`
+/// has always printed, which scripts and the lab read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum State {
     /// Not started, or stopped by Shutdown.
+    #[default]
     Initialize,
     Backup,
     Master,
     /// The interface is down: neither master nor a candidate.
     Fault,
+}
+
+impl State {
+    /// The name `show vrrp` prints (the same as the JSON one).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Initialize => "initialize",
+            State::Backup => "backup",
+            State::Master => "master",
+            State::Fault => "fault",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -643,6 +665,22 @@ mod tests {
             src: ip(src),
             priority,
             interval: Duration::from_millis(interval_ms),
+        }
+    }
+
+    #[test]
+    fn state_names_are_the_ones_show_vrrp_always_printed() {
+        for s in [
+            State::Initialize,
+            State::Backup,
+            State::Master,
+            State::Fault,
+        ] {
+            // `show vrrp` used to print `format!("{:?}", state).to_lowercase()`.
+            let old = format!("{s:?}").to_lowercase();
+            assert_eq!(s.as_str(), old);
+            assert_eq!(s.to_string(), old);
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{old}\""));
         }
     }
 

@@ -144,39 +144,55 @@ pub fn groups_from_depends(instances: &[(u8, Vec<u8>)]) -> Vec<Group> {
         .collect()
 }
 
-/// Feeds `ev` to machine `vrid`, reports every resulting state change to its group and feeds
-/// the group's events back, until nothing changes. Returns every action with its VRID, in
-/// order. Machines are found by `params().vrid`; unknown VRIDs are ignored.
+/// Feeds `ev` to machine `machines[k]`, reports every resulting state change to its group and
+/// feeds the group's events back, until nothing changes. Returns every action with the index
+/// of its machine, in order. The one place the group cascade is decided: the speaker and the
+/// simulation both carry out what this returns.
+///
+/// Machines are addressed by index because one VRID may run on several interfaces; groups
+/// name VRIDs, so a group's event goes to the first machine with that VRID (as `depends`
+/// names it). Out-of-range indexes are ignored.
 pub fn step_with_groups(
     groups: &mut [Group],
     machines: &mut [Machine],
-    vrid: u8,
+    k: usize,
     ev: Event,
     now: Instant,
-) -> Vec<(u8, Action)> {
-    let mut queue = VecDeque::from([(vrid, ev)]);
+) -> Vec<(usize, Action)> {
+    let mut queue = VecDeque::from([(k, ev)]);
     let mut out = Vec::new();
     // Each member is held and released at most once per cause change, so this budget is
     // never reached; it makes termination evident even with a buggy report sequence.
     let mut budget = 16 + 4 * machines.len() * machines.len();
-    while let Some((v, e)) = queue.pop_front() {
+    while let Some((k, e)) = queue.pop_front() {
         if budget == 0 {
             break;
         }
         budget -= 1;
-        let Some(m) = machines.iter_mut().find(|m| m.params().vrid == v) else {
+        let Some(m) = machines.get_mut(k) else {
             continue;
         };
-        let before = m.state();
-        out.extend(m.step(e, now).into_iter().map(|a| (v, a)));
+        let (vrid, before) = (m.params().vrid, m.state());
+        out.extend(m.step(e, now).into_iter().map(|a| (k, a)));
         let after = m.state();
-        if after != before
-            && let Some(g) = groups.iter_mut().find(|g| g.contains(v))
-        {
-            queue.extend(g.on_member_state(v, after));
+        if after == before {
+            continue;
+        }
+        let Some(g) = groups.iter_mut().find(|g| g.contains(vrid)) else {
+            continue;
+        };
+        for (member, ev) in g.on_member_state(vrid, after) {
+            if let Some(j) = index_of(machines, member) {
+                queue.push_back((j, ev));
+            }
         }
     }
     out
+}
+
+/// The index of the first machine running `vrid`.
+pub fn index_of(machines: &[Machine], vrid: u8) -> Option<usize> {
+    machines.iter().position(|m| m.params().vrid == vrid)
 }
 
 #[cfg(test)]
@@ -202,6 +218,21 @@ mod tests {
 
     fn evs(v: &[(u8, Event)]) -> Vec<(u8, Event)> {
         v.to_vec()
+    }
+
+    /// [`step_with_groups`] addressed by VRID, its actions named by VRID.
+    fn step(
+        groups: &mut [Group],
+        ms: &mut [Machine],
+        vrid: u8,
+        ev: Event,
+        now: Instant,
+    ) -> Vec<(u8, Action)> {
+        let k = index_of(ms, vrid).expect("a configured VRID");
+        let out = step_with_groups(groups, ms, k, ev, now);
+        out.into_iter()
+            .map(|(j, a)| (ms[j].params().vrid, a))
+            .collect()
     }
 
     // ===== bookkeeping =====
@@ -317,7 +348,7 @@ mod tests {
             Machine::new(p(2, Version::V2, 200, 1000, 1)),
         ];
         for v in [1, 2] {
-            step_with_groups(
+            step(
                 &mut groups,
                 &mut ms,
                 v,
@@ -327,7 +358,7 @@ mod tests {
         }
         let t = ms[0].next_deadline().unwrap();
         for v in [1, 2] {
-            step_with_groups(&mut groups, &mut ms, v, Event::Timer, t);
+            step(&mut groups, &mut ms, v, Event::Timer, t);
         }
         assert!(ms.iter().all(|m| m.state() == State::Master));
         (groups, ms, t)
@@ -343,13 +374,7 @@ mod tests {
     fn one_faults_the_other_advertises_zero_at_once_and_both_return() {
         let (mut groups, mut ms, t) = both_masters();
         let down = t + Duration::from_millis(10);
-        let out = no_logs(step_with_groups(
-            &mut groups,
-            &mut ms,
-            1,
-            Event::LinkDown,
-            down,
-        ));
+        let out = no_logs(step(&mut groups, &mut ms, 1, Event::LinkDown, down));
         assert_eq!(
             out,
             vec![
@@ -364,18 +389,18 @@ mod tests {
         assert_eq!(ms[1].effective_priority(), 0);
         // Nobody else around: 2's timer runs out, but it stays backup while 1 is faulted.
         let d = ms[1].next_deadline().unwrap();
-        let out = no_logs(step_with_groups(&mut groups, &mut ms, 2, Event::Timer, d));
+        let out = no_logs(step(&mut groups, &mut ms, 2, Event::Timer, d));
         assert!(out.is_empty(), "{out:?}");
         assert_eq!(ms[1].state(), State::Backup);
         // 1's link returns: 1 starts as backup, 2 is released and, with no master around,
         // takes over at once; 1 follows when its own timer runs out (no peer to ask).
         let up = d + Duration::from_secs(10);
-        let out = no_logs(step_with_groups(&mut groups, &mut ms, 1, Event::LinkUp, up));
+        let out = no_logs(step(&mut groups, &mut ms, 1, Event::LinkUp, up));
         assert_eq!(out[0], (1, Action::BecameBackup));
         assert!(out.contains(&(2, Action::BecameMaster)));
         assert_eq!(ms[1].effective_priority(), 200);
         let d1 = ms[0].next_deadline().unwrap();
-        step_with_groups(&mut groups, &mut ms, 1, Event::Timer, d1);
+        step(&mut groups, &mut ms, 1, Event::Timer, d1);
         assert!(ms.iter().all(|m| m.state() == State::Master));
         assert!(!groups[0].is_held());
     }
@@ -388,7 +413,7 @@ mod tests {
             priority: 250,
             interval: Duration::from_secs(1),
         };
-        let out = no_logs(step_with_groups(&mut groups, &mut ms, 1, adv, t + EPS));
+        let out = no_logs(step(&mut groups, &mut ms, 1, adv, t + EPS));
         assert_eq!(
             out,
             vec![
@@ -401,10 +426,10 @@ mod tests {
         );
         // The peer dies: 2's timer (held) and then 1's run out; 1 takes over and brings 2.
         let d2 = ms[1].next_deadline().unwrap();
-        step_with_groups(&mut groups, &mut ms, 2, Event::Timer, d2);
+        step(&mut groups, &mut ms, 2, Event::Timer, d2);
         assert_eq!(ms[1].state(), State::Backup);
         let d1 = ms[0].next_deadline().unwrap();
-        let out = no_logs(step_with_groups(&mut groups, &mut ms, 1, Event::Timer, d1));
+        let out = no_logs(step(&mut groups, &mut ms, 1, Event::Timer, d1));
         assert!(
             out.contains(&(1, Action::BecameMaster)) && out.contains(&(2, Action::BecameMaster))
         );
@@ -494,6 +519,70 @@ mod tests {
                 net.check_vrid(2, conv, gap);
             }
         }
+    }
+
+    #[test]
+    fn net_group_of_three_follows_one_link_and_returns_together() {
+        // A (200) and B (100), VRIDs 1, 2 and 3 in one group, 1 s adverts.
+        let mk = |prio, last| {
+            let ps = (1..=3)
+                .map(|v| p(v, Version::V2, prio, 1000, last))
+                .collect();
+            (ps, vec![vec![1, 2, 3]])
+        };
+        let mut net = Net::new(Instant::now(), vec![mk(200, 1), mk(100, 2)]);
+        net.start_all();
+        net.run_for(10.0);
+        let conv = net.now;
+        for v in 1..=3 {
+            assert_eq!(net.holders(v), vec![0], "vrid {v}");
+        }
+        // A tracked interface of VRID 2 fails: the cascade demotes 1 and 3 in the same step,
+        // and B takes all three after its Skew_Time.
+        let down = net.now;
+        net.link_down(0, 2, false);
+        for v in [1, 3] {
+            assert_eq!(
+                net.state(0, v),
+                Some(State::Backup),
+                "vrid {v} follows at once"
+            );
+        }
+        net.run_for(30.0);
+        for v in 1..=3 {
+            assert_eq!(net.holders(v), vec![1], "vrid {v}");
+            let took = net.first(1, v, &Action::BecameMaster, down).unwrap() - down;
+            assert_eq!(took, skew(&net, 1), "vrid {v}");
+        }
+        // Back up: all three return to A (preempt) within A's Master_Down_Interval.
+        let up = net.now;
+        net.link_up(0, 2);
+        net.run_for(20.0);
+        for v in 1..=3 {
+            assert_eq!(net.holders(v), vec![0], "vrid {v}");
+            let back = net.first(0, v, &Action::BecameMaster, up).unwrap() - up;
+            assert!(back <= mdi(&net, 0) + EPS, "vrid {v}: {back:?}");
+        }
+        for v in 1..=3 {
+            net.check_vrid(v, conv, mdi(&net, 1) + EPS);
+        }
+    }
+
+    #[test]
+    fn machines_are_addressed_by_index_so_one_vrid_may_run_on_two_interfaces() {
+        // VRID 1 on two interfaces (two machines), no group: an event reaches only its own.
+        let t0 = Instant::now();
+        let mut ms = vec![
+            Machine::new(p(1, Version::V2, 100, 1000, 1)),
+            Machine::new(p(1, Version::V2, 100, 1000, 2)),
+        ];
+        let out = step_with_groups(&mut [], &mut ms, 1, Event::Startup { link_up: true }, t0);
+        assert!(out.iter().all(|(k, _)| *k == 1), "{out:?}");
+        assert_eq!(
+            (ms[0].state(), ms[1].state()),
+            (State::Initialize, State::Backup)
+        );
+        assert!(step_with_groups(&mut [], &mut ms, 2, Event::Timer, t0).is_empty());
     }
 
     #[test]
@@ -628,7 +717,7 @@ mod props {
                     if let Some(d) = ms[i].next_deadline() { now = now.max(d); }
                     Event::Timer
                 } else { ev };
-                step_with_groups(&mut groups, &mut ms, v, ev, now);
+                step_with_groups(&mut groups, &mut ms, i, ev, now);
                 let fault = ms.iter().any(|m| m.state() == State::Fault);
                 let master = ms.iter().any(|m| m.state() == State::Master);
                 prop_assert!(!(fault && master), "{:?}", ms.iter().map(Machine::state).collect::<Vec<_>>());

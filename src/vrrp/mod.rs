@@ -13,7 +13,7 @@ pub mod speaker;
 pub mod status;
 
 pub use fsm::{Action, Event, Machine, Params, State, Version};
-pub use group::{Group, groups_from_depends, step_with_groups};
+pub use group::{Group, groups_from_depends, index_of, step_with_groups};
 
 /// A simulated network for tests: routers running machines (and groups) exchange their
 /// `SendAdvert` actions as `Advert` events under a fake clock. Timers fire exactly at
@@ -24,7 +24,7 @@ pub(crate) mod sim {
     use std::time::{Duration, Instant};
 
     use super::fsm::{Action, Event, Machine, Params, State};
-    use super::group::{Group, step_with_groups};
+    use super::group::{Group, index_of, step_with_groups};
 
     pub struct Router {
         pub params: Vec<Params>,
@@ -111,7 +111,14 @@ pub(crate) mod sim {
             }
             let now = self.now;
             let rt = &mut self.routers[r];
-            let acts = step_with_groups(&mut rt.groups, &mut rt.machines, vrid, ev, now);
+            let Some(k) = index_of(&rt.machines, vrid) else {
+                return;
+            };
+            let acts = step_with_groups(&mut rt.groups, &mut rt.machines, k, ev, now);
+            let acts: Vec<(u8, Action)> = acts
+                .into_iter()
+                .map(|(j, a)| (rt.machines[j].params().vrid, a))
+                .collect();
             for (v, a) in acts {
                 self.perform(r, v, a);
             }

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::fsm::{self, Action, Event, Machine, State};
-use super::group::Group;
+use super::group::{self, Group};
 use crate::config;
 use crate::privsep::{Client, Request, Transition};
 use crate::sys::netlink::{self, Netlink};
@@ -29,7 +29,6 @@ pub use super::status::{InstanceStatus, Operator, OperatorTx, Status};
 /// One configured virtual router and its I/O.
 struct Instance {
     cfg: config::Vrrp,
-    machine: Machine,
     ifindex: u32,
     mac: [u8; 6],
     /// The advert source and tie-break address: the interface's IPv4 address, or for IPv6
@@ -51,6 +50,19 @@ struct Instance {
     /// stopped when the VIPs go, or a host that lost mastership would point clients back at
     /// itself.
     garp_burst: Option<tokio::task::AbortHandle>,
+    /// What `show vrrp` counts; owned here, published as snapshots.
+    counters: Counters,
+}
+
+/// The per-instance counters of `show vrrp` (the rest of a row is read off the machine).
+#[derive(Debug, Default)]
+struct Counters {
+    transitions: u64,
+    adverts_sent: u64,
+    adverts_received: u64,
+    dropped: HashMap<String, u64>,
+    /// The current master as last seen: the source of the last valid advert, or ourselves.
+    master: Option<IpAddr>,
 }
 
 fn wire_version(v: u8) -> vrrp::Version {
@@ -174,107 +186,42 @@ fn is_link_local(a: &Ipv6Addr) -> bool {
 
 /// Events from the per-instance receive tasks and the link watcher.
 enum Input {
+    /// Read on the socket of instance `k` (its index in the speaker's instances).
     Packet {
-        vrid: u8,
-        iface: String,
+        k: usize,
         datagram: Datagram,
     },
     Link(netlink::Link),
 }
 
+/// The interfaces by name, as listed at open.
+type Links = HashMap<String, netlink::Link>;
+
 /// Open everything the instances need. Needs root (raw sockets): the privileged parent
 /// does this before the fork. Addresses of ours left on an interface by a previous run that
 /// died are removed: a restarted host must rejoin as backup, not answer for the VIPs.
-fn open_instances(
-    cfgs: &[config::Vrrp],
-) -> Result<(Vec<Instance>, HashMap<String, netlink::Link>)> {
+fn open_instances(cfgs: &[config::Vrrp]) -> Result<(Vec<Instance>, Vec<Machine>, Links)> {
     let mut nl = Netlink::requests().context("rtnetlink")?;
-    let links: HashMap<String, netlink::Link> = nl
+    let links: Links = nl
         .dump_links()
         .context("listing links")?
         .into_iter()
         .map(|l| (l.name.clone(), l))
         .collect();
     let addrs = nl.dump_addrs().context("listing addresses")?;
-    let mut out = Vec::new();
+    let (mut out, mut machines) = (Vec::new(), Vec::new());
     for c in cfgs {
         let Some(link) = links.get(&c.interface) else {
             bail!("[[vrrp]] vrid {}: no interface {:?}", c.vrid, c.interface);
         };
-        let vips: Vec<(IpAddr, u8)> = c
-            .addresses
-            .iter()
-            .filter_map(|a| config::parse_cidr(a))
-            .collect();
+        let vips = virtual_addresses(c)?;
         let v6 = vips.first().is_some_and(|(a, _)| a.is_ipv6());
-        // The configuration checks these; `fwlb vrrpd` builds instances itself.
-        if vips.iter().any(|(a, _)| a.is_ipv6() != v6) || c.peers.iter().any(|p| p.is_ipv6() != v6)
-        {
-            bail!(
-                "[[vrrp]] vrid {}: addresses and peers must be all IPv4 or all IPv6",
-                c.vrid
-            );
-        }
-        if v6 && c.version != 3 {
-            bail!("[[vrrp]] vrid {}: IPv6 needs VRRP version 3", c.vrid);
-        }
-        let own = || {
-            addrs
-                .iter()
-                .filter(|a| a.index == link.index && !vips.iter().any(|(v, _)| *v == a.addr))
-                .map(|a| a.addr)
-        };
-        // The primary address: the interface's first IPv4 address that is not one of ours;
-        // for IPv6 its link-local address, or a global one when every unicast peer is global
-        // (the peers list us by the address we send from).
-        let global_peers = !c.peers.is_empty()
-            && c.peers
-                .iter()
-                .all(|p| matches!(p, IpAddr::V6(p6) if !is_link_local(p6)));
-        let primary = if !v6 {
-            own().find(|a| a.is_ipv4())
-        } else if global_peers {
-            own().find(|a| matches!(a, IpAddr::V6(a6) if !is_link_local(a6)))
-        } else {
-            own().find(|a| matches!(a, IpAddr::V6(a6) if is_link_local(a6)))
-        };
-        let primary = primary.with_context(|| {
-            format!(
-                "[[vrrp]] vrid {}: {} has no {} of its own",
-                c.vrid,
-                c.interface,
-                match (v6, global_peers) {
-                    (false, _) => "IPv4 address",
-                    (true, false) => "IPv6 link-local address (is IPv6 enabled on it?)",
-                    (true, true) => "global IPv6 address to send to the global `peers` from",
-                }
-            )
-        })?;
+        let primary = primary_address(c, link.index, &addrs, &vips, v6)?;
         let mut advert_addrs: Vec<IpAddr> = vips.iter().map(|(a, _)| *a).collect();
         // Stable: configured order otherwise, as keepalived (which compares the lists as sets).
         advert_addrs.sort_by_key(|a| !matches!(a, IpAddr::V6(a6) if is_link_local(a6)));
-        for (a, p) in &vips {
-            if addrs.iter().any(|x| x.index == link.index && x.addr == *a) {
-                warn!(target: "vrrp", vrid = c.vrid, interface = %c.interface,
-                    "removing {a}/{p}, left on the interface by an earlier run");
-                if let Err(e) = nl.del_addr(link.index, *a, *p) {
-                    warn!(target: "vrrp", vrid = c.vrid, "cannot remove {a}/{p}: {e}");
-                }
-            }
-        }
-        let sock = if v6 {
-            VrrpSocket::open_v6(&c.interface, link.index)
-        } else {
-            VrrpSocket::open_v4(&c.interface, link.index)
-        }
-        .with_context(|| format!("VRRP socket on {}", c.interface))?;
-        let (ethertype, what) = if v6 {
-            (ndisc::ETHERTYPE_IPV6, "neighbour advertisement")
-        } else {
-            (0x0806, "ARP")
-        };
-        let garp = PacketSocket::open_send_only(link.index, ethertype)
-            .with_context(|| format!("{what} socket on {}", c.interface))?;
+        remove_leftovers(&mut nl, c, link.index, &addrs, &vips);
+        let (sock, garp) = open_sockets(c, link.index, v6)?;
         // Read now: the child runs chrooted, without /proc.
         let router = v6
             && std::fs::read_to_string(format!(
@@ -282,26 +229,13 @@ fn open_instances(
                 c.interface
             ))
             .is_ok_and(|s| s.trim() == "1");
-        let mut p = fsm::Params::new(
-            c.vrid,
-            if c.version == 3 {
-                fsm::Version::V3
-            } else {
-                fsm::Version::V2
-            },
-            c.priority,
-            primary,
-        );
-        p.advert_interval = c.advert_interval;
-        p.preempt = c.preempt;
-        p.preempt_delay = c.preempt_delay;
         let auth = match &c.password {
             Some(pw) => vrrp::Auth::password(pw.as_bytes()),
             None => vrrp::Auth::None,
         };
+        machines.push(Machine::new(machine_params(c, primary)));
         out.push(Instance {
             cfg: c.clone(),
-            machine: Machine::new(p),
             ifindex: link.index,
             mac: link.mac.unwrap_or([0; 6]),
             primary,
@@ -314,9 +248,122 @@ fn open_instances(
             ident: 0,
             peers: c.peers.clone(),
             garp_burst: None,
+            counters: Counters::default(),
         });
     }
-    Ok((out, links))
+    Ok((out, machines, links))
+}
+
+/// The instance's VIPs, all of one family with its peers.
+fn virtual_addresses(c: &config::Vrrp) -> Result<Vec<(IpAddr, u8)>> {
+    let vips: Vec<(IpAddr, u8)> = c
+        .addresses
+        .iter()
+        .filter_map(|a| config::parse_cidr(a))
+        .collect();
+    let v6 = vips.first().is_some_and(|(a, _)| a.is_ipv6());
+    // The configuration checks these; `fwlb vrrpd` builds instances itself.
+    if vips.iter().any(|(a, _)| a.is_ipv6() != v6) || c.peers.iter().any(|p| p.is_ipv6() != v6) {
+        bail!(
+            "[[vrrp]] vrid {}: addresses and peers must be all IPv4 or all IPv6",
+            c.vrid
+        );
+    }
+    if v6 && c.version != 3 {
+        bail!("[[vrrp]] vrid {}: IPv6 needs VRRP version 3", c.vrid);
+    }
+    Ok(vips)
+}
+
+/// The primary address: the interface's first IPv4 address that is not one of ours; for IPv6
+/// its link-local address, or a global one when every unicast peer is global (the peers list
+/// us by the address we send from).
+fn primary_address(
+    c: &config::Vrrp,
+    ifindex: u32,
+    addrs: &[netlink::Addr],
+    vips: &[(IpAddr, u8)],
+    v6: bool,
+) -> Result<IpAddr> {
+    let own = || {
+        addrs
+            .iter()
+            .filter(|a| a.index == ifindex && !vips.iter().any(|(v, _)| *v == a.addr))
+            .map(|a| a.addr)
+    };
+    let global_peers = !c.peers.is_empty()
+        && c.peers
+            .iter()
+            .all(|p| matches!(p, IpAddr::V6(p6) if !is_link_local(p6)));
+    let primary = if !v6 {
+        own().find(|a| a.is_ipv4())
+    } else if global_peers {
+        own().find(|a| matches!(a, IpAddr::V6(a6) if !is_link_local(a6)))
+    } else {
+        own().find(|a| matches!(a, IpAddr::V6(a6) if is_link_local(a6)))
+    };
+    primary.with_context(|| {
+        format!(
+            "[[vrrp]] vrid {}: {} has no {} of its own",
+            c.vrid,
+            c.interface,
+            match (v6, global_peers) {
+                (false, _) => "IPv4 address",
+                (true, false) => "IPv6 link-local address (is IPv6 enabled on it?)",
+                (true, true) => "global IPv6 address to send to the global `peers` from",
+            }
+        )
+    })
+}
+
+/// Remove VIPs an earlier run left on the interface (it died without removing them).
+fn remove_leftovers(
+    nl: &mut Netlink,
+    c: &config::Vrrp,
+    ifindex: u32,
+    addrs: &[netlink::Addr],
+    vips: &[(IpAddr, u8)],
+) {
+    for (a, p) in vips {
+        if addrs.iter().any(|x| x.index == ifindex && x.addr == *a) {
+            warn!(target: "vrrp", vrid = c.vrid, interface = %c.interface,
+                "removing {a}/{p}, left on the interface by an earlier run");
+            if let Err(e) = nl.del_addr(ifindex, *a, *p) {
+                warn!(target: "vrrp", vrid = c.vrid, "cannot remove {a}/{p}: {e}");
+            }
+        }
+    }
+}
+
+/// The VRRP socket and the gratuitous ARP / neighbour advertisement socket.
+fn open_sockets(c: &config::Vrrp, ifindex: u32, v6: bool) -> Result<(VrrpSocket, PacketSocket)> {
+    let sock = if v6 {
+        VrrpSocket::open_v6(&c.interface, ifindex)
+    } else {
+        VrrpSocket::open_v4(&c.interface, ifindex)
+    }
+    .with_context(|| format!("VRRP socket on {}", c.interface))?;
+    let (ethertype, what) = if v6 {
+        (ndisc::ETHERTYPE_IPV6, "neighbour advertisement")
+    } else {
+        (0x0806, "ARP")
+    };
+    let garp = PacketSocket::open_send_only(ifindex, ethertype)
+        .with_context(|| format!("{what} socket on {}", c.interface))?;
+    Ok((sock, garp))
+}
+
+fn machine_params(c: &config::Vrrp, primary: IpAddr) -> fsm::Params {
+    let version = if c.version == 3 {
+        fsm::Version::V3
+    } else {
+        fsm::Version::V2
+    };
+    let mut p = fsm::Params::new(c.vrid, version, c.priority, primary);
+    p.advert_interval = c.advert_interval;
+    p.preempt = c.preempt;
+    p.preempt_delay = c.preempt_delay;
+    p
 }
 
 /// The groups: every `depends` link joins two VRIDs into one (symmetric) group.
@@ -325,13 +372,16 @@ fn groups(cfgs: &[config::Vrrp]) -> Vec<Group> {
     super::group::groups_from_depends(&pairs)
 }
 
-/// Every instance, opened and ready to run.
+/// Every instance, opened and ready to run: the pure core (`machines` and `groups`, the
+/// machines index-aligned with `inst`) and the I/O it drives.
 pub struct Speaker {
     inst: Vec<Instance>,
-    links: HashMap<String, netlink::Link>,
+    machines: Vec<Machine>,
     groups: Vec<Group>,
+    links: Links,
     events: Netlink,
     operator: (OperatorTx, mpsc::UnboundedReceiver<Operator>),
+    status: watch::Sender<Vec<InstanceStatus>>,
 }
 
 impl Speaker {
@@ -339,45 +389,81 @@ impl Speaker {
     pub fn operator(&self) -> OperatorTx {
         self.operator.0.clone()
     }
+
+    /// What `show vrrp` and the hand-over read: a new snapshot whenever something changed.
+    pub fn status(&self) -> Status {
+        self.status.subscribe()
+    }
 }
 
 /// Open the sockets of every instance. Needs root and no runtime: the privileged parent calls
 /// it before the fork, the child runs the result.
 pub fn open(cfgs: &[config::Vrrp]) -> Result<Speaker> {
-    let (inst, links) = open_instances(cfgs)?;
+    let (inst, machines, links) = open_instances(cfgs)?;
+    // Rows from the start: `show vrrp` lists every instance (in Initialize) before it runs.
+    let first = snapshot(&inst, &machines);
     Ok(Speaker {
         inst,
-        links,
+        machines,
         groups: groups(cfgs),
+        links,
         events: Netlink::link_events().context("link events")?,
         operator: mpsc::unbounded_channel(),
+        status: watch::channel(first).0,
     })
 }
 
 /// Run every instance until `stop`; then give up mastership with priority 0 (the peer takes
 /// over within its skew time) and remove the VIPs. `ops` is the privileged parent.
-pub async fn run(
-    sp: Speaker,
-    ops: Arc<Client>,
-    mut stop: watch::Receiver<bool>,
-    status: Status,
-) -> Result<()> {
+pub async fn run(sp: Speaker, ops: Arc<Client>, mut stop: watch::Receiver<bool>) -> Result<()> {
     let Speaker {
-        mut inst,
+        inst,
+        machines,
+        groups,
         links,
-        mut groups,
         events,
         operator: (_, mut operator),
+        status,
     } = sp;
-    let events = crate::sys::async_fd(events).context("registering link events")?;
-    let nl = &*ops;
     let (tx, mut rx) = mpsc::channel::<Input>(1024);
-    for i in &inst {
-        let (sock, tx, vrid, iface, v6) = (
+    spawn_receivers(&inst, &tx)?;
+    spawn_link_watcher(events, tx)?;
+    let mut sp = Running {
+        inst,
+        machines,
+        groups,
+        ops,
+        status,
+    };
+    sp.start(&links, Instant::now());
+    loop {
+        sp.publish();
+        let next = sp.machines.iter().filter_map(Machine::next_deadline).min();
+        let sleep = async {
+            match next {
+                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.changed() => break,
+            _ = sleep => sp.timers(Instant::now()),
+            Some(req) = operator.recv() => sp.operator(req, Instant::now()),
+            Some(input) = rx.recv() => sp.input(input, Instant::now()),
+        }
+    }
+    sp.shutdown(Instant::now());
+    sp.publish();
+    Ok(())
+}
+
+/// One receive task per instance socket; each tags what it reads with its instance's index.
+fn spawn_receivers(inst: &[Instance], tx: &mpsc::Sender<Input>) -> Result<()> {
+    for (k, i) in inst.iter().enumerate() {
+        let (sock, tx, vrid, v6) = (
             crate::sys::async_fd(i.sock.clone()).context("registering the VRRP socket")?,
             tx.clone(),
             i.cfg.vrid,
-            i.cfg.interface.clone(),
             i.v6(),
         );
         tokio::spawn(async move {
@@ -402,12 +488,7 @@ pub async fn run(
                 });
                 match read {
                     Ok(Ok(datagram)) => {
-                        let input = Input::Packet {
-                            vrid,
-                            iface: iface.clone(),
-                            datagram,
-                        };
-                        if tx.send(input).await.is_err() {
+                        if tx.send(Input::Packet { k, datagram }).await.is_err() {
                             return;
                         }
                     }
@@ -417,317 +498,308 @@ pub async fn run(
             }
         });
     }
-    {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let Ok(mut guard) = events.readable().await else {
-                    return;
-                };
-                match guard.try_io(|s| s.get_ref().recv(&mut buf)) {
-                    Ok(Ok(n)) => {
-                        for l in netlink::links(&buf[..n]) {
-                            if tx.send(Input::Link(l)).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Ok(Err(e)) => warn!(target: "vrrp", "link events: {e}"),
-                    Err(_would_block) => {}
-                }
-            }
-        });
-    }
-    let now = Instant::now();
-    for k in 0..inst.len() {
-        let up = links.get(&inst[k].cfg.interface).is_some_and(|l| l.up);
-        // A node that comes up never starts as master unless it owns the addresses: it listens
-        // first (Master_Down_Interval), so a restarted host rejoins as backup.
-        let before = inst[k].machine.state();
-        let acts = inst[k].machine.step(Event::Startup { link_up: up }, now);
-        perform(&mut inst, k, before, acts, &mut groups, nl, &status);
-    }
-    loop {
-        publish(&inst, &status);
-        let next = inst.iter().filter_map(|i| i.machine.next_deadline()).min();
-        let sleep = async {
-            match next {
-                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = stop.changed() => break,
-            _ = sleep => {
-                let now = Instant::now();
-                for k in 0..inst.len() {
-                    if inst[k].machine.next_deadline().is_some_and(|t| t <= now) {
-                        let before = inst[k].machine.state();
-                        let acts = inst[k].machine.step(Event::Timer, now);
-                        perform(&mut inst, k, before, acts, &mut groups, nl, &status);
-                    }
-                }
-            }
-            Some(req) = operator.recv() => {
-                let now = Instant::now();
-                let (vrid, ev, what) = match req {
-                    Operator::Standby(v) => (v, Event::Standby, "standby"),
-                    Operator::Resume(v) => (v, Event::Resume, "resume"),
-                };
-                for k in 0..inst.len() {
-                    if vrid.is_none_or(|v| v == inst[k].cfg.vrid) {
-                        info!(target: "vrrp", vrid = inst[k].cfg.vrid, "operator: {what}");
-                        let before = inst[k].machine.state();
-                        let acts = inst[k].machine.step(ev, now);
-                        perform(&mut inst, k, before, acts, &mut groups, nl, &status);
-                    }
-                }
-            }
-            Some(input) = rx.recv() => {
-                let now = Instant::now();
-                match input {
-                    Input::Packet { vrid, iface, datagram } => {
-                        let Some(k) = inst.iter().position(|i| i.cfg.vrid == vrid && i.cfg.interface == iface) else { continue };
-                        if let Some(ev) = receive(&inst[k], &datagram, &status) {
-                            let before = inst[k].machine.state();
-                            let acts = inst[k].machine.step(ev, now);
-                            perform(&mut inst, k, before, acts, &mut groups, nl, &status);
-                        }
-                    }
-                    Input::Link(l) => {
-                        for k in 0..inst.len() {
-                            if inst[k].ifindex == l.index {
-                                info!(target: "vrrp", vrid = inst[k].cfg.vrid, interface = %l.name, up = l.up, "link state");
-                                let ev = if l.up { Event::LinkUp } else { Event::LinkDown };
-                                let before = inst[k].machine.state();
-                                let acts = inst[k].machine.step(ev, now);
-                                perform(&mut inst, k, before, acts, &mut groups, nl, &status);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let now = Instant::now();
-    for k in 0..inst.len() {
-        let before = inst[k].machine.state();
-        let acts = inst[k].machine.step(Event::Shutdown, now);
-        perform(&mut inst, k, before, acts, &mut groups, nl, &status);
-    }
-    publish(&inst, &status);
     Ok(())
 }
 
-/// Validate a received packet; count and drop what is not a valid advert for this instance.
-fn receive(i: &Instance, datagram: &Datagram, status: &Status) -> Option<Event> {
-    let count = |reason: &str| {
-        with_status(status, i, |s| {
-            *s.dropped.entry(reason.to_string()).or_insert(0) += 1
-        });
-    };
-    let vrrp::Received { src, repr, .. } = match datagram.parse() {
-        Ok(r) => r,
-        Err(d) => {
-            count(d.as_str());
-            return None;
-        }
-    };
-    if !i.peers.is_empty() && !i.peers.contains(&src) {
-        // Unicast mode: only the configured peers may take part in the election.
-        count("not-a-peer");
-        return None;
-    }
-    if repr.vrid != i.cfg.vrid {
-        // Another virtual router on the same segment: not ours, not an error.
-        return None;
-    }
-    let addrs: Vec<IpAddr> = i.vips.iter().map(|(a, _)| *a).collect();
-    let expect = vrrp::Expect {
-        vrid: i.cfg.vrid,
-        version: wire_version(i.cfg.version),
-        interval_cs: (i.cfg.version == 2).then(|| interval_cs(i.cfg.advert_interval)),
-        auth: &i.auth,
-        addrs: &addrs,
-        checksum: vrrp::ChecksumMode::PseudoHeader,
-    };
-    if let Err(d) = vrrp::check(&repr, &expect) {
-        count(d.as_str());
-        if d == vrrp::Drop::AddrMismatch {
-            // Split brain waiting to happen: both sides think they own different addresses.
-            warn!(target: "vrrp", vrid = i.cfg.vrid, peer = %src,
-                "CONFIGURATION MISMATCH: the peer advertises {:?}, we have {:?}", repr.addrs, addrs);
-        }
-        return None;
-    }
-    with_status(status, i, |s| {
-        s.adverts_received += 1;
-        s.master = Some(src.to_string());
-    });
-    Some(Event::Advert {
-        src,
-        priority: repr.priority,
-        interval: Duration::from_millis(u64::from(repr.interval_cs) * 10),
-    })
-}
-
-/// Carry out a machine's actions, and feed group consequences back into the machines.
-fn perform(
-    inst: &mut [Instance],
-    k: usize,
-    before: State,
-    acts: Vec<Action>,
-    groups: &mut [Group],
-    ops: &Client,
-    status: &Status,
-) {
-    let mut work = vec![(k, before, acts)];
-    while let Some((k, before, acts)) = work.pop() {
-        for a in acts {
-            let i = &mut inst[k];
-            match a {
-                Action::SendAdvert { priority } => {
-                    i.send_advert(priority);
-                    with_status(status, i, |s| s.adverts_sent += 1);
-                }
-                Action::AddVips | Action::RemoveVips => {
-                    let up = matches!(a, Action::AddVips);
-                    if !up && let Some(b) = i.garp_burst.take() {
-                        b.abort();
-                    }
-                    let req = Request::Vips {
-                        vrid: i.cfg.vrid,
-                        interface: i.cfg.interface.clone(),
-                        up,
-                    };
-                    // Sent now, in order; the reply is awaited off the speaker's loop.
-                    let (done, vrid) = (ops.call_ok(req), i.cfg.vrid);
-                    tokio::spawn(async move {
-                        if let Err(e) = done.await {
-                            warn!(target: "vrrp", vrid, "cannot {} the addresses: {e}",
-                                if up { "add" } else { "remove" });
-                        }
-                    });
-                }
-                Action::SendGratuitous => {
-                    // Gratuitous ARP, or unsolicited NA with Override (RFC 5798 §6.4.2).
-                    let frames = i.announcements();
-                    for f in &frames {
-                        let _ = i.garp.send(f);
-                    }
-                    // The rest of the burst, spaced by `garp_interval` (a switch relearning
-                    // the port may drop the first).
-                    let (sock, count, spacing) =
-                        (i.garp.clone(), i.cfg.garp_count, i.cfg.garp_interval);
-                    if let Some(b) = i.garp_burst.take() {
-                        b.abort();
-                    }
-                    let burst = tokio::spawn(async move {
-                        for _ in 1..count {
-                            tokio::time::sleep(spacing).await;
-                            for f in &frames {
-                                let _ = sock.send(f);
-                            }
-                        }
-                    });
-                    i.garp_burst = Some(burst.abort_handle());
-                }
-                Action::BecameMaster => {
-                    info!(target: "vrrp", vrid = i.cfg.vrid, interface = %i.cfg.interface, "became master");
-                    notify(ops, i, Transition::Master);
-                }
-                Action::BecameBackup => {
-                    info!(target: "vrrp", vrid = i.cfg.vrid, interface = %i.cfg.interface, "became backup");
-                    notify(ops, i, Transition::Backup);
-                }
-                Action::EnteredFault => {
-                    warn!(target: "vrrp", vrid = i.cfg.vrid, interface = %i.cfg.interface, "fault: interface down");
-                    notify(ops, i, Transition::Fault);
-                }
-                Action::Log(m) => info!(target: "vrrp", vrid = i.cfg.vrid, "{m}"),
-            }
-        }
-        let after = inst[k].machine.state();
-        if before != after {
-            with_status(status, &inst[k], |s| s.transitions += 1);
-            let vrid = inst[k].cfg.vrid;
-            let now = Instant::now();
-            for g in groups.iter_mut() {
-                for (member, ev) in g.on_member_state(vrid, after) {
-                    if let Some(m) = inst.iter().position(|x| x.cfg.vrid == member) {
-                        let before = inst[m].machine.state();
-                        let acts = inst[m].machine.step(ev, now);
-                        work.push((m, before, acts));
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Ask the parent to run the notify script (freevrrpd's masterscript / backupscript) for
-/// this state, if one is configured; it runs as root, outside the chroot, with a timeout.
-fn notify(ops: &Client, i: &Instance, state: Transition) {
-    let script = match state {
-        Transition::Master => &i.cfg.notify_master,
-        Transition::Backup | Transition::Fault => &i.cfg.notify_backup,
-    };
-    if script.is_none() {
-        return;
-    }
-    let req = Request::Notify {
-        vrid: i.cfg.vrid,
-        interface: i.cfg.interface.clone(),
-        state,
-    };
-    let (done, vrid) = (ops.call_ok(req), i.cfg.vrid);
+/// Link state changes from rtnetlink, as they happen (a cable pull is seen at once).
+fn spawn_link_watcher(events: Netlink, tx: mpsc::Sender<Input>) -> Result<()> {
+    let events = crate::sys::async_fd(events).context("registering link events")?;
     tokio::spawn(async move {
-        if let Err(e) = done.await {
-            warn!(target: "vrrp", vrid, "notify script: {e}");
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let Ok(mut guard) = events.readable().await else {
+                return;
+            };
+            match guard.try_io(|s| s.get_ref().recv(&mut buf)) {
+                Ok(Ok(n)) => {
+                    for l in netlink::links(buf.get(..n).unwrap_or_default()) {
+                        if tx.send(Input::Link(l)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Ok(Err(e)) => warn!(target: "vrrp", "link events: {e}"),
+                Err(_would_block) => {}
+            }
         }
     });
+    Ok(())
 }
 
-/// Change instance `i`'s entry of the shared status (a poisoned lock just skips the update).
-fn with_status(status: &Status, i: &Instance, f: impl FnOnce(&mut InstanceStatus)) {
-    if let Ok(mut st) = status.lock()
-        && let Some(s) = st
-            .iter_mut()
-            .find(|s| s.vrid == i.cfg.vrid && s.interface == i.cfg.interface)
-    {
-        f(s);
+/// The speaker while it runs: `machines` and `groups` decide (through
+/// [`group::step_with_groups`]), the rest carries their actions out.
+struct Running {
+    inst: Vec<Instance>,
+    machines: Vec<Machine>,
+    groups: Vec<Group>,
+    ops: Arc<Client>,
+    status: watch::Sender<Vec<InstanceStatus>>,
+}
+
+impl Running {
+    /// One event for instance `k`: the pure core decides, including the group cascade; this
+    /// only performs the actions, in the order given.
+    fn step(&mut self, k: usize, ev: Event, now: Instant) {
+        let acts = group::step_with_groups(&mut self.groups, &mut self.machines, k, ev, now);
+        for (j, a) in acts {
+            self.perform(j, a);
+        }
+    }
+
+    fn start(&mut self, links: &Links, now: Instant) {
+        for k in 0..self.inst.len() {
+            let up = links.get(&self.inst[k].cfg.interface).is_some_and(|l| l.up);
+            // A node that comes up never starts as master unless it owns the addresses: it
+            // listens first (Master_Down_Interval), so a restarted host rejoins as backup.
+            self.step(k, Event::Startup { link_up: up }, now);
+        }
+    }
+
+    fn timers(&mut self, now: Instant) {
+        for k in 0..self.inst.len() {
+            // Checked one by one: an earlier instance's cascade may have moved this deadline.
+            if self.machines[k].next_deadline().is_some_and(|t| t <= now) {
+                self.step(k, Event::Timer, now);
+            }
+        }
+    }
+
+    fn operator(&mut self, req: Operator, now: Instant) {
+        let (vrid, ev, what) = match req {
+            Operator::Standby(v) => (v, Event::Standby, "standby"),
+            Operator::Resume(v) => (v, Event::Resume, "resume"),
+        };
+        for k in 0..self.inst.len() {
+            if vrid.is_none_or(|v| v == self.inst[k].cfg.vrid) {
+                info!(target: "vrrp", vrid = self.inst[k].cfg.vrid, "operator: {what}");
+                self.step(k, ev, now);
+            }
+        }
+    }
+
+    fn input(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Packet { k, datagram } => {
+                if let Some(ev) = self.inst.get_mut(k).and_then(|i| i.receive(&datagram)) {
+                    self.step(k, ev, now);
+                }
+            }
+            Input::Link(l) => {
+                for k in 0..self.inst.len() {
+                    if self.inst[k].ifindex == l.index {
+                        info!(target: "vrrp", vrid = self.inst[k].cfg.vrid, interface = %l.name, up = l.up, "link state");
+                        let ev = if l.up { Event::LinkUp } else { Event::LinkDown };
+                        self.step(k, ev, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Priority 0 and the VIPs removed, instance by instance.
+    fn shutdown(&mut self, now: Instant) {
+        for k in 0..self.inst.len() {
+            let running = self.machines[k].state() != State::Initialize;
+            self.step(k, Event::Shutdown, now);
+            // The one transition no action reports (Became*/EnteredFault report the others).
+            if running && self.machines[k].state() == State::Initialize {
+                self.inst[k].counters.transitions += 1;
+            }
+        }
+    }
+
+    /// Send a snapshot if anything changed since the last one (at most once per loop turn).
+    fn publish(&mut self) {
+        for (i, m) in self.inst.iter_mut().zip(&self.machines) {
+            if m.state() == State::Master {
+                i.counters.master = Some(i.primary);
+            }
+        }
+        let now = snapshot(&self.inst, &self.machines);
+        self.status.send_if_modified(|last| {
+            let changed = *last != now;
+            if changed {
+                *last = now;
+            }
+            changed
+        });
     }
 }
 
-fn publish(inst: &[Instance], status: &Status) {
-    let Ok(mut st) = status.lock() else { return };
-    for i in inst {
-        let pos = st
-            .iter()
-            .position(|s| s.vrid == i.cfg.vrid && s.interface == i.cfg.interface);
-        let s = match pos {
-            Some(p) => &mut st[p],
-            None => {
-                st.push(InstanceStatus {
-                    vrid: i.cfg.vrid,
-                    interface: i.cfg.interface.clone(),
-                    ..Default::default()
-                });
-                let last = st.len() - 1;
-                &mut st[last]
+/// The `show vrrp` rows.
+fn snapshot(inst: &[Instance], machines: &[Machine]) -> Vec<InstanceStatus> {
+    inst.iter()
+        .zip(machines)
+        .map(|(i, m)| InstanceStatus {
+            vrid: i.cfg.vrid,
+            interface: i.cfg.interface.clone(),
+            state: m.state(),
+            priority: i.cfg.priority,
+            effective_priority: m.effective_priority(),
+            master: i.counters.master.map(|a| a.to_string()),
+            transitions: i.counters.transitions,
+            adverts_sent: i.counters.adverts_sent,
+            adverts_received: i.counters.adverts_received,
+            dropped: i.counters.dropped.clone(),
+            standby: m.standby(),
+            addresses: i.vips.iter().map(|(a, p)| format!("{a}/{p}")).collect(),
+            advert_interval_ms: u64::try_from(i.cfg.advert_interval.as_millis()).unwrap_or(0),
+        })
+        .collect()
+}
+
+impl Running {
+    /// Carry out one action of instance `k`'s machine.
+    fn perform(&mut self, k: usize, a: Action) {
+        let (ops, i) = (&*self.ops, &mut self.inst[k]);
+        match a {
+            Action::SendAdvert { priority } => {
+                i.send_advert(priority);
+                i.counters.adverts_sent += 1;
+            }
+            Action::AddVips => i.set_vips(ops, true),
+            Action::RemoveVips => i.set_vips(ops, false),
+            Action::SendGratuitous => i.announce(),
+            Action::BecameMaster => {
+                info!(target: "vrrp", vrid = i.cfg.vrid, interface = %i.cfg.interface, "became master");
+                i.transition(ops, Transition::Master);
+            }
+            Action::BecameBackup => {
+                info!(target: "vrrp", vrid = i.cfg.vrid, interface = %i.cfg.interface, "became backup");
+                i.transition(ops, Transition::Backup);
+            }
+            Action::EnteredFault => {
+                warn!(target: "vrrp", vrid = i.cfg.vrid, interface = %i.cfg.interface, "fault: interface down");
+                i.transition(ops, Transition::Fault);
+            }
+            Action::Log(m) => info!(target: "vrrp", vrid = i.cfg.vrid, "{m}"),
+        }
+    }
+}
+
+impl Instance {
+    /// Validate a received packet; count and drop what is not a valid advert for us.
+    fn receive(&mut self, datagram: &Datagram) -> Option<Event> {
+        let vrrp::Received { src, repr, .. } = match datagram.parse() {
+            Ok(r) => r,
+            Err(d) => {
+                self.count_drop(d.as_str());
+                return None;
             }
         };
-        s.state = format!("{:?}", i.machine.state()).to_lowercase();
-        s.priority = i.cfg.priority;
-        s.effective_priority = i.machine.effective_priority();
-        s.standby = i.machine.standby();
-        if s.addresses.is_empty() {
-            s.addresses = i.vips.iter().map(|(a, p)| format!("{a}/{p}")).collect();
+        if !self.peers.is_empty() && !self.peers.contains(&src) {
+            // Unicast mode: only the configured peers may take part in the election.
+            self.count_drop("not-a-peer");
+            return None;
         }
-        s.advert_interval_ms = u64::try_from(i.cfg.advert_interval.as_millis()).unwrap_or(0);
-        if i.machine.state() == State::Master {
-            s.master = Some(i.primary.to_string());
+        if repr.vrid != self.cfg.vrid {
+            // Another virtual router on the same segment: not ours, not an error.
+            return None;
         }
+        let addrs: Vec<IpAddr> = self.vips.iter().map(|(a, _)| *a).collect();
+        let expect = vrrp::Expect {
+            vrid: self.cfg.vrid,
+            version: wire_version(self.cfg.version),
+            interval_cs: (self.cfg.version == 2).then(|| interval_cs(self.cfg.advert_interval)),
+            auth: &self.auth,
+            addrs: &addrs,
+            checksum: vrrp::ChecksumMode::PseudoHeader,
+        };
+        if let Err(d) = vrrp::check(&repr, &expect) {
+            self.count_drop(d.as_str());
+            if d == vrrp::Drop::AddrMismatch {
+                // Split brain waiting to happen: both sides think they own different addresses.
+                warn!(target: "vrrp", vrid = self.cfg.vrid, peer = %src,
+                    "CONFIGURATION MISMATCH: the peer advertises {:?}, we have {:?}", repr.addrs, addrs);
+            }
+            return None;
+        }
+        self.counters.adverts_received += 1;
+        self.counters.master = Some(src);
+        Some(Event::Advert {
+            src,
+            priority: repr.priority,
+            interval: Duration::from_millis(u64::from(repr.interval_cs) * 10),
+        })
     }
+
+    fn count_drop(&mut self, reason: &str) {
+        *self.counters.dropped.entry(reason.to_string()).or_insert(0) += 1;
+    }
+
+    /// Ask the parent to add or remove the VIPs. Removing them also stops a takeover's
+    /// announcements, or a host that lost mastership would point clients back at itself.
+    fn set_vips(&mut self, ops: &Client, up: bool) {
+        if !up && let Some(b) = self.garp_burst.take() {
+            b.abort();
+        }
+        let req = Request::Vips {
+            vrid: self.cfg.vrid,
+            interface: self.cfg.interface.clone(),
+            up,
+        };
+        let what = if up {
+            "cannot add the addresses"
+        } else {
+            "cannot remove the addresses"
+        };
+        call_parent(ops, req, self.cfg.vrid, what);
+    }
+
+    /// Gratuitous ARP, or unsolicited NA with Override (RFC 5798 §6.4.2): one burst now, the
+    /// rest spaced by `garp_interval` (a switch relearning the port may drop the first).
+    fn announce(&mut self) {
+        let frames = self.announcements();
+        for f in &frames {
+            let _ = self.garp.send(f);
+        }
+        let (sock, count, spacing) = (
+            self.garp.clone(),
+            self.cfg.garp_count,
+            self.cfg.garp_interval,
+        );
+        if let Some(b) = self.garp_burst.take() {
+            b.abort();
+        }
+        let burst = tokio::spawn(async move {
+            for _ in 1..count {
+                tokio::time::sleep(spacing).await;
+                for f in &frames {
+                    let _ = sock.send(f);
+                }
+            }
+        });
+        self.garp_burst = Some(burst.abort_handle());
+    }
+
+    /// Count a state change and ask the parent to run the notify script (freevrrpd's
+    /// masterscript / backupscript) for it, if one is configured; it runs as root, outside
+    /// the chroot, with a timeout.
+    fn transition(&mut self, ops: &Client, state: Transition) {
+        self.counters.transitions += 1;
+        let script = match state {
+            Transition::Master => &self.cfg.notify_master,
+            Transition::Backup | Transition::Fault => &self.cfg.notify_backup,
+        };
+        if script.is_none() {
+            return;
+        }
+        let req = Request::Notify {
+            vrid: self.cfg.vrid,
+            interface: self.cfg.interface.clone(),
+            state,
+        };
+        call_parent(ops, req, self.cfg.vrid, "notify script");
+    }
+}
+
+/// Send `req` to the privileged parent now (requests keep their order) and await the reply
+/// on a task of its own: the speaker's loop never waits for the parent.
+fn call_parent(ops: &Client, req: Request, vrid: u8, what: &'static str) {
+    let done = ops.call_ok(req);
+    tokio::spawn(async move {
+        if let Err(e) = done.await {
+            warn!(target: "vrrp", vrid, "{what}: {e}");
+        }
+    });
 }

@@ -1,14 +1,14 @@
 //! What `show vrrp` reports: written by the speaker, read by the control port.
 
+use super::fsm::State;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
 /// What `show vrrp` reports, shared with the control port.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct InstanceStatus {
     pub vrid: u8,
     pub interface: String,
-    pub state: String,
+    pub state: State,
     pub priority: u8,
     pub effective_priority: u8,
     pub master: Option<String>,
@@ -25,7 +25,9 @@ pub struct InstanceStatus {
     pub advert_interval_ms: u64,
 }
 
-pub type Status = Arc<Mutex<Vec<InstanceStatus>>>;
+/// The speaker's latest snapshot: it sends a new one when something changed, readers borrow
+/// it (`show vrrp`) or await a condition on it (`wait_for`, the hand-over at stop).
+pub type Status = tokio::sync::watch::Receiver<Vec<InstanceStatus>>;
 
 /// What an operator asks of the speaker through the control port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
