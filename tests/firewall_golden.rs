@@ -8,6 +8,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+#[cfg(target_os = "linux")]
 use std::time::Duration;
 
 use common::ban;

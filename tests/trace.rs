@@ -674,6 +674,7 @@ proptest! {
 
 // ---- real captures: tcpdump between two network namespaces --------------------------------
 
+#[cfg(target_os = "linux")]
 const SERVER_PY: &str = r#"
 import socket, threading
 srv = socket.socket(socket.AF_INET6)
@@ -700,6 +701,7 @@ while True:
 
 /// Conversations from fixed source ports; a request given in several parts is sent in several
 /// segments (TCP_NODELAY, a pause between them).
+#[cfg(target_os = "linux")]
 const CLIENT_PY: &str = r#"
 import socket, time
 def conv(family, src, port, dst, requests):
@@ -739,6 +741,7 @@ conn(v4, 41006, [[b"GET /split-decoy HTTP/1.1\r\nHost: c6\r\nX-Forwarded-For: 10
                   b"0\r\n\r\n"]])
 "#;
 
+#[cfg(target_os = "linux")]
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
