@@ -29,6 +29,12 @@ pub type Speaker = crate::vrrp::speaker::Speaker;
 #[cfg(not(target_os = "linux"))]
 pub type Speaker = ();
 
+/// What the control port uses of a running speaker: its status and its operator queue.
+type VrrpHandles = (
+    Option<crate::vrrp::status::Status>,
+    Option<crate::vrrp::status::OperatorTx>,
+);
+
 /// The listeners by (balancer, configured address).
 type Listeners = HashMap<(String, SocketAddr), Listening>;
 
@@ -202,13 +208,7 @@ impl Child {
     }
 
     #[cfg(target_os = "linux")]
-    fn start_speaker(
-        &mut self,
-        speaker: Option<Speaker>,
-    ) -> (
-        Option<crate::vrrp::status::Status>,
-        Option<crate::vrrp::status::OperatorTx>,
-    ) {
+    fn start_speaker(&mut self, speaker: Option<Speaker>) -> VrrpHandles {
         let Some(sp) = speaker else {
             return (None, None);
         };
@@ -224,13 +224,7 @@ impl Child {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn start_speaker(
-        &mut self,
-        _speaker: Option<Speaker>,
-    ) -> (
-        Option<crate::vrrp::status::Status>,
-        Option<crate::vrrp::status::OperatorTx>,
-    ) {
+    fn start_speaker(&mut self, _speaker: Option<Speaker>) -> VrrpHandles {
         (None, None)
     }
 
@@ -339,9 +333,18 @@ impl Child {
     /// and settings, new listeners (bound by the parent, passed back over the socketpair) and
     /// closed ones. Established connections are not touched. Returns the new drain deadline.
     async fn apply_reload(&mut self, path: &str, text: &str) -> Option<Duration> {
-        let new = match config::parse_str(text, std::path::Path::new(path)) {
-            Ok(c) => c,
+        // Parsing resolves server host names: on the blocking pool, not this thread.
+        let (p, t) = (path.to_string(), text.to_string());
+        let parsed =
+            tokio::task::spawn_blocking(move || config::parse_str(&t, std::path::Path::new(&p)))
+                .await;
+        let new = match parsed {
+            Ok(Ok(c)) => c,
             Err(e) => {
+                warn!(target: "priv", "reload: parsing the configuration failed: {e}");
+                return None;
+            }
+            Ok(Err(e)) => {
                 warn!(target: "priv", "reload: the parent sent a configuration that does not parse: {e}");
                 return None;
             }

@@ -325,9 +325,7 @@ impl Firewall for Pf {
 mod tests {
     use super::*;
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
+    use crate::firewall::test_ip as ip;
 
     #[test]
     fn deadlines_follow_bans() {

@@ -29,3 +29,9 @@ pub mod pf_apply;
 
 pub use backend::{BanChange, Firewall, open};
 pub use model::{Allow, Backend, Ban, Proto, Rate, Ruleset, build, parse_allow, parse_rate};
+
+/// An address written in a test.
+#[cfg(test)]
+pub(crate) fn test_ip(s: &str) -> std::net::IpAddr {
+    s.parse().expect("a test address")
+}

@@ -592,9 +592,7 @@ fn postrouting_chain(o: &mut String, rs: &Ruleset, nat_learn: bool) {
 mod tests {
     use super::*;
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
+    use crate::firewall::test_ip as ip;
 
     #[test]
     fn durations_in_nft_notation() {

@@ -434,9 +434,7 @@ impl SetSocket {
 mod tests {
     use super::*;
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
+    use crate::firewall::test_ip as ip;
 
     #[test]
     fn the_last_change_of_an_address_wins() {

@@ -450,9 +450,7 @@ fn icmp_rules(o: &mut String, front: &str) {
 mod tests {
     use super::*;
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
+    use crate::firewall::test_ip as ip;
 
     #[test]
     fn table_commands() {

@@ -396,46 +396,17 @@ impl Parent {
         Ok(l)
     }
 
-    /// SIGHUP: re-read and validate here; a broken or unappliable file keeps the old
-    /// configuration (every reason logged). A good one goes to the firewall thread, which
-    /// replaces the ruleset if it changed and then hands the file to the child.
+    /// SIGHUP: the firewall thread re-reads and validates the file (parsing may resolve host
+    /// names, which must not hold up a VIP change), then replaces the ruleset if it changed
+    /// and hands the file to the child. A broken or unappliable file keeps the old
+    /// configuration, every reason logged.
     fn reload(&mut self) {
         let Some(path) = self.reload_path.clone() else {
             warn!(target: "priv", "SIGHUP: this daemon was started from a command line, not a file: nothing to reload");
             return;
         };
         info!(target: "priv", "SIGHUP: reloading {}", path.display());
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                error!(target: "priv", "reload: cannot read {}: {e}; keeping the running configuration", path.display());
-                return;
-            }
-        };
-        let new = match config::parse_str(&text, &path) {
-            Ok(c) => c,
-            Err(errs) => {
-                for e in &errs.0 {
-                    error!(target: "priv", "reload: {e}");
-                }
-                error!(target: "priv", "reload: {} error(s); keeping the running configuration", errs.0.len());
-                return;
-            }
-        };
-        let blocked = restart_needed(&self.cfg(), &new);
-        if !blocked.is_empty() {
-            for b in &blocked {
-                error!(target: "priv", "reload: {b}");
-            }
-            error!(target: "priv", "reload: these changes need a restart; nothing changed");
-            return;
-        }
-        let job = Job::Reload {
-            new: Box::new(new),
-            path: path.display().to_string(),
-            text,
-        };
-        if !self.worker.send(job) {
+        if !self.worker.send(Job::Reload { path }) {
             error!(target: "priv", "reload: the firewall thread is gone; nothing changed");
         }
     }

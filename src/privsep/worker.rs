@@ -5,6 +5,7 @@
 //! arrived together become one batch (one netlink transaction for nftables).
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use tracing::{error, info, warn};
 
 use super::parent::Outbox;
 use super::{Push, Reply};
-use crate::config::{Config, FirewallBackend};
+use crate::config::{self, Config, FirewallBackend};
 use crate::firewall::{BanChange, Firewall};
 
 /// At most this many requests go into one batch (a flood still gets answers as it goes).
@@ -33,12 +34,10 @@ pub enum Job {
     List {
         id: u64,
     },
-    /// A validated configuration: replace the ruleset if it changed (bans kept), then make
-    /// it the parent's and push it to the child.
+    /// SIGHUP: read and validate the file; replace the ruleset if it changed (bans kept),
+    /// then make it the parent's and push it to the child.
     Reload {
-        new: Box<Config>,
-        path: String,
-        text: String,
+        path: std::path::PathBuf,
     },
 }
 
@@ -139,7 +138,7 @@ fn run_jobs(fw: &mut dyn Firewall, jobs: Vec<Job>, cfg: &RwLock<Config>, outbox:
                 apply_bans(fw, std::mem::take(&mut bans), outbox);
                 match other {
                     Job::List { id } => outbox.reply(id, &list(fw)),
-                    Job::Reload { new, path, text } => reload(fw, *new, path, text, cfg, outbox),
+                    Job::Reload { path } => reload(fw, &path, cfg, outbox),
                     Job::Ban { .. } | Job::Unban { .. } => {}
                 }
             }
@@ -195,23 +194,51 @@ fn list(fw: &mut dyn Firewall) -> Reply {
     }
 }
 
-/// SIGHUP, after the main loop validated the file: the firewall first (a failure keeps the
-/// running configuration whole), then the parent's copy, then the child.
-fn reload(
-    fw: &mut dyn Firewall,
-    new: Config,
-    path: String,
-    text: String,
-    cfg: &RwLock<Config>,
-    outbox: &Outbox,
-) {
+/// SIGHUP: the file, validated against the running configuration; then the firewall (a
+/// failure keeps the running configuration whole), the parent's copy, and the child.
+fn reload(fw: &mut dyn Firewall, path: &Path, cfg: &RwLock<Config>, outbox: &Outbox) {
     let old = cfg.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let Some((new, text)) = read_and_check(path, &old) else {
+        return;
+    };
     if let Err(e) = reload_firewall(fw, &old, &new) {
         error!(target: "fw", "reload: {e}; keeping the running configuration");
         return;
     }
     *cfg.write().unwrap_or_else(|p| p.into_inner()) = new;
+    let path = path.display().to_string();
     outbox.push(&Push::Reload { path, text });
+}
+
+/// The new configuration and its text, or None (every reason logged).
+fn read_and_check(path: &Path, old: &Config) -> Option<(Config, String)> {
+    let keeping = "keeping the running configuration";
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            error!(target: "priv", "reload: cannot read {}: {e}; {keeping}", path.display());
+            return None;
+        }
+    };
+    let new = match config::parse_str(&text, path) {
+        Ok(c) => c,
+        Err(errs) => {
+            for e in &errs.0 {
+                error!(target: "priv", "reload: {e}");
+            }
+            error!(target: "priv", "reload: {} error(s); {keeping}", errs.0.len());
+            return None;
+        }
+    };
+    let blocked = super::parent::restart_needed(old, &new);
+    if !blocked.is_empty() {
+        for b in &blocked {
+            error!(target: "priv", "reload: {b}");
+        }
+        error!(target: "priv", "reload: these changes need a restart; nothing changed");
+        return None;
+    }
+    Some((new, text))
 }
 
 /// Replace the ruleset when the new configuration builds a different one, keeping the bans
