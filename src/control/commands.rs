@@ -147,33 +147,8 @@ fn run(ctl: &Ctl, lb: &Arc<Balancer>, cmd: &str, args: &[&str], json: bool) -> O
         "server" => changed(server_cmd(lb, args)),
         "blacklist" => duration_setting(lb, arg, |st| &mut st.settings.blacklist, 0),
         "timeout" => duration_setting(lb, arg, |st| &mut st.settings.connect_timeout, 1),
-        "tracking" => {
-            let mut st = lb.lock();
-            if let Some(a) = arg {
-                let Some(n) = num::<u64>(a) else {
-                    return read(Reply::err(format!("tracking: {a:?} is not a number")));
-                };
-                st.clients.set_tracking(Duration::from_secs(n));
-                return changed(Reply::ok(format!("{n}\n")));
-            }
-            read(Reply::ok(format!("{}\n", secs(st.clients.tracking()))))
-        }
-        "idle_timeout" => {
-            let mut st = lb.lock();
-            let mut out = read(Reply::none());
-            if let Some(a) = arg {
-                let Some(n) = num::<u64>(a) else {
-                    return read(Reply::err(format!("idle_timeout: {a:?} is not a number")));
-                };
-                st.settings.idle_timeout = Duration::from_secs(n);
-                out.mutated = true;
-            }
-            out.reply = Reply::ok(format!(
-                "Idle timeout: {} seconds\n",
-                secs(st.settings.idle_timeout)
-            ));
-            out
-        }
+        "tracking" => tracking(lb, arg),
+        "idle_timeout" => idle_timeout(lb, arg),
         "mode" => read(Reply::ok(mode_line(&lb.lock()))),
         "roundrobin" | "hash" | "weight" | "prio" | "stubborn" => changed(set_mode(lb, cmd, true)),
         "no" => match arg {
@@ -186,68 +161,112 @@ fn run(ctl: &Ctl, lb: &Arc<Balancer>, cmd: &str, args: &[&str], json: bool) -> O
         "http" => read(Reply::err(
             "http: X-Forwarded-For is not in this version of fwlb",
         )),
-        // fwlb always sets TCP_NODELAY and uses epoll through tokio: accepted, nothing to do.
+        // fwlb always sets TCP_NODELAY and picks its own poller (epoll, kqueue): accepted, nothing
+        // to do.
         "tcp_nodelay" | "ascii" | "epoll" | "poll" | "select" | "kqueue" | "pending_max" => {
             read(Reply::none())
         }
         "recent" => read(recent(lb, arg)),
-        "clients_max" => {
-            let mut st = lb.lock();
-            if let Some(n) = arg.and_then(num::<usize>) {
-                st.clients.grow(n);
-            }
-            read(Reply::ok(format!("{}\n", st.clients.capacity())))
+        "clients_max" | "conn_max" => read(limit(lb, cmd, arg)),
+        "pid" | "control" | "debug" | "exit" => read(daemon_cmd(ctl, cmd, arg)),
+        "status" => read(Reply::ok(status_html(ctl, lb))),
+        "show" => read(show(ctl, lb, args, json)),
+        "drain" | "enable" => changed(drain_enable(lb, cmd == "drain", arg, json)),
+        "balancers" => read(balancers(ctl, json)),
+        "help" => read(Reply::ok(HELP)),
+        other => read(unknown(other)),
+    }
+}
+
+/// `tracking [SECONDS]`: how long a client is remembered.
+fn tracking(lb: &Balancer, arg: Option<&str>) -> Outcome {
+    let mut st = lb.lock();
+    if let Some(a) = arg {
+        let Some(n) = num::<u64>(a) else {
+            return read(Reply::err(format!("tracking: {a:?} is not a number")));
+        };
+        st.clients.set_tracking(Duration::from_secs(n));
+        return changed(Reply::ok(format!("{n}\n")));
+    }
+    read(Reply::ok(format!("{}\n", secs(st.clients.tracking()))))
+}
+
+/// `idle_timeout [SECONDS]`.
+fn idle_timeout(lb: &Balancer, arg: Option<&str>) -> Outcome {
+    let mut st = lb.lock();
+    let mut out = read(Reply::none());
+    if let Some(a) = arg {
+        let Some(n) = num::<u64>(a) else {
+            return read(Reply::err(format!("idle_timeout: {a:?} is not a number")));
+        };
+        st.settings.idle_timeout = Duration::from_secs(n);
+        out.mutated = true;
+    }
+    out.reply = Reply::ok(format!(
+        "Idle timeout: {} seconds\n",
+        secs(st.settings.idle_timeout)
+    ));
+    out
+}
+
+/// `clients_max [N]`, `conn_max [N]`: table sizes, which only grow.
+fn limit(lb: &Balancer, cmd: &str, arg: Option<&str>) -> Reply {
+    let n = arg.and_then(num::<usize>);
+    if cmd == "clients_max" {
+        let mut st = lb.lock();
+        if let Some(n) = n {
+            st.clients.grow(n);
         }
-        "conn_max" => {
-            if let Some(n) = arg.and_then(num::<usize>) {
-                lb.grow_max_connections(n);
-            }
-            read(Reply::ok(format!("{}\n", lb.max_connections())))
-        }
-        "pid" => read(Reply::ok(format!("{}\n", ctl.pid()))),
-        "control" => read(Reply::ok(format!("{}\n", ctl.control))),
+        return Reply::ok(format!("{}\n", st.clients.capacity()));
+    }
+    if let Some(n) = n {
+        lb.grow_max_connections(n);
+    }
+    Reply::ok(format!("{}\n", lb.max_connections()))
+}
+
+/// `pid`, `control`, `debug [N]`, `exit`: the daemon's, not a balancer's.
+fn daemon_cmd(ctl: &Ctl, cmd: &str, arg: Option<&str>) -> Reply {
+    match cmd {
+        "pid" => Reply::ok(format!("{}\n", ctl.pid())),
+        "control" => Reply::ok(format!("{}\n", ctl.control)),
         "debug" => {
             if let Some(a) = arg {
                 match num::<u8>(a) {
                     Some(n) => ctl.set_debug(n),
-                    None => return read(Reply::err(format!("debug: {a:?} is not a number"))),
+                    None => return Reply::err(format!("debug: {a:?} is not a number")),
                 }
             }
-            read(Reply::ok(format!(
-                "{}\n",
-                ctl.debug.load(Ordering::Relaxed)
-            )))
+            Reply::ok(format!("{}\n", ctl.debug.load(Ordering::Relaxed)))
         }
-        "exit" => {
-            if ctl.exit_enabled {
-                ctl.exit.notify_one();
-                read(Reply::none())
-            } else {
-                read(Reply {
-                    text: "Exit is not enabled; restart with -X flag\n".into(),
-                    error: true,
-                })
-            }
+        _ if ctl.exit_enabled => {
+            ctl.exit.notify_one();
+            Reply::none()
         }
-        "status" => read(Reply::ok(status_html(ctl, lb))),
-        "show" => read(show(ctl, lb, args, json)),
-        "drain" | "enable" => changed(drain_enable(lb, cmd == "drain", arg, json)),
-        // The JSON form adds the listen addresses (`fwlb drill` sends its load there).
-        "balancers" if json => read(Reply::json(json!({
+        _ => Reply {
+            text: "Exit is not enabled; restart with -X flag\n".into(),
+            error: true,
+        },
+    }
+}
+
+/// `balancers`: their names; the JSON form adds the listen addresses (`fwlb drill` sends its
+/// load there).
+fn balancers(ctl: &Ctl, json: bool) -> Reply {
+    if json {
+        return Reply::json(json!({
             "balancers": ctl.balancers.iter().map(|b| json!({
                 "name": b.cfg.name,
                 "listen": b.cfg.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             })).collect::<Vec<_>>()
-        }))),
-        "balancers" => read(Reply::ok(
-            ctl.balancers
-                .iter()
-                .map(|b| format!("{}\n", b.cfg.name))
-                .collect::<String>(),
-        )),
-        "help" => read(Reply::ok(HELP)),
-        other => read(unknown(other)),
+        }));
     }
+    Reply::ok(
+        ctl.balancers
+            .iter()
+            .map(|b| format!("{}\n", b.cfg.name))
+            .collect::<String>(),
+    )
 }
 
 const HELP: &str = "\

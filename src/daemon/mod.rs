@@ -105,7 +105,40 @@ fn install_firewall(cfg: &Config) -> Result<Box<dyn crate::firewall::Firewall>> 
 }
 
 pub fn run(cfg: Config, opts: Options) -> Result<()> {
-    let missing = unsupported(&cfg);
+    runnable(&cfg)?;
+    // The firewall goes in before anything serves; if it cannot, nothing runs (fail closed).
+    let firewall = install_firewall(&cfg)?;
+    let opened = Opened::open(&cfg)?;
+    if !opts.foreground {
+        sys::privdrop::daemonize().context("cannot detach from the terminal")?;
+    }
+    if let Some(p) = &cfg.daemon.pidfile {
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write pidfile {}", p.display()))?;
+    }
+    // Held from before the fork, so a signal between the fork and the parent's loop is kept.
+    let held = sys::privsep::hold_signals(&privsep::parent::SIGNALS).context("blocking signals")?;
+    let (to_child, to_parent) = sys::privsep::pair().context("socketpair")?;
+    match sys::privsep::fork().context("fork")? {
+        Forked::Parent { child } => {
+            // The child owns the data path: the parent keeps no listener (a dead child must
+            // not leave a port accepting into a backlog nobody reads) and no VRRP socket.
+            drop((to_parent, opened));
+            let signals = SignalPipe::install(held).context("signal handlers")?;
+            let reload_path = opts.config_file.clone();
+            parent_side(cfg, reload_path, child, to_child, signals, firewall)
+        }
+        Forked::Child => {
+            drop((to_child, firewall));
+            sys::privsep::reset_signals(held).context("unblocking signals")?;
+            child_side(cfg, opened, to_parent, opts)
+        }
+    }
+}
+
+/// Refuse what this build cannot run, or a configuration with nothing to run.
+fn runnable(cfg: &Config) -> Result<()> {
+    let missing = unsupported(cfg);
     if !missing.is_empty() {
         bail!(
             "{}: cannot run this configuration:\n  {}",
@@ -119,93 +152,107 @@ pub fn run(cfg: Config, opts: Options) -> Result<()> {
             cfg.path.display()
         );
     }
-    // The firewall goes in before anything serves; if it cannot, nothing runs (fail closed).
-    let firewall = install_firewall(&cfg)?;
-    // Bind first: a port in use is reported before anything starts.
-    let mut listeners = Vec::new();
-    for b in &cfg.balancers {
-        for addr in &b.listen {
-            let l = sys::socket::listener(*addr, b.backlog)
-                .with_context(|| format!("balancer {:?}: cannot listen on {addr}", b.name))?;
-            listeners.push((b.name.clone(), l));
+    Ok(())
+}
+
+/// What only root can open, opened before the fork for the child to use.
+struct Opened {
+    listeners: Vec<(String, std::net::TcpListener)>,
+    ctl_sock: Option<ControlSocket>,
+    speaker: Option<child::Speaker>,
+}
+
+impl Opened {
+    fn open(cfg: &Config) -> Result<Opened> {
+        // Bind first: a port in use is reported before anything starts.
+        let mut listeners = Vec::new();
+        for b in &cfg.balancers {
+            for addr in &b.listen {
+                let l = sys::socket::listener(*addr, b.backlog)
+                    .with_context(|| format!("balancer {:?}: cannot listen on {addr}", b.name))?;
+                listeners.push((b.name.clone(), l));
+            }
         }
+        let ctl_sock = cfg.daemon.control.as_ref().map(bind_control).transpose()?;
+        raise_descriptor_limit(cfg);
+        Ok(Opened {
+            listeners,
+            ctl_sock,
+            speaker: open_speaker(cfg)?,
+        })
     }
-    let ctl_sock = cfg.daemon.control.as_ref().map(bind_control).transpose()?;
-    // Two descriptors per relayed connection.
-    let need: usize = cfg
-        .balancers
-        .iter()
-        .map(|b| b.max_connections * 2)
-        .sum::<usize>();
+}
+
+/// Two descriptors per relayed connection, as far as the hard limit allows.
+fn raise_descriptor_limit(cfg: &Config) {
+    let need: usize = cfg.balancers.iter().map(|b| b.max_connections * 2).sum();
     if let Some(lim) = sys::raise_nofile(need as u64 + 64)
         && (lim as usize) < need
     {
         warn!(target: "lb", "descriptor limit {lim} is below the {need} that max_connections needs; raise the hard limit (ulimit -Hn) or lower max_connections");
     }
+}
+
+#[cfg(target_os = "linux")]
+fn open_speaker(cfg: &Config) -> Result<Option<child::Speaker>> {
+    if cfg.vrrp.is_empty() {
+        return Ok(None);
+    }
+    let sp = crate::vrrp::speaker::open(&cfg.vrrp).context("opening the VRRP sockets")?;
+    Ok(Some(sp))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_speaker(_cfg: &Config) -> Result<Option<child::Speaker>> {
+    Ok(None)
+}
+
+/// The root parent after the fork: trimmed capabilities, then its loop until the child ends.
+fn parent_side(
+    cfg: Config,
+    reload_path: Option<std::path::PathBuf>,
+    child: libc::pid_t,
+    chan: sys::privsep::Channel,
+    signals: SignalPipe,
+    firewall: Box<dyn crate::firewall::Firewall>,
+) -> Result<()> {
     #[cfg(target_os = "linux")]
-    let speaker = if cfg.vrrp.is_empty() {
-        None
-    } else {
-        Some(crate::vrrp::speaker::open(&cfg.vrrp).context("opening the VRRP sockets")?)
-    };
-    #[cfg(not(target_os = "linux"))]
-    let speaker: Option<()> = None;
-    if !opts.foreground {
-        sys::privdrop::daemonize().context("cannot detach from the terminal")?;
+    if let Err(e) = trim_parent_capabilities() {
+        warn!(target: "priv", "cannot trim the parent's capabilities: {e}");
     }
+    info!(target: "priv", child, "privileged parent serving the child's requests");
     let pidfile = cfg.daemon.pidfile.clone();
-    if let Some(p) = &pidfile {
-        std::fs::write(p, format!("{}\n", std::process::id()))
-            .with_context(|| format!("cannot write pidfile {}", p.display()))?;
+    let parent = Parent::new(cfg, reload_path, child, chan, signals, firewall, pidfile)
+        .context("cannot start the parent's firewall thread")?;
+    match parent.run() {
+        0 => Ok(()),
+        _ => bail!("the child process failed; see the log above"),
     }
-    // Held from before the fork, so a signal between the fork and the parent's loop is kept.
-    let held = sys::privsep::hold_signals(&privsep::parent::SIGNALS).context("blocking signals")?;
-    let (to_child, to_parent) = sys::privsep::pair().context("socketpair")?;
-    let reload_path = opts.config_file.clone();
-    match sys::privsep::fork().context("fork")? {
-        Forked::Parent { child } => {
-            let signals = SignalPipe::install(held).context("signal handlers")?;
-            // The child owns the data path: the parent keeps no listener (a dead child must
-            // not leave a port accepting into a backlog nobody reads) and no VRRP socket.
-            drop((to_parent, listeners, ctl_sock, speaker));
-            #[cfg(target_os = "linux")]
-            if let Err(e) = trim_parent_capabilities() {
-                warn!(target: "priv", "cannot trim the parent's capabilities: {e}");
-            }
-            info!(target: "priv", child, "privileged parent serving the child's requests");
-            let parent = Parent::new(
-                cfg,
-                reload_path,
-                child,
-                to_child,
-                signals,
-                firewall,
-                pidfile,
-            )
-            .context("cannot start the parent's firewall thread")?;
-            match parent.run() {
-                0 => Ok(()),
-                _ => bail!("the child process failed; see the log above"),
-            }
-        }
-        Forked::Child => {
-            drop((to_child, firewall));
-            sys::privsep::reset_signals(held).context("unblocking signals")?;
-            become_unprivileged(&cfg)?;
-            // One thread for the control port, VRRP, signals and the parent's channel; the
-            // data path runs on threads of its own (balancer::engine).
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the runtime")?;
-            let res = rt.block_on(child::serve(
-                cfg, listeners, ctl_sock, speaker, to_parent, opts,
-            ));
-            // Tasks still open past the drain deadline are dropped here, closing their sockets.
-            rt.shutdown_timeout(std::time::Duration::from_millis(100));
-            res
-        }
-    }
+}
+
+/// The child after the fork: drop every privilege, then one runtime thread for the control
+/// port, VRRP, signals and the parent's channel; the data path runs on threads of its own
+/// (balancer::engine).
+fn child_side(
+    cfg: Config,
+    opened: Opened,
+    chan: sys::privsep::Channel,
+    opts: Options,
+) -> Result<()> {
+    become_unprivileged(&cfg)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let Opened {
+        listeners,
+        ctl_sock,
+        speaker,
+    } = opened;
+    let res = rt.block_on(child::serve(cfg, listeners, ctl_sock, speaker, chan, opts));
+    // Tasks still open past the drain deadline are dropped here, closing their sockets.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    res
 }
 
 /// The parent keeps what its requests need: addresses and firewall (NET_ADMIN), binding new
