@@ -19,6 +19,8 @@ use super::{Push, Reply, Request, Transition, decode, encode};
 use crate::config::{self, Config, FirewallBackend};
 use crate::sys::privsep::{self, Channel, Exit, SignalPipe};
 
+/// How long a reply or push may wait for room in the child's receive buffer.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a notify script may run before it is killed.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -83,6 +85,9 @@ impl Parent {
         firewall: Box<dyn crate::firewall::Firewall>,
         pidfile: Option<PathBuf>,
     ) -> std::io::Result<Self> {
+        // A child that stops reading must not stall the parent's loop for ever: after this,
+        // the message is dropped (logged) and the loop goes on watching the child.
+        chan.set_send_timeout(Some(SEND_TIMEOUT))?;
         let cfg = Arc::new(RwLock::new(cfg));
         let outbox = Arc::new(Outbox {
             chan,

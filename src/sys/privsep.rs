@@ -79,6 +79,11 @@ impl Channel {
         socket2::SockRef::from(&self.fd).set_nonblocking(on)
     }
 
+    /// How long a blocking send may wait for room (None: for ever).
+    pub fn set_send_timeout(&self, limit: Option<std::time::Duration>) -> io::Result<()> {
+        socket2::SockRef::from(&self.fd).set_write_timeout(limit)
+    }
+
     /// Send one message with `fds` attached. A dead peer is an error return, not a SIGPIPE.
     pub fn send(&self, msg: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
         if fds.len() > MAX_FDS {
