@@ -258,16 +258,22 @@ mod tests {
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
+    /// A socket standing in for /dev/log at `path`.
+    fn dev_log(path: &std::path::Path) -> UnixDatagram {
+        let server = UnixDatagram::bind(path).expect("bind");
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        server
+    }
+
     /// A datagram socket stands in for /dev/log; events sent through a real subscriber arrive
     /// one per datagram, with the daemon facility, the level's severity and the stderr text.
     #[test]
     fn events_become_rfc3164_datagrams() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("log");
-        let server = UnixDatagram::bind(&path).expect("bind");
-        server
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
+        let server = dev_log(&path);
         let sys = Arc::new(Syslog::connect_to(&path).expect("connect"));
         let sub = tracing_subscriber::fmt()
             .without_time()
@@ -313,20 +319,14 @@ mod tests {
     fn reconnects_after_syslogd_restarts() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("log");
-        let server = UnixDatagram::bind(&path).expect("bind");
-        server
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
+        let server = dev_log(&path);
         let sys = Syslog::connect_to(&path).expect("connect");
         sys.send(&Level::INFO, "INFO lb: one");
         assert!(recv(&server).ends_with("]: INFO lb: one"));
         drop(server);
         std::fs::remove_file(&path).expect("rm");
         sys.send(&Level::INFO, "INFO lb: lost");
-        let server = UnixDatagram::bind(&path).expect("bind again");
-        server
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
+        let server = dev_log(&path);
         std::thread::sleep(RETRY + Duration::from_millis(100));
         sys.send(&Level::INFO, "INFO lb: two");
         let m = recv(&server);
