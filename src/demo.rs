@@ -90,6 +90,7 @@ async fn demo() -> Result<()> {
             .into_iter()
             .map(|addr| config::Server {
                 addr,
+                name: None,
                 max: 0,
                 hard: 0,
                 weight: 1,
@@ -110,6 +111,7 @@ async fn demo() -> Result<()> {
         http_forwarded_for: false,
         trusted_proxies: Vec::new(),
         connection_log: false,
+        resolve_prefer: Default::default(),
     };
     let std_l = sys::socket::listener(cfg.listen[0], cfg.backlog).context("listen")?;
     let lb = Balancer::new(cfg);

@@ -15,6 +15,7 @@ pub mod firewall;
 pub mod lab;
 pub mod logging;
 pub mod privsep;
+pub mod resolver;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod trace;

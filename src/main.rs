@@ -346,6 +346,9 @@ fn check(file: &Path, firewall: bool) -> ExitCode {
     for note in fwlb::daemon::unsupported(&cfg) {
         eprintln!("{}: note: {note}", file.display());
     }
+    for warning in fwlb::resolver::check_names(&cfg) {
+        eprintln!("{}: warning: {warning}", file.display());
+    }
     match fwlb::firewall::build(&cfg) {
         Err(errs) => {
             for e in errs {

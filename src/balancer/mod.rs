@@ -16,6 +16,7 @@ pub mod engine;
 pub mod pool;
 pub mod relay;
 mod reload;
+mod resolved;
 pub mod select;
 mod session;
 mod timers;

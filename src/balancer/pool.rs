@@ -11,6 +11,9 @@ pub struct ServerState {
     pub blacklisted_until: Option<Instant>,
     /// Drained servers get no new clients; their open connections finish.
     pub draining: bool,
+    /// A server given by name without a trusted address (not resolved yet, or past `hold_nx`
+    /// after failures): it gets no new clients.
+    pub unresolved: bool,
     /// Connections in progress or established (limits count both, so a burst of connects
     /// cannot overshoot `max`).
     pub conns: u32,
@@ -24,6 +27,7 @@ pub struct ServerState {
 impl ServerState {
     pub fn new(cfg: config::Server) -> Self {
         ServerState {
+            unresolved: cfg.name.is_some(),
             cfg,
             blacklisted_until: None,
             draining: false,
@@ -40,6 +44,7 @@ impl ServerState {
     pub fn emergency(addr: std::net::SocketAddr) -> Self {
         ServerState::new(config::Server {
             addr,
+            name: None,
             max: 0,
             hard: 0,
             weight: 0,
@@ -51,6 +56,7 @@ impl ServerState {
     pub fn empty() -> Self {
         ServerState::new(config::Server {
             addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            name: None,
             max: 0,
             hard: 0,
             weight: 0,
@@ -69,11 +75,11 @@ impl ServerState {
             .filter(|d| !d.is_zero())
     }
 
-    /// pen's try_server: not blacklisted, not drained, and under `max` (a client remembered on
-    /// this server may go on up to `hard`).
+    /// pen's try_server: not blacklisted, not drained, resolved, and under `max` (a client
+    /// remembered on this server may go on up to `hard`).
     pub fn usable(&self, now: Instant, sticky: bool) -> bool {
         // Port 0: an empty slot (pen's `server N` beyond the list creates them).
-        if self.blacklisted(now) || self.draining || self.cfg.addr.port() == 0 {
+        if self.blacklisted(now) || self.draining || self.unresolved || self.cfg.addr.port() == 0 {
             return false;
         }
         let (max, hard) = (self.cfg.max, self.cfg.hard);

@@ -23,24 +23,29 @@ impl Balancer {
             let found = old
                 .iter()
                 .enumerate()
-                .position(|(oi, o)| !taken[oi] && o.cfg.addr == sc.addr);
+                .position(|(oi, o)| !taken[oi] && o.cfg.same(sc));
             match found {
                 Some(oi) => {
                     taken[oi] = true;
                     moved[oi] = Some(ni);
                     let mut s = old[oi].clone();
-                    if s.cfg != *sc {
+                    // A server by name keeps the address its resolver gave it.
+                    let mut fresh = sc.clone();
+                    if fresh.name.is_some() {
+                        fresh.addr = s.cfg.addr;
+                    }
+                    if s.cfg != fresh {
                         notes.push(format!(
                             "server {} changed (weight {} -> {}, max {} -> {}, hard {} -> {}, prio {} -> {})",
-                            sc.addr, s.cfg.weight, sc.weight, s.cfg.max, sc.max, s.cfg.hard,
+                            sc.label(), s.cfg.weight, sc.weight, s.cfg.max, sc.max, s.cfg.hard,
                             sc.hard, s.cfg.prio, sc.prio
                         ));
                     }
-                    s.cfg = sc.clone();
+                    s.cfg = fresh;
                     servers.push(s);
                 }
                 None => {
-                    notes.push(format!("server {} added", sc.addr));
+                    notes.push(format!("server {} added", sc.label()));
                     servers.push(ServerState::new(sc.clone()));
                 }
             }
@@ -50,7 +55,8 @@ impl Balancer {
             if !taken[oi] && o.cfg.addr.port() != 0 {
                 notes.push(format!(
                     "server {} removed ({} open connection(s) finish on it)",
-                    o.cfg.addr, o.conns
+                    o.cfg.label(),
+                    o.conns
                 ));
             }
         }

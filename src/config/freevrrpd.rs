@@ -262,6 +262,7 @@ pub fn parse_str(src: &str, path: &Path) -> Result<Imported, ConfigErrors> {
                 ..Daemon::default()
             },
             balancers: Vec::new(),
+            resolver: Default::default(),
             vrrp,
             firewall: None,
         },

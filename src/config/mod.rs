@@ -5,6 +5,7 @@ pub mod duration;
 pub mod freevrrpd;
 pub mod pen;
 mod reader;
+pub mod resolver;
 pub mod server_spec;
 
 use std::fmt;
@@ -41,6 +42,7 @@ pub struct Config {
     pub balancers: Vec<Balancer>,
     pub vrrp: Vec<Vrrp>,
     pub firewall: Option<Firewall>,
+    pub resolver: resolver::Resolver,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,12 +125,36 @@ impl Algorithm {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
+    /// The address; for a server given by name, `0.0.0.0:PORT` until the child resolves it
+    /// (the balancer then keeps the current address here).
     pub addr: SocketAddr,
+    /// The host name of a server written as `name:port`, resolved at run time (crate::resolver).
+    pub name: Option<String>,
     /// Soft connection limit (0 = unlimited); sticky clients may go on up to `hard`.
     pub max: u32,
     pub hard: u32,
     pub weight: u32,
     pub prio: i32,
+}
+
+impl Server {
+    /// How the server is named in logs and saved state: `name:port`, or its address.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => format!("{n}:{}", self.addr.port()),
+            None => self.addr.to_string(),
+        }
+    }
+
+    /// The same server of two configurations: same name and port, or (both unnamed) the same
+    /// address.
+    pub fn same(&self, other: &Server) -> bool {
+        match (&self.name, &other.name) {
+            (Some(a), Some(b)) => a == b && self.addr.port() == other.addr.port(),
+            (None, None) => self.addr == other.addr,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +189,8 @@ pub struct Balancer {
     pub trusted_proxies: Vec<(IpAddr, u8)>,
     /// One log line per connection at its close.
     pub connection_log: bool,
+    /// Which address family a server name's lookup prefers.
+    pub resolve_prefer: resolver::Prefer,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,6 +316,7 @@ fn build(r: &mut Reader, root: &Item, path: &Path) -> Config {
         balancers: Vec::new(),
         vrrp: Vec::new(),
         firewall: None,
+        resolver: resolver::Resolver::default(),
     };
     let Some(top) = root.as_table_like() else {
         return cfg;
@@ -295,8 +324,14 @@ fn build(r: &mut Reader, root: &Item, path: &Path) -> Config {
     r.check_keys(
         top,
         "the top level",
-        &["daemon", "balancer", "vrrp", "firewall"],
+        &["daemon", "balancer", "vrrp", "firewall", "resolver"],
     );
+    if let Some(item) = top.get("resolver") {
+        match item.as_table_like() {
+            Some(t) => cfg.resolver = resolver::parse(r, t),
+            None => r.err_at(item, "`resolver` must be a table: [resolver]"),
+        }
+    }
     if let Some(item) = top.get("daemon") {
         match item.as_table_like() {
             Some(t) => cfg.daemon = daemon(r, t),
@@ -423,6 +458,7 @@ const BALANCER_KEYS: &[&str] = &[
     "max_clients",
     "max_connections",
     "backlog",
+    "resolve_prefer",
     "proxy_protocol",
     "accept_proxy",
     "http_forwarded_for",
@@ -472,6 +508,7 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
     let http_forwarded_for = r.boolean(t, "http_forwarded_for").unwrap_or(false);
     let trusted_proxies = networks(r, t, "trusted_proxies");
     let connection_log = r.boolean(t, "connection_log").unwrap_or(true);
+    let resolve_prefer = resolver::prefer(r, t);
     if r.diags.len() != before {
         return None;
     }
@@ -493,6 +530,7 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
         http_forwarded_for,
         trusted_proxies,
         connection_log,
+        resolve_prefer,
     })
 }
 
@@ -573,8 +611,8 @@ fn servers(r: &mut Reader, t: &Table, header: &str, default_port: u16) -> Vec<Se
         };
         match server(s, default_port) {
             Ok(sv) => {
-                if servers.iter().any(|o| o.addr == sv.addr) {
-                    r.err(v.span(), format!("server {} is listed twice", sv.addr));
+                if servers.iter().any(|o| o.same(&sv)) {
+                    r.err(v.span(), format!("server {} is listed twice", sv.label()));
                 }
                 servers.push(sv)
             }
@@ -639,9 +677,10 @@ fn networks(r: &mut Reader, t: &dyn TableLike, key: &str) -> Vec<(IpAddr, u8)> {
 
 /// A server of the config file. Unlike pen, an omitted weight is 1, so `algorithm = "weight"`
 /// with plain addresses spreads evenly; an explicit weight 0 still means "never by weight".
+/// A host name is kept, not resolved: the child resolves it at run time.
 pub fn server(s: &str, default_port: u16) -> Result<Server, String> {
     let sp = server_spec::parse(s)?;
-    let addr = server_spec::resolve(&sp, default_port)?;
+    let (addr, name) = server_spec::address_or_name(&sp, default_port)?;
     let max = sp.max.unwrap_or(0);
     let hard = sp.hard.unwrap_or(0);
     if hard != 0 && hard < max {
@@ -651,6 +690,7 @@ pub fn server(s: &str, default_port: u16) -> Result<Server, String> {
     }
     Ok(Server {
         addr,
+        name,
         max,
         hard,
         weight: sp.weight.unwrap_or(1),

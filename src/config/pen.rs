@@ -251,8 +251,10 @@ fn servers(args: &[String], default_port: u16) -> Result<(Vec<Server>, Vec<Strin
         let sp = server_spec::parse(s)?;
         let addr = server_spec::resolve(&sp, default_port)?;
         // pen's defaults: every omitted field is 0 (weight 0 = never chosen by -W).
+        // pen resolves a host name once, at start (its semantics; `fwlb run` resolves at run time).
         let srv = Server {
             addr,
+            name: None,
             max: sp.max.unwrap_or(0),
             hard: sp.hard.unwrap_or(0),
             weight: sp.weight.unwrap_or(0),
@@ -317,6 +319,7 @@ pub fn parse(args: &[String]) -> Result<PenRun, String> {
         http_forwarded_for: o.http,
         trusted_proxies: Vec::new(),
         connection_log: false,
+        resolve_prefer: Default::default(),
     };
     Ok(PenRun {
         config: Config {
@@ -325,6 +328,7 @@ pub fn parse(args: &[String]) -> Result<PenRun, String> {
             balancers: vec![balancer],
             vrrp: Vec::new(),
             firewall: None,
+            resolver: Default::default(),
         },
         commands,
         pen_file: o.pen_file,

@@ -1,7 +1,7 @@
 //! pen's server syntax `host[:port[:max[:hard[:weight[:prio]]]]]`, with `[v6addr]` brackets.
 //! No I/O except name resolution in [`resolve`], which callers choose to do.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 
 /// A server as written, before its host is resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +89,36 @@ pub fn parse(spec: &str) -> Result<ServerSpec, String> {
     })
 }
 
+/// The address of an IP literal, or `0.0.0.0:port` and the host name to resolve later.
+pub fn address_or_name(
+    spec: &ServerSpec,
+    default_port: u16,
+) -> Result<(SocketAddr, Option<String>), String> {
+    let port = spec.port.unwrap_or(default_port);
+    if let Ok(ip) = spec.host.parse::<IpAddr>() {
+        return Ok((SocketAddr::new(ip, port), None));
+    }
+    let name = spec.host.trim_end_matches('.');
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !valid {
+        return Err(format!(
+            "server host {:?} is neither an IP address nor a host name",
+            spec.host
+        ));
+    }
+    Ok((
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+        Some(name.to_ascii_lowercase()),
+    ))
+}
+
 /// Resolve the host (an IP literal, or a name through the system resolver, first answer wins,
 /// as pen does) with `default_port` when the spec has none.
 pub fn resolve(spec: &ServerSpec, default_port: u16) -> Result<SocketAddr, String> {
@@ -123,6 +153,15 @@ mod tests {
             ("2001:db8::1", Some(8080), Some(5))
         );
         assert_eq!(resolve(&parse("[::1]").unwrap(), 81).unwrap().port(), 81);
+        let (a, n) = address_or_name(&parse("App1.internal.:8080").unwrap(), 80).unwrap();
+        assert_eq!(
+            (a.to_string(), n.as_deref()),
+            ("0.0.0.0:8080".into(), Some("app1.internal"))
+        );
+        let (a, n) = address_or_name(&parse("10.0.0.1").unwrap(), 80).unwrap();
+        assert_eq!((a.to_string(), n), ("10.0.0.1:80".into(), None));
+        assert!(address_or_name(&parse("a b:80").unwrap(), 80).is_err());
+        assert!(address_or_name(&parse("a..b:80").unwrap(), 80).is_err());
     }
 
     #[test]

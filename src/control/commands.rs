@@ -490,6 +490,8 @@ fn drain_enable(lb: &Balancer, drain: bool, arg: Option<&str>, json: bool) -> Re
 fn server_state(s: &ServerState, now: Instant) -> &'static str {
     if s.cfg.addr.port() == 0 {
         "empty"
+    } else if s.unresolved {
+        "unresolved"
     } else if s.draining {
         "draining"
     } else if s.blacklisted(now) {
@@ -560,7 +562,7 @@ fn show_servers(lb: &Balancer, json: bool, now: Instant) -> Reply {
             .iter()
             .map(|(i, s)| {
                 json!({
-                    "index": i, "address": s.cfg.addr.to_string(), "state": server_state(s, now),
+                    "index": i, "address": address(s), "name": s.cfg.name, "state": server_state(s, now),
                     "blacklist_left_ms": s.blacklist_left(now).map(|d| d.as_millis() as u64),
                     "health": health(s, now), "connections": s.conns, "total": s.total,
                     "failures": s.failures, "sent_bytes": s.sx, "received_bytes": s.rx,
@@ -575,6 +577,7 @@ fn show_servers(lb: &Balancer, json: bool, now: Instant) -> Reply {
         &[
             "#",
             "address",
+            "name",
             "state",
             "blacklist",
             "health",
@@ -592,10 +595,20 @@ fn show_servers(lb: &Balancer, json: bool, now: Instant) -> Reply {
     ))
 }
 
+/// The current address, or `unresolved` for a server given by name without one.
+fn address(s: &ServerState) -> String {
+    if s.unresolved {
+        "unresolved".into()
+    } else {
+        s.cfg.addr.to_string()
+    }
+}
+
 fn server_row(index: &str, s: &ServerState, now: Instant) -> Vec<String> {
     vec![
         index.to_string(),
-        s.cfg.addr.to_string(),
+        address(s),
+        s.cfg.name.clone().unwrap_or_else(|| "-".into()),
         server_state(s, now).into(),
         s.blacklist_left(now).map_or("-".into(), |d| {
             format!("{}s", d.as_secs() + u64::from(d.subsec_millis() > 0))

@@ -72,7 +72,7 @@ pub fn snapshot(balancers: &[Arc<Balancer>]) -> String {
             .enumerate()
             .map(|(i, sv)| SavedServer {
                 index: i,
-                config_addr: lb.cfg.servers.get(i).map(|c| c.addr.to_string()),
+                config_addr: lb.cfg.servers.get(i).map(config::Server::label),
                 addr: sv.cfg.addr.to_string(),
                 max: sv.cfg.max,
                 hard: sv.cfg.hard,
@@ -150,7 +150,7 @@ pub fn restore(path: &Path, balancers: &[Arc<Balancer>]) {
             .set_tracking(Duration::from_millis(sb.tracking_ms));
         let mut restored = 0;
         for ss in sb.servers {
-            let configured = lb.cfg.servers.get(ss.index).map(|c| c.addr.to_string());
+            let configured = lb.cfg.servers.get(ss.index).map(config::Server::label);
             if configured != ss.config_addr {
                 info!(target: "ctl", balancer = %lb.cfg.name,
                     "state of server {} ignored: the config changed ({:?} -> {:?})", ss.index, ss.config_addr, configured);
@@ -163,8 +163,12 @@ pub fn restore(path: &Path, balancers: &[Arc<Balancer>]) {
                 st.servers.push(ServerState::empty());
             }
             let sv = &mut st.servers[ss.index];
+            // A server by name keeps the address its resolver gives it.
+            let name = lb.cfg.servers.get(ss.index).and_then(|c| c.name.clone());
+            let addr = if name.is_some() { sv.cfg.addr } else { addr };
             sv.cfg = config::Server {
                 addr,
+                name,
                 max: ss.max,
                 hard: ss.hard,
                 weight: ss.weight,

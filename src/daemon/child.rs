@@ -21,6 +21,7 @@ use crate::balancer::engine::{DataPath, Listening};
 use crate::config::{self, Config, FirewallBackend};
 use crate::control::{self, Ctl};
 use crate::privsep::{self, Client, Event, Push, Request};
+use crate::resolver::Resolvers;
 use crate::sys;
 use crate::sys::privsep::Channel;
 
@@ -73,22 +74,30 @@ struct Child {
     listening: Listeners,
     client: Arc<Client>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Lookups of the servers given by name.
+    resolvers: Resolvers,
     stop_tx: watch::Sender<bool>,
     stop_rx: watch::Receiver<bool>,
 }
 
 /// Serve until stopped: the child's whole life after it dropped its privileges.
-pub async fn serve(
+pub(super) async fn serve(
     cfg: Config,
-    listeners: Vec<(String, std::net::TcpListener)>,
-    ctl_sock: Option<ControlSocket>,
-    speaker: Option<Speaker>,
+    opened: super::Opened,
     chan: Channel,
     mut opts: Options,
 ) -> Result<()> {
+    let super::Opened {
+        listeners,
+        ctl_sock,
+        speaker,
+        nameservers,
+    } = opened;
     let mut signals = Signals::install()?;
     let (client, mut events) = Client::start(chan).context("the parent's channel")?;
     let mut child = Child::start(cfg, listeners, Arc::new(client))?;
+    child.resolvers = Resolvers::new(nameservers);
+    child.resolvers.update(&child.cfg, &child.lbs);
     let commands = std::mem::take(&mut opts.commands);
     let ctl = child.control(speaker, opts);
     startup_commands(&ctl, &commands).await;
@@ -173,6 +182,7 @@ impl Child {
             listening,
             client,
             tasks,
+            resolvers: Resolvers::new(Vec::new()),
             stop_tx,
             stop_rx,
         })
@@ -283,6 +293,7 @@ impl Child {
     /// close the listeners.
     async fn stop_tasks(&mut self) {
         let _ = self.stop_tx.send(true);
+        self.resolvers.stop();
         for (_, ls) in self.listening.drain() {
             ls.close().await;
         }
@@ -333,7 +344,8 @@ impl Child {
     /// and settings, new listeners (bound by the parent, passed back over the socketpair) and
     /// closed ones. Established connections are not touched. Returns the new drain deadline.
     async fn apply_reload(&mut self, path: &str, text: &str) -> Option<Duration> {
-        // Parsing resolves server host names: on the blocking pool, not this thread.
+        // Parsing may resolve an emergency server's host name: on the blocking pool, not
+        // this thread (servers given by name are resolved by crate::resolver).
         let (p, t) = (path.to_string(), text.to_string());
         let parsed =
             tokio::task::spawn_blocking(move || config::parse_str(&t, std::path::Path::new(&p)))
@@ -364,6 +376,7 @@ impl Child {
             }
             self.close_listeners_not_in(b);
         }
+        self.resolvers.update(&new, &self.lbs);
         info!(target: "priv", "reload: configuration from {path} in effect");
         Some(new.daemon.shutdown_timeout)
     }

@@ -160,6 +160,9 @@ struct Opened {
     listeners: Vec<(String, std::net::TcpListener)>,
     ctl_sock: Option<ControlSocket>,
     speaker: Option<child::Speaker>,
+    /// The host's nameservers (/etc/resolv.conf), for servers given by name: read here, as
+    /// the chrooted child cannot.
+    nameservers: Vec<std::net::SocketAddr>,
 }
 
 impl Opened {
@@ -179,6 +182,7 @@ impl Opened {
             listeners,
             ctl_sock,
             speaker: open_speaker(cfg)?,
+            nameservers: crate::resolver::system_nameservers(),
         })
     }
 }
@@ -244,12 +248,7 @@ fn child_side(
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    let Opened {
-        listeners,
-        ctl_sock,
-        speaker,
-    } = opened;
-    let res = rt.block_on(child::serve(cfg, listeners, ctl_sock, speaker, chan, opts));
+    let res = rt.block_on(child::serve(cfg, opened, chan, opts));
     // Tasks still open past the drain deadline are dropped here, closing their sockets.
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
     res

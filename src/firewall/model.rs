@@ -393,7 +393,8 @@ fn balancer_addresses(cfg: &Config) -> (Vec<(Proto, SocketAddr)>, Vec<SocketAddr
                 push_unique(&mut listeners, (Proto::Tcp, *a));
             }
         }
-        for s in &b.servers {
+        // A server by name has no address yet: the back side's openings cannot name it.
+        for s in b.servers.iter().filter(|s| s.name.is_none()) {
             push_unique(&mut servers, s.addr);
         }
         if let Some(e) = b.emergency {

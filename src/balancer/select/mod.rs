@@ -124,6 +124,7 @@ pub(crate) mod testutil {
             .map(|i| {
                 ServerState::new(Server {
                     addr: format!("10.0.0.{}:80", i + 1).parse().unwrap(),
+                    name: None,
                     max: 0,
                     hard: 0,
                     weight: 1,

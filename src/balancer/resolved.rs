@@ -1,0 +1,105 @@
+//! Run-time addresses of servers given by name (crate::resolver decides them): a server whose
+//! address changes keeps its index, sticky clients and counters; connections already placed
+//! go on to the address they were given.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::Balancer;
+
+impl Balancer {
+    /// Every server named `host` (any port) now has address `ip`, or none it may trust (None:
+    /// it is `unresolved` and gets no new clients). Returns one line per change, for the log.
+    pub fn set_resolved(&self, host: &str, ip: Option<IpAddr>) -> Vec<String> {
+        let mut notes = Vec::new();
+        let mut st = self.lock();
+        let mut moved = false;
+        for s in st
+            .servers
+            .iter_mut()
+            .filter(|s| s.cfg.name.as_deref() == Some(host))
+        {
+            let label = s.cfg.label();
+            let old = s.cfg.addr;
+            match ip {
+                Some(ip) if s.unresolved => {
+                    s.cfg.addr = SocketAddr::new(ip, old.port());
+                    s.unresolved = false;
+                    moved |= old.ip() != ip;
+                    notes.push(format!("server {label} resolved: address {ip} (dns)"));
+                }
+                Some(ip) if old.ip() != ip => {
+                    s.cfg.addr = SocketAddr::new(ip, old.port());
+                    moved = true;
+                    notes.push(format!("server {label} address {} -> {ip} (dns)", old.ip()));
+                }
+                Some(_) => {}
+                None if !s.unresolved => {
+                    s.unresolved = true;
+                    notes.push(format!(
+                        "server {label} unresolved: address {} no longer trusted, no new clients",
+                        old.ip()
+                    ));
+                }
+                None => {}
+            }
+        }
+        // Selectors that place clients by address (consistent) are rebuilt.
+        if moved {
+            st.reselect();
+        }
+        notes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use crate::balancer::Balancer;
+    use crate::config;
+
+    fn balancer() -> std::sync::Arc<Balancer> {
+        let cfg = config::parse_str(
+            "[[balancer]]\nlisten = \"127.0.0.1:8080\"\nservers = [\"10.0.0.1:80\", \"app.internal:80\"]\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        Balancer::new(cfg.balancers[0].clone())
+    }
+
+    #[test]
+    fn unresolved_until_an_address_then_moves_in_place() {
+        let lb = balancer();
+        let now = Instant::now();
+        assert!(lb.lock().servers[1].unresolved);
+        assert!(!lb.lock().servers[1].usable(now, false));
+        // Only the unresolved server's neighbour is picked.
+        for _ in 0..4 {
+            assert_eq!(lb.plan("192.0.2.1".parse().unwrap(), 1, now).0, Some(0));
+        }
+        let notes = lb.set_resolved("app.internal", Some("10.0.0.21".parse().unwrap()));
+        assert_eq!(
+            notes,
+            ["server app.internal:80 resolved: address 10.0.0.21 (dns)"]
+        );
+        lb.lock().servers[1].total = 7;
+        let notes = lb.set_resolved("app.internal", Some("10.0.0.42".parse().unwrap()));
+        assert_eq!(
+            notes,
+            ["server app.internal:80 address 10.0.0.21 -> 10.0.0.42 (dns)"]
+        );
+        let st = lb.lock();
+        assert_eq!(st.servers[1].cfg.addr.to_string(), "10.0.0.42:80");
+        assert_eq!(st.servers[1].total, 7, "counters kept");
+        assert!(st.servers[1].usable(now, false));
+        drop(st);
+        assert!(
+            lb.set_resolved("app.internal", Some("10.0.0.42".parse().unwrap()))
+                .is_empty()
+        );
+        let notes = lb.set_resolved("app.internal", None);
+        assert_eq!(notes.len(), 1);
+        assert!(!lb.lock().servers[1].usable(now, false));
+        assert!(lb.set_resolved("other.internal", None).is_empty());
+    }
+}
