@@ -98,6 +98,18 @@ fn count(v: &Value, name: &str) -> u64 {
     v["names"][name].as_u64().unwrap_or(0)
 }
 
+/// `fwlb run` with `config`, once it listens and its control port answers.
+fn start_fwlb(ns: &Ns, config: &str) -> NsDaemon {
+    let fwlb = ns.daemon(config);
+    wait_for_lines(&fwlb.log, "listening", 1, Duration::from_secs(10));
+    wait_until("the control port", Duration::from_secs(5), || {
+        ns.fwlb(&["ctl", "-C", "127.0.0.1:8888", "servers"])
+            .status
+            .success()
+    });
+    fwlb
+}
+
 fn show_servers(ns: &Ns) -> Value {
     let out = ns.fwlb(&["ctl", "-C", "127.0.0.1:8888", "--json", "show", "servers"]);
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -115,35 +127,101 @@ fn address(ns: &Ns) -> String {
     s["address"].as_str().unwrap_or("").to_string()
 }
 
-/// One namespace: dnsmasq on 10.53.0.1, backends "old" on 10.0.0.21:8080 and "new" on
-/// 10.0.0.42:8080, fwlb on 127.0.0.1:8000 to `app.test:8080`.
-fn setup(net: &mut Net) -> Ns {
-    require_tool("python3", "python3");
-    require_tool("ss", "iproute2");
-    let ns = net.host("dns");
-    // On loopback: everything runs in this one namespace.
-    for a in [DNS, OLD, NEW] {
-        ns.addr("lo", &format!("{a}/32"));
+/// One namespace: dnsmasq on 10.53.0.1 serving `hosts_line`, the backend "old" on
+/// 10.0.0.21:8080 and "new" on 10.0.0.42:8080 (fwlb is to listen on 127.0.0.1:8000), and an
+/// empty directory for fwlb's chroot.
+struct Scene {
+    ns: Ns,
+    dir: tempfile::TempDir,
+    hosts: std::path::PathBuf,
+    dns: NsDaemon,
+    _backends: [NsDaemon; 2],
+}
+
+impl Scene {
+    fn new(net: &mut Net, hosts_line: &str) -> Scene {
+        require_tool("python3", "python3");
+        require_tool("ss", "iproute2");
+        let ns = net.host("dns");
+        // On loopback: everything runs in this one namespace.
+        for a in [DNS, OLD, NEW] {
+            ns.addr("lo", &format!("{a}/32"));
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hosts = dir.path().join("hosts");
+        std::fs::write(&hosts, format!("{hosts_line}\n")).expect("hosts file");
+        let dns = dnsmasq(&ns, &hosts);
+        let backends = [("old", OLD), ("new", NEW)]
+            .map(|(name, ip)| ns.spawn(&[BIN, "echo", "--name", name, &format!("{ip}:8080")]));
+        std::fs::create_dir(dir.path().join("root")).expect("chroot dir");
+        Scene {
+            ns,
+            dir,
+            hosts,
+            dns,
+            _backends: backends,
+        }
     }
-    ns
+
+    /// As deployed: the child chrooted (no /etc/resolv.conf, no /etc/hosts) and unprivileged.
+    fn daemon_keys(&self) -> String {
+        format!(
+            "user = \"nobody\"\nchroot = \"{}\"\n",
+            self.dir.path().join("root").display()
+        )
+    }
+}
+
+/// `/etc/netns/NS/resolv.conf`, which `ip netns exec NS` mounts over /etc/resolv.conf for the
+/// programs it runs there; removed when dropped.
+struct NetnsResolvConf(std::path::PathBuf);
+
+impl NetnsResolvConf {
+    fn new(ns: &Ns, text: &str) -> NetnsResolvConf {
+        let dir = Path::new("/etc/netns").join(ns.name());
+        std::fs::create_dir_all(&dir).expect("/etc/netns/NS");
+        std::fs::write(dir.join("resolv.conf"), text).expect("resolv.conf");
+        NetnsResolvConf(dir)
+    }
+}
+
+impl Drop for NetnsResolvConf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn nameservers_default_to_the_hosts_resolv_conf() {
+    let mut net = Net::new("dnsrc");
+    let scene = Scene::new(&mut net, &format!("{OLD} app.test"));
+    let ns = &scene.ns;
+    let _conf = NetnsResolvConf::new(ns, &format!("search example.org\nnameserver {DNS}\n"));
+    // No [resolver]: the parent reads resolv.conf before the child chroots to an empty dir.
+    let config = format!(
+        "[daemon]\n{}[[balancer]]\nname = \"t\"\nlisten = \"{LISTEN}\"\nservers = [\"app.test:8080\"]\n",
+        scene.daemon_keys()
+    );
+    let fwlb = start_fwlb(ns, &config);
+    wait_until("the name to resolve", Duration::from_secs(5), || {
+        address(ns) == format!("{OLD}:8080")
+    });
+    let v = clients(ns, "n", "3");
+    assert_eq!(count(&v, "old"), 3, "{v}: {}", read_log(&fwlb.log));
 }
 
 #[test]
 fn servers_by_name_follow_dns() {
     let mut net = Net::new("dns");
-    let ns = setup(&mut net);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let hosts = dir.path().join("hosts");
-    std::fs::write(&hosts, "").expect("hosts file");
-    let mut dns = dnsmasq(&ns, &hosts);
-    let _old = ns.spawn(&[BIN, "echo", "--name", "old", &format!("{OLD}:8080")]);
-    let _new = ns.spawn(&[BIN, "echo", "--name", "new", &format!("{NEW}:8080")]);
+    let mut scene = Scene::new(&mut net, "");
+    let (ns, hosts) = (scene.ns.clone(), scene.hosts.clone());
     let config = format!(
-        "[daemon]\nshutdown_timeout = \"1s\"\n[resolver]\nnameservers = [\"{DNS}:53\"]\nhold_nx = \"{}s\"\n[[balancer]]\nname = \"t\"\nlisten = \"{LISTEN}\"\nservers = [\"app.test:8080\"]\nblacklist = \"1s\"\n",
+        "[daemon]\nshutdown_timeout = \"1s\"\n{}[resolver]\nnameservers = [\"{DNS}:53\"]\nhold_nx = \"{}s\"\n[[balancer]]\nname = \"t\"\nlisten = \"{LISTEN}\"\nservers = [\"app.test:8080\"]\nblacklist = \"1s\"\n",
+        scene.daemon_keys(),
         HOLD_NX.as_secs()
     );
     // `fwlb check` warns about the name that does not resolve, and passes.
-    let file = dir.path().join("fwlb.toml");
+    let file = scene.dir.path().join("fwlb.toml");
     std::fs::write(&file, &config).expect("config");
     let check = ns.fwlb(&["check", "-c", file.to_str().expect("UTF-8 path")]);
     let err = String::from_utf8_lossy(&check.stderr);
@@ -152,19 +230,13 @@ fn servers_by_name_follow_dns() {
         err.contains("warning: server name \"app.test\" does not resolve"),
         "{err}"
     );
-    let fwlb = ns.daemon(&config);
-    wait_for_lines(&fwlb.log, "listening", 1, Duration::from_secs(10));
+    let fwlb = start_fwlb(&ns, &config);
 
     // 1. Not resolvable at start: fwlb runs, the server is unresolved and gets nobody.
-    wait_until("show servers", Duration::from_secs(5), || {
-        ns.fwlb(&["ctl", "-C", "127.0.0.1:8888", "servers"])
-            .status
-            .success()
-    });
     assert_eq!(address(&ns), "unresolved");
     let v = clients(&ns, "n", "3");
     assert_eq!(v["failed"], 3, "no server while unresolved: {v}");
-    set_hosts(&hosts, &dns, &format!("{OLD} app.test"));
+    set_hosts(&hosts, &scene.dns, &format!("{OLD} app.test"));
     wait_until("the name to resolve", Duration::from_secs(5), || {
         address(&ns) == format!("{OLD}:8080")
     });
@@ -179,7 +251,7 @@ fn servers_by_name_follow_dns() {
     // 2. The address changes under load: no request fails, the traffic moves.
     let load = ns.spawn(&["python3", "-c", CLIENT, "s", "5"]);
     std::thread::sleep(Duration::from_secs(1));
-    set_hosts(&hosts, &dns, &format!("{NEW} app.test"));
+    set_hosts(&hosts, &scene.dns, &format!("{NEW} app.test"));
     wait_for_lines(
         &fwlb.log,
         "address 10.0.0.21 -> 10.0.0.42 (dns)",
@@ -199,7 +271,7 @@ fn servers_by_name_follow_dns() {
     assert_eq!(show_servers(&ns)["servers"][0]["index"], "0");
 
     // 3. NXDOMAIN: the last address is kept for hold_nx, then the server is unresolved.
-    set_hosts(&hosts, &dns, "");
+    set_hosts(&hosts, &scene.dns, "");
     wait_for_lines(&fwlb.log, "keeping 10.0.0.42", 1, Duration::from_secs(5));
     let failing = std::time::Instant::now();
     let v = clients(&ns, "n", "3");
@@ -214,13 +286,13 @@ fn servers_by_name_follow_dns() {
     let v = clients(&ns, "n", "2");
     assert_eq!(v["failed"], 2, "{v}");
     // ... and joins again by itself.
-    set_hosts(&hosts, &dns, &format!("{NEW} app.test"));
+    set_hosts(&hosts, &scene.dns, &format!("{NEW} app.test"));
     wait_until("resolved again", Duration::from_secs(5), || {
         address(&ns) == format!("{NEW}:8080")
     });
 
     // 4. The nameserver stops answering: the last good address is kept (for hold_nx).
-    dns.kill();
+    scene.dns.kill();
     wait_for_lines(&fwlb.log, "keeping 10.0.0.42", 2, Duration::from_secs(10));
     let v = clients(&ns, "n", "3");
     assert_eq!(count(&v, "new"), 3, "{v}: {}", read_log(&fwlb.log));
