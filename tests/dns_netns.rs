@@ -153,7 +153,11 @@ impl Scene {
         let dns = dnsmasq(&ns, &hosts);
         let backends = [("old", OLD), ("new", NEW)]
             .map(|(name, ip)| ns.spawn(&[BIN, "echo", "--name", name, &format!("{ip}:8080")]));
-        std::fs::create_dir(dir.path().join("root")).expect("chroot dir");
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).expect("chroot dir");
+        // The unprivileged child writes its state file there.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).expect("chmod");
         Scene {
             ns,
             dir,
@@ -216,7 +220,7 @@ fn servers_by_name_follow_dns() {
     let mut scene = Scene::new(&mut net, "");
     let (ns, hosts) = (scene.ns.clone(), scene.hosts.clone());
     let config = format!(
-        "[daemon]\nshutdown_timeout = \"1s\"\n{}[resolver]\nnameservers = [\"{DNS}:53\"]\nhold_nx = \"{}s\"\n[[balancer]]\nname = \"t\"\nlisten = \"{LISTEN}\"\nservers = [\"app.test:8080\"]\nblacklist = \"1s\"\n",
+        "[daemon]\nshutdown_timeout = \"1s\"\nstate_file = \"/state.json\"\n{}[resolver]\nnameservers = [\"{DNS}:53\"]\nhold_nx = \"{}s\"\n[[balancer]]\nname = \"t\"\nlisten = \"{LISTEN}\"\nservers = [\"app.test:8080\"]\nblacklist = \"1s\"\n",
         scene.daemon_keys(),
         HOLD_NX.as_secs()
     );
@@ -230,7 +234,7 @@ fn servers_by_name_follow_dns() {
         err.contains("warning: server name \"app.test\" does not resolve"),
         "{err}"
     );
-    let fwlb = start_fwlb(&ns, &config);
+    let mut fwlb = start_fwlb(&ns, &config);
 
     // 1. Not resolvable at start: fwlb runs, the server is unresolved and gets nobody.
     assert_eq!(address(&ns), "unresolved");
@@ -297,4 +301,16 @@ fn servers_by_name_follow_dns() {
     let v = clients(&ns, "n", "3");
     assert_eq!(count(&v, "new"), 3, "{v}: {}", read_log(&fwlb.log));
     assert_eq!(address(&ns), format!("{NEW}:8080"));
+
+    // 5. A restart while the nameserver is still dead starts from the saved address.
+    fwlb.kill();
+    let fwlb = start_fwlb(&ns, &config);
+    assert_eq!(
+        address(&ns),
+        format!("{NEW}:8080"),
+        "{}",
+        read_log(&fwlb.log)
+    );
+    let v = clients(&ns, "n", "3");
+    assert_eq!(count(&v, "new"), 3, "{v}: {}", read_log(&fwlb.log));
 }

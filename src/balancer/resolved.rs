@@ -49,6 +49,16 @@ impl Balancer {
         }
         notes
     }
+
+    /// The address a server named `host` has now, if any is resolved (a reload's new name
+    /// task, or a restart with a state file, starts from it).
+    pub fn resolved_address(&self, host: &str) -> Option<IpAddr> {
+        let st = self.lock();
+        st.servers
+            .iter()
+            .find(|s| s.cfg.name.as_deref() == Some(host) && !s.unresolved)
+            .map(|s| s.cfg.addr.ip())
+    }
 }
 
 #[cfg(test)]
@@ -101,5 +111,43 @@ mod tests {
         assert_eq!(notes.len(), 1);
         assert!(!lb.lock().servers[1].usable(now, false));
         assert!(lb.set_resolved("other.internal", None).is_empty());
+    }
+
+    #[test]
+    fn reload_matches_by_name_and_keeps_the_address() {
+        let lb = balancer();
+        lb.set_resolved("app.internal", Some("10.0.0.21".parse().unwrap()));
+        lb.lock().servers[1].total = 3;
+        let new = config::parse_str(
+            "[[balancer]]\nlisten = \"127.0.0.1:8080\"\nservers = [\"app.internal:80:0:0:5\", \"app.internal:81\", \"10.0.0.1:80\"]\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let notes = lb.reconfigure(&new.balancers[0]);
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.starts_with("server app.internal:80 changed (weight 1 -> 5")),
+            "{notes:?}"
+        );
+        assert!(
+            notes.contains(&"server app.internal:81 added".to_string()),
+            "{notes:?}"
+        );
+        let st = lb.lock();
+        let kept = &st.servers[0];
+        assert_eq!(kept.cfg.addr.to_string(), "10.0.0.21:80");
+        assert_eq!(
+            (kept.unresolved, kept.total, kept.cfg.weight),
+            (false, 3, 5)
+        );
+        assert!(
+            st.servers[1].unresolved,
+            "a new server waits for its name's address"
+        );
+        drop(st);
+        // What Resolvers::update does for a name it already knows.
+        lb.set_resolved("app.internal", Some("10.0.0.21".parse().unwrap()));
+        assert_eq!(lb.lock().servers[1].cfg.addr.to_string(), "10.0.0.21:81");
     }
 }

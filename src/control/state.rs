@@ -73,7 +73,13 @@ pub fn snapshot(balancers: &[Arc<Balancer>]) -> String {
             .map(|(i, sv)| SavedServer {
                 index: i,
                 config_addr: lb.cfg.servers.get(i).map(config::Server::label),
-                addr: sv.cfg.addr.to_string(),
+                // An unresolved server by name has no address to start from.
+                addr: if sv.unresolved {
+                    SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), sv.cfg.addr.port())
+                } else {
+                    sv.cfg.addr
+                }
+                .to_string(),
                 max: sv.cfg.max,
                 hard: sv.cfg.hard,
                 weight: sv.cfg.weight,
@@ -163,9 +169,13 @@ pub fn restore(path: &Path, balancers: &[Arc<Balancer>]) {
                 st.servers.push(ServerState::empty());
             }
             let sv = &mut st.servers[ss.index];
-            // A server by name keeps the address its resolver gives it.
+            // A server by name starts from its last address (its resolver asks at once, and
+            // keeps it for hold_nx if the nameservers fail): a restart during a DNS outage
+            // keeps serving.
             let name = lb.cfg.servers.get(ss.index).and_then(|c| c.name.clone());
-            let addr = if name.is_some() { sv.cfg.addr } else { addr };
+            if name.is_some() && !addr.ip().is_unspecified() {
+                sv.unresolved = false;
+            }
             sv.cfg = config::Server {
                 addr,
                 name,

@@ -96,10 +96,9 @@ pub(super) async fn serve(
     let mut signals = Signals::install()?;
     let (client, mut events) = Client::start(chan).context("the parent's channel")?;
     let mut child = Child::start(cfg, listeners, Arc::new(client))?;
-    child.resolvers = Resolvers::new(nameservers);
-    child.resolvers.update(&child.cfg, &child.lbs);
     let commands = std::mem::take(&mut opts.commands);
     let ctl = child.control(speaker, opts);
+    child.start_resolvers(nameservers, &ctl);
     startup_commands(&ctl, &commands).await;
     child.open_control_port(ctl_sock, &ctl)?;
     let end = child.main_loop(&mut signals, &mut events, &ctl).await;
@@ -186,6 +185,25 @@ impl Child {
             stop_tx,
             stop_rx,
         })
+    }
+
+    /// Resolve the servers given by name; with a state file, save it after address changes
+    /// (a restart during a DNS outage starts from the last addresses).
+    fn start_resolvers(&mut self, nameservers: Vec<SocketAddr>, ctl: &Arc<Ctl>) {
+        self.resolvers = Resolvers::new(nameservers);
+        if ctl.state_file.is_some() {
+            let (tx, mut rx) = mpsc::unbounded_channel();
+            self.resolvers.notify_changes(tx);
+            let ctl = ctl.clone();
+            self.tasks.push(tokio::spawn(async move {
+                while rx.recv().await.is_some() {
+                    // One save for a burst of changes.
+                    while rx.try_recv().is_ok() {}
+                    ctl.save_state().await;
+                }
+            }));
+        }
+        self.resolvers.update(&self.cfg, &self.lbs);
     }
 
     /// Start the VRRP speaker (if configured) and build what the control commands act on.

@@ -60,6 +60,8 @@ struct Name {
 /// The child's resolver tasks.
 pub struct Resolvers {
     system: Vec<SocketAddr>,
+    /// Told after every address change (the child saves the state file).
+    changed: Option<tokio::sync::mpsc::UnboundedSender<()>>,
     effective: Option<Effective>,
     names: HashMap<Key, Name>,
 }
@@ -69,9 +71,15 @@ impl Resolvers {
     pub fn new(system: Vec<SocketAddr>) -> Self {
         Resolvers {
             system,
+            changed: None,
             effective: None,
             names: HashMap::new(),
         }
+    }
+
+    /// Send a message on `changed` after every address change the tasks apply.
+    pub fn notify_changes(&mut self, changed: tokio::sync::mpsc::UnboundedSender<()>) {
+        self.changed = Some(changed);
     }
 
     /// Resolve the server names of `cfg` for the running balancers `lbs` (at start and after
@@ -117,8 +125,14 @@ impl Resolvers {
                 apply(&key.0, *n.current.borrow(), &n.targets);
                 continue;
             }
-            let seed = seeds.get(&key).copied().flatten();
-            let name = spawn(&key, &effective, seed, lbs);
+            // The address it had (new nameservers), or one a server of that name already has
+            // (restored from the state file).
+            let seed = seeds
+                .get(&key)
+                .copied()
+                .flatten()
+                .or_else(|| lbs.iter().find_map(|lb| lb.resolved_address(&key.0)));
+            let name = spawn(&key, &effective, seed, lbs, self.changed.clone());
             self.names.insert(key, name);
         }
     }
@@ -128,6 +142,7 @@ impl Resolvers {
         for (_, n) in self.names.drain() {
             n.task.abort();
         }
+        self.changed = None;
     }
 }
 
@@ -154,14 +169,20 @@ fn wanted(cfg: &Config, lbs: &[Arc<Balancer>]) -> HashMap<Key, Vec<Arc<Balancer>
     wanted
 }
 
-fn spawn(key: &Key, eff: &Effective, seed: Option<IpAddr>, lbs: Vec<Arc<Balancer>>) -> Name {
+fn spawn(
+    key: &Key,
+    eff: &Effective,
+    seed: Option<IpAddr>,
+    lbs: Vec<Arc<Balancer>>,
+    changed: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+) -> Name {
     let targets: Targets = Arc::new(Mutex::new(lbs));
     let (tx, current) = watch::channel(seed);
     let resolver = build(&eff.nameservers, key.1, eff.params.hold_valid);
     let (host, params, t) = (key.0.clone(), eff.params, targets.clone());
     let task = tokio::spawn(async move {
         match resolver {
-            Ok(r) => resolve_forever(host, r, params, seed, t, tx).await,
+            Ok(r) => resolve_forever(host, r, params, seed, t, tx, changed).await,
             Err(e) => {
                 warn!(target: "lb", server = %host, "cannot set up the resolver: {e}; the name stays unresolved")
             }
@@ -214,6 +235,7 @@ async fn resolve_forever(
     seed: Option<IpAddr>,
     targets: Targets,
     tx: watch::Sender<Option<IpAddr>>,
+    changed: Option<tokio::sync::mpsc::UnboundedSender<()>>,
 ) {
     let mut st = NameState {
         current: seed,
@@ -235,6 +257,9 @@ async fn resolve_forever(
         if next.state.current != st.current {
             tx.send_replace(next.state.current);
             apply(&host, next.state.current, &targets);
+            if let Some(c) = &changed {
+                let _ = c.send(());
+            }
         }
         st = next.state;
         tokio::time::sleep_until(next.next_query.into()).await;
