@@ -83,6 +83,8 @@ mod tests {
         let now = Instant::now();
         assert!(lb.lock().servers[1].unresolved);
         assert!(!lb.lock().servers[1].usable(now, false));
+        let pen = crate::control::commands::pen_servers(&lb.lock());
+        assert!(pen.contains("\n1 addr 0.0.0.0 port 80 conn 0"), "{pen}");
         // Only the unresolved server's neighbour is picked.
         for _ in 0..4 {
             assert_eq!(lb.plan("192.0.2.1".parse().unwrap(), 1, now).0, Some(0));
@@ -110,6 +112,11 @@ mod tests {
         let notes = lb.set_resolved("app.internal", None);
         assert_eq!(notes.len(), 1);
         assert!(!lb.lock().servers[1].usable(now, false));
+        let pen = crate::control::commands::pen_servers(&lb.lock());
+        assert!(
+            pen.contains("\n1 addr 0.0.0.0 port 80"),
+            "unresolved again: {pen}"
+        );
         assert!(lb.set_resolved("other.internal", None).is_empty());
     }
 

@@ -352,10 +352,16 @@ pub fn pen_servers(st: &State) -> String {
     let mut out = String::new();
     for (i, s) in st.servers.iter().enumerate() {
         let c = &s.cfg;
+        // A server given by name without a trusted address: pen's "no address".
+        let ip = if s.unresolved {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            c.addr.ip()
+        };
         let _ = writeln!(
             out,
             "{i} addr {} port {} conn {} max {} hard {} weight {} prio {} sx {} rx {}",
-            c.addr.ip(),
+            ip,
             c.addr.port(),
             s.conns,
             c.max,
@@ -399,6 +405,9 @@ fn server_cmd(lb: &Balancer, args: &[&str]) -> Reply {
             "address" => match v.parse::<IpAddr>() {
                 Ok(ip) => {
                     s.cfg.addr = SocketAddr::new(ip, s.cfg.addr.port());
+                    // The operator's address wins over a name's: DNS no longer moves it.
+                    s.cfg.name = None;
+                    s.unresolved = false;
                     reselect = true;
                 }
                 Err(_) => {

@@ -344,11 +344,24 @@ pub fn check_names(cfg: &Config) -> Vec<String> {
         Err(e) => return vec![format!("cannot check server names: {e}")],
     };
     rt.block_on(async {
+        // All names at once: a check with many dead names waits one lookup timeout, not many.
+        let lookups: Vec<_> = hosts
+            .into_iter()
+            .map(|(host, prefer)| {
+                let r = build(&nameservers, prefer, cfg.resolver.hold_valid);
+                tokio::spawn(async move {
+                    let outcome = match r {
+                        Ok(r) => lookup(&r, &host).await,
+                        Err(e) => Outcome::Failed(e),
+                    };
+                    (host, outcome)
+                })
+            })
+            .collect();
         let mut notes = Vec::new();
-        for (host, prefer) in hosts {
-            let outcome = match build(&nameservers, prefer, cfg.resolver.hold_valid) {
-                Ok(r) => lookup(&r, &host).await,
-                Err(e) => Outcome::Failed(e),
+        for l in lookups {
+            let Ok((host, outcome)) = l.await else {
+                continue;
             };
             let good = matches!(&outcome, Outcome::Answer { addrs, .. } if addrs.iter().any(|a| state::acceptable(*a)));
             if !good {
