@@ -110,6 +110,8 @@ async fn demo() -> Result<()> {
         http_forwarded_for: false,
         trusted_proxies: Vec::new(),
         connection_log: false,
+        // pen has no active checks.
+        health: config::Health::with(config::Check::None),
     };
     let std_l = sys::socket::listener(cfg.listen[0], cfg.backlog).context("listen")?;
     let lb = Balancer::new(cfg);

@@ -3,6 +3,7 @@
 
 pub mod duration;
 pub mod freevrrpd;
+pub mod health;
 pub mod pen;
 mod reader;
 pub mod server_spec;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use toml_edit::{Document, Item, Table, TableLike};
 
+pub use health::{Check, Health};
 use reader::{Reader, line_col, span_of};
 
 /// Every error found in one file, already located and formatted.
@@ -163,6 +165,8 @@ pub struct Balancer {
     pub trusted_proxies: Vec<(IpAddr, u8)>,
     /// One log line per connection at its close.
     pub connection_log: bool,
+    /// Active health checks.
+    pub health: Health,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -428,6 +432,7 @@ const BALANCER_KEYS: &[&str] = &[
     "http_forwarded_for",
     "trusted_proxies",
     "connection_log",
+    "health",
 ];
 
 fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
@@ -472,6 +477,7 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
     let http_forwarded_for = r.boolean(t, "http_forwarded_for").unwrap_or(false);
     let trusted_proxies = networks(r, t, "trusted_proxies");
     let connection_log = r.boolean(t, "connection_log").unwrap_or(true);
+    let health = health::read(r, t, servers.len());
     if r.diags.len() != before {
         return None;
     }
@@ -493,6 +499,7 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
         http_forwarded_for,
         trusted_proxies,
         connection_log,
+        health,
     })
 }
 

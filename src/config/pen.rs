@@ -317,6 +317,8 @@ pub fn parse(args: &[String]) -> Result<PenRun, String> {
         http_forwarded_for: o.http,
         trusted_proxies: Vec::new(),
         connection_log: false,
+        // pen has no active checks.
+        health: super::Health::with(super::Check::None),
     };
     Ok(PenRun {
         config: Config {
