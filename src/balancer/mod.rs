@@ -10,6 +10,8 @@
 //! happened (`accepted`, `connected`, `connect_failed`, `closed` ...): each takes the state
 //! lock for a few field updates and never holds it across I/O.
 
+mod checks;
+pub use checks::{Due, Switch};
 pub mod clients;
 mod context;
 pub mod engine;
@@ -66,6 +68,8 @@ pub struct Settings {
     pub blacklist: Duration,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Active health checks (a reload replaces them).
+    pub health: config::Health,
 }
 
 impl Settings {
@@ -81,6 +85,7 @@ impl Settings {
             blacklist: c.blacklist,
             connect_timeout: c.connect_timeout,
             idle_timeout: c.idle_timeout,
+            health: c.health.clone(),
         }
     }
 }
@@ -236,18 +241,20 @@ impl Balancer {
         let select = select::new(settings.sticky, settings.base, &servers);
         let emergency = cfg.emergency.map(ServerState::emergency);
         let clients = ClientTable::new(cfg.max_clients, cfg.tracking);
+        let mut state = State {
+            servers,
+            emergency,
+            select,
+            clients,
+            settings,
+            conns: BTreeMap::new(),
+            next_conn: 0,
+            epoch: 0,
+        };
+        state.respread(Instant::now());
         Arc::new(Balancer {
             max_connections: AtomicUsize::new(cfg.max_connections),
-            state: Mutex::new(State {
-                servers,
-                emergency,
-                select,
-                clients,
-                settings,
-                conns: BTreeMap::new(),
-                next_conn: 0,
-                epoch: 0,
-            }),
+            state: Mutex::new(state),
             cfg,
             stats: Stats::default(),
             active: AtomicUsize::new(0),
@@ -454,6 +461,9 @@ impl Balancer {
         let first_failure = st
             .guarded(&g)
             .is_some_and(|s| s.blacklist(Instant::now(), bl));
+        if let Some(i) = st.index_of(&g) {
+            self.passive_failure(&mut st, i, &checks_reason(e));
+        }
         st.release(g);
         drop(st);
         if first_failure {
@@ -534,6 +544,15 @@ impl Balancer {
         if let Some(g) = guard {
             st.release(g);
         }
+    }
+}
+
+/// A failed connect in the words of a check result.
+fn checks_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connect refused (client)".into(),
+        std::io::ErrorKind::TimedOut => "connect timeout (client)".into(),
+        _ => format!("connect failed (client): {e}"),
     }
 }
 
