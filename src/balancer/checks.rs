@@ -69,12 +69,18 @@ impl Balancer {
         let mut guard = self.lock();
         let st = &mut *guard;
         let h = &st.settings.health;
-        // A reload may have moved the server; one that is gone has no state to update.
+        // A reload may have moved the server. One that is gone has no state to update; one
+        // whose address changed (pen's `server N address`) is checked again at its new one.
         let i = match st.servers.get(index) {
             Some(s) if s.cfg.addr == addr => index,
             _ => match st.servers.iter().position(|s| s.cfg.addr == addr) {
                 Some(i) => i,
-                None => return,
+                None => {
+                    if let Some(s) = st.servers.get_mut(index) {
+                        s.health.in_flight = false;
+                    }
+                    return;
+                }
             },
         };
         let Some(s) = st.servers.get_mut(i) else {
@@ -168,5 +174,68 @@ impl Switch {
             Switch::Maint(true) => "put in maint",
             Switch::Maint(false) => "made ready",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn balancer(health: &str) -> std::sync::Arc<Balancer> {
+        let src = format!(
+            "[[balancer]]\nlisten = \"127.0.0.1:8080\"\nservers = [\"127.0.0.1:9001\", \"127.0.0.1:9002\"]\n{health}\n"
+        );
+        let cfg = config::parse_str(&src, std::path::Path::new("t.toml")).expect("config");
+        Balancer::new(cfg.balancers[0].clone())
+    }
+
+    fn failed(at: Instant) -> Outcome {
+        Outcome {
+            ok: false,
+            reason: "connect refused".into(),
+            took: Duration::ZERO,
+            at,
+        }
+    }
+
+    #[test]
+    fn a_down_server_is_not_chosen_and_checks_spread() {
+        let lb = balancer("health = { check = \"tcp\", interval = \"2s\" }");
+        let now = Instant::now();
+        // Server 0 due at once, server 1 half an interval after the start.
+        let due = lb.health_due(now);
+        assert_eq!(due.servers.len(), 1);
+        let next = due.next.expect("server 1 scheduled");
+        assert!(next > now && next <= now + Duration::from_secs(1));
+        let addr = due.servers[0].1;
+        lb.health_result(0, addr, failed(now));
+        let ip = "192.0.2.1"
+            .parse()
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+        for _ in 0..4 {
+            assert_eq!(lb.plan(ip, 1, now).0, Some(1));
+        }
+        assert_eq!(lb.lock().servers[0].health.label(&due.settings), "down");
+    }
+
+    #[test]
+    fn a_result_for_a_changed_address_does_not_stop_the_checks() {
+        let lb = balancer("health = { check = \"tcp\" }");
+        let now = Instant::now();
+        let due = lb.health_due(now);
+        let (i, addr) = due.servers[0];
+        lb.lock().servers[i].cfg.addr.set_port(9999);
+        lb.health_result(i, addr, failed(now));
+        let s = &lb.lock().servers[i];
+        assert!(!s.health.in_flight);
+        assert!(!s.health.checked, "the old address's result is not applied");
+    }
+
+    #[test]
+    fn no_checks_without_a_check() {
+        let lb = balancer("health = { check = \"none\" }");
+        let due = lb.health_due(Instant::now() + Duration::from_secs(60));
+        assert!(due.servers.is_empty() && due.next.is_none());
     }
 }
