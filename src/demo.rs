@@ -112,6 +112,7 @@ async fn demo() -> Result<()> {
         connection_log: false,
         // pen has no active checks.
         health: config::Health::with(config::Check::None),
+        slowstart: Duration::ZERO,
     };
     let std_l = sys::socket::listener(cfg.listen[0], cfg.backlog).context("listen")?;
     let lb = Balancer::new(cfg);

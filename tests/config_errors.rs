@@ -1126,6 +1126,7 @@ health = { check = "http", method = "HEAD", path = "/health", host = "app.intern
            expect_status = ["200-299", "301"], expect_body = "ok", interval = "2s",
            fast_interval = "500ms", down_interval = "5s", timeout = "1s", rise = 2, fall = 3,
            port = 8081, proxy_protocol = true }
+slowstart = "30s"
 
 [[balancer]]
 listen = "127.0.0.1:8081"

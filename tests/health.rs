@@ -20,11 +20,17 @@ const FAST: &str = "interval = \"300ms\", fast_interval = \"100ms\", down_interv
 
 /// A daemon with a control port balancing to `servers` with `health = { HEALTH, FAST }`.
 fn daemon(servers: &[SocketAddr], health: &str) -> (Fwlb, SocketAddr) {
+    let list: Vec<String> = servers.iter().map(|s| s.to_string()).collect();
+    daemon_with(&list, health, "")
+}
+
+/// `daemon` with server entries as text and `extra` balancer keys.
+fn daemon_with(servers: &[String], health: &str, extra: &str) -> (Fwlb, SocketAddr) {
     let (listen, ctl) = (free_addr(), free_addr());
     let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
     let cfg = format!(
         "[daemon]\ncontrol = \"{ctl}\"\nshutdown_timeout = \"1s\"\n[[balancer]]\nname = \"t\"\n\
-         listen = \"{listen}\"\nservers = [{}]\nhealth = {{ {health}{}{FAST} }}\n",
+         listen = \"{listen}\"\nservers = [{}]\nhealth = {{ {health}{}{FAST} }}\n{extra}\n",
         list.join(", "),
         if health.is_empty() { "" } else { ", " }
     );
@@ -316,4 +322,27 @@ async fn a_reload_keeps_health_state() {
     assert_eq!(rows[0]["health"], "up", "{}", rows[0]);
     f.assert_logged("reload: health check now tcp");
     assert_eq!(f.log().matches("is up").count(), 0, "{}", f.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowstart_ramps_a_returning_server_up() {
+    let a = Backend::start("s0").await;
+    let back = free_addr();
+    let (f, c) = daemon_with(
+        &[format!("{}:0:0:10", a.addr), format!("{back}:0:0:10")],
+        "check = \"tcp\"",
+        "algorithm = \"weight\"\nslowstart = \"20s\"",
+    );
+    wait_health(c, 1, "down", Duration::from_secs(5));
+    let _b = Backend::start_on(back, "s1").await;
+    wait_health(c, 1, "up", Duration::from_secs(5));
+    // Just back, its weight is 1 or 2 of 10 against 10: a small share of 40 connections
+    // held open (least connections per weight), not half.
+    let mut open = Vec::new();
+    for src in 1..=40 {
+        open.push(common::greeted(src, f.listen).await);
+    }
+    let share = open.iter().filter(|(_, s)| s == "s1").count();
+    assert!(share <= 10, "s1 got {share} of 40 right after coming back");
+    assert!(share >= 1, "s1 gets some clients while it ramps up");
 }

@@ -87,6 +87,9 @@ impl Balancer {
             return;
         };
         let change = s.health.record(h, o, now);
+        if matches!(change, Some(Change::WentUp { .. })) && !st.settings.slowstart.is_zero() {
+            s.health.ramp = Some((now, st.settings.slowstart));
+        }
         let label = s.health.label(h);
         drop(guard);
         self.log_change(i, addr, change, &label);

@@ -70,6 +70,7 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// Active health checks (a reload replaces them).
     pub health: config::Health,
+    pub slowstart: Duration,
 }
 
 impl Settings {
@@ -86,6 +87,7 @@ impl Settings {
             connect_timeout: c.connect_timeout,
             idle_timeout: c.idle_timeout,
             health: c.health.clone(),
+            slowstart: c.slowstart,
         }
     }
 }

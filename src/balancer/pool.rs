@@ -62,6 +62,11 @@ impl ServerState {
         })
     }
 
+    /// The weight the `weight` algorithm uses now: ramped up after a comeback (slowstart).
+    pub fn weight_now(&self, now: Instant) -> u32 {
+        health::ramped(self.cfg.weight, self.health.ramp, now)
+    }
+
     pub fn blacklisted(&self, now: Instant) -> bool {
         self.blacklisted_until.is_some_and(|t| now < t)
     }

@@ -80,6 +80,7 @@ impl Balancer {
             notes.push(format!("health check now {}", fresh.health.check.name()));
         }
         s.health = fresh.health;
+        s.slowstart = fresh.slowstart;
         st.clients.set_tracking(new.tracking);
         st.clients.expire(Instant::now());
         st.epoch += 1;

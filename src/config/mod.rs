@@ -167,6 +167,8 @@ pub struct Balancer {
     pub connection_log: bool,
     /// Active health checks.
     pub health: Health,
+    /// A server that comes back up has its weight ramped up over this long (0: at once).
+    pub slowstart: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -433,6 +435,7 @@ const BALANCER_KEYS: &[&str] = &[
     "trusted_proxies",
     "connection_log",
     "health",
+    "slowstart",
 ];
 
 fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
@@ -478,6 +481,7 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
     let trusted_proxies = networks(r, t, "trusted_proxies");
     let connection_log = r.boolean(t, "connection_log").unwrap_or(true);
     let health = health::read(r, t, servers.len());
+    let slowstart = dur(r, "slowstart", Duration::ZERO);
     if r.diags.len() != before {
         return None;
     }
@@ -500,6 +504,7 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
         trusted_proxies,
         connection_log,
         health,
+        slowstart,
     })
 }
 

@@ -319,6 +319,7 @@ pub fn parse(args: &[String]) -> Result<PenRun, String> {
         connection_log: false,
         // pen has no active checks.
         health: super::Health::with(super::Check::None),
+        slowstart: Duration::ZERO,
     };
     Ok(PenRun {
         config: Config {

@@ -57,6 +57,8 @@ pub struct Tracker {
     pub next_due: Instant,
     /// A check of this server is running (never two at once).
     pub in_flight: bool,
+    /// A server that came back up: its weight ramps up from `.0` over `.1` (slowstart).
+    pub ramp: Option<(Instant, Duration)>,
     /// Checks performed and failed (their own counters, not the client connections').
     pub checks: u64,
     pub check_failures: u64,
@@ -74,6 +76,7 @@ impl Tracker {
             last: None,
             next_due: now,
             in_flight: false,
+            ramp: None,
             checks: 0,
             check_failures: 0,
         }
@@ -192,6 +195,20 @@ impl Tracker {
             Phase::Down { oks } => format!("rising {oks}/{}", h.rise),
         }
     }
+}
+
+/// `weight` ramped up over `ramp` (slowstart): in proportion to the time since it started,
+/// at least 1, the whole weight once it is over.
+pub fn ramped(weight: u32, ramp: Option<(Instant, Duration)>, now: Instant) -> u32 {
+    let Some((from, over)) = ramp else {
+        return weight;
+    };
+    let done = now.saturating_duration_since(from);
+    if over.is_zero() || done >= over || weight == 0 {
+        return weight;
+    }
+    let w = (u128::from(weight) * done.as_millis()).div_ceil(over.as_millis().max(1));
+    (w as u32).clamp(1, weight)
 }
 
 /// When the `index`th of `count` servers is first checked: spread evenly over one interval,
@@ -342,6 +359,20 @@ mod tests {
         assert!(!t.usable());
         assert!(!t.take_due(t0 + Duration::from_secs(60)));
         assert_eq!(t.passive_failure(&h, "x", t0), None);
+    }
+
+    #[test]
+    fn slowstart_ramps_the_weight() {
+        let t0 = Instant::now();
+        let over = Duration::from_secs(30);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(ramped(10, None, t0), 10);
+        assert_eq!(ramped(10, Some((t0, over)), t0), 1);
+        assert_eq!(ramped(10, Some((t0, over)), at(15)), 5);
+        assert_eq!(ramped(10, Some((t0, over)), at(29)), 10);
+        assert_eq!(ramped(10, Some((t0, over)), at(30)), 10);
+        assert_eq!(ramped(100, Some((t0, over)), at(3)), 10);
+        assert_eq!(ramped(0, Some((t0, over)), at(3)), 0);
     }
 
     #[test]

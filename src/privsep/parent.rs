@@ -550,9 +550,10 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         live.connect_timeout = o.connect_timeout;
         live.idle_timeout = o.idle_timeout;
         live.health = o.health.clone();
+        live.slowstart = o.slowstart;
         if &live != o {
             out.push(format!(
-                "balancer {:?}: a setting other than listen, servers, emergency, algorithm, timeouts, blacklist, tracking or health changed",
+                "balancer {:?}: a setting other than listen, servers, emergency, algorithm, timeouts, blacklist, tracking, health or slowstart changed",
                 o.name
             ));
         }
