@@ -113,6 +113,7 @@ async fn demo() -> Result<()> {
         // pen has no active checks.
         health: config::Health::with(config::Check::None),
         slowstart: Duration::ZERO,
+        on_down: config::OnDown::Keep,
     };
     let std_l = sys::socket::listener(cfg.listen[0], cfg.backlog).context("listen")?;
     let lb = Balancer::new(cfg);

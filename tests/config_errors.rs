@@ -1091,6 +1091,7 @@ health = { check = "icmp", interval = "0s", rise = 0, intervl = "1s",
 listen = "127.0.0.1:8081"
 servers = ["127.0.0.1:9001"]
 health = "tcp"
+on_down = "cut"
 
 [[balancer]]
 listen = "127.0.0.1:8082"
@@ -1110,8 +1111,12 @@ health = { check = "send-expect", timeout = "soon" }
             ("5:62", "`path`: \"health\" must start with /"),
             ("5:79", "`send`: unknown escape \\q"),
             ("10:10", "`health` must be a table"),
-            ("15:20", "needs a non-empty `expect`"),
-            ("15:45", "`timeout`: invalid duration \"soon\""),
+            (
+                "11:11",
+                "`on_down`: \"cut\" is not \"keep\" or \"shutdown\"",
+            ),
+            ("16:20", "needs a non-empty `expect`"),
+            ("16:45", "`timeout`: invalid duration \"soon\""),
         ],
     );
 }
@@ -1127,6 +1132,7 @@ health = { check = "http", method = "HEAD", path = "/health", host = "app.intern
            fast_interval = "500ms", down_interval = "5s", timeout = "1s", rise = 2, fall = 3,
            port = 8081, proxy_protocol = true }
 slowstart = "30s"
+on_down = "shutdown"
 
 [[balancer]]
 listen = "127.0.0.1:8081"

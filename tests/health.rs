@@ -346,3 +346,38 @@ async fn slowstart_ramps_a_returning_server_up() {
     assert!(share <= 10, "s1 got {share} of 40 right after coming back");
     assert!(share >= 1, "s1 gets some clients while it ramps up");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_down_shutdown_cuts_established_connections_keep_does_not() {
+    use tokio::io::AsyncReadExt;
+    for (on_down, cut) in [("shutdown", true), ("keep", false)] {
+        let a = Backend::start("s0").await;
+        let b = Backend::start("s1").await;
+        let (f, c) = daemon_with(
+            &[a.addr.to_string(), b.addr.to_string()],
+            "check = \"tcp\"",
+            &format!("algorithm = \"roundrobin\"\non_down = \"{on_down}\""),
+        );
+        wait_health(c, 1, "up", Duration::from_secs(5));
+        let mut on_s1 = Vec::new();
+        for src in 1..=4 {
+            let (s, name) = common::greeted(src, f.listen).await;
+            if name == "s1" {
+                on_s1.push(s);
+            }
+        }
+        assert!(!on_s1.is_empty(), "round robin put a client on s1");
+        // s1 stops accepting (its open connections stay): checks fail, it goes down.
+        b.stop();
+        wait_health(c, 1, "down", Duration::from_secs(5));
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_millis(500), on_s1[0].read(&mut buf)).await;
+        match (cut, read) {
+            (true, Ok(Ok(0)) | Ok(Err(_))) => {
+                f.assert_logged("connection(s) cut");
+            }
+            (false, Err(_)) => {}
+            (cut, r) => panic!("on_down = {on_down} (cut {cut}): {r:?}\n{}", f.log()),
+        }
+    }
+}

@@ -34,6 +34,29 @@ impl State {
             }
         }
     }
+
+    /// With `on_down = "shutdown"`, cut the established connections of a server that just
+    /// went down; how many.
+    fn cut_if_down(
+        &self,
+        change: &Option<Change>,
+        index: usize,
+        addr: SocketAddr,
+    ) -> Option<usize> {
+        if self.settings.on_down != config::OnDown::Shutdown
+            || !matches!(change, Some(Change::WentDown { .. }))
+        {
+            return None;
+        }
+        let mut n = 0;
+        // Registered connections have their upstream socket open while the lock is held.
+        for c in self.conns.values() {
+            if c.server_index == Some(index) && c.server == addr {
+                n += usize::from(crate::sys::socket::shutdown_raw(c.upstream_fd).is_ok());
+            }
+        }
+        Some(n)
+    }
 }
 
 impl Balancer {
@@ -91,8 +114,9 @@ impl Balancer {
             s.health.ramp = Some((now, st.settings.slowstart));
         }
         let label = s.health.label(h);
+        let cut = st.cut_if_down(&change, i, addr);
         drop(guard);
-        self.log_change(i, addr, change, &label);
+        self.log_change(i, addr, change, &label, cut);
     }
 
     /// A client's connect to server `index` failed (the blacklist is the caller's): with
@@ -108,14 +132,23 @@ impl Balancer {
         let change = s.health.passive_failure(h, reason, Instant::now());
         let label = s.health.label(h);
         let addr = s.cfg.addr;
-        self.log_change(index, addr, change, &label);
+        let cut = st.cut_if_down(&change, index, addr);
+        self.log_change(index, addr, change, &label, cut);
     }
 
-    fn log_change(&self, index: usize, addr: SocketAddr, change: Option<Change>, label: &str) {
+    fn log_change(
+        &self,
+        index: usize,
+        addr: SocketAddr,
+        change: Option<Change>,
+        label: &str,
+        cut: Option<usize>,
+    ) {
         match change {
             Some(Change::WentDown { reason }) => {
+                let cut = cut.map_or(String::new(), |n| format!(", {n} connection(s) cut"));
                 warn!(target: "lb", balancer = %self.cfg.name, server = %addr,
-                    "health: server {index} is down ({reason}), no new clients");
+                    "health: server {index} is down ({reason}), no new clients{cut}");
             }
             Some(Change::WentUp { reason }) => {
                 info!(target: "lb", balancer = %self.cfg.name, server = %addr,

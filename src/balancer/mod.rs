@@ -71,6 +71,7 @@ pub struct Settings {
     /// Active health checks (a reload replaces them).
     pub health: config::Health,
     pub slowstart: Duration,
+    pub on_down: config::OnDown,
 }
 
 impl Settings {
@@ -88,6 +89,7 @@ impl Settings {
             idle_timeout: c.idle_timeout,
             health: c.health.clone(),
             slowstart: c.slowstart,
+            on_down: c.on_down,
         }
     }
 }

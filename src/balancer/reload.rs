@@ -81,6 +81,7 @@ impl Balancer {
         }
         s.health = fresh.health;
         s.slowstart = fresh.slowstart;
+        s.on_down = fresh.on_down;
         st.clients.set_tracking(new.tracking);
         st.clients.expire(Instant::now());
         st.epoch += 1;

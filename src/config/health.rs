@@ -31,6 +31,30 @@ impl Check {
     }
 }
 
+/// What happens to the established connections of a server marked down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDown {
+    /// They go on (the default).
+    Keep,
+    /// They are cut.
+    Shutdown,
+}
+
+/// `on_down = "keep" | "shutdown"` of a balancer table.
+pub fn on_down(r: &mut Reader, t: &dyn TableLike) -> OnDown {
+    match r.string(t, "on_down") {
+        None | Some(("keep", _)) => OnDown::Keep,
+        Some(("shutdown", _)) => OnDown::Shutdown,
+        Some((other, item)) => {
+            r.err_at(
+                item,
+                format!("`on_down`: {other:?} is not \"keep\" or \"shutdown\""),
+            );
+            OnDown::Keep
+        }
+    }
+}
+
 /// One balancer's health-check settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use toml_edit::{Document, Item, Table, TableLike};
 
-pub use health::{Check, Health};
+pub use health::{Check, Health, OnDown};
 use reader::{Reader, line_col, span_of};
 
 /// Every error found in one file, already located and formatted.
@@ -169,6 +169,8 @@ pub struct Balancer {
     pub health: Health,
     /// A server that comes back up has its weight ramped up over this long (0: at once).
     pub slowstart: Duration,
+    /// Whether a server marked down has its established connections cut.
+    pub on_down: OnDown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -436,6 +438,7 @@ const BALANCER_KEYS: &[&str] = &[
     "connection_log",
     "health",
     "slowstart",
+    "on_down",
 ];
 
 fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
@@ -482,6 +485,7 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
     let connection_log = r.boolean(t, "connection_log").unwrap_or(true);
     let health = health::read(r, t, servers.len());
     let slowstart = dur(r, "slowstart", Duration::ZERO);
+    let on_down = health::on_down(r, t);
     if r.diags.len() != before {
         return None;
     }
@@ -505,6 +509,7 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
         connection_log,
         health,
         slowstart,
+        on_down,
     })
 }
 

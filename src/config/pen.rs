@@ -320,6 +320,7 @@ pub fn parse(args: &[String]) -> Result<PenRun, String> {
         // pen has no active checks.
         health: super::Health::with(super::Check::None),
         slowstart: Duration::ZERO,
+        on_down: super::OnDown::Keep,
     };
     Ok(PenRun {
         config: Config {
