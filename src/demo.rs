@@ -112,6 +112,10 @@ async fn demo() -> Result<()> {
         trusted_proxies: Vec::new(),
         connection_log: false,
         resolve_prefer: Default::default(),
+        // pen has no active checks.
+        health: config::Health::with(config::Check::None),
+        slowstart: Duration::ZERO,
+        on_down: config::OnDown::Keep,
     };
     let std_l = sys::socket::listener(cfg.listen[0], cfg.backlog).context("listen")?;
     let lb = Balancer::new(cfg);

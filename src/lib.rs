@@ -12,6 +12,7 @@ pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod firewall;
+pub mod health;
 pub mod lab;
 pub mod logging;
 pub mod privsep;

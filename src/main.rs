@@ -98,6 +98,12 @@ enum Cmd {
         /// A name to put in every answer (which server answered).
         #[arg(long)]
         name: Option<String>,
+        /// Accept connections and never answer (a hung server, for health-check tests).
+        #[arg(long)]
+        hang: bool,
+        /// Answer HTTP requests for PATH with 503 (a failing health endpoint).
+        #[arg(long, value_name = "PATH")]
+        fail_health: Option<String>,
     },
     /// Find the conversations behind the balancer that carry a client's address in
     /// X-Forwarded-For, in a pcap or pcapng capture ("-" reads standard input).
@@ -275,7 +281,19 @@ fn main() -> ExitCode {
         } => vrrpd(&file, chroot.is_some(), log),
         Cmd::Run { file } => run(file.config, log),
         Cmd::Pen { args } => pen(&args, log),
-        Cmd::Echo { listen, name } => outcome("fwlb echo", fwlb::lab::echo::run(&listen, name)),
+        Cmd::Echo {
+            listen,
+            name,
+            hang,
+            fail_health,
+        } => {
+            let mode = fwlb::lab::echo::Mode {
+                name,
+                hang,
+                fail_health,
+            };
+            outcome("fwlb echo", fwlb::lab::echo::run(&listen, mode))
+        }
         Cmd::Trace { pcap, client, json } => trace(&pcap, client, json),
         Cmd::Lab(args) => lab(args),
         Cmd::Drill(args) => drill(args),

@@ -217,7 +217,8 @@ async fn refused_server_is_blacklisted_and_client_still_served() {
     let f = Fwlb::balancing(
         l,
         &[dead, live.addr],
-        "algorithm = \"roundrobin\"\nblacklist = \"2s\"",
+        // Passive failure handling alone (pen's), without active checks.
+        "algorithm = \"roundrobin\"\nblacklist = \"2s\"\nhealth = { check = \"none\" }",
     );
     for c in 0..10 {
         assert_eq!(which(1, l).await, "live", "request {c} must be served");

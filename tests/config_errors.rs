@@ -1075,3 +1075,70 @@ peers = ["fe80::2", "198.51.100.3"]
         ],
     );
 }
+
+// ---- health checks ----
+
+#[test]
+fn health_check_errors_each_at_its_value() {
+    assert_errors(
+        r#"[[balancer]]
+listen = "127.0.0.1:8080"
+servers = ["127.0.0.1:9001", "127.0.0.1:9002"]
+health = { check = "icmp", interval = "0s", rise = 0, intervl = "1s",
+           expect_status = ["200", "399-200", "abc"], path = "health", send = '\q' }
+
+[[balancer]]
+listen = "127.0.0.1:8081"
+servers = ["127.0.0.1:9001"]
+health = "tcp"
+on_down = "cut"
+
+[[balancer]]
+listen = "127.0.0.1:8082"
+servers = ["127.0.0.1:9001"]
+health = { check = "send-expect", timeout = "soon" }
+"#,
+        &[
+            ("4:20", "`check`: \"icmp\" is not one of"),
+            ("4:39", "`interval` must be more than 0s"),
+            ("4:52", "`rise` must be between 1 and 1000, not 0"),
+            (
+                "4:55",
+                "unknown key `intervl` in `health` (did you mean `interval`?)",
+            ),
+            ("5:36", "`expect_status`: \"399-200\" is not a status code"),
+            ("5:47", "`expect_status`: \"abc\" is not a status code"),
+            ("5:62", "`path`: \"health\" must start with /"),
+            ("5:79", "`send`: unknown escape \\q"),
+            ("10:10", "`health` must be a table"),
+            (
+                "11:11",
+                "`on_down`: \"cut\" is not \"keep\" or \"shutdown\"",
+            ),
+            ("16:20", "needs a non-empty `expect`"),
+            ("16:45", "`timeout`: invalid duration \"soon\""),
+        ],
+    );
+}
+
+#[test]
+fn health_checks_that_parse() {
+    let (out, _f) = check_src(
+        r#"[[balancer]]
+listen = "127.0.0.1:8080"
+servers = ["127.0.0.1:9001", "127.0.0.1:9002"]
+health = { check = "http", method = "HEAD", path = "/health", host = "app.internal",
+           expect_status = ["200-299", "301"], expect_body = "ok", interval = "2s",
+           fast_interval = "500ms", down_interval = "5s", timeout = "1s", rise = 2, fall = 3,
+           port = 8081, proxy_protocol = true }
+slowstart = "30s"
+on_down = "shutdown"
+
+[[balancer]]
+listen = "127.0.0.1:8081"
+servers = ["127.0.0.1:6379"]
+health = { check = "send-expect", send = 'PING\r\n', expect = "+PONG" }
+"#,
+    );
+    assert_ok(&out);
+}

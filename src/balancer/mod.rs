@@ -10,6 +10,8 @@
 //! happened (`accepted`, `connected`, `connect_failed`, `closed` ...): each takes the state
 //! lock for a few field updates and never holds it across I/O.
 
+mod checks;
+pub use checks::{Due, Switch};
 pub mod clients;
 mod context;
 pub mod engine;
@@ -67,6 +69,10 @@ pub struct Settings {
     pub blacklist: Duration,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Active health checks (a reload replaces them).
+    pub health: config::Health,
+    pub slowstart: Duration,
+    pub on_down: config::OnDown,
 }
 
 impl Settings {
@@ -82,6 +88,9 @@ impl Settings {
             blacklist: c.blacklist,
             connect_timeout: c.connect_timeout,
             idle_timeout: c.idle_timeout,
+            health: c.health.clone(),
+            slowstart: c.slowstart,
+            on_down: c.on_down,
         }
     }
 }
@@ -237,18 +246,20 @@ impl Balancer {
         let select = select::new(settings.sticky, settings.base, &servers);
         let emergency = cfg.emergency.map(ServerState::emergency);
         let clients = ClientTable::new(cfg.max_clients, cfg.tracking);
+        let mut state = State {
+            servers,
+            emergency,
+            select,
+            clients,
+            settings,
+            conns: BTreeMap::new(),
+            next_conn: 0,
+            epoch: 0,
+        };
+        state.respread(Instant::now());
         Arc::new(Balancer {
             max_connections: AtomicUsize::new(cfg.max_connections),
-            state: Mutex::new(State {
-                servers,
-                emergency,
-                select,
-                clients,
-                settings,
-                conns: BTreeMap::new(),
-                next_conn: 0,
-                epoch: 0,
-            }),
+            state: Mutex::new(state),
             cfg,
             stats: Stats::default(),
             active: AtomicUsize::new(0),
@@ -455,6 +466,9 @@ impl Balancer {
         let first_failure = st
             .guarded(&g)
             .is_some_and(|s| s.blacklist(Instant::now(), bl));
+        if let Some(i) = st.index_of(&g) {
+            self.passive_failure(&mut st, i, &checks_reason(e));
+        }
         st.release(g);
         drop(st);
         if first_failure {
@@ -535,6 +549,15 @@ impl Balancer {
         if let Some(g) = guard {
             st.release(g);
         }
+    }
+}
+
+/// A failed connect in the words of a check result.
+fn checks_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connect refused (client)".into(),
+        std::io::ErrorKind::TimedOut => "connect timeout (client)".into(),
+        _ => format!("connect failed (client): {e}"),
     }
 }
 

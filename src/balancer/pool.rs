@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::config;
+use crate::health;
 
 #[derive(Debug, Clone)]
 pub struct ServerState {
@@ -22,6 +23,8 @@ pub struct ServerState {
     /// Bytes sent to / received from the server.
     pub sx: u64,
     pub rx: u64,
+    /// Active health checks and the operator's maint / check switches.
+    pub health: health::Tracker,
 }
 
 impl ServerState {
@@ -36,6 +39,7 @@ impl ServerState {
             failures: 0,
             sx: 0,
             rx: 0,
+            health: health::Tracker::new(Instant::now()),
         }
     }
 
@@ -64,6 +68,11 @@ impl ServerState {
         })
     }
 
+    /// The weight the `weight` algorithm uses now: ramped up after a comeback (slowstart).
+    pub fn weight_now(&self, now: Instant) -> u32 {
+        health::ramped(self.cfg.weight, self.health.ramp, now)
+    }
+
     pub fn blacklisted(&self, now: Instant) -> bool {
         self.blacklisted_until.is_some_and(|t| now < t)
     }
@@ -75,11 +84,16 @@ impl ServerState {
             .filter(|d| !d.is_zero())
     }
 
-    /// pen's try_server: not blacklisted, not drained, resolved, and under `max` (a client
-    /// remembered on this server may go on up to `hard`).
+    /// pen's try_server: not blacklisted, not drained, resolved, not down by its checks nor
+    /// in maint, and under `max` (a client remembered on this server may go on up to `hard`).
     pub fn usable(&self, now: Instant, sticky: bool) -> bool {
         // Port 0: an empty slot (pen's `server N` beyond the list creates them).
-        if self.blacklisted(now) || self.draining || self.unresolved || self.cfg.addr.port() == 0 {
+        if self.blacklisted(now)
+            || self.draining
+            || self.unresolved
+            || !self.health.usable()
+            || self.cfg.addr.port() == 0
+        {
             return false;
         }
         let (max, hard) = (self.cfg.max, self.cfg.hard);

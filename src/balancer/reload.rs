@@ -82,9 +82,16 @@ impl Balancer {
         s.blacklist = fresh.blacklist;
         s.connect_timeout = fresh.connect_timeout;
         s.idle_timeout = fresh.idle_timeout;
+        if s.health != fresh.health {
+            notes.push(format!("health check now {}", fresh.health.check.name()));
+        }
+        s.health = fresh.health;
+        s.slowstart = fresh.slowstart;
+        s.on_down = fresh.on_down;
         st.clients.set_tracking(new.tracking);
         st.clients.expire(Instant::now());
         st.epoch += 1;
+        st.respread(Instant::now());
         st.reselect();
         notes
     }

@@ -3,6 +3,7 @@
 
 pub mod duration;
 pub mod freevrrpd;
+pub mod health;
 pub mod pen;
 mod reader;
 pub mod resolver;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use toml_edit::{Document, Item, Table, TableLike};
 
+pub use health::{Check, Health, OnDown};
 use reader::{Reader, line_col, span_of};
 
 /// Every error found in one file, already located and formatted.
@@ -191,6 +193,12 @@ pub struct Balancer {
     pub connection_log: bool,
     /// Which address family a server name's lookup prefers.
     pub resolve_prefer: resolver::Prefer,
+    /// Active health checks.
+    pub health: Health,
+    /// A server that comes back up has its weight ramped up over this long (0: at once).
+    pub slowstart: Duration,
+    /// Whether a server marked down has its established connections cut.
+    pub on_down: OnDown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -464,6 +472,9 @@ const BALANCER_KEYS: &[&str] = &[
     "http_forwarded_for",
     "trusted_proxies",
     "connection_log",
+    "health",
+    "slowstart",
+    "on_down",
 ];
 
 fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
@@ -509,6 +520,9 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
     let trusted_proxies = networks(r, t, "trusted_proxies");
     let connection_log = r.boolean(t, "connection_log").unwrap_or(true);
     let resolve_prefer = resolver::prefer(r, t);
+    let health = health::read(r, t, servers.len());
+    let slowstart = dur(r, "slowstart", Duration::ZERO);
+    let on_down = health::on_down(r, t);
     if r.diags.len() != before {
         return None;
     }
@@ -531,6 +545,9 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
         trusted_proxies,
         connection_log,
         resolve_prefer,
+        health,
+        slowstart,
+        on_down,
     })
 }
 

@@ -320,6 +320,10 @@ pub fn parse(args: &[String]) -> Result<PenRun, String> {
         trusted_proxies: Vec::new(),
         connection_log: false,
         resolve_prefer: Default::default(),
+        // pen has no active checks.
+        health: super::Health::with(super::Check::None),
+        slowstart: Duration::ZERO,
+        on_down: super::OnDown::Keep,
     };
     Ok(PenRun {
         config: Config {

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use super::Ctl;
 use crate::balancer::pool::ServerState;
-use crate::balancer::{Balancer, State};
-use crate::config::Algorithm;
+use crate::balancer::{Balancer, State, Switch};
+use crate::config::{self, Algorithm};
 
 pub struct Reply {
     pub text: String,
@@ -274,6 +274,7 @@ pen commands: servers, server N [address A] [port P] [max M] [hard H] [blacklist
   blacklist [T], tracking [T], timeout [T], idle_timeout [T], mode, [no] roundrobin|hash|weight|prio|stubborn,
   recent [S], clients_max [N], conn_max [N], pid, control, debug [N], exit, status, write [FILE]
 fwlb commands: show servers|conns|stats|clients [json], drain N, enable N, balancers,
+  server N check disable|enable, server N maint|ready,
   balancer NAME COMMAND... (any command, on that balancer),
   show vrrp [json], vrrp standby|resume [VRID|all] [json]
 ";
@@ -387,6 +388,9 @@ fn server_cmd(lb: &Balancer, args: &[&str]) -> Reply {
         return Reply::none();
     }
     let n = n as usize;
+    if let Some(r) = health_switch(lb, n, &args[1..]) {
+        return r;
+    }
     if n >= 1 << 16 {
         return Reply::err(format!("server index {n} is too large"));
     }
@@ -441,6 +445,22 @@ fn server_cmd(lb: &Balancer, args: &[&str]) -> Reply {
         st.reselect();
     }
     Reply::none()
+}
+
+/// fwlb's `server N check disable|enable` and `server N maint|ready`; None for pen's forms.
+fn health_switch(lb: &Balancer, n: usize, args: &[&str]) -> Option<Reply> {
+    let what = match args {
+        ["check", "disable"] => Switch::Check(false),
+        ["check", "enable"] => Switch::Check(true),
+        ["check", ..] => return Some(Reply::err("usage: server N check disable|enable")),
+        ["maint"] => Switch::Maint(true),
+        ["ready"] => Switch::Maint(false),
+        _ => return None,
+    };
+    Some(match lb.set_health_switch(n, what) {
+        Ok(label) => Reply::ok(format!("server {n}: {label}\n")),
+        Err(e) => Reply::err(e),
+    })
 }
 
 fn recent(lb: &Balancer, arg: Option<&str>) -> Reply {
@@ -510,9 +530,33 @@ fn server_state(s: &ServerState, now: Instant) -> &'static str {
     }
 }
 
-/// Health as seen passively: failures since the last successful connect.
-fn health(s: &ServerState, now: Instant) -> &'static str {
-    if s.blacklisted(now) { "failing" } else { "ok" }
+/// Health by the active checks (`up`, `down`, `rising 1/2`, `falling 2/3`, `maint` ...);
+/// without them, as seen passively: `failing` while blacklisted, else `unchecked`.
+fn health(s: &ServerState, h: &config::Health, now: Instant) -> String {
+    if h.check == config::Check::None && !s.health.maint {
+        let passive = if s.blacklisted(now) {
+            "failing"
+        } else {
+            "unchecked"
+        };
+        return passive.into();
+    }
+    s.health.label(h)
+}
+
+/// The last check: `ok`, or its reason, and how long it took ("-" before the first).
+fn last_check(s: &ServerState) -> (String, String) {
+    s.health
+        .last
+        .as_ref()
+        .map_or(("-".into(), "-".into()), |o| {
+            (o.reason.clone(), format!("{}ms", o.took.as_millis()))
+        })
+}
+
+/// How long the server has been in its health state, in whole seconds.
+fn since(s: &ServerState, now: Instant) -> u64 {
+    now.saturating_duration_since(s.health.since).as_secs()
 }
 
 /// Render rows as columns aligned on the widest cell.
@@ -566,14 +610,21 @@ fn show_servers(lb: &Balancer, json: bool, now: Instant) -> Reply {
     if let Some(e) = &st.emergency {
         all.push(("emergency".into(), e));
     }
+    let h = &st.settings.health;
     if json {
         let v: Vec<Value> = all
             .iter()
             .map(|(i, s)| {
+                let last = s.health.last.as_ref();
                 json!({
                     "index": i, "address": address(s), "name": s.cfg.name, "state": server_state(s, now),
                     "blacklist_left_ms": s.blacklist_left(now).map(|d| d.as_millis() as u64),
-                    "health": health(s, now), "connections": s.conns, "total": s.total,
+                    "health": health(s, h, now), "check": h.check.name(),
+                    "check_ok": last.map(|o| o.ok), "reason": last.map(|o| o.reason.clone()),
+                    "check_duration_ms": last.map(|o| o.took.as_millis() as u64),
+                    "since_s": since(s, now), "checks": s.health.checks,
+                    "check_failures": s.health.check_failures,
+                    "connections": s.conns, "total": s.total,
                     "failures": s.failures, "sent_bytes": s.sx, "received_bytes": s.rx,
                     "weight": s.cfg.weight, "prio": s.cfg.prio, "max": s.cfg.max, "hard": s.cfg.hard,
                 })
@@ -581,7 +632,7 @@ fn show_servers(lb: &Balancer, json: bool, now: Instant) -> Reply {
             .collect();
         return Reply::json(json!({ "balancer": lb.cfg.name, "servers": v }));
     }
-    let rows: Vec<Vec<String>> = all.iter().map(|(i, s)| server_row(i, s, now)).collect();
+    let rows: Vec<Vec<String>> = all.iter().map(|(i, s)| server_row(i, s, h, now)).collect();
     Reply::ok(table(
         &[
             "#",
@@ -590,6 +641,9 @@ fn show_servers(lb: &Balancer, json: bool, now: Instant) -> Reply {
             "state",
             "blacklist",
             "health",
+            "check",
+            "took",
+            "since",
             "conns",
             "total",
             "failures",
@@ -613,7 +667,8 @@ fn address(s: &ServerState) -> String {
     }
 }
 
-fn server_row(index: &str, s: &ServerState, now: Instant) -> Vec<String> {
+fn server_row(index: &str, s: &ServerState, h: &config::Health, now: Instant) -> Vec<String> {
+    let (reason, took) = last_check(s);
     vec![
         index.to_string(),
         address(s),
@@ -622,7 +677,10 @@ fn server_row(index: &str, s: &ServerState, now: Instant) -> Vec<String> {
         s.blacklist_left(now).map_or("-".into(), |d| {
             format!("{}s", d.as_secs() + u64::from(d.subsec_millis() > 0))
         }),
-        health(s, now).into(),
+        health(s, h, now),
+        reason,
+        took,
+        format!("{}s", since(s, now)),
         s.conns.to_string(),
         s.total.to_string(),
         s.failures.to_string(),

@@ -173,7 +173,14 @@ impl Child {
             control::state::restore(p, &lbs);
         }
         let (stop_tx, stop_rx) = watch::channel(false);
-        let tasks = vec![tokio::spawn(housekeeping(lbs.clone(), stop_rx.clone()))];
+        let mut tasks = vec![tokio::spawn(housekeeping(lbs.clone(), stop_rx.clone()))];
+        // Active health checks: tasks on this runtime, never on the data-path threads.
+        for lb in &lbs {
+            tasks.push(tokio::spawn(crate::health::run::checks(
+                lb.clone(),
+                stop_rx.clone(),
+            )));
+        }
         Ok(Child {
             cfg,
             dp,

@@ -19,7 +19,19 @@ const MAX_HEAD: usize = 64 * 1024;
 /// A raw (non-HTTP) client gets its answer after this long without a complete line.
 const RAW_WAIT: Duration = Duration::from_millis(300);
 
-pub fn run(listen: &[SocketAddr], name: Option<String>) -> Result<()> {
+/// How the mock server behaves.
+#[derive(Debug, Clone, Default)]
+pub struct Mode {
+    /// A name to put in every answer.
+    pub name: Option<String>,
+    /// Accept and read, never answer (a hung application).
+    pub hang: bool,
+    /// Answer HTTP requests for this path with 503 (a failing health endpoint).
+    pub fail_health: Option<String>,
+}
+
+pub fn run(listen: &[SocketAddr], mode: Mode) -> Result<()> {
+    let mode = std::sync::Arc::new(mode);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -30,12 +42,12 @@ pub fn run(listen: &[SocketAddr], name: Option<String>) -> Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {a}"))?;
             info!(target: "lb", listen = %l.local_addr()?, "echo listening");
-            let name = name.clone();
+            let mode = mode.clone();
             tasks.push(tokio::spawn(async move {
                 while let Ok((s, peer)) = l.accept().await {
-                    let name = name.clone();
+                    let mode = mode.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = answer(s, peer, name.as_deref()).await {
+                        if let Err(e) = answer(s, peer, &mode).await {
                             debug!(target: "lb", %peer, "echo: {e}");
                         }
                     });
@@ -79,10 +91,18 @@ async fn more_soon(s: &mut TcpStream, buf: &mut Vec<u8>, chunk: &mut [u8]) -> Re
     }
 }
 
-async fn answer(mut s: TcpStream, peer: SocketAddr, name: Option<&str>) -> Result<()> {
+async fn answer(mut s: TcpStream, peer: SocketAddr, mode: &Mode) -> Result<()> {
     let local = s.local_addr()?;
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
+    if mode.hang {
+        // Read (so the peer's writes complete) and never answer, until the peer goes.
+        while more(&mut s, &mut buf, &mut chunk).await? {
+            buf.clear();
+        }
+        return Ok(());
+    }
+    let name = mode.name.as_deref();
     let proxied = proxy_header(&mut s, &mut buf, &mut chunk).await?;
     // The first bytes after a PROXY header may come in a later segment (a balancer writes the
     // header as soon as it connects, the client's bytes when they arrive): read until the
@@ -95,7 +115,7 @@ async fn answer(mut s: TcpStream, peer: SocketAddr, name: Option<&str>) -> Resul
         "proxy": proxy_json(&proxied),
     });
     if looks_like_http(&buf) {
-        answer_http(s, buf, chunk, base).await
+        answer_http(s, buf, chunk, base, mode.fail_health.as_deref()).await
     } else {
         // Raw TCP: one JSON line with what came (up to a short wait), then close.
         if buf.is_empty() {
@@ -184,6 +204,7 @@ async fn answer_http(
     mut buf: Vec<u8>,
     mut chunk: Vec<u8>,
     base: Value,
+    fail_health: Option<&str>,
 ) -> Result<()> {
     loop {
         let Some(end) = head_end(&buf) else {
@@ -207,6 +228,11 @@ async fn answer_http(
         let Some(body) = body else {
             return Ok(());
         };
+        if fail_health.is_some() && head.request_line.split(' ').nth(1) == fail_health {
+            s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await?;
+            s.shutdown().await?;
+            return Ok(());
+        }
         let mut v = base.clone();
         v["request"] = Value::String(head.request_line);
         v["headers"] = Value::Array(head.headers);

@@ -549,9 +549,12 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         live.tracking = o.tracking;
         live.connect_timeout = o.connect_timeout;
         live.idle_timeout = o.idle_timeout;
+        live.health = o.health.clone();
+        live.slowstart = o.slowstart;
+        live.on_down = o.on_down;
         if &live != o {
             out.push(format!(
-                "balancer {:?}: a setting other than listen, servers, emergency, algorithm, timeouts, blacklist or tracking changed",
+                "balancer {:?}: a setting other than listen, servers, emergency, algorithm, timeouts, blacklist, tracking, health, slowstart or on_down changed",
                 o.name
             ));
         }

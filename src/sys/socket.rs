@@ -86,6 +86,15 @@ pub fn local_addr_raw(fd: RawFd) -> Option<SocketAddr> {
     local_addr(unsafe { BorrowedFd::borrow_raw(fd) })
 }
 
+/// shutdown(2) both ways of a descriptor kept by number (`on_down = "shutdown"` cuts the
+/// connections of a server marked down from the control-plane thread; the data-path thread
+/// that owns the socket sees the end and closes it).
+pub fn shutdown_raw(fd: RawFd) -> io::Result<()> {
+    // SAFETY: as in `local_addr_raw`: the caller holds the state lock while the connection
+    // is registered, so `fd` stays open for this call; the borrow ends with it.
+    SockRef::from(&unsafe { BorrowedFd::borrow_raw(fd) }).shutdown(Shutdown::Both)
+}
+
 /// accept4(2): the next client, non-blocking and close-on-exec in the one call.
 pub fn accept(listener: BorrowedFd<'_>) -> io::Result<(OwnedFd, SocketAddr)> {
     let (sock, addr) =

@@ -1,7 +1,8 @@
 //! Weighted least-connections, as pen's `-W`: the usable server with weight > 0 and the lowest
 //! connections/weight wins. pen broke ties by the lowest index, which sends every sequential
 //! client to server 0; here ties go by smooth weighted round robin, so short sequential
-//! connections also split in proportion to the weights.
+//! connections also split in proportion to the weights. A server back from a health-check
+//! failure counts with its weight ramped up over `slowstart`.
 
 use super::{Pick, Select};
 
@@ -19,7 +20,7 @@ impl Select for Weight {
         let load = |i: usize| {
             (
                 u64::from(p.servers[i].conns),
-                u64::from(p.servers[i].cfg.weight),
+                u64::from(p.servers[i].weight_now(p.now)),
             )
         };
         let mut best: Option<(u64, u64)> = None;
@@ -41,10 +42,10 @@ impl Select for Weight {
             .collect();
         let total: i64 = tied
             .iter()
-            .map(|&i| i64::from(p.servers[i].cfg.weight))
+            .map(|&i| i64::from(p.servers[i].weight_now(p.now)))
             .sum();
         for &i in &tied {
-            self.credit[i] += i64::from(p.servers[i].cfg.weight);
+            self.credit[i] += i64::from(p.servers[i].weight_now(p.now));
         }
         let &win = tied
             .iter()
@@ -70,6 +71,18 @@ mod tests {
         s[1].cfg.weight = 2;
         s[2].cfg.weight = 0; // never chosen by weight (pen)
         assert_eq!(spread(&mut Weight::default(), &s, 300), vec![100, 200, 0]);
+    }
+
+    #[test]
+    fn a_server_in_slowstart_gets_a_growing_share() {
+        let mut s = servers(2);
+        s[0].cfg.weight = 10;
+        s[1].cfg.weight = 10;
+        let now = std::time::Instant::now();
+        s[1].health.ramp = Some((now, std::time::Duration::from_secs(10)));
+        // spread() picks at the testutil's clock; a ramp that just began gives weight 1.
+        let got = spread(&mut Weight::default(), &s, 110);
+        assert!(got[1] <= 15 && got[1] >= 5, "{got:?}");
     }
 
     #[test]

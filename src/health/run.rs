@@ -1,0 +1,115 @@
+//! The checks' thin I/O layer: one task per balancer on the child's control-plane runtime
+//! takes the checks that are due (`Balancer::health_due`) and runs each as a task of its
+//! own, bounded by `timeout` for connect, write and read together, reading at most
+//! `probe::MAX_READ`. Nothing here touches the data-path threads.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::Outcome;
+use super::probe::{self, Verdict};
+use crate::balancer::Balancer;
+use crate::config::{self, Check, Health};
+use crate::wire::proxy;
+
+/// The longest the scheduler sleeps, so a reload or an operator's switch is seen soon.
+const LOOK_AGAIN: Duration = Duration::from_millis(250);
+
+/// Check `lb`'s servers until `stop` says so.
+pub async fn checks(lb: Arc<Balancer>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let now = Instant::now();
+        let due = lb.health_due(now);
+        for (index, addr) in due.servers {
+            let (lb, h) = (lb.clone(), due.settings.clone());
+            tokio::spawn(async move {
+                let o = check(&h, addr).await;
+                lb.health_result(index, addr, o);
+            });
+        }
+        let wake = due
+            .next
+            .map_or(now + LOOK_AGAIN, |t| t.min(now + LOOK_AGAIN));
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// One check of `server`.
+pub async fn check(h: &Health, server: SocketAddr) -> Outcome {
+    let start = Instant::now();
+    let target = SocketAddr::new(server.ip(), h.port.unwrap_or(server.port()));
+    let (ok, reason) = match tokio::time::timeout(h.timeout, exchange(h, target)).await {
+        Ok(Ok(())) => (true, "ok".to_string()),
+        Ok(Err(why)) => (false, why),
+        Err(_) => (
+            false,
+            format!("timeout after {}", config::duration::format(h.timeout)),
+        ),
+    };
+    let at = Instant::now();
+    Outcome {
+        ok,
+        reason,
+        took: at - start,
+        at,
+    }
+}
+
+/// Connect, send, and judge the reply; the reason of a failure.
+async fn exchange(h: &Health, target: SocketAddr) -> Result<(), String> {
+    let mut s = TcpStream::connect(target)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connect refused".to_string(),
+            _ => format!("connect: {e}"),
+        })?;
+    if h.proxy_protocol {
+        let local = s.local_addr().map_err(|e| format!("local address: {e}"))?;
+        send(&mut s, &proxy::encode_v1(local, target)).await?;
+    }
+    match h.check {
+        Check::None | Check::Tcp => Ok(()),
+        Check::Http => {
+            send(&mut s, &probe::http_request(h, target)).await?;
+            judge(&mut s, |buf, eof| probe::judge_http(h, buf, eof)).await
+        }
+        Check::SendExpect => {
+            send(&mut s, &h.send).await?;
+            judge(&mut s, |buf, eof| probe::judge_expect(&h.expect, buf, eof)).await
+        }
+    }
+}
+
+async fn send(s: &mut TcpStream, bytes: &[u8]) -> Result<(), String> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    s.write_all(bytes).await.map_err(|e| format!("send: {e}"))
+}
+
+/// Read until `verdict` decides (it does at the end of the stream or at `MAX_READ`).
+async fn judge(s: &mut TcpStream, verdict: impl Fn(&[u8], bool) -> Verdict) -> Result<(), String> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let room = probe::MAX_READ.saturating_sub(buf.len()).min(chunk.len());
+        let n = s
+            .read(&mut chunk[..room])
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        buf.extend_from_slice(&chunk[..n]);
+        match verdict(&buf, n == 0) {
+            Verdict::Pass => return Ok(()),
+            Verdict::Fail(why) => return Err(why),
+            Verdict::More => {}
+        }
+    }
+}
