@@ -8,6 +8,7 @@
 //! check, and that first failed check marks it down; once up after `rise` successes it takes
 //! `fall` failures in a row to go down.
 
+pub mod agent;
 pub mod probe;
 pub mod run;
 
