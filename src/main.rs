@@ -104,6 +104,10 @@ enum Cmd {
         /// Answer HTTP requests for PATH with 503 (a failing health endpoint).
         #[arg(long, value_name = "PATH")]
         fail_health: Option<String>,
+        /// Also answer TEXT and a newline on PORT of the listening address to every
+        /// connection (HAProxy's agent check: `up`, `down`, `drain`, `50%` ...).
+        #[arg(long, num_args = 2, value_names = ["PORT", "TEXT"])]
+        agent: Option<Vec<String>>,
     },
     /// Find the conversations behind the balancer that carry a client's address in
     /// X-Forwarded-For, in a pcap or pcapng capture ("-" reads standard input).
@@ -286,11 +290,24 @@ fn main() -> ExitCode {
             name,
             hang,
             fail_health,
+            agent,
         } => {
+            let agent = match agent.as_deref() {
+                None => None,
+                Some([port, text]) => match port.parse::<u16>() {
+                    Ok(p) => Some((p, text.clone())),
+                    Err(_) => {
+                        eprintln!("fwlb echo: --agent: {port:?} is not a port");
+                        return ExitCode::from(2);
+                    }
+                },
+                Some(_) => None,
+            };
             let mode = fwlb::lab::echo::Mode {
                 name,
                 hang,
                 fail_health,
+                agent,
             };
             outcome("fwlb echo", fwlb::lab::echo::run(&listen, mode))
         }

@@ -1142,3 +1142,43 @@ health = { check = "send-expect", send = 'PING\r\n', expect = "+PONG" }
     );
     assert_ok(&out);
 }
+
+#[test]
+fn agent_check_errors_each_at_its_value() {
+    assert_errors(
+        r#"[[balancer]]
+listen = "127.0.0.1:8080"
+servers = ["127.0.0.1:9001", "127.0.0.1:9002"]
+agent = { port = 0, interval = "0s", every = "1s" }
+
+[[balancer]]
+listen = "127.0.0.1:8081"
+servers = ["127.0.0.1:9001"]
+agent = { interval = "2s" }
+
+[[balancer]]
+listen = "127.0.0.1:8082"
+servers = ["127.0.0.1:9001"]
+agent = 9999
+"#,
+        &[
+            ("4:18", "`port` must be between 1 and 65535, not 0"),
+            ("4:32", "`interval` must be more than 0s"),
+            ("4:38", "unknown key `every` in `agent`"),
+            ("9:9", "`agent` needs a `port`"),
+            ("14:9", "`agent` must be a table"),
+        ],
+    );
+}
+
+#[test]
+fn an_agent_check_that_parses() {
+    let (out, _f) = check_src(
+        r#"[[balancer]]
+listen = "127.0.0.1:8080"
+servers = ["127.0.0.1:9001", "127.0.0.1:9002"]
+agent = { port = 9999, interval = "2s", timeout = "1s" }
+"#,
+    );
+    assert_ok(&out);
+}

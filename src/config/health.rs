@@ -80,6 +80,54 @@ pub struct Health {
     pub expect_body: Option<String>,
     pub send: Vec<u8>,
     pub expect: Vec<u8>,
+    /// The agent check (`agent = { port = N, ... }` of the balancer), if any.
+    pub agent: Option<Agent>,
+}
+
+/// `agent = { port = N, interval = "2s", timeout = "1s" }`: HAProxy's agent check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agent {
+    pub port: u16,
+    pub interval: Duration,
+    /// For connect and the line together.
+    pub timeout: Duration,
+}
+
+/// The `agent` key of a balancer table.
+pub fn agent(r: &mut Reader, t: &dyn TableLike) -> Option<Agent> {
+    let item = t.get("agent")?;
+    let Some(a) = item.as_table_like() else {
+        r.err_at(item, "`agent` must be a table, e.g. { port = 9999 }");
+        return None;
+    };
+    r.check_keys(a, "`agent`", &["port", "interval", "timeout"]);
+    let mut out = Agent {
+        port: 0,
+        interval: Duration::from_secs(2),
+        timeout: Duration::from_secs(1),
+    };
+    for (key, field) in [
+        ("interval", &mut out.interval),
+        ("timeout", &mut out.timeout),
+    ] {
+        if let Some((d, item)) = r.duration(a, key) {
+            if d.is_zero() {
+                r.err_at(item, format!("`{key}` must be more than 0s"));
+            } else {
+                *field = d;
+            }
+        }
+    }
+    match a.get("port") {
+        None => {
+            r.err_at(item, "`agent` needs a `port`");
+            None
+        }
+        Some(_) => {
+            out.port = r.int(a, "port", 1, 65_535)? as u16;
+            Some(out)
+        }
+    }
 }
 
 impl Health {
@@ -102,6 +150,7 @@ impl Health {
             expect_body: None,
             send: Vec::new(),
             expect: Vec::new(),
+            agent: None,
         }
     }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use toml_edit::{Document, Item, Table, TableLike};
 
-pub use health::{Check, Health, OnDown};
+pub use health::{Agent, Check, Health, OnDown};
 use reader::{Reader, line_col, span_of};
 
 /// Every error found in one file, already located and formatted.
@@ -475,6 +475,7 @@ const BALANCER_KEYS: &[&str] = &[
     "health",
     "slowstart",
     "on_down",
+    "agent",
 ];
 
 fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
@@ -520,7 +521,8 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
     let trusted_proxies = networks(r, t, "trusted_proxies");
     let connection_log = r.boolean(t, "connection_log").unwrap_or(true);
     let resolve_prefer = resolver::prefer(r, t);
-    let health = health::read(r, t, servers.len());
+    let mut health = health::read(r, t, servers.len());
+    health.agent = health::agent(r, t);
     let slowstart = dur(r, "slowstart", Duration::ZERO);
     let on_down = health::on_down(r, t);
     if r.diags.len() != before {

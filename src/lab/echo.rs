@@ -28,6 +28,9 @@ pub struct Mode {
     pub hang: bool,
     /// Answer HTTP requests for this path with 503 (a failing health endpoint).
     pub fail_health: Option<String>,
+    /// An agent (HAProxy's agent check) on this port of each listening address, answering
+    /// this text and a newline to every connection.
+    pub agent: Option<(u16, String)>,
 }
 
 pub fn run(listen: &[SocketAddr], mode: Mode) -> Result<()> {
@@ -54,6 +57,9 @@ pub fn run(listen: &[SocketAddr], mode: Mode) -> Result<()> {
                 }
             }));
         }
+        if let Some((port, text)) = &mode.agent {
+            agents(listen, *port, text, &mut tasks).await?;
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
@@ -64,6 +70,35 @@ pub fn run(listen: &[SocketAddr], mode: Mode) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// Listen on `port` of each address's IP and answer `text` and a newline, then close.
+async fn agents(
+    listen: &[SocketAddr],
+    port: u16,
+    text: &str,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<()> {
+    let mut ips: Vec<std::net::IpAddr> = listen.iter().map(|a| a.ip()).collect();
+    ips.dedup();
+    for ip in ips {
+        let a = SocketAddr::new(ip, port);
+        let l = TcpListener::bind(a)
+            .await
+            .with_context(|| format!("cannot listen on {a} (agent)"))?;
+        info!(target: "lb", listen = %a, "echo agent listening");
+        let line = format!("{text}\n").into_bytes();
+        tasks.push(tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let line = line.clone();
+                tokio::spawn(async move {
+                    let _ = s.write_all(&line).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        }));
+    }
+    Ok(())
 }
 
 fn proxy_json(p: &Option<(u8, Option<proxy::Addrs>)>) -> Value {
