@@ -381,3 +381,116 @@ async fn on_down_shutdown_cuts_established_connections_keep_does_not() {
         }
     }
 }
+
+// ---- agent checks ----
+
+/// A `fwlb echo --agent` on `ip`: its agent answers `text` on `port` (the echo port itself
+/// is unused).
+fn agent(ip: &str, port: u16, text: &str) -> Proc {
+    let echo_addr: SocketAddr = format!("{ip}:{}", common::free_port())
+        .parse()
+        .expect("addr");
+    let p = echo(echo_addr, &["--agent", &port.to_string(), text]);
+    wait_listening(SocketAddr::new(echo_addr.ip(), port));
+    p
+}
+
+/// Two backends on their own loopback addresses (so each has its own agent port), balanced
+/// with agent checks on `port` and `extra` keys.
+async fn agent_pair(port: u16, extra: &str) -> (Backend, Backend, Fwlb, SocketAddr) {
+    let a = Backend::start_on("127.0.0.2:0".parse().expect("addr"), "s0").await;
+    let b = Backend::start_on("127.0.0.3:0".parse().expect("addr"), "s1").await;
+    let (f, c) = daemon_with(
+        &[format!("{}:0:0:10", a.addr), format!("{}:0:0:10", b.addr)],
+        "check = \"tcp\"",
+        &format!("agent = {{ port = {port}, interval = \"150ms\", timeout = \"300ms\" }}\n{extra}"),
+    );
+    (a, b, f, c)
+}
+
+/// Wait until server `i`'s agent state is `want`; its JSON row.
+fn wait_agent(c: SocketAddr, i: usize, want: &str) -> Value {
+    let last = std::cell::RefCell::new(Value::Null);
+    poll(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || {
+            let row = servers(c).get(i).cloned().unwrap_or(Value::Null);
+            *last.borrow_mut() = row.clone();
+            (row["agent"]["state"] == want).then_some(row)
+        },
+        || format!("server {i}'s agent not {want}: {}", last.borrow()),
+    )
+    .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_drains_downs_and_brings_back_its_server_garbage_ignored() {
+    let port = common::free_port();
+    let _ok = agent("127.0.0.2", port, "up");
+    let mut s1 = agent("127.0.0.3", port, "drain # upgrade");
+    let (_a, _b, f, c) = agent_pair(port, "algorithm = \"roundrobin\"").await;
+    let row = wait_agent(c, 1, "drain");
+    assert_eq!(row["health"], "agent: drain", "{row}");
+    wait_agent(c, 0, "up");
+    f.assert_logged("agent: server 1 is now drain");
+    for src in 1..=10 {
+        assert_eq!(
+            which(src, f.listen).await,
+            "s0",
+            "a drained server gets no new client"
+        );
+    }
+    drop(s1);
+    s1 = agent("127.0.0.3", port, "DOWN#disk full");
+    let row = wait_agent(c, 1, "down");
+    assert_eq!(row["health"], "agent: down (disk full)", "{row}");
+    for src in 11..=16 {
+        assert_eq!(which(src, f.listen).await, "s0");
+    }
+    drop(s1);
+    // `up` clears the agent's down, `ready` its drain: s1 serves again.
+    s1 = agent("127.0.0.3", port, "up,ready");
+    wait_agent(c, 1, "up");
+    let seen = common::which_each(20..30, f.listen).await;
+    assert!(seen.iter().any(|s| s == "s1"), "{seen:?}");
+    drop(s1);
+    // Garbage is counted and changes nothing; nor does a dead agent.
+    let _s1 = agent("127.0.0.3", port, "sideways 12x%");
+    let row = poll(
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        || {
+            let row = servers(c).get(1).cloned().unwrap_or(Value::Null);
+            (row["agent"]["garbage"].as_u64() >= Some(2)).then_some(row)
+        },
+        || "no garbage counted".into(),
+    )
+    .0;
+    assert_eq!(row["agent"]["state"], "up", "{row}");
+    assert!(
+        row["agent"]["last"]
+            .as_str()
+            .is_some_and(|l| l.starts_with("garbage")),
+        "{row}"
+    );
+    let seen = common::which_each(40..50, f.listen).await;
+    assert!(seen.iter().any(|s| s == "s1"), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_percentage_scales_the_weight() {
+    let port = common::free_port();
+    let _a0 = agent("127.0.0.2", port, "up 100%");
+    let _a1 = agent("127.0.0.3", port, "up 50%");
+    let (_a, _b, f, c) = agent_pair(port, "algorithm = \"weight\"").await;
+    let row = wait_agent(c, 1, "up 50%");
+    assert_eq!(row["agent"]["effective_weight"], 5, "{row}");
+    // Weights 10 and 5: s1 holds about a third of 60 open connections, not half.
+    let mut open = Vec::new();
+    for src in 1..=60 {
+        open.push(common::greeted(src, f.listen).await);
+    }
+    let share = open.iter().filter(|(_, s)| s == "s1").count();
+    assert!((12..=26).contains(&share), "s1 holds {share} of 60");
+}

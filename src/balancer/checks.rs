@@ -27,6 +27,11 @@ impl State {
         let n = self.servers.len();
         for (i, s) in self.servers.iter_mut().enumerate() {
             s.health.next_due = health::spread(now, h.interval, i, n);
+            match &h.agent {
+                Some(a) => s.agent.next_due = health::spread(now, a.interval, i, n),
+                // No agent any more: its say is forgotten with it.
+                None => s.agent = health::agent::Agent::new(now),
+            }
             if h.check == Check::None {
                 let (maint, disabled) = (s.health.maint, s.health.disabled);
                 s.health = health::Tracker::new(now);
@@ -84,6 +89,62 @@ impl Balancer {
             }
         }
         due
+    }
+
+    /// Take the agent checks due at `now`: the agent's settings (None: no agent check), the
+    /// servers to ask, when to look again.
+    pub fn agent_due(&self, now: Instant) -> AgentDue {
+        let mut st = self.lock();
+        let mut due = AgentDue {
+            servers: Vec::new(),
+            settings: st.settings.health.agent.clone(),
+            next: None,
+        };
+        if due.settings.is_none() {
+            return due;
+        }
+        for (i, s) in st.servers.iter_mut().enumerate() {
+            let a = &mut s.agent;
+            if s.cfg.addr.port() == 0 || a.in_flight {
+                continue;
+            }
+            if now >= a.next_due {
+                a.in_flight = true;
+                due.servers.push((i, s.cfg.addr));
+            } else {
+                due.next = Some(due.next.map_or(a.next_due, |n: Instant| n.min(a.next_due)));
+            }
+        }
+        due
+    }
+
+    /// An agent check of server `index` (at `addr` when it started) ended: its line, or why
+    /// there was none.
+    pub fn agent_result(&self, index: usize, addr: SocketAddr, answer: Result<Vec<u8>, String>) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let Some(interval) = st.settings.health.agent.as_ref().map(|a| a.interval) else {
+            return;
+        };
+        let Some(s) = st.servers.get_mut(index) else {
+            return;
+        };
+        if s.cfg.addr != addr {
+            s.agent.in_flight = false;
+            return;
+        }
+        let changed = s
+            .agent
+            .apply(answer.as_deref().map_err(Clone::clone), now, interval);
+        let (label, last) = (s.agent.label(), s.agent.last.clone().unwrap_or_default());
+        drop(st);
+        if changed {
+            info!(target: "lb", balancer = %self.cfg.name, server = %addr,
+                "agent: server {index} is now {label}");
+        } else if last != "ok" {
+            tracing::debug!(target: "lb", balancer = %self.cfg.name, server = %addr,
+                "agent: server {index}: {last}");
+        }
     }
 
     /// A check of server `index` (at `addr` when it started) ended.
@@ -191,6 +252,13 @@ impl Balancer {
             "health: server {index} {} by the operator, now {label}", what.name());
         Ok(label)
     }
+}
+
+/// The agent checks due now (see `Due`).
+pub struct AgentDue {
+    pub servers: Vec<(usize, SocketAddr)>,
+    pub settings: Option<config::Agent>,
+    pub next: Option<Instant>,
 }
 
 /// An operator's health switch.

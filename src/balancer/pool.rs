@@ -25,6 +25,8 @@ pub struct ServerState {
     pub rx: u64,
     /// Active health checks and the operator's maint / check switches.
     pub health: health::Tracker,
+    /// The server's agent's say (HAProxy's agent check), apart from the two above.
+    pub agent: health::agent::Agent,
 }
 
 impl ServerState {
@@ -40,6 +42,7 @@ impl ServerState {
             sx: 0,
             rx: 0,
             health: health::Tracker::new(Instant::now()),
+            agent: health::agent::Agent::new(Instant::now()),
         }
     }
 
@@ -70,7 +73,7 @@ impl ServerState {
 
     /// The weight the `weight` algorithm uses now: ramped up after a comeback (slowstart).
     pub fn weight_now(&self, now: Instant) -> u32 {
-        health::ramped(self.cfg.weight, self.health.ramp, now)
+        health::ramped(self.agent.weight(self.cfg.weight), self.health.ramp, now)
     }
 
     pub fn blacklisted(&self, now: Instant) -> bool {
@@ -92,6 +95,7 @@ impl ServerState {
             || self.draining
             || self.unresolved
             || !self.health.usable()
+            || !self.agent.usable(sticky)
             || self.cfg.addr.port() == 0
         {
             return false;

@@ -531,8 +531,16 @@ fn server_state(s: &ServerState, now: Instant) -> &'static str {
 }
 
 /// Health by the active checks (`up`, `down`, `rising 1/2`, `falling 2/3`, `maint` ...);
-/// without them, as seen passively: `failing` while blacklisted, else `unchecked`.
+/// without them, as seen passively: `failing` while blacklisted, else `unchecked`. The
+/// agent's say, when it keeps the server from clients, comes first (`agent: drain`).
 fn health(s: &ServerState, h: &config::Health, now: Instant) -> String {
+    if let Some(why) = s.agent.reason() {
+        return why;
+    }
+    checks_health(s, h, now)
+}
+
+fn checks_health(s: &ServerState, h: &config::Health, now: Instant) -> String {
     if h.check == config::Check::None && !s.health.maint {
         let passive = if s.blacklisted(now) {
             "failing"
@@ -542,6 +550,19 @@ fn health(s: &ServerState, h: &config::Health, now: Instant) -> String {
         return passive.into();
     }
     s.health.label(h)
+}
+
+/// The agent check's view of a server (null without one).
+fn agent_json(s: &ServerState, h: &config::Health) -> Value {
+    if h.agent.is_none() {
+        return Value::Null;
+    }
+    let a = &s.agent;
+    json!({
+        "state": a.label(), "reason": a.reason(), "weight_pct": a.weight_pct,
+        "effective_weight": a.weight(s.cfg.weight), "last": a.last,
+        "answers": a.answers, "garbage": a.garbage, "failures": a.failures,
+    })
 }
 
 /// The last check: `ok`, or its reason, and how long it took ("-" before the first).
@@ -623,7 +644,7 @@ fn show_servers(lb: &Balancer, json: bool, now: Instant) -> Reply {
                     "check_ok": last.map(|o| o.ok), "reason": last.map(|o| o.reason.clone()),
                     "check_duration_ms": last.map(|o| o.took.as_millis() as u64),
                     "since_s": since(s, now), "checks": s.health.checks,
-                    "check_failures": s.health.check_failures,
+                    "check_failures": s.health.check_failures, "agent": agent_json(s, h),
                     "connections": s.conns, "total": s.total,
                     "failures": s.failures, "sent_bytes": s.sx, "received_bytes": s.rx,
                     "weight": s.cfg.weight, "prio": s.cfg.prio, "max": s.cfg.max, "hard": s.cfg.hard,

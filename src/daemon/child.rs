@@ -180,6 +180,10 @@ impl Child {
                 lb.clone(),
                 stop_rx.clone(),
             )));
+            tasks.push(tokio::spawn(crate::health::run::agents(
+                lb.clone(),
+                stop_rx.clone(),
+            )));
         }
         Ok(Child {
             cfg,

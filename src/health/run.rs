@@ -32,14 +32,75 @@ pub async fn checks(lb: Arc<Balancer>, mut stop: watch::Receiver<bool>) {
                 lb.health_result(index, addr, o);
             });
         }
-        let wake = due
-            .next
-            .map_or(now + LOOK_AGAIN, |t| t.min(now + LOOK_AGAIN));
-        tokio::select! {
-            _ = tokio::time::sleep_until(wake.into()) => {}
-            _ = stop.changed() => return,
+        if stopped(now, due.next, &mut stop).await {
+            return;
         }
     }
+}
+
+/// Ask `lb`'s servers' agents until `stop` says so.
+pub async fn agents(lb: Arc<Balancer>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let now = Instant::now();
+        let due = lb.agent_due(now);
+        if let Some(a) = &due.settings {
+            for (index, addr) in due.servers {
+                let (lb, a) = (lb.clone(), a.clone());
+                tokio::spawn(async move {
+                    let target = SocketAddr::new(addr.ip(), a.port);
+                    let answer = match tokio::time::timeout(a.timeout, agent_line(target)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(format!(
+                            "timeout after {}",
+                            config::duration::format(a.timeout)
+                        )),
+                    };
+                    lb.agent_result(index, addr, answer);
+                });
+            }
+        }
+        if stopped(now, due.next, &mut stop).await {
+            return;
+        }
+    }
+}
+
+/// Connect to an agent and read its line: up to a newline or the end of the stream, at most
+/// `agent::MAX_LINE` bytes and one more (so that an overlong line is seen as one).
+async fn agent_line(target: SocketAddr) -> Result<Vec<u8>, String> {
+    let mut s = connect(target).await?;
+    let mut buf = Vec::with_capacity(128);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = s.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            buf.truncate(end);
+            return Ok(buf);
+        }
+        if n == 0 || buf.len() > super::agent::MAX_LINE {
+            return Ok(buf);
+        }
+    }
+}
+
+/// Sleep until `next` (at most LOOK_AGAIN); true when `stop` said so meanwhile.
+async fn stopped(now: Instant, next: Option<Instant>, stop: &mut watch::Receiver<bool>) -> bool {
+    let wake = next.map_or(now + LOOK_AGAIN, |t| t.min(now + LOOK_AGAIN));
+    tokio::select! {
+        _ = tokio::time::sleep_until(wake.into()) => false,
+        _ = stop.changed() => true,
+    }
+}
+
+/// Connect, the reason of a failure (`connect refused`).
+async fn connect(target: SocketAddr) -> Result<TcpStream, String> {
+    TcpStream::connect(target)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connect refused".to_string(),
+            _ => format!("connect: {e}"),
+        })
 }
 
 /// One check of `server`.
@@ -65,12 +126,7 @@ pub async fn check(h: &Health, server: SocketAddr) -> Outcome {
 
 /// Connect, send, and judge the reply; the reason of a failure.
 async fn exchange(h: &Health, target: SocketAddr) -> Result<(), String> {
-    let mut s = TcpStream::connect(target)
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::ConnectionRefused => "connect refused".to_string(),
-            _ => format!("connect: {e}"),
-        })?;
+    let mut s = connect(target).await?;
     if h.proxy_protocol {
         let local = s.local_addr().map_err(|e| format!("local address: {e}"))?;
         send(&mut s, &proxy::encode_v1(local, target)).await?;
