@@ -337,6 +337,27 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_keeps_rise_and_fall_counts() {
+        let lb = balancer("health = { check = \"tcp\" }");
+        {
+            let mut st = lb.lock();
+            st.servers[0].health.phase = health::Phase::Up { fails: 2 };
+            st.servers[1].health.phase = health::Phase::Down { oks: 1 };
+            for s in &mut st.servers {
+                s.health.checked = true;
+            }
+        }
+        let src = "[[balancer]]\nlisten = \"127.0.0.1:8080\"\nservers = [\"127.0.0.1:9001\", \"127.0.0.1:9002\"]\n\
+                   health = { check = \"tcp\", interval = \"3s\" }\n";
+        let cfg = config::parse_str(src, std::path::Path::new("t.toml")).expect("config");
+        lb.reconfigure(&cfg.balancers[0]);
+        let st = lb.lock();
+        let h = &st.settings.health;
+        let labels: Vec<String> = st.servers.iter().map(|s| s.health.label(h)).collect();
+        assert_eq!(labels, ["falling 2/3", "rising 1/2"]);
+    }
+
+    #[test]
     fn no_checks_without_a_check() {
         let lb = balancer("health = { check = \"none\" }");
         let due = lb.health_due(Instant::now() + Duration::from_secs(60));

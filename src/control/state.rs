@@ -1,7 +1,8 @@
 //! The state file: runtime changes (blacklists with their expiry, weights, limits, drains,
-//! address changes, pen's mode settings) kept across restarts, like HAProxy's server-state
-//! file, so a supervisor restart in the middle of an upgrade does not put a blacklisted server
-//! back. Written atomically (temporary file + rename).
+//! address changes, pen's mode settings, maint and check disable) and each server's health
+//! state kept across restarts, like HAProxy's server-state file, so a supervisor restart in the
+//! middle of an upgrade does not put a blacklisted or down server back. Written atomically
+//! (temporary file + rename).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -12,9 +13,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::balancer::Balancer;
 use crate::balancer::pool::ServerState;
-use crate::config::{self, Algorithm};
+use crate::balancer::{Balancer, State};
+use crate::config::{self, Algorithm, Check};
+use crate::health::{Phase, Tracker};
 
 #[derive(Serialize, Deserialize, Debug)]
 struct Saved {
@@ -48,6 +50,58 @@ struct SavedServer {
     prio: i32,
     draining: bool,
     blacklisted_until_unix_ms: Option<u64>,
+    // Fields added later default to a fresh server's, so older files still load.
+    /// `server N maint`.
+    #[serde(default)]
+    maint: bool,
+    /// `server N check disable`.
+    #[serde(default)]
+    check_disabled: bool,
+    /// The checks' verdict; None before the first result (`unchecked`).
+    #[serde(default)]
+    health: Option<SavedHealth>,
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+struct SavedHealth {
+    /// "up" or "down".
+    phase: String,
+    /// Failures in a row while up (falling), successes in a row while down (rising).
+    count: u32,
+    /// When the server entered its phase, wall-clock.
+    since_unix_ms: u64,
+}
+
+impl SavedHealth {
+    fn of(t: &Tracker, now: Instant, wall: SystemTime) -> Option<SavedHealth> {
+        if !t.checked {
+            return None;
+        }
+        let (phase, count) = match t.phase {
+            Phase::Up { fails } => ("up", fails),
+            Phase::Down { oks } => ("down", oks),
+        };
+        let since = wall
+            .checked_sub(now.saturating_duration_since(t.since))
+            .unwrap_or(UNIX_EPOCH);
+        Some(SavedHealth {
+            phase: phase.into(),
+            count,
+            since_unix_ms: unix_ms(since),
+        })
+    }
+
+    /// Put the saved verdict back: a server that was down stays down until `rise` checks pass.
+    fn apply(&self, t: &mut Tracker, now: Instant, wall_ms: u64) {
+        t.phase = match self.phase.as_str() {
+            "up" => Phase::Up { fails: self.count },
+            "down" => Phase::Down { oks: self.count },
+            _ => return,
+        };
+        t.checked = true;
+        let ago = Duration::from_millis(wall_ms.saturating_sub(self.since_unix_ms));
+        t.since = now.checked_sub(ago).unwrap_or(now);
+    }
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -86,6 +140,9 @@ pub fn snapshot(balancers: &[Arc<Balancer>]) -> String {
                 prio: sv.cfg.prio,
                 draining: sv.draining,
                 blacklisted_until_unix_ms: sv.blacklist_left(now).map(|d| unix_ms(wall + d)),
+                maint: sv.health.maint,
+                check_disabled: sv.health.disabled,
+                health: SavedHealth::of(&sv.health, now, wall),
             })
             .collect();
         saved.balancers.push(SavedBalancer {
@@ -155,43 +212,202 @@ pub fn restore(path: &Path, balancers: &[Arc<Balancer>]) {
         st.clients
             .set_tracking(Duration::from_millis(sb.tracking_ms));
         let mut restored = 0;
+        // With checks off a saved verdict would never be undone.
+        let checks_on = st.settings.health.check != Check::None;
         for ss in sb.servers {
-            let configured = lb.cfg.servers.get(ss.index).map(config::Server::label);
-            if configured != ss.config_addr {
-                info!(target: "ctl", balancer = %lb.cfg.name,
-                    "state of server {} ignored: the config changed ({:?} -> {:?})", ss.index, ss.config_addr, configured);
-                continue;
-            }
-            let Ok(addr) = ss.addr.parse::<SocketAddr>() else {
-                continue;
-            };
-            while st.servers.len() <= ss.index {
-                st.servers.push(ServerState::empty());
-            }
-            let sv = &mut st.servers[ss.index];
-            // A server by name starts from its last address (its resolver asks at once, and
-            // keeps it for hold_nx if the nameservers fail): a restart during a DNS outage
-            // keeps serving.
-            let name = lb.cfg.servers.get(ss.index).and_then(|c| c.name.clone());
-            if name.is_some() && !addr.ip().is_unspecified() {
-                sv.unresolved = false;
-            }
-            sv.cfg = config::Server {
-                addr,
-                name,
-                max: ss.max,
-                hard: ss.hard,
-                weight: ss.weight,
-                prio: ss.prio,
-            };
-            sv.draining = ss.draining;
-            sv.blacklisted_until = ss
-                .blacklisted_until_unix_ms
-                .filter(|&t| t > wall_ms)
-                .map(|t| now + Duration::from_millis(t - wall_ms));
-            restored += 1;
+            restored += usize::from(restore_server(lb, &mut st, ss, checks_on, now, wall_ms));
         }
         st.reselect();
         info!(target: "ctl", balancer = %lb.cfg.name, "restored runtime state of {restored} server(s) from {}", path.display());
+    }
+}
+
+/// Apply one server's saved state (false: skipped, its config changed).
+fn restore_server(
+    lb: &Balancer,
+    st: &mut State,
+    ss: SavedServer,
+    checks_on: bool,
+    now: Instant,
+    wall_ms: u64,
+) -> bool {
+    let configured = lb.cfg.servers.get(ss.index).map(config::Server::label);
+    if configured != ss.config_addr {
+        info!(target: "ctl", balancer = %lb.cfg.name,
+            "state of server {} ignored: the config changed ({:?} -> {:?})", ss.index, ss.config_addr, configured);
+        return false;
+    }
+    let Ok(addr) = ss.addr.parse::<SocketAddr>() else {
+        return false;
+    };
+    while st.servers.len() <= ss.index {
+        st.servers.push(ServerState::empty());
+    }
+    let sv = &mut st.servers[ss.index];
+    // A server by name starts from its last address (its resolver asks at once, and keeps it
+    // for hold_nx if the nameservers fail): a restart during a DNS outage keeps serving.
+    let name = lb.cfg.servers.get(ss.index).and_then(|c| c.name.clone());
+    if name.is_some() && !addr.ip().is_unspecified() {
+        sv.unresolved = false;
+    }
+    sv.cfg = config::Server {
+        addr,
+        name,
+        max: ss.max,
+        hard: ss.hard,
+        weight: ss.weight,
+        prio: ss.prio,
+    };
+    sv.draining = ss.draining;
+    sv.blacklisted_until = ss
+        .blacklisted_until_unix_ms
+        .filter(|&t| t > wall_ms)
+        .map(|t| now + Duration::from_millis(t - wall_ms));
+    sv.health.maint = ss.maint;
+    sv.health.disabled = ss.check_disabled;
+    if let Some(h) = ss.health.as_ref().filter(|_| checks_on) {
+        h.apply(&mut sv.health, now, wall_ms);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::Outcome;
+
+    fn balancer(health: &str) -> Arc<Balancer> {
+        let src = format!(
+            "[[balancer]]\nname = \"t\"\nlisten = \"127.0.0.1:8080\"\n\
+             servers = [\"127.0.0.1:9001\", \"127.0.0.1:9002\", \"127.0.0.1:9003\"]\n{health}\n"
+        );
+        let cfg = config::parse_str(&src, Path::new("t.toml")).expect("config");
+        Balancer::new(cfg.balancers[0].clone())
+    }
+
+    /// A check's result at `at`: passed, or refused.
+    fn check(ok: bool, at: Instant) -> Outcome {
+        let reason = String::from(if ok { "ok" } else { "connect refused" });
+        let took = Duration::ZERO;
+        Outcome {
+            ok,
+            reason,
+            took,
+            at,
+        }
+    }
+
+    /// Save `lb` to a file and restore it into a fresh balancer built with `health`.
+    fn saved_and_restored(lb: &Arc<Balancer>, health: &str) -> Arc<Balancer> {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("state");
+        write(&path, &snapshot(std::slice::from_ref(lb))).expect("write");
+        let fresh = balancer(health);
+        restore(&path, std::slice::from_ref(&fresh));
+        fresh
+    }
+
+    fn labels(lb: &Balancer) -> Vec<String> {
+        let st = lb.lock();
+        let h = &st.settings.health;
+        st.servers.iter().map(|s| s.health.label(h)).collect()
+    }
+
+    const TCP: &str = "health = { check = \"tcp\", rise = 3 }";
+
+    #[test]
+    fn health_maint_and_check_disable_survive_a_restart() {
+        let lb = balancer(TCP);
+        let now = Instant::now();
+        let ten_s_ago = now.checked_sub(Duration::from_secs(10)).unwrap_or(now);
+        {
+            let mut st = lb.lock();
+            let h = st.settings.health.clone();
+            let t = &mut st.servers[0].health;
+            t.record(&h, check(false, now), now);
+            t.since = ten_s_ago;
+            st.servers[1].health.phase = Phase::Up { fails: 2 };
+            st.servers[1].health.checked = true;
+            st.servers[2].health.maint = true;
+            st.servers[2].health.disabled = true;
+        }
+        assert_eq!(labels(&lb), ["down", "falling 2/3", "maint"]);
+        let back = saved_and_restored(&lb, TCP);
+        assert_eq!(labels(&back), ["down", "falling 2/3", "maint"]);
+        let st = back.lock();
+        let (s0, s2) = (&st.servers[0].health, &st.servers[2].health);
+        assert!(!s0.usable() && !s2.usable());
+        assert!(s2.disabled);
+        let age = Instant::now().saturating_duration_since(s0.since);
+        assert!(
+            age >= Duration::from_secs(9) && age < Duration::from_secs(12),
+            "{age:?}"
+        );
+        drop(st);
+        // Nobody is sent to the down or maint server.
+        let ip = std::net::Ipv4Addr::LOCALHOST.into();
+        for _ in 0..6 {
+            assert_eq!(back.plan(ip, 1, Instant::now()).0, Some(1));
+        }
+    }
+
+    #[test]
+    fn a_restored_down_server_needs_rise_checks() {
+        let lb = balancer(TCP);
+        let now = Instant::now();
+        let addr = lb.lock().servers[0].cfg.addr;
+        lb.health_result(0, addr, check(false, now));
+        let back = saved_and_restored(&lb, TCP);
+        let h = back.lock().settings.health.clone();
+        let mut st = back.lock();
+        let t = &mut st.servers[0].health;
+        assert_eq!(t.record(&h, check(true, now), now), None);
+        assert_eq!(t.record(&h, check(true, now), now), None);
+        assert!(t.down(), "still down after 2 of 3");
+        assert!(t.record(&h, check(true, now), now).is_some());
+        assert!(t.usable());
+    }
+
+    #[test]
+    fn without_checks_a_saved_verdict_is_not_applied() {
+        let lb = balancer(TCP);
+        let now = Instant::now();
+        let addr = lb.lock().servers[0].cfg.addr;
+        lb.health_result(0, addr, check(false, now));
+        lb.lock().servers[1].health.maint = true;
+        let back = saved_and_restored(&lb, "health = { check = \"none\" }");
+        assert_eq!(labels(&back), ["unchecked", "maint", "unchecked"]);
+    }
+
+    #[test]
+    fn an_old_file_without_health_still_loads() {
+        let old = r#"{"version":1,"balancers":[{"name":"t","sticky":false,"algorithm":"roundrobin",
+            "stubborn":false,"blacklist_ms":30000,"connect_timeout_ms":1000,"idle_timeout_ms":0,
+            "tracking_ms":0,"servers":[{"index":1,"config_addr":"127.0.0.1:9002",
+            "addr":"127.0.0.1:9002","max":0,"hard":0,"weight":7,"prio":0,"draining":true,
+            "blacklisted_until_unix_ms":null}]}]}"#;
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("state");
+        std::fs::write(&path, old).expect("write");
+        let lb = balancer(TCP);
+        restore(&path, std::slice::from_ref(&lb));
+        let st = lb.lock();
+        assert_eq!(
+            (st.servers[1].cfg.weight, st.servers[1].draining),
+            (7, true)
+        );
+        drop(st);
+        assert_eq!(labels(&lb), ["unchecked", "unchecked", "unchecked"]);
+    }
+
+    #[test]
+    fn a_broken_file_is_ignored() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("state");
+        std::fs::write(&path, "{\"version\":1,\"balancers\":[{\"name\":").expect("write");
+        let lb = balancer(TCP);
+        restore(&path, std::slice::from_ref(&lb));
+        assert_eq!(labels(&lb), ["unchecked", "unchecked", "unchecked"]);
+        assert_eq!(lb.lock().servers[1].cfg.weight, 1);
     }
 }
