@@ -668,18 +668,9 @@ fn emergency(r: &mut Reader, t: &Table, default_port: u16) -> Option<SocketAddr>
 }
 
 fn proxy_protocol(r: &mut Reader, t: &Table) -> ProxyProtocol {
-    match r.string(t, "proxy_protocol") {
-        None | Some(("none", _)) => ProxyProtocol::None,
-        Some(("v1", _)) => ProxyProtocol::V1,
-        Some(("v2", _)) => ProxyProtocol::V2,
-        Some((s, item)) => {
-            r.err_at(
-                item,
-                format!("`proxy_protocol` must be \"none\", \"v1\" or \"v2\", not {s:?}"),
-            );
-            ProxyProtocol::None
-        }
-    }
+    use ProxyProtocol as P;
+    let names = [("none", P::None), ("v1", P::V1), ("v2", P::V2)];
+    r.choice(t, "proxy_protocol", &names, P::None)
 }
 
 /// A list of networks (`ADDR` or `ADDR/PREFIX`) under `key`.
@@ -1010,18 +1001,9 @@ fn firewall(r: &mut Reader, t: &dyn TableLike) -> Firewall {
             "syn_rate",
         ],
     );
-    let backend = match r.string(t, "backend") {
-        None | Some(("none", _)) => FirewallBackend::None,
-        Some(("nftables", _)) => FirewallBackend::Nftables,
-        Some(("pf", _)) => FirewallBackend::Pf,
-        Some((s, item)) => {
-            r.err_at(
-                item,
-                format!("`backend` must be \"nftables\", \"pf\" or \"none\", not {s:?}"),
-            );
-            FirewallBackend::None
-        }
-    };
+    use FirewallBackend as B;
+    let names = [("nftables", B::Nftables), ("pf", B::Pf), ("none", B::None)];
+    let backend = r.choice(t, "backend", &names, B::None);
     Firewall {
         backend,
         front: r.string(t, "front").map(|(s, _)| s.to_string()),

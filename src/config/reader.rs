@@ -140,6 +140,34 @@ impl Reader {
         self.typed(t, key, "a string", |i| i.as_str())
     }
 
+    /// One of a few words, each standing for a value; `default` when the key is absent or
+    /// (reported) not one of them.
+    pub fn choice<T: Copy>(
+        &mut self,
+        t: &dyn TableLike,
+        key: &str,
+        choices: &[(&str, T)],
+        default: T,
+    ) -> T {
+        let Some((s, item)) = self.string(t, key) else {
+            return default;
+        };
+        if let Some((_, v)) = choices.iter().find(|(name, _)| *name == s) {
+            return *v;
+        }
+        let names: Vec<String> = choices.iter().map(|(n, _)| format!("{n:?}")).collect();
+        let (last, rest) = names
+            .split_last()
+            .map_or(("", &[][..]), |(l, r)| (l.as_str(), r));
+        let list = if rest.is_empty() {
+            last.to_string()
+        } else {
+            format!("{} or {last}", rest.join(", "))
+        };
+        self.err_at(item, format!("`{key}` must be {list}, not {s:?}"));
+        default
+    }
+
     pub fn boolean(&mut self, t: &dyn TableLike, key: &str) -> Option<bool> {
         self.typed(t, key, "true or false", |i| i.as_bool())
             .map(|(v, _)| v)

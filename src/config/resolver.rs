@@ -72,17 +72,8 @@ fn nameserver(s: &str) -> Option<SocketAddr> {
 
 /// A balancer's `resolve_prefer`: "ipv4" (the default) or "ipv6".
 pub(super) fn prefer(r: &mut Reader, t: &Table) -> Prefer {
-    match r.string(t, "resolve_prefer") {
-        None | Some(("ipv4", _)) => Prefer::Ipv4,
-        Some(("ipv6", _)) => Prefer::Ipv6,
-        Some((s, item)) => {
-            r.err_at(
-                item,
-                format!("`resolve_prefer` must be \"ipv4\" or \"ipv6\", not {s:?}"),
-            );
-            Prefer::Ipv4
-        }
-    }
+    let names = [("ipv4", Prefer::Ipv4), ("ipv6", Prefer::Ipv6)];
+    r.choice(t, "resolve_prefer", &names, Prefer::Ipv4)
 }
 
 /// The `nameserver` lines of a resolv.conf (other options, such as search domains, do not
