@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::wait::{poll, wait_for};
-use common::{Backend, Fwlb, Logged, free_addr, which};
+use common::{Backend, Fwlb, Logged, free_addr, which, which_each};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fwlb");
@@ -493,4 +493,61 @@ async fn an_agents_percentage_scales_the_weight() {
     }
     let share = open.iter().filter(|(_, s)| s == "s1").count();
     assert!((12..=26).contains(&share), "s1 holds {share} of 60");
+}
+
+/// A supervisor restart in the middle of an incident: the server that was down stays out
+/// until its checks say it is up, even though it came back while fwlb was not running. The
+/// state file is saved on the health change itself (the daemon is killed, not stopped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_a_down_server_out_until_its_checks_pass() {
+    let a = Backend::start("s0").await;
+    let b_addr = free_addr();
+    let state = tempfile::tempdir().expect("tempdir");
+    let state_file = state.path().join("fwlb.state");
+    let config = |listen: SocketAddr, ctl: SocketAddr| {
+        format!(
+            "[daemon]\ncontrol = \"{ctl}\"\nstate_file = \"{}\"\n[[balancer]]\nname = \"t\"\n\
+             listen = \"{listen}\"\nservers = [\"{}\", \"{b_addr}\"]\nalgorithm = \"roundrobin\"\n\
+             health = {{ check = \"tcp\", interval = \"300ms\", fast_interval = \"200ms\", \
+             down_interval = \"300ms\", timeout = \"300ms\", rise = 5, fall = 1 }}\n",
+            state_file.display(),
+            a.addr
+        )
+    };
+    let (listen, c) = (free_addr(), free_addr());
+    let mut f = Fwlb::start(&config(listen, c), listen);
+    wait_health(c, 1, "down", Duration::from_secs(5));
+    // Saved by the change, not by a stop.
+    let (saved, _) = poll(
+        Duration::from_secs(3),
+        Duration::from_millis(20),
+        || {
+            let text = std::fs::read_to_string(&state_file).unwrap_or_default();
+            text.contains("\"down\"").then_some(text)
+        },
+        || format!("no down server in {}", state_file.display()),
+    );
+    assert!(saved.contains(&b_addr.to_string()), "{saved}");
+    f.signal("KILL");
+    f.wait_exit(Duration::from_secs(5));
+
+    // The server comes back while fwlb is not running.
+    let b = Backend::start_on(b_addr, "s1").await;
+    let (listen, c) = (free_addr(), free_addr());
+    let f = Fwlb::start(&config(listen, c), listen);
+    let first = servers(c);
+    assert!(
+        first[1]["health"] == "down"
+            || first[1]["health"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("rising")),
+        "restored as down, not up or unchecked: {}",
+        first[1]
+    );
+    let early = which_each(1..=4, listen).await;
+    assert!(early.iter().all(|s| s == "s0"), "{early:?} ({})", f.log());
+    wait_health(c, 1, "up", Duration::from_secs(10));
+    let later = which_each(1..=4, listen).await;
+    assert!(later.iter().any(|s| s == "s1"), "{later:?}");
+    drop(b);
 }

@@ -139,6 +139,7 @@ impl Balancer {
         let (label, last) = (s.agent.label(), s.agent.last.clone().unwrap_or_default());
         drop(st);
         if changed {
+            self.health_changed();
             info!(target: "lb", balancer = %self.cfg.name, server = %addr,
                 "agent: server {index} is now {label}");
         } else if last != "ok" {
@@ -205,6 +206,9 @@ impl Balancer {
         label: &str,
         cut: Option<usize>,
     ) {
+        if change.is_some() {
+            self.health_changed();
+        }
         match change {
             Some(Change::WentDown { reason }) => {
                 let cut = cut.map_or(String::new(), |n| format!(", {n} connection(s) cut"));
@@ -248,6 +252,7 @@ impl Balancer {
         let label = t.label(h);
         let addr = s.cfg.addr;
         drop(guard);
+        self.health_changed();
         info!(target: "lb", balancer = %self.cfg.name, server = %addr,
             "health: server {index} {} by the operator, now {label}", what.name());
         Ok(label)

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tracing::warn;
 
 use crate::config::{self, Algorithm};
@@ -171,6 +171,9 @@ pub struct Balancer {
     accepters: Mutex<Vec<Arc<sys::poller::Waker>>>,
     idle: Notify,
     last_no_server_log: AtomicU64,
+    /// Counts the servers' health and agent changes, for whoever follows them (the state
+    /// file's saver, VRRP tracking) without polling.
+    health_changes: watch::Sender<u64>,
 }
 
 /// Which server a connection is using.
@@ -268,7 +271,19 @@ impl Balancer {
             accepters: Mutex::new(Vec::new()),
             idle: Notify::new(),
             last_no_server_log: AtomicU64::new(0),
+            health_changes: watch::Sender::new(0),
         })
+    }
+
+    /// Follow the servers' health changes: the receiver sees a new value after each.
+    pub fn health_changes(&self) -> watch::Receiver<u64> {
+        self.health_changes.subscribe()
+    }
+
+    /// A server changed state by its checks, its agent or the operator's switch. Cheap and
+    /// never blocks: it may run on a data-path thread (a passive failure).
+    pub(crate) fn health_changed(&self) {
+        self.health_changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The state lock. A panic elsewhere cannot leave it unusable: the data is plain counters.

@@ -25,6 +25,9 @@ use crate::resolver::Resolvers;
 use crate::sys;
 use crate::sys::privsep::Channel;
 
+/// How long the state file's saver waits after a change for the rest of its burst.
+const SAVE_COALESCE: Duration = Duration::from_millis(100);
+
 #[cfg(target_os = "linux")]
 pub type Speaker = crate::vrrp::speaker::Speaker;
 #[cfg(not(target_os = "linux"))]
@@ -109,6 +112,8 @@ pub(super) async fn serve(
         hand_over(&child.cfg, ctl.vrrp.as_ref(), ctl.vrrp_operator.as_ref()).await;
     }
     child.stop_tasks().await;
+    // The last word on health and addresses, for the next start.
+    ctl.save_state().await;
     match end {
         // The supervisor restarts the whole daemon: do not linger.
         End::ParentGone => bail!("the privileged parent is gone"),
@@ -198,23 +203,48 @@ impl Child {
         })
     }
 
-    /// Resolve the servers given by name; with a state file, save it after address changes
+    /// Resolve the servers given by name; with a state file, their address changes are saved
     /// (a restart during a DNS outage starts from the last addresses).
     fn start_resolvers(&mut self, nameservers: Vec<SocketAddr>, ctl: &Arc<Ctl>) {
         self.resolvers = Resolvers::new(nameservers);
-        if ctl.state_file.is_some() {
-            let (tx, mut rx) = mpsc::unbounded_channel();
+        if let Some(tx) = self.start_saver(ctl) {
             self.resolvers.notify_changes(tx);
-            let ctl = ctl.clone();
+        }
+        self.resolvers.update(&self.cfg, &self.lbs);
+    }
+
+    /// With a state file, save it after every health, agent or address change, one save for
+    /// a burst (a restart in the middle of an incident keeps the servers that were down out
+    /// until a check says otherwise). The sender is for the resolvers' changes.
+    fn start_saver(&mut self, ctl: &Arc<Ctl>) -> Option<mpsc::UnboundedSender<()>> {
+        ctl.state_file.as_ref()?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for lb in &self.lbs {
+            let (mut changes, tx, mut stop) =
+                (lb.health_changes(), tx.clone(), self.stop_rx.clone());
             self.tasks.push(tokio::spawn(async move {
-                while rx.recv().await.is_some() {
-                    // One save for a burst of changes.
-                    while rx.try_recv().is_ok() {}
-                    ctl.save_state().await;
+                loop {
+                    tokio::select! {
+                        r = changes.changed() => if r.is_err() || tx.send(()).is_err() { return },
+                        _ = stop.changed() => return,
+                    }
                 }
             }));
         }
-        self.resolvers.update(&self.cfg, &self.lbs);
+        let (ctl, mut stop) = (ctl.clone(), self.stop_rx.clone());
+        self.tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    r = rx.recv() => if r.is_none() { return },
+                    _ = stop.changed() => return,
+                }
+                // Let a burst (a switch taking many servers down) land in one save.
+                tokio::time::sleep(SAVE_COALESCE).await;
+                while rx.try_recv().is_ok() {}
+                ctl.save_state().await;
+            }
+        }));
+        Some(tx)
     }
 
     /// Start the VRRP speaker (if configured) and build what the control commands act on.
