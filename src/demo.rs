@@ -95,6 +95,7 @@ async fn demo() -> Result<()> {
                 hard: 0,
                 weight: 1,
                 prio: 0,
+                health: None,
             })
             .collect(),
         algorithm: Algorithm::Sticky,

@@ -551,3 +551,41 @@ async fn a_restart_keeps_a_down_server_out_until_its_checks_pass() {
     assert!(later.iter().any(|s| s == "s1"), "{later:?}");
     drop(b);
 }
+
+/// A server written as a table has its own checks over the balancer's: here a TCP check for
+/// the balancer, HTTP with its own path for two servers (one of which fails it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_its_own_health_is_checked_by_it() {
+    let a = Backend::start("s0").await;
+    let (b_addr, c_addr) = (free_addr(), free_addr());
+    let _b = echo(b_addr, &["--fail-health", "/ready"]);
+    let _c = echo(c_addr, &[]);
+    let list = format!(
+        "\"{}\", {{ address = \"{b_addr}\", health = {{ check = \"http\", path = \"/ready\" }} }}, \
+         {{ address = \"{c_addr}\", health = {{ check = \"http\", path = \"/ok\" }} }}",
+        a.addr
+    );
+    let (listen, c) = (free_addr(), free_addr());
+    let cfg = format!(
+        "[daemon]\ncontrol = \"{c}\"\n[[balancer]]\nname = \"t\"\nlisten = \"{listen}\"\n\
+         servers = [{list}]\nhealth = {{ check = \"tcp\", {FAST} }}\n"
+    );
+    let _f = Fwlb::start(&cfg, listen);
+    let (down, _) = wait_health(c, 1, "down", Duration::from_secs(5));
+    assert_eq!(down["check"], "http", "{down}");
+    assert_eq!(down["reason"], "HTTP 503", "{down}");
+    let (up, _) = wait_health(c, 2, "up", Duration::from_secs(5));
+    assert_eq!(
+        (up["check"].as_str(), up["check_ok"].as_bool()),
+        (Some("http"), Some(true)),
+        "{up}"
+    );
+    // The plain server keeps the balancer's TCP check (an HTTP check of it would fail).
+    let rows = servers(c);
+    assert_eq!(
+        (rows[0]["check"].as_str(), rows[0]["health"].as_str()),
+        (Some("tcp"), Some("up")),
+        "{}",
+        rows[0]
+    );
+}

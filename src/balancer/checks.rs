@@ -3,6 +3,7 @@
 //! Each takes the state lock for a few field updates; the checks themselves run elsewhere.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{info, warn};
@@ -11,11 +12,10 @@ use super::{Balancer, State};
 use crate::config::{self, Check};
 use crate::health::{self, Change, Outcome};
 
-/// The servers whose check is due now, the settings to check them with, and when to look
-/// again (None: nothing scheduled).
+/// The servers whose check is due now, each with the settings to check it with, and when to
+/// look again (None: nothing scheduled).
 pub struct Due {
-    pub servers: Vec<(usize, SocketAddr)>,
-    pub settings: config::Health,
+    pub servers: Vec<(usize, SocketAddr, Arc<config::Health>)>,
     pub next: Option<Instant>,
 }
 
@@ -23,9 +23,9 @@ impl State {
     /// Spread the next checks of every server over one interval (start and reload: no burst).
     /// With checks off, the checks' verdicts are forgotten (nothing would ever undo them).
     pub(crate) fn respread(&mut self, now: Instant) {
-        let h = &self.settings.health;
         let n = self.servers.len();
         for (i, s) in self.servers.iter_mut().enumerate() {
+            let h = s.cfg.health_or(&self.settings.health);
             s.health.next_due = health::spread(now, h.interval, i, n);
             match &h.agent {
                 Some(a) => s.agent.next_due = health::spread(now, a.interval, i, n),
@@ -67,22 +67,27 @@ impl State {
 impl Balancer {
     /// Take the checks due at `now` (each marked in flight until its result comes).
     pub fn health_due(&self, now: Instant) -> Due {
-        let mut st = self.lock();
-        let settings = st.settings.health.clone();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         let mut due = Due {
             servers: Vec::new(),
-            settings,
             next: None,
         };
-        if due.settings.check == Check::None {
-            return due;
-        }
+        // One copy of the balancer's settings for the servers without their own.
+        let mut shared: Option<Arc<config::Health>> = None;
         for (i, s) in st.servers.iter_mut().enumerate() {
-            if s.cfg.addr.port() == 0 {
+            let h = s.cfg.health_or(&st.settings.health);
+            if s.cfg.addr.port() == 0 || h.check == Check::None {
                 continue;
             }
             if s.health.take_due(now) {
-                due.servers.push((i, s.cfg.addr));
+                let settings = match &s.cfg.health {
+                    Some(own) => own.clone(),
+                    None => shared
+                        .get_or_insert_with(|| Arc::new(st.settings.health.clone()))
+                        .clone(),
+                };
+                due.servers.push((i, s.cfg.addr, settings));
             } else if !s.health.in_flight {
                 let t = s.health.next_due;
                 due.next = Some(due.next.map_or(t, |n: Instant| n.min(t)));
@@ -91,26 +96,26 @@ impl Balancer {
         due
     }
 
-    /// Take the agent checks due at `now`: the agent's settings (None: no agent check), the
-    /// servers to ask, when to look again.
+    /// Take the agent checks due at `now`: the servers to ask with their agent's settings,
+    /// when to look again.
     pub fn agent_due(&self, now: Instant) -> AgentDue {
-        let mut st = self.lock();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         let mut due = AgentDue {
             servers: Vec::new(),
-            settings: st.settings.health.agent.clone(),
             next: None,
         };
-        if due.settings.is_none() {
-            return due;
-        }
         for (i, s) in st.servers.iter_mut().enumerate() {
+            let Some(settings) = &s.cfg.health_or(&st.settings.health).agent else {
+                continue;
+            };
             let a = &mut s.agent;
             if s.cfg.addr.port() == 0 || a.in_flight {
                 continue;
             }
             if now >= a.next_due {
                 a.in_flight = true;
-                due.servers.push((i, s.cfg.addr));
+                due.servers.push((i, s.cfg.addr, settings.clone()));
             } else {
                 due.next = Some(due.next.map_or(a.next_due, |n: Instant| n.min(a.next_due)));
             }
@@ -122,11 +127,18 @@ impl Balancer {
     /// there was none.
     pub fn agent_result(&self, index: usize, addr: SocketAddr, answer: Result<Vec<u8>, String>) {
         let now = Instant::now();
-        let mut st = self.lock();
-        let Some(interval) = st.settings.health.agent.as_ref().map(|a| a.interval) else {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(s) = st.servers.get_mut(index) else {
             return;
         };
-        let Some(s) = st.servers.get_mut(index) else {
+        let Some(interval) = s
+            .cfg
+            .health_or(&st.settings.health)
+            .agent
+            .as_ref()
+            .map(|a| a.interval)
+        else {
             return;
         };
         if s.cfg.addr != addr {
@@ -137,7 +149,7 @@ impl Balancer {
             .agent
             .apply(answer.as_deref().map_err(Clone::clone), now, interval);
         let (label, last) = (s.agent.label(), s.agent.last.clone().unwrap_or_default());
-        drop(st);
+        drop(guard);
         if changed {
             self.health_changed();
             info!(target: "lb", balancer = %self.cfg.name, server = %addr,
@@ -153,7 +165,6 @@ impl Balancer {
         let now = Instant::now();
         let mut guard = self.lock();
         let st = &mut *guard;
-        let h = &st.settings.health;
         // A reload may have moved the server. One that is gone has no state to update; one
         // whose address changed (pen's `server N address`) is checked again at its new one.
         let i = match st.servers.get(index) {
@@ -171,6 +182,7 @@ impl Balancer {
         let Some(s) = st.servers.get_mut(i) else {
             return;
         };
+        let h = s.cfg.health_or(&st.settings.health);
         let change = s.health.record(h, o, now);
         if matches!(change, Some(Change::WentUp { .. })) && !st.settings.slowstart.is_zero() {
             s.health.ramp = Some((now, st.settings.slowstart));
@@ -184,13 +196,13 @@ impl Balancer {
     /// A client's connect to server `index` failed (the blacklist is the caller's): with
     /// active checks on, one failure toward `fall`.
     pub(crate) fn passive_failure(&self, st: &mut State, index: usize, reason: &str) {
-        let h = &st.settings.health;
-        if h.check == Check::None {
-            return;
-        }
         let Some(s) = st.servers.get_mut(index) else {
             return;
         };
+        let h = s.cfg.health_or(&st.settings.health);
+        if h.check == Check::None {
+            return;
+        }
         let change = s.health.passive_failure(h, reason, Instant::now());
         let label = s.health.label(h);
         let addr = s.cfg.addr;
@@ -232,12 +244,12 @@ impl Balancer {
         let now = Instant::now();
         let mut guard = self.lock();
         let st = &mut *guard;
-        let h = &st.settings.health;
         let n = st.servers.len();
         let s = st
             .servers
             .get_mut(index)
             .ok_or_else(|| format!("no server {index} (0..{})", n.saturating_sub(1)))?;
+        let h = s.cfg.health_or(&st.settings.health);
         let t = &mut s.health;
         match what {
             Switch::Check(on) => t.disabled = !on,
@@ -261,8 +273,7 @@ impl Balancer {
 
 /// The agent checks due now (see `Due`).
 pub struct AgentDue {
-    pub servers: Vec<(usize, SocketAddr)>,
-    pub settings: Option<config::Agent>,
+    pub servers: Vec<(usize, SocketAddr, config::Agent)>,
     pub next: Option<Instant>,
 }
 
@@ -325,7 +336,7 @@ mod tests {
         for _ in 0..4 {
             assert_eq!(lb.plan(ip, 1, now).0, Some(1));
         }
-        assert_eq!(lb.lock().servers[0].health.label(&due.settings), "down");
+        assert_eq!(lb.lock().servers[0].health.label(&due.servers[0].2), "down");
     }
 
     #[test]
@@ -333,7 +344,7 @@ mod tests {
         let lb = balancer("health = { check = \"tcp\" }");
         let now = Instant::now();
         let due = lb.health_due(now);
-        let (i, addr) = due.servers[0];
+        let (i, addr, _) = due.servers[0];
         lb.lock().servers[i].cfg.addr.set_port(9999);
         lb.health_result(i, addr, failed(now));
         let s = &lb.lock().servers[i];
@@ -367,5 +378,34 @@ mod tests {
         let lb = balancer("health = { check = \"none\" }");
         let due = lb.health_due(Instant::now() + Duration::from_secs(60));
         assert!(due.servers.is_empty() && due.next.is_none());
+    }
+
+    #[test]
+    fn a_server_with_its_own_checks_is_checked_by_them() {
+        let src = "[[balancer]]\nlisten = \"127.0.0.1:8080\"\nhealth = { check = \"tcp\" }\n\
+                   servers = [{ address = \"127.0.0.1:9001\", health = { check = \"none\" } },\n\
+                   { address = \"127.0.0.1:9002\", health = { check = \"http\", path = \"/ready\", fall = 1 } },\n\
+                   \"127.0.0.1:9003\"]\n";
+        let cfg = config::parse_str(src, std::path::Path::new("t.toml")).expect("config");
+        let lb = Balancer::new(cfg.balancers[0].clone());
+        let due = lb.health_due(Instant::now() + Duration::from_secs(10));
+        let checks: Vec<(usize, Check, &str)> = due
+            .servers
+            .iter()
+            .map(|(i, _, h)| (*i, h.check, h.path.as_str()))
+            .collect();
+        assert_eq!(checks, [(1, Check::Http, "/ready"), (2, Check::Tcp, "/")]);
+        // Once up, its own `fall = 1` takes it down at one failure; the balancer's fall = 3
+        // keeps server 2 up (falling) after one.
+        let passed = Outcome {
+            ok: true,
+            ..failed(Instant::now())
+        };
+        for (i, addr, _) in &due.servers {
+            lb.health_result(*i, *addr, passed.clone());
+            lb.health_result(*i, *addr, failed(Instant::now()));
+        }
+        let st = lb.lock();
+        assert!(st.servers[1].health.down() && !st.servers[2].health.down());
     }
 }

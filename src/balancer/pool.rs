@@ -56,6 +56,7 @@ impl ServerState {
             hard: 0,
             weight: 0,
             prio: 0,
+            health: None,
         })
     }
 
@@ -68,6 +69,7 @@ impl ServerState {
             hard: 0,
             weight: 0,
             prio: 0,
+            health: None,
         })
     }
 

@@ -34,7 +34,12 @@ impl Balancer {
                     if fresh.name.is_some() {
                         fresh.addr = s.cfg.addr;
                     }
-                    if s.cfg != fresh {
+                    if s.cfg.health != fresh.health {
+                        let check = fresh.health_or(&new.health).check.name();
+                        notes.push(format!("server {} health check now {check}", sc.label()));
+                    }
+                    let limits = |c: &config::Server| (c.addr, c.weight, c.max, c.hard, c.prio);
+                    if limits(&s.cfg) != limits(&fresh) {
                         notes.push(format!(
                             "server {} changed (weight {} -> {}, max {} -> {}, hard {} -> {}, prio {} -> {})",
                             sc.label(), s.cfg.weight, sc.weight, s.cfg.max, sc.max, s.cfg.hard,

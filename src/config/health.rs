@@ -188,17 +188,46 @@ pub fn read(r: &mut Reader, t: &dyn TableLike, servers: usize) -> Health {
         r.err_at(item, "`health` must be a table, e.g. { check = \"tcp\" }");
         return Health::default_for(servers);
     };
+    // A `health` table without `check` means a TCP check.
+    let mut out = Health::with(Check::Tcp);
+    overlay(r, h, &mut out);
+    out
+}
+
+/// A server's own `health` and `agent` keys (a server written as a table) over its
+/// balancer's settings `base`; None when it has neither.
+pub fn for_server(r: &mut Reader, t: &dyn TableLike, base: &Health) -> Option<Health> {
+    if t.get("health").is_none() && t.get("agent").is_none() {
+        return None;
+    }
+    let mut out = base.clone();
+    if let Some(item) = t.get("health") {
+        match item.as_table_like() {
+            Some(h) => overlay(r, h, &mut out),
+            None => r.err_at(item, "`health` must be a table, e.g. { path = \"/ready\" }"),
+        }
+    }
+    if t.get("agent").is_some() {
+        out.agent = agent(r, t);
+    }
+    Some(out)
+}
+
+/// The keys of the `health` table `h` over `out`.
+fn overlay(r: &mut Reader, h: &dyn TableLike, out: &mut Health) {
     r.check_keys(h, "`health`", KEYS);
-    let check = check(r, h);
-    let mut out = Health::with(check);
-    timings(r, h, &mut out);
+    if h.get("check").is_some() {
+        out.check = check(r, h);
+    }
+    timings(r, h, out);
     if let Some(p) = r.int(h, "port", 1, 65_535) {
         out.port = Some(p as u16);
     }
-    out.proxy_protocol = r.boolean(h, "proxy_protocol").unwrap_or(false);
-    http(r, h, &mut out);
-    send_expect(r, h, &mut out);
-    out
+    if let Some(b) = r.boolean(h, "proxy_protocol") {
+        out.proxy_protocol = b;
+    }
+    http(r, h, out);
+    send_expect(r, h, out);
 }
 
 fn check(r: &mut Reader, h: &dyn TableLike) -> Check {

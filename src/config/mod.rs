@@ -12,6 +12,7 @@ pub mod server_spec;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml_edit::{Document, Item, Table, TableLike};
@@ -137,9 +138,17 @@ pub struct Server {
     pub hard: u32,
     pub weight: u32,
     pub prio: i32,
+    /// The server's own check settings (its `health`/`agent` keys over the balancer's), if
+    /// it has any.
+    pub health: Option<Arc<Health>>,
 }
 
 impl Server {
+    /// The check settings of this server: its own, else its balancer's `balancer`.
+    pub fn health_or<'a>(&'a self, balancer: &'a Health) -> &'a Health {
+        self.health.as_deref().unwrap_or(balancer)
+    }
+
     /// How the server is named in logs and saved state: `name:port`, or its address.
     pub fn label(&self) -> String {
         match &self.name {
@@ -490,7 +499,14 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
     let name = balancer_name(r, t, index);
     let listen = listen_addresses(r, t, &header);
     let default_port = listen.first().map_or(80, |a| a.port());
-    let servers = servers(r, t, &header, default_port);
+    // The balancer's checks first: a server's own `health` is read over them.
+    let count = t
+        .get("servers")
+        .and_then(|i| i.as_array())
+        .map_or(0, |a| a.len());
+    let mut health = health::read(r, t, count);
+    health.agent = health::agent(r, t);
+    let servers = servers(r, t, &header, default_port, &health);
     let algorithm = algorithm(r, t);
     let emergency = emergency(r, t, default_port);
     let dur = |r: &mut Reader, key: &str, default: Duration| {
@@ -521,8 +537,6 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
     let trusted_proxies = networks(r, t, "trusted_proxies");
     let connection_log = r.boolean(t, "connection_log").unwrap_or(true);
     let resolve_prefer = resolver::prefer(r, t);
-    let mut health = health::read(r, t, servers.len());
-    health.agent = health::agent(r, t);
     let slowstart = dur(r, "slowstart", Duration::ZERO);
     let on_down = health::on_down(r, t);
     if r.diags.len() != before {
@@ -600,8 +614,15 @@ fn listen_addresses(r: &mut Reader, t: &Table, header: &str) -> Vec<SocketAddr> 
     listen
 }
 
-/// `servers`: an array of server strings, at least one, none twice.
-fn servers(r: &mut Reader, t: &Table, header: &str, default_port: u16) -> Vec<Server> {
+/// `servers`: an array of server strings (or tables with `address` and the server's own
+/// `health`/`agent` over the balancer's `health`), at least one, none twice.
+fn servers(
+    r: &mut Reader,
+    t: &Table,
+    header: &str,
+    default_port: u16,
+    health: &Health,
+) -> Vec<Server> {
     let mut servers: Vec<Server> = Vec::new();
     let Some(item) = t.get("servers") else {
         r.err(
@@ -621,24 +642,57 @@ fn servers(r: &mut Reader, t: &Table, header: &str, default_port: u16) -> Vec<Se
         r.err_at(item, format!("{header}: `servers` is empty"));
     }
     for v in arr.iter() {
-        let Some(s) = v.as_str() else {
-            r.err(
-                v.span(),
-                "every server must be a string \"host:port[:max:hard:weight:prio]\"",
-            );
+        let Some(sv) = server_entry(r, v, default_port, health) else {
             continue;
         };
-        match server(s, default_port) {
-            Ok(sv) => {
-                if servers.iter().any(|o| o.same(&sv)) {
-                    r.err(v.span(), format!("server {} is listed twice", sv.label()));
-                }
-                servers.push(sv)
-            }
-            Err(e) => r.err(v.span(), e),
+        if servers.iter().any(|o| o.same(&sv)) {
+            r.err(v.span(), format!("server {} is listed twice", sv.label()));
         }
+        servers.push(sv)
     }
     servers
+}
+
+const SERVER_KEYS: &[&str] = &["address", "health", "agent"];
+
+/// One entry of `servers`: "host:port..." or { address = "host:port...", health = {...},
+/// agent = {...} }.
+fn server_entry(
+    r: &mut Reader,
+    v: &toml_edit::Value,
+    default_port: u16,
+    health: &Health,
+) -> Option<Server> {
+    const WHAT: &str = "every server must be a string \"host:port[:max:hard:weight:prio]\" \
+                        or a table { address = \"host:port\", health = { ... } }";
+    let (text, table) = match v {
+        toml_edit::Value::String(s) => (s.value().as_str(), None),
+        toml_edit::Value::InlineTable(t) => {
+            r.check_keys(t, "a server", SERVER_KEYS);
+            match t.get("address").and_then(|a| a.as_str()) {
+                Some(a) => (a, Some(t)),
+                None => {
+                    r.err(v.span(), format!("{WHAT}: `address` is missing"));
+                    return None;
+                }
+            }
+        }
+        _ => {
+            r.err(v.span(), WHAT);
+            return None;
+        }
+    };
+    let mut sv = match server(text, default_port) {
+        Ok(sv) => sv,
+        Err(e) => {
+            r.err(v.span(), e);
+            return None;
+        }
+    };
+    if let Some(t) = table {
+        sv.health = health::for_server(r, t, health).map(Arc::new);
+    }
+    Some(sv)
 }
 
 fn algorithm(r: &mut Reader, t: &Table) -> Algorithm {
@@ -705,6 +759,7 @@ pub fn server(s: &str, default_port: u16) -> Result<Server, String> {
         hard,
         weight: sp.weight.unwrap_or(1),
         prio: sp.prio.unwrap_or(0),
+        health: None,
     })
 }
 
@@ -1217,5 +1272,48 @@ mod tests {
         assert_eq!(e.len(), 1);
         assert!(e[0].starts_with("t.toml:1:"), "{}", e[0]);
         assert!(e[0].contains("syntax"), "{}", e[0]);
+    }
+
+    #[test]
+    fn a_server_table_has_its_own_checks_over_the_balancers() {
+        let src = "[[balancer]]\nlisten = \"127.0.0.1:80\"\nhealth = { check = \"http\", path = \"/\", rise = 4 }\n\
+                   servers = [\"10.0.0.1\", { address = \"10.0.0.2:8080:0:0:3\", health = { path = \"/ready\", port = 9000 } },\n\
+                   { address = \"10.0.0.3\", agent = { port = 9999 } }]\n";
+        let cfg = parse_str(src, Path::new("t.toml")).expect("valid");
+        let b = &cfg.balancers[0];
+        assert!(b.servers[0].health.is_none());
+        let own = b.servers[1].health.as_deref().expect("own checks");
+        assert_eq!(
+            (own.check, own.path.as_str(), own.port, own.rise),
+            (Check::Http, "/ready", Some(9000), 4)
+        );
+        assert_eq!((b.servers[1].addr.port(), b.servers[1].weight), (8080, 3));
+        let third = b.servers[2].health_or(&b.health);
+        assert_eq!(
+            (third.check, third.agent.as_ref().map(|a| a.port)),
+            (Check::Http, Some(9999))
+        );
+        assert!(b.health.agent.is_none());
+    }
+
+    #[test]
+    fn a_bad_server_table_is_an_error() {
+        let base = "[[balancer]]\nlisten = \"127.0.0.1:80\"\nservers = [";
+        for (entry, want) in [
+            ("{ health = { path = \"/x\" } }", "`address` is missing"),
+            (
+                "{ address = \"10.0.0.1\", weight = 2 }",
+                "unknown key `weight`",
+            ),
+            ("{ address = \"10.0.0.1\", health = { rise = 0 } }", "rise"),
+            (
+                "{ address = \"10.0.0.1\", health = \"http\" }",
+                "`health` must be a table",
+            ),
+            ("7", "every server must be a string"),
+        ] {
+            let e = errs(&format!("{base}{entry}]\n"));
+            assert!(e.iter().any(|l| l.contains(want)), "{entry}: {e:#?}");
+        }
     }
 }

@@ -259,6 +259,7 @@ fn servers(args: &[String], default_port: u16) -> Result<(Vec<Server>, Vec<Strin
             hard: sp.hard.unwrap_or(0),
             weight: sp.weight.unwrap_or(0),
             prio: sp.prio.unwrap_or(0),
+            health: None,
         };
         server_cmds.push(format!(
             "server {n} address {} port {} max {} hard {} weight {} prio {}",

@@ -631,11 +631,12 @@ fn show_servers(lb: &Balancer, json: bool, now: Instant) -> Reply {
     if let Some(e) = &st.emergency {
         all.push(("emergency".into(), e));
     }
-    let h = &st.settings.health;
+    let lb_health = &st.settings.health;
     if json {
         let v: Vec<Value> = all
             .iter()
             .map(|(i, s)| {
+                let h = s.cfg.health_or(lb_health);
                 let last = s.health.last.as_ref();
                 json!({
                     "index": i, "address": address(s), "name": s.cfg.name, "state": server_state(s, now),
@@ -653,7 +654,10 @@ fn show_servers(lb: &Balancer, json: bool, now: Instant) -> Reply {
             .collect();
         return Reply::json(json!({ "balancer": lb.cfg.name, "servers": v }));
     }
-    let rows: Vec<Vec<String>> = all.iter().map(|(i, s)| server_row(i, s, h, now)).collect();
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|(i, s)| server_row(i, s, s.cfg.health_or(lb_health), now))
+        .collect();
     Reply::ok(table(
         &[
             "#",

@@ -212,10 +212,8 @@ pub fn restore(path: &Path, balancers: &[Arc<Balancer>]) {
         st.clients
             .set_tracking(Duration::from_millis(sb.tracking_ms));
         let mut restored = 0;
-        // With checks off a saved verdict would never be undone.
-        let checks_on = st.settings.health.check != Check::None;
         for ss in sb.servers {
-            restored += usize::from(restore_server(lb, &mut st, ss, checks_on, now, wall_ms));
+            restored += usize::from(restore_server(lb, &mut st, ss, now, wall_ms));
         }
         st.reselect();
         info!(target: "ctl", balancer = %lb.cfg.name, "restored runtime state of {restored} server(s) from {}", path.display());
@@ -227,7 +225,6 @@ fn restore_server(
     lb: &Balancer,
     st: &mut State,
     ss: SavedServer,
-    checks_on: bool,
     now: Instant,
     wall_ms: u64,
 ) -> bool {
@@ -257,6 +254,8 @@ fn restore_server(
         hard: ss.hard,
         weight: ss.weight,
         prio: ss.prio,
+        // The server's own checks are the configuration's, not the file's.
+        health: sv.cfg.health.clone(),
     };
     sv.draining = ss.draining;
     sv.blacklisted_until = ss
@@ -265,6 +264,8 @@ fn restore_server(
         .map(|t| now + Duration::from_millis(t - wall_ms));
     sv.health.maint = ss.maint;
     sv.health.disabled = ss.check_disabled;
+    // With checks off a saved verdict would never be undone.
+    let checks_on = sv.cfg.health_or(&st.settings.health).check != Check::None;
     if let Some(h) = ss.health.as_ref().filter(|_| checks_on) {
         h.apply(&mut sv.health, now, wall_ms);
     }

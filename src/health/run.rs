@@ -25,8 +25,8 @@ pub async fn checks(lb: Arc<Balancer>, mut stop: watch::Receiver<bool>) {
     loop {
         let now = Instant::now();
         let due = lb.health_due(now);
-        for (index, addr) in due.servers {
-            let (lb, h) = (lb.clone(), due.settings.clone());
+        for (index, addr, h) in due.servers {
+            let lb = lb.clone();
             tokio::spawn(async move {
                 let o = check(&h, addr).await;
                 lb.health_result(index, addr, o);
@@ -43,21 +43,19 @@ pub async fn agents(lb: Arc<Balancer>, mut stop: watch::Receiver<bool>) {
     loop {
         let now = Instant::now();
         let due = lb.agent_due(now);
-        if let Some(a) = &due.settings {
-            for (index, addr) in due.servers {
-                let (lb, a) = (lb.clone(), a.clone());
-                tokio::spawn(async move {
-                    let target = SocketAddr::new(addr.ip(), a.port);
-                    let answer = match tokio::time::timeout(a.timeout, agent_line(target)).await {
-                        Ok(r) => r,
-                        Err(_) => Err(format!(
-                            "timeout after {}",
-                            config::duration::format(a.timeout)
-                        )),
-                    };
-                    lb.agent_result(index, addr, answer);
-                });
-            }
+        for (index, addr, a) in due.servers {
+            let lb = lb.clone();
+            tokio::spawn(async move {
+                let target = SocketAddr::new(addr.ip(), a.port);
+                let answer = match tokio::time::timeout(a.timeout, agent_line(target)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(format!(
+                        "timeout after {}",
+                        config::duration::format(a.timeout)
+                    )),
+                };
+                lb.agent_result(index, addr, answer);
+            });
         }
         if stopped(now, due.next, &mut stop).await {
             return;

@@ -129,6 +129,7 @@ pub(crate) mod testutil {
                     hard: 0,
                     weight: 1,
                     prio: 0,
+                    health: None,
                 })
             })
             .collect()
