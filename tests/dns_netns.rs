@@ -238,6 +238,7 @@ fn servers_by_name_follow_dns() {
 
     // 1. Not resolvable at start: fwlb runs, the server is unresolved and gets nobody.
     assert_eq!(address(&ns), "unresolved");
+    assert_eq!(show_servers(&ns)["servers"][0]["health"], "unresolved");
     let v = clients(&ns, "n", "3");
     assert_eq!(v["failed"], 3, "no server while unresolved: {v}");
     set_hosts(&hosts, &scene.dns, &format!("{OLD} app.test"));

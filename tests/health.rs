@@ -275,6 +275,11 @@ async fn maint_and_check_disable_from_the_control_port() {
     assert_eq!(servers(c)[1]["health"], "maint");
     ctl(c, &["server", "1", "ready"]);
     wait_health(c, 1, "up", Duration::from_secs(5));
+    // A drained server says so in its health, and is up again when enabled.
+    ctl(c, &["drain", "1"]);
+    assert_eq!(servers(c)[1]["health"], "drain");
+    ctl(c, &["enable", "1"]);
+    assert_eq!(servers(c)[1]["health"], "up");
     assert_eq!(
         ctl(c, &["server", "1", "check", "disable"]),
         "server 1: disabled\n"

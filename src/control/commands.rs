@@ -533,9 +533,20 @@ fn server_state(s: &ServerState, now: Instant) -> &'static str {
 /// Health by the active checks (`up`, `down`, `rising 1/2`, `falling 2/3`, `maint` ...);
 /// without them, as seen passively: `failing` while blacklisted, else `unchecked`. The
 /// agent's say, when it keeps the server from clients, comes first (`agent: drain`).
+/// What keeps a server from new clients, most binding first: the operator's maint, no
+/// address, its agent's say, a drain; else its checks' verdict.
 fn health(s: &ServerState, h: &config::Health, now: Instant) -> String {
+    if s.health.maint {
+        return "maint".into();
+    }
+    if s.unresolved {
+        return "unresolved".into();
+    }
     if let Some(why) = s.agent.reason() {
         return why;
+    }
+    if s.draining {
+        return "drain".into();
     }
     checks_health(s, h, now)
 }
