@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, the FreeBSD type-check, then every test.
-# Works on a fresh Debian machine with Rust: it adds the rustup pieces it needs.
+# Works on a fresh Debian machine with Rust: it adds the rustup pieces and the Debian
+# packages it needs (tests/deps.sh), and runs every test binary even when one fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+bash tests/deps.sh
 
 for c in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
@@ -17,5 +20,5 @@ echo "== cargo check --target x86_64-unknown-freebsd"
 cargo check --target x86_64-unknown-freebsd
 echo "== cargo clippy --target x86_64-unknown-freebsd -- -D warnings"
 cargo clippy --target x86_64-unknown-freebsd -- -D warnings
-echo "== cargo test"
-cargo test --all-targets
+echo "== cargo test --all-targets --no-fail-fast"
+cargo test --all-targets --no-fail-fast
