@@ -117,6 +117,8 @@ async fn demo() -> Result<()> {
         health: config::Health::with(config::Check::None),
         slowstart: Duration::ZERO,
         on_down: config::OnDown::Keep,
+        head_timeout: config::defaults::HEAD_TIMEOUT,
+        keepalive_timeout: config::defaults::KEEPALIVE_TIMEOUT,
     };
     let std_l = sys::socket::listener(cfg.listen[0], cfg.backlog).context("listen")?;
     let lb = Balancer::new(cfg);

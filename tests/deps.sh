@@ -18,6 +18,7 @@ want dnsmasq dnsmasq-base  # the DNS server of the servers-by-name tests
 want runsv runit           # supervise/ under the real runsv
 want svscan daemontools    # ... and svscan/supervise
 want systemd-analyze systemd   # verifying the unit (not booted)
+want slowhttptest slowhttptest # slowloris against the HTTP mode
 ((${#need[@]})) || exit 0
 
 echo "== installing the packages the tests use: ${need[*]}"

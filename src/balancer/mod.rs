@@ -53,6 +53,9 @@ pub struct Stats {
     pub proxy_errors: AtomicU64,
     /// Malformed or oversized HTTP request heads (answered 400).
     pub bad_requests: AtomicU64,
+    /// HTTP modes: clients closed for not sending a complete request head within
+    /// `head_timeout` of its first byte (slow or silent clients).
+    pub head_timeouts: AtomicU64,
     /// Accept errors from descriptor exhaustion (EMFILE/ENFILE).
     pub fd_exhausted: AtomicU64,
 }
@@ -530,12 +533,23 @@ impl Balancer {
         (info, idle)
     }
 
+    /// A client did not send its request head in time (see `Stats::head_timeouts`).
+    pub(crate) fn head_timed_out(&self) {
+        self.stats.head_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client's first request head was refused (answered 400).
+    pub(crate) fn bad_request(&self) {
+        self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A relay ended the way `end` says (counted when it is not a plain close).
     pub(crate) fn relay_ended(&self, end: &End) {
         let counter = match end {
             End::Idle => &self.stats.idle_closed,
+            End::SlowHead => &self.stats.head_timeouts,
             End::BadRequest(_) => &self.stats.bad_requests,
-            End::Closed | End::Error(_) => return,
+            End::Closed | End::KeepAlive | End::Error(_) => return,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }

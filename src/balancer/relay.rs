@@ -55,6 +55,10 @@ pub enum End {
     Closed,
     /// Nothing moved for the idle timeout.
     Idle,
+    /// HTTP modes: a later request head not complete within `head_timeout` of its first byte.
+    SlowHead,
+    /// HTTP modes: answered, and no next request within `keepalive_timeout`.
+    KeepAlive,
     /// A socket error (reset, broken pipe ...).
     Error(io::Error),
 }
@@ -110,6 +114,10 @@ pub struct Relay {
     /// With it, client bytes go through it (X-Forwarded-For on every request).
     pub rewriter: Option<Box<RequestRewriter>>,
     pub refused: Option<HttpError>,
+    /// Requests the rewriter had passed at the last pump, and the bytes sent to the client
+    /// by then: more bytes down since means the latest request got (part of) its answer.
+    requests_seen: u64,
+    pub down_at_request: u64,
 }
 
 impl Relay {
@@ -129,6 +137,23 @@ impl Relay {
             info,
             rewriter,
             refused: None,
+            requests_seen: 0,
+            down_at_request: 0,
+        }
+    }
+
+    /// Bytes sent to the client so far.
+    pub fn down(&self) -> u64 {
+        self.info.bytes.down.load(Ordering::Relaxed)
+    }
+
+    /// Note the bytes sent down when the rewriter passes a new request (keep-alive clock).
+    fn note_requests(&mut self) {
+        if let Some(n) = self.rewriter.as_ref().map(|r| r.requests())
+            && n != self.requests_seen
+        {
+            self.requests_seen = n;
+            self.down_at_request = self.down();
         }
     }
 
@@ -176,6 +201,7 @@ impl Relay {
             Ok(_) => {}
             Err(e) => return Pumped::Done(Err(e)),
         }
+        self.note_requests();
         let [rc, rs] = &mut *ready;
         if let Err(e) = step(
             &mut self.down,

@@ -32,7 +32,7 @@ use super::{Balancer, ConnInfo, Endpoints, Guard, Slot};
 use crate::config;
 use crate::sys;
 use crate::sys::poller::{HUP, READ, WRITE, drained};
-use crate::wire::http::{RequestRewriter, XffConfig};
+use crate::wire::http::{self, RequestRewriter, XffConfig};
 use crate::wire::proxy;
 
 /// What the engine does with a connection after it handled an event.
@@ -62,6 +62,11 @@ enum Phase {
     Proxy {
         buf: Vec<u8>,
     },
+    /// HTTP modes: reading the client's first request head before any server is chosen, so
+    /// a slow client holds only this host (`head_timeout`); `got` raw bytes so far.
+    Head {
+        got: usize,
+    },
     /// A server connect in progress, under its connect timeout.
     Connecting,
     /// This host ran out of descriptors or ports: the same server again after `backoff`.
@@ -85,6 +90,31 @@ struct Relaying {
     seen: u64,
     quiet: Duration,
     idle: Duration,
+    /// HTTP modes: how long the current partial request head has been arriving.
+    head_for: Duration,
+}
+
+/// The HTTP modes' limits on a relay (zero: none): the quiet time after an answer that ends
+/// a kept-alive connection, and the time a later request head may take from its first byte.
+#[derive(Clone, Copy)]
+struct HttpLimits {
+    keepalive: Duration,
+    head: Duration,
+}
+
+impl HttpLimits {
+    fn of(cfg: &config::Balancer) -> HttpLimits {
+        if !cfg.http_forwarded_for {
+            return HttpLimits {
+                keepalive: Duration::ZERO,
+                head: Duration::ZERO,
+            };
+        }
+        HttpLimits {
+            keepalive: cfg.keepalive_timeout,
+            head: cfg.head_timeout,
+        }
+    }
 }
 
 impl Relaying {
@@ -94,7 +124,45 @@ impl Relaying {
             seen: 0,
             quiet: Duration::ZERO,
             idle,
+            head_for: Duration::ZERO,
         }
+    }
+
+    /// The timer period: a quarter of the shortest limit (None: no limit, no timer).
+    fn period(&self, http: HttpLimits) -> Option<Duration> {
+        [self.idle, http.keepalive, http.head]
+            .into_iter()
+            .filter(|d| !d.is_zero())
+            .min()
+            .map(tick)
+    }
+
+    /// One timer tick of `period`: how the connection ends, if it does now.
+    fn tick(&mut self, period: Duration, http: HttpLimits) -> Option<End> {
+        let now = self.relay.moved();
+        if now != self.seen {
+            (self.seen, self.quiet) = (now, Duration::ZERO);
+        } else {
+            self.quiet += period;
+        }
+        if !self.idle.is_zero() && self.quiet >= self.idle {
+            return Some(End::Idle);
+        }
+        let r = self.relay.rewriter.as_deref()?;
+        if !r.awaiting_head() {
+            self.head_for = Duration::ZERO;
+            return None;
+        }
+        if r.partial_head() > 0 {
+            self.head_for += period;
+            return (!http.head.is_zero() && self.head_for >= http.head).then_some(End::SlowHead);
+        }
+        self.head_for = Duration::ZERO;
+        // Only once the latest request had bytes of its answer: a slow server is not an
+        // idle client.
+        let answered = self.relay.down() > self.relay.down_at_request;
+        (!http.keepalive.is_zero() && answered && self.quiet >= http.keepalive)
+            .then_some(End::KeepAlive)
     }
 }
 
@@ -159,8 +227,11 @@ pub struct Session {
     walk: Walk,
     guard: Option<Guard>,
     info: Option<Arc<ConnInfo>>,
-    /// Client bytes that came with its PROXY header, for the server.
+    /// Client bytes that came with its PROXY header, for the server (HTTP modes: rewritten,
+    /// with the first request head).
     early: Vec<u8>,
+    /// HTTP modes: the request rewriter, from the first byte on.
+    rewriter: Option<Box<RequestRewriter>>,
     /// Counted in the balancer's `local_waiting`.
     waiting_local: bool,
 }
@@ -182,6 +253,7 @@ impl Session {
             guard: None,
             info: None,
             early: Vec::new(),
+            rewriter: None,
             waiting_local: false,
         }
     }
@@ -222,7 +294,7 @@ impl Session {
             // The header may be in already; otherwise the client's first event brings it.
             return self.read_proxy(ctx, idx);
         }
-        self.dial(ctx, idx)
+        self.begin(ctx, idx)
     }
 
     /// A poller event for this connection's socket `side`.
@@ -238,6 +310,7 @@ impl Session {
                 Flow::Keep
             }
             Phase::Proxy { .. } if side == 0 => self.read_proxy(ctx, idx),
+            Phase::Head { .. } if side == 0 => self.read_head(ctx, idx),
             Phase::Connecting if side == 1 && bits & (WRITE | HUP) != 0 => {
                 self.connect_done(ctx, idx)
             }
@@ -253,6 +326,18 @@ impl Session {
                 io::ErrorKind::TimedOut,
                 "no PROXY header within 5 s",
             )),
+            Phase::Head { got } => {
+                let got = *got;
+                self.lb.head_timed_out();
+                debug!(target: "lb", balancer = %self.lb.cfg.name, client = %self.who,
+                    "no complete request head within {} ({got} bytes); closed", config::duration::format(self.lb.cfg.head_timeout));
+                // A connection that sent nothing (a browser's speculative preconnect) is
+                // closed without a word, as HAProxy's http-ignore-probes does.
+                if got == 0 {
+                    return Flow::Close;
+                }
+                self.refuse(ctx, idx, http::REQUEST_TIMEOUT)
+            }
             Phase::Connecting => {
                 let e = io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
                 self.server_failed(e);
@@ -264,16 +349,14 @@ impl Session {
                 self.connect(ctx, idx, timeout)
             }
             Phase::Relay(r) => {
-                let now = r.relay.moved();
-                if now != r.seen {
-                    (r.seen, r.quiet) = (now, Duration::ZERO);
-                } else {
-                    r.quiet += tick(r.idle);
-                    if r.quiet >= r.idle {
-                        return self.end(ctx, idx, End::Idle);
-                    }
+                let http = HttpLimits::of(&self.lb.cfg);
+                let Some(period) = r.period(http) else {
+                    return Flow::Keep;
+                };
+                if let Some(end) = r.tick(period, http) {
+                    return self.end(ctx, idx, end);
                 }
-                ctx.timers.set(idx, ctx.now + tick(r.idle));
+                ctx.timers.set(idx, ctx.now + period);
                 Flow::Keep
             }
             Phase::Linger { .. } => Flow::Close,
@@ -331,7 +414,7 @@ impl Session {
                     }
                     self.early = buf[len..].to_vec();
                     ctx.timers.clear(idx);
-                    return self.dial(ctx, idx);
+                    return self.begin(ctx, idx);
                 }
                 Ok(proxy::Decoded::Incomplete) => {}
                 Err(e) => {
@@ -366,6 +449,86 @@ impl Session {
                 Err(e) => return self.proxy_failed(e),
             }
         }
+    }
+
+    /// After the PROXY header (if any): HTTP modes read the first request head, others dial.
+    fn begin(&mut self, ctx: &mut Ctx, idx: u32) -> Flow {
+        if !self.lb.cfg.http_forwarded_for {
+            return self.dial(ctx, idx);
+        }
+        self.rewriter = Some(Box::new(self.new_rewriter()));
+        let early = std::mem::take(&mut self.early);
+        self.phase = Phase::Head { got: 0 };
+        ctx.timers.set(idx, ctx.now + self.lb.cfg.head_timeout);
+        match self.head_bytes(&early) {
+            Some(Ok(())) => self.head_done(ctx, idx),
+            Some(Err(())) => self.refuse(ctx, idx, http::BAD_REQUEST),
+            None => self.read_head(ctx, idx),
+        }
+    }
+
+    /// Feed client bytes of the first head to the rewriter: None while it is incomplete,
+    /// Some(Ok) once complete (or not HTTP), Some(Err) when refused.
+    fn head_bytes(&mut self, bytes: &[u8]) -> Option<Result<(), ()>> {
+        let (Phase::Head { got }, Some(r)) = (&mut self.phase, self.rewriter.as_deref_mut()) else {
+            return Some(Err(()));
+        };
+        *got += bytes.len();
+        if let Err(e) = r.feed(bytes, &mut self.early) {
+            info!(target: "lb", balancer = %self.lb.cfg.name, client = %self.who, "400 bad request ({e}) before any server");
+            self.lb.bad_request();
+            return Some(Err(()));
+        }
+        (r.requests() > 0 || r.passthrough()).then_some(Ok(()))
+    }
+
+    /// Read what the client sent of its first request head.
+    fn read_head(&mut self, ctx: &mut Ctx, idx: u32) -> Flow {
+        while self.ready[0] & READ != 0 {
+            let Some(fd) = Self::fd(&self.fds, 0) else {
+                return Flow::Close;
+            };
+            let chunk = &mut ctx.scratch[..PROXY_CHUNK];
+            let n = match sys::socket::recv(fd, chunk) {
+                // Gone before its request: nothing to answer.
+                Ok(0) => return Flow::Close,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained(&mut self.ready[0]);
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Flow::Close,
+            };
+            if n < PROXY_CHUNK {
+                drained(&mut self.ready[0]);
+            }
+            let bytes = ctx.scratch[..n].to_vec();
+            match self.head_bytes(&bytes) {
+                None => {}
+                Some(Ok(())) => return self.head_done(ctx, idx),
+                Some(Err(())) => return self.refuse(ctx, idx, http::BAD_REQUEST),
+            }
+        }
+        Flow::Keep
+    }
+
+    /// The first request head is complete: now a server.
+    fn head_done(&mut self, ctx: &mut Ctx, idx: u32) -> Flow {
+        ctx.timers.clear(idx);
+        self.dial(ctx, idx)
+    }
+
+    /// Answer the client `reply` before any server was involved, then linger and close.
+    fn refuse(&mut self, ctx: &mut Ctx, idx: u32, reply: &[u8]) -> Flow {
+        if let Some(c) = &self.fds[0] {
+            // Best effort: a few dozen bytes into an empty send buffer.
+            let _ = sys::socket::send(c.as_fd(), reply);
+            let _ = sys::socket::shutdown_write(c);
+        }
+        self.phase = Phase::Linger { total: 0 };
+        ctx.timers.set(idx, ctx.now + LINGER);
+        self.linger(ctx)
     }
 
     /// Plan the walk over the servers, then try them.
@@ -507,66 +670,47 @@ impl Session {
         );
         self.info = Some(info.clone());
         let (rewriter, preamble) = self.preamble(&info);
-        let preamble = match preamble {
-            Ok(p) => p,
-            Err(e) => {
-                // In the relay phase all the same, so the log finds its request count.
-                let relay = Relay::new(info, rewriter, Vec::new());
-                self.phase = Phase::Relay(Relaying::new(relay, idle));
-                return self.end(ctx, idx, End::Error(e));
-            }
-        };
         let relay = Relay::new(info, rewriter, preamble);
-        self.phase = Phase::Relay(Relaying::new(relay, idle));
-        if idle.is_zero() {
-            ctx.timers.clear(idx);
-        } else {
-            ctx.timers.set(idx, ctx.now + tick(idle));
+        let relaying = Relaying::new(relay, idle);
+        match relaying.period(HttpLimits::of(&self.lb.cfg)) {
+            Some(p) => ctx.timers.set(idx, ctx.now + p),
+            None => ctx.timers.clear(idx),
         }
+        self.phase = Phase::Relay(relaying);
         // Whatever is ready already (the request that came with the connection) moves now.
         self.pump(ctx, idx)
     }
 
-    /// The X-Forwarded-For rewriter if the balancer wants one, and what goes to the server
-    /// before the relay starts: the PROXY header, then the client bytes that came with the
-    /// client's own PROXY header (through the rewriter; an error if it refuses them).
-    fn preamble(&mut self, info: &ConnInfo) -> (Option<Box<RequestRewriter>>, io::Result<Vec<u8>>) {
+    /// The X-Forwarded-For rewriter (HTTP modes), kept from the first byte on.
+    fn new_rewriter(&self) -> RequestRewriter {
         let cfg = &self.lb.cfg;
         let client = self.who.ip();
-        // Boxed: most connections have none, and the relay stays small.
-        let mut rewriter = cfg.http_forwarded_for.then(|| {
-            let trusted = cfg
-                .trusted_proxies
-                .iter()
-                .any(|(n, l)| config::in_network(client, *n, *l));
-            Box::new(RequestRewriter::new(XffConfig {
-                client,
-                trusted,
-                proto: "http",
-            }))
-        });
-        let mut preamble = match cfg.proxy_protocol {
+        let trusted = cfg
+            .trusted_proxies
+            .iter()
+            .any(|(n, l)| config::in_network(client, *n, *l));
+        RequestRewriter::new(XffConfig {
+            client,
+            trusted,
+            proto: "http",
+        })
+    }
+
+    /// The rewriter if the balancer has one, and what goes to the server before the relay
+    /// starts: the PROXY header, then the client's bytes read so far (HTTP modes: the first
+    /// request head, rewritten; else what came with the client's PROXY header).
+    fn preamble(&mut self, info: &ConnInfo) -> (Option<Box<RequestRewriter>>, Vec<u8>) {
+        let mut preamble = match self.lb.cfg.proxy_protocol {
             config::ProxyProtocol::None => Vec::new(),
             config::ProxyProtocol::V1 => proxy::encode_v1(self.who, self.dst),
             config::ProxyProtocol::V2 => proxy::encode_v2(self.who, self.dst),
         };
         let early = std::mem::take(&mut self.early);
-        if early.is_empty() {
-            return (rewriter, Ok(preamble));
-        }
         info.bytes
             .up
             .fetch_add(early.len() as u64, Ordering::Relaxed);
-        match rewriter.as_deref_mut() {
-            Some(r) => {
-                if let Err(e) = r.feed(&early, &mut preamble) {
-                    let e = io::Error::new(io::ErrorKind::InvalidData, e.to_string());
-                    return (rewriter, Err(e));
-                }
-            }
-            None => preamble.extend_from_slice(&early),
-        }
-        (rewriter, Ok(preamble))
+        preamble.extend_from_slice(&early);
+        (self.rewriter.take(), preamble)
     }
 
     /// The relay ended: settle the books, log, and close (or linger after a 400).
@@ -606,6 +750,8 @@ impl Session {
         let how = match end {
             End::Closed => "closed".to_string(),
             End::Idle => "idle timeout".to_string(),
+            End::SlowHead => "request head timeout".to_string(),
+            End::KeepAlive => "keep-alive timeout".to_string(),
             End::BadRequest(e) => format!("400 bad request ({e})"),
             End::Error(e) => format!("error: {e}"),
         };

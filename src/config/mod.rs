@@ -208,6 +208,12 @@ pub struct Balancer {
     pub slowstart: Duration,
     /// Whether a server marked down has its established connections cut.
     pub on_down: OnDown,
+    /// HTTP modes (`http_forwarded_for`): the first request head is read whole before a
+    /// server is chosen, within this (else 408).
+    pub head_timeout: Duration,
+    /// HTTP modes: a keep-alive connection whose next request has not come this long after
+    /// the last response byte is closed.
+    pub keepalive_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,6 +275,12 @@ pub mod defaults {
     pub const MAX_CLIENTS: usize = 2048;
     pub const MAX_CONNECTIONS: usize = 10_000;
     pub const BACKLOG: u32 = 1024;
+    /// HTTP modes: the first request head must be complete by then (HAProxy's
+    /// `timeout http-request` default in its examples).
+    pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+    /// HTTP modes: the next request head of a keep-alive connection, after the last byte of
+    /// the previous response.
+    pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 }
 
 /// Parse a listen address: `ADDR:PORT`, `[V6]:PORT`, or a bare `PORT` (all IPv4 addresses, as pen).
@@ -485,6 +497,8 @@ const BALANCER_KEYS: &[&str] = &[
     "slowstart",
     "on_down",
     "agent",
+    "head_timeout",
+    "keepalive_timeout",
 ];
 
 fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
@@ -514,14 +528,7 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
     };
     let blacklist = dur(r, "blacklist", defaults::BLACKLIST);
     let tracking = dur(r, "tracking", Duration::ZERO);
-    let connect_timeout = match r.duration(t, "connect_timeout") {
-        Some((d, item)) if d.is_zero() => {
-            r.err_at(item, "`connect_timeout` must be more than 0s");
-            d
-        }
-        Some((d, _)) => d,
-        None => defaults::CONNECT_TIMEOUT,
-    };
+    let connect_timeout = positive(r, t, "connect_timeout", defaults::CONNECT_TIMEOUT);
     let idle_timeout = dur(r, "idle_timeout", Duration::ZERO);
     let count = |r: &mut Reader, key: &str, default: usize| {
         r.int(t, key, 1, 10_000_000).map_or(default, |n| n as usize)
@@ -539,6 +546,8 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
     let resolve_prefer = resolver::prefer(r, t);
     let slowstart = dur(r, "slowstart", Duration::ZERO);
     let on_down = health::on_down(r, t);
+    let head_timeout = positive(r, t, "head_timeout", defaults::HEAD_TIMEOUT);
+    let keepalive_timeout = positive(r, t, "keepalive_timeout", defaults::KEEPALIVE_TIMEOUT);
     if r.diags.len() != before {
         return None;
     }
@@ -564,7 +573,21 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
         health,
         slowstart,
         on_down,
+        head_timeout,
+        keepalive_timeout,
     })
+}
+
+/// A duration key that must be more than zero, or its default.
+fn positive(r: &mut Reader, t: &Table, key: &str, default: Duration) -> Duration {
+    match r.duration(t, key) {
+        Some((d, item)) if d.is_zero() => {
+            r.err_at(item, format!("`{key}` must be more than 0s"));
+            default
+        }
+        Some((d, _)) => d,
+        None => default,
+    }
 }
 
 /// `name`, else `lbN` for the Nth [[balancer]].

@@ -325,6 +325,8 @@ pub fn parse(args: &[String]) -> Result<PenRun, String> {
         health: super::Health::with(super::Check::None),
         slowstart: Duration::ZERO,
         on_down: super::OnDown::Keep,
+        head_timeout: super::defaults::HEAD_TIMEOUT,
+        keepalive_timeout: super::defaults::KEEPALIVE_TIMEOUT,
     };
     Ok(PenRun {
         config: Config {

@@ -799,6 +799,7 @@ fn show_stats(ctl: &Ctl, lb: &Balancer, json: bool) -> Reply {
         "idle_closed": s.idle_closed.load(Ordering::Relaxed),
         "proxy_errors": s.proxy_errors.load(Ordering::Relaxed),
         "bad_requests": s.bad_requests.load(Ordering::Relaxed),
+        "head_timeouts": s.head_timeouts.load(Ordering::Relaxed),
         "fd_exhausted": s.fd_exhausted.load(Ordering::Relaxed),
         "clients": st.clients.len(),
         "max_connections": lb.max_connections(),

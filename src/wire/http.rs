@@ -14,6 +14,10 @@ pub const MAX_HEAD: usize = 16 * 1024;
 pub const BAD_REQUEST: &[u8] =
     b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
+/// What a client whose request head is not complete within its time is answered.
+pub const REQUEST_TIMEOUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
 /// Longest method accepted.
 const MAX_METHOD: usize = 20;
 /// Request lines kept for `take_request_lines`, and the bytes kept of each: the caller logs
@@ -226,6 +230,20 @@ impl RequestRewriter {
     /// switched to opaque after CONNECT / Upgrade.
     pub fn passthrough(&self) -> bool {
         self.state == State::Passthrough
+    }
+
+    /// Between requests or inside a head: the client owes the next request head (its body,
+    /// if any, has been relayed whole). False once passthrough or failed.
+    pub fn awaiting_head(&self) -> bool {
+        matches!(self.state, State::Detect(_) | State::Head)
+    }
+
+    /// Bytes of a started but incomplete request head held inside (0 between requests).
+    pub fn partial_head(&self) -> usize {
+        match self.state {
+            State::Head => self.head.len(),
+            _ => 0,
+        }
     }
 
     /// Request lines seen (method SP target SP version), drained by the caller for logging; at
