@@ -97,6 +97,7 @@ async fn demo() -> Result<()> {
                 prio: 0,
             })
             .collect(),
+        servers_srv: None,
         algorithm: Algorithm::Sticky,
         emergency: None,
         blacklist: Duration::from_secs(30),

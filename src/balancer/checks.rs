@@ -78,7 +78,8 @@ impl Balancer {
             return due;
         }
         for (i, s) in st.servers.iter_mut().enumerate() {
-            if s.cfg.addr.port() == 0 {
+            // Nothing to check at 0.0.0.0 (an unresolved name: that would be this host).
+            if !s.checkable() {
                 continue;
             }
             if s.health.take_due(now) {
@@ -104,10 +105,10 @@ impl Balancer {
             return due;
         }
         for (i, s) in st.servers.iter_mut().enumerate() {
-            let a = &mut s.agent;
-            if s.cfg.addr.port() == 0 || a.in_flight {
+            if !s.checkable() || s.agent.in_flight {
                 continue;
             }
+            let a = &mut s.agent;
             if now >= a.next_due {
                 a.in_flight = true;
                 due.servers.push((i, s.cfg.addr));
