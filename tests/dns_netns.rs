@@ -592,7 +592,8 @@ fn the_back_side_opens_to_a_server_by_name_as_its_address_moves() {
     assert_eq!(probe_from(&srv, OLD, "10.0.0.2", 7000), "dropped");
     let log = read_log(&fwlb.log);
     assert_eq!(
-        log.matches("refused a server address: server bogus.test").count(),
+        log.matches("refused a server address: server bogus.test")
+            .count(),
         1,
         "once per episode:\n{log}"
     );

@@ -642,6 +642,17 @@ mod tests {
         let mut nofw = cfg();
         nofw.firewall = None;
         assert!(check(&nofw, &Request::ListBans).is_err());
+        let addrs = |b: &str, n: usize| Request::ServerAddrs {
+            balancer: b.into(),
+            servers: vec![("app.internal:80".into(), vec!["10.0.0.21".parse().unwrap()]); n],
+        };
+        assert!(check(&nofw, &addrs("web", 0)).is_err(), "no firewall");
+        assert_eq!(check(&c, &addrs("web", 0)), Ok(()));
+        assert!(
+            check(&c, &addrs("web", 1)).is_err(),
+            "web has no server by name"
+        );
+        assert!(check(&c, &addrs("mail", 0)).is_err(), "no such balancer");
     }
 
     #[test]
