@@ -16,25 +16,22 @@ use crate::privsep::{Client, Request, client::GONE};
 type Sent = Vec<(String, Vec<IpAddr>)>;
 
 /// Tell the parent each balancer's resolved servers now, then after every message on
-/// `changed`, until `stop`. Balancers with no server by name and no `servers_srv` are left
-/// out.
+/// `changed`, until `stop`. A balancer that never had a server by name nor `servers_srv` is
+/// left out (a reload may give it some).
 pub async fn follow(
     lbs: Vec<Arc<Balancer>>,
     parent: Arc<Client>,
     mut changed: mpsc::UnboundedReceiver<()>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let lbs: Vec<Arc<Balancer>> = lbs
-        .into_iter()
-        .filter(|lb| lb.cfg.servers_srv.is_some() || !lb.server_names().is_empty())
-        .collect();
+    let by_name = |lb: &Balancer| lb.lock().srv_name.is_some() || !lb.server_names().is_empty();
     let mut sent: HashMap<String, Sent> = HashMap::new();
     let mut refused: HashMap<String, String> = HashMap::new();
     loop {
         for lb in &lbs {
             let now = lb.resolved_servers();
             let name = &lb.cfg.name;
-            if sent.get(name) == Some(&now) {
+            if sent.get(name) == Some(&now) || (!sent.contains_key(name) && !by_name(lb)) {
                 continue;
             }
             let req = Request::ServerAddrs {
