@@ -98,6 +98,7 @@ async fn demo() -> Result<()> {
                 health: None,
             })
             .collect(),
+        servers_srv: None,
         algorithm: Algorithm::Sticky,
         emergency: None,
         blacklist: Duration::from_secs(30),

@@ -14,8 +14,16 @@ use std::time::Duration;
 use common::ban;
 use fwlb::firewall::{Ruleset, build, nft, pf};
 
-/// The configurations; `pair_bans` is `pair` with bans carried over a reload.
-const CASES: &[&str] = &["pair", "pair_bans", "balancer", "ipv6", "nat_learned"];
+/// The configurations; `pair_bans` is `pair` with bans carried over a reload; `by_name`
+/// carries the resolved addresses of its servers given by name, as a reload does.
+const CASES: &[&str] = &[
+    "pair",
+    "pair_bans",
+    "balancer",
+    "ipv6",
+    "nat_learned",
+    "by_name",
+];
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/firewall")
@@ -29,6 +37,11 @@ fn ruleset(case: &str) -> Ruleset {
     let path = dir().join(format!("{file}.toml"));
     let cfg = fwlb::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let mut rs = build(&cfg).unwrap_or_else(|e| panic!("{}: {}", path.display(), e.join("\n")));
+    if case == "by_name" {
+        rs.resolved = ["10.0.0.21", "10.0.0.31", "10.0.0.32", "10.0.0.11"]
+            .map(common::ip)
+            .to_vec();
+    }
     if bans {
         rs.bans = vec![
             ban("203.0.113.66", Some(5400)),

@@ -77,7 +77,8 @@ impl Balancer {
         let mut shared: Option<Arc<config::Health>> = None;
         for (i, s) in st.servers.iter_mut().enumerate() {
             let h = s.cfg.health_or(&st.settings.health);
-            if s.cfg.addr.port() == 0 || h.check == Check::None {
+            // Nothing to check at 0.0.0.0 (an unresolved name: that would be this host).
+            if !s.checkable() || h.check == Check::None {
                 continue;
             }
             if s.health.take_due(now) {
@@ -109,10 +110,10 @@ impl Balancer {
             let Some(settings) = &s.cfg.health_or(&st.settings.health).agent else {
                 continue;
             };
-            let a = &mut s.agent;
-            if s.cfg.addr.port() == 0 || a.in_flight {
+            if !s.checkable() || s.agent.in_flight {
                 continue;
             }
+            let a = &mut s.agent;
             if now >= a.next_due {
                 a.in_flight = true;
                 due.servers.push((i, s.cfg.addr, settings.clone()));

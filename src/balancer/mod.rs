@@ -21,6 +21,7 @@ mod reload;
 mod resolved;
 pub mod select;
 mod session;
+mod srv;
 mod timers;
 
 use std::collections::BTreeMap;
@@ -58,6 +59,9 @@ pub struct Stats {
     pub head_timeouts: AtomicU64,
     /// Accept errors from descriptor exhaustion (EMFILE/ENFILE).
     pub fd_exhausted: AtomicU64,
+    /// DNS records or addresses refused for servers (0.0.0.0, multicast, port 0, a bad SRV
+    /// target ...).
+    pub dns_refused: AtomicU64,
 }
 
 /// What the control port may change at run time (pen's global settings).
@@ -107,9 +111,11 @@ pub struct State {
     /// Live connections by id, for `show conns`.
     pub conns: BTreeMap<u64, Arc<ConnInfo>>,
     next_conn: u64,
-    /// Bumped when a reload rebuilds the server list: a slot index taken before then is found
-    /// again by address.
+    /// Bumped when a reload rebuilds the server list, or an SRV slot is emptied or reused: a
+    /// slot index taken before then is found again by address.
     epoch: u64,
+    /// The `servers_srv` name in force (a reload may change it).
+    pub srv_name: Option<String>,
 }
 
 impl ConnInfo {
@@ -250,7 +256,7 @@ impl Balancer {
         let servers: Vec<ServerState> = cfg.servers.iter().cloned().map(ServerState::new).collect();
         let settings = Settings::from_config(&cfg);
         let select = select::new(settings.sticky, settings.base, &servers);
-        let emergency = cfg.emergency.map(ServerState::emergency);
+        let emergency = cfg.emergency.clone().map(ServerState::emergency);
         let clients = ClientTable::new(cfg.max_clients, cfg.tracking);
         let mut state = State {
             servers,
@@ -261,6 +267,7 @@ impl Balancer {
             conns: BTreeMap::new(),
             next_conn: 0,
             epoch: 0,
+            srv_name: cfg.servers_srv.clone(),
         };
         state.respread(Instant::now());
         Arc::new(Balancer {
@@ -446,6 +453,7 @@ impl Balancer {
             now,
             servers: &st.servers,
             remembered,
+            srv_tier: st.srv_tier(now),
         };
         (st.select.pick(&p), st.servers.len(), !st.settings.stubborn)
     }
@@ -464,9 +472,15 @@ impl Balancer {
             Slot::Emergency => false,
         };
         let (timeout, epoch) = (st.settings.connect_timeout, st.epoch);
+        let tier = st.srv_tier(now);
         let s = st.server_mut(&slot)?;
-        // The emergency server is the last resort: tried even when it failed recently.
-        if matches!(slot, Slot::Regular(_)) && !s.usable(now, sticky) {
+        // The emergency server is the last resort: tried even when it failed recently, but
+        // not without an address.
+        let usable = match slot {
+            Slot::Regular(_) => s.usable(now, sticky) && select::in_tier(s, tier),
+            Slot::Emergency => !s.unresolved,
+        };
+        if !usable {
             return None;
         }
         s.conns += 1;

@@ -27,6 +27,24 @@ pub struct ServerState {
     pub health: health::Tracker,
     /// The server's agent's say (HAProxy's agent check), apart from the two above.
     pub agent: health::agent::Agent,
+    /// Made from a target of the balancer's `servers_srv` answer (None: from `servers`).
+    pub srv: Option<SrvOrigin>,
+}
+
+/// Where a server made from an SRV answer comes from, and what the answer said last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrvOrigin {
+    /// The record's target (also the server's `cfg.name` until an operator fixes an address).
+    pub target: String,
+    /// The record's port (the server's, unless an operator changed it).
+    pub port: u16,
+    /// The record's priority: only the lowest priority with a usable server gets clients.
+    pub priority: u16,
+    /// The record's weight as last applied (an operator's `server N weight` stays until the
+    /// record's weight changes).
+    pub weight: u16,
+    /// The target left the answer: no clients, until it is back or `hold_obsolete` passed.
+    pub obsolete: bool,
 }
 
 impl ServerState {
@@ -43,21 +61,25 @@ impl ServerState {
             rx: 0,
             health: health::Tracker::new(Instant::now()),
             agent: health::agent::Agent::new(Instant::now()),
+            srv: None,
         }
     }
 
-    /// The emergency server: no limits, no weight (used only when no other server can take
-    /// a client).
-    pub fn emergency(addr: std::net::SocketAddr) -> Self {
-        ServerState::new(config::Server {
-            addr,
-            name: None,
-            max: 0,
-            hard: 0,
-            weight: 0,
-            prio: 0,
-            health: None,
-        })
+    /// The emergency server (used only when no other server can take a client; a name is
+    /// resolved at run time as a server's).
+    pub fn emergency(cfg: config::Server) -> Self {
+        ServerState::new(cfg)
+    }
+
+    /// Whether checks have something to reach: not an empty slot, not an unresolved name
+    /// (its address is 0.0.0.0, this host), not a target gone from the SRV answer.
+    pub fn checkable(&self) -> bool {
+        self.cfg.addr.port() != 0 && !self.unresolved && !self.obsolete()
+    }
+
+    /// Whether the server is an SRV target's that left the answer.
+    pub fn obsolete(&self) -> bool {
+        self.srv.as_ref().is_some_and(|o| o.obsolete)
     }
 
     /// An empty slot, as pen's `server N` beyond the end of the list leaves.
@@ -89,13 +111,15 @@ impl ServerState {
             .filter(|d| !d.is_zero())
     }
 
-    /// pen's try_server: not blacklisted, not drained, resolved, not down by its checks nor
-    /// in maint, and under `max` (a client remembered on this server may go on up to `hard`).
+    /// pen's try_server: not blacklisted, not drained, resolved (and, from SRV, still in the
+    /// answer), not down by its checks nor in maint, and under `max` (a client remembered on
+    /// this server may go on up to `hard`).
     pub fn usable(&self, now: Instant, sticky: bool) -> bool {
         // Port 0: an empty slot (pen's `server N` beyond the list creates them).
         if self.blacklisted(now)
             || self.draining
             || self.unresolved
+            || self.obsolete()
             || !self.health.usable()
             || !self.agent.usable(sticky)
             || self.cfg.addr.port() == 0

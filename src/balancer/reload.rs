@@ -1,7 +1,8 @@
 //! Applying a reloaded configuration to a running balancer (SIGHUP): the server list is
-//! rebuilt by address, so a server that stays keeps its blacklist, drain flag, counters and
-//! open connections; removed servers' connections finish on their own; remembered clients
-//! follow their server to its new place.
+//! rebuilt by address (by name and port for servers given by name), so a server that stays
+//! keeps its blacklist, drain flag, counters and open connections; removed servers'
+//! connections finish on their own; remembered clients follow their server to its new place.
+//! Servers made from `servers_srv` follow the configured ones, kept while the SRV name stays.
 
 use std::time::Instant;
 
@@ -23,7 +24,7 @@ impl Balancer {
             let found = old
                 .iter()
                 .enumerate()
-                .position(|(oi, o)| !taken[oi] && o.cfg.same(sc));
+                .position(|(oi, o)| !taken[oi] && o.srv.is_none() && o.cfg.same(sc));
             match found {
                 Some(oi) => {
                     taken[oi] = true;
@@ -55,6 +56,19 @@ impl Balancer {
                 }
             }
         }
+        // The SRV name's servers stay, after the configured ones, while the name stays.
+        let srv_kept = st.srv_name == new.servers_srv;
+        for (oi, o) in old.iter().enumerate() {
+            if srv_kept && o.srv.is_some() {
+                taken[oi] = true;
+                moved[oi] = Some(servers.len());
+                servers.push(o.clone());
+            }
+        }
+        if !srv_kept {
+            notes.push(format!("servers_srv now {:?}", new.servers_srv));
+            st.srv_name = new.servers_srv.clone();
+        }
         for (oi, o) in old.iter().enumerate() {
             // Empty slots (pen's `server N` beyond the list) vanish without a word.
             if !taken[oi] && o.cfg.addr.port() != 0 {
@@ -67,15 +81,14 @@ impl Balancer {
         }
         st.servers = servers;
         st.clients.remap(|i| moved.get(i).copied().flatten());
-        let keep_emergency = st
-            .emergency
-            .as_ref()
-            .is_some_and(|e| Some(e.cfg.addr) == new.emergency);
+        let keep_emergency = match (&st.emergency, &new.emergency) {
+            (Some(e), Some(n)) => e.cfg.same(n),
+            (old, new) => old.is_none() && new.is_none(),
+        };
         if !keep_emergency {
-            if st.emergency.is_some() || new.emergency.is_some() {
-                notes.push(format!("emergency server now {:?}", new.emergency));
-            }
-            st.emergency = new.emergency.map(ServerState::emergency);
+            let label = new.emergency.as_ref().map(config::Server::label);
+            notes.push(format!("emergency server now {label:?}"));
+            st.emergency = new.emergency.clone().map(ServerState::emergency);
         }
         let fresh = Settings::from_config(new);
         let s = &mut st.settings;

@@ -7,15 +7,18 @@ use std::net::{IpAddr, SocketAddr};
 use super::Balancer;
 
 impl Balancer {
-    /// Every server named `host` (any port) now has address `ip`, or none it may trust (None:
-    /// it is `unresolved` and gets no new clients). Returns one line per change, for the log.
+    /// Every server named `host` (any port, the emergency server included) now has address
+    /// `ip`, or none it may trust (None: it is `unresolved` and gets no new clients). Returns
+    /// one line per change, for the log.
     pub fn set_resolved(&self, host: &str, ip: Option<IpAddr>) -> Vec<String> {
         let mut notes = Vec::new();
-        let mut st = self.lock();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         let mut moved = false;
         for s in st
             .servers
             .iter_mut()
+            .chain(st.emergency.iter_mut())
             .filter(|s| s.cfg.name.as_deref() == Some(host))
         {
             let label = s.cfg.label();
@@ -56,8 +59,43 @@ impl Balancer {
         let st = self.lock();
         st.servers
             .iter()
+            .chain(st.emergency.iter())
             .find(|s| s.cfg.name.as_deref() == Some(host) && !s.unresolved)
             .map(|s| s.cfg.addr.ip())
+    }
+
+    /// Every resolved server given by name (SRV targets and the emergency server included):
+    /// (label, its address), sorted by label; what the firewall's back side opens to.
+    pub fn resolved_servers(&self) -> Vec<(String, Vec<IpAddr>)> {
+        let st = self.lock();
+        let mut v: Vec<(String, Vec<IpAddr>)> = st
+            .servers
+            .iter()
+            .chain(st.emergency.iter())
+            .filter(|s| s.cfg.name.is_some() && !s.unresolved)
+            .map(|s| (s.cfg.label(), vec![s.cfg.addr.ip()]))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The host names of every server given by name, the emergency server's and the SRV
+    /// targets' included, each once (what the resolver must look up for this balancer).
+    pub fn server_names(&self) -> Vec<String> {
+        let st = self.lock();
+        let mut names: Vec<String> = Vec::new();
+        for n in st
+            .servers
+            .iter()
+            .chain(st.emergency.iter())
+            .filter_map(|s| s.cfg.name.as_ref())
+        {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        names
     }
 }
 

@@ -1,5 +1,6 @@
 //! The configuration: the TOML model of config.md, validated with every error reported at once
-//! as `FILE:LINE:COL: message`. No I/O beyond reading the file (and resolving server host names).
+//! as `FILE:LINE:COL: message`. No I/O beyond reading the file: host names are kept, and
+//! resolved at run time by the child (crate::resolver).
 
 pub mod duration;
 pub mod freevrrpd;
@@ -180,8 +181,12 @@ pub struct Balancer {
     pub name: String,
     pub listen: Vec<SocketAddr>,
     pub servers: Vec<Server>,
+    /// An SRV name (`_http._tcp.app.internal`): one server per target of its answer, after
+    /// `servers`, with the record's port, weight and priority (crate::resolver::srv).
+    pub servers_srv: Option<String>,
     pub algorithm: Algorithm,
-    pub emergency: Option<SocketAddr>,
+    /// The server of last resort; a host name is resolved at run time like a server's.
+    pub emergency: Option<Server>,
     pub blacklist: Duration,
     pub tracking: Duration,
     pub connect_timeout: Duration,
@@ -265,6 +270,8 @@ pub struct Firewall {
     pub nat: bool,
     pub keep_on_exit: bool,
     pub syn_rate: Option<String>,
+    /// `back_policy = "drop"`: only the servers may reach this host from `back`.
+    pub back_drop: bool,
 }
 
 /// Defaults shared by the config file and `fwlb pen` (pen's own defaults where they exist).
@@ -478,6 +485,7 @@ const BALANCER_KEYS: &[&str] = &[
     "name",
     "listen",
     "servers",
+    "servers_srv",
     "algorithm",
     "emergency",
     "blacklist",
@@ -513,14 +521,23 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
     let name = balancer_name(r, t, index);
     let listen = listen_addresses(r, t, &header);
     let default_port = listen.first().map_or(80, |a| a.port());
-    // The balancer's checks first: a server's own `health` is read over them.
+    let servers_srv = servers_srv(r, t);
+    // The balancer's checks first: a server's own `health` is read over them. An SRV name
+    // may give many servers: checked by default, as a list of several is.
     let count = t
         .get("servers")
         .and_then(|i| i.as_array())
         .map_or(0, |a| a.len());
-    let mut health = health::read(r, t, count);
+    let checked_count = if servers_srv.is_some() {
+        count.max(2)
+    } else {
+        count
+    };
+    let mut health = health::read(r, t, checked_count);
     health.agent = health::agent(r, t);
-    let servers = servers(r, t, &header, default_port, &health);
+    // A `servers_srv` given, even a wrong one, says where the servers come from.
+    let srv = t.contains_key("servers_srv");
+    let servers = servers(r, t, &header, default_port, &health, srv);
     let algorithm = algorithm(r, t);
     let emergency = emergency(r, t, default_port);
     let dur = |r: &mut Reader, key: &str, default: Duration| {
@@ -555,6 +572,7 @@ fn balancer(r: &mut Reader, t: &Table, index: usize) -> Option<Balancer> {
         name,
         listen,
         servers,
+        servers_srv,
         algorithm,
         emergency,
         blacklist,
@@ -638,20 +656,24 @@ fn listen_addresses(r: &mut Reader, t: &Table, header: &str) -> Vec<SocketAddr> 
 }
 
 /// `servers`: an array of server strings (or tables with `address` and the server's own
-/// `health`/`agent` over the balancer's `health`), at least one, none twice.
+/// `health`/`agent` over the balancer's `health`), none twice; at least one unless
+/// `servers_srv` (`srv`) gives them.
 fn servers(
     r: &mut Reader,
     t: &Table,
     header: &str,
     default_port: u16,
     health: &Health,
+    srv: bool,
 ) -> Vec<Server> {
     let mut servers: Vec<Server> = Vec::new();
     let Some(item) = t.get("servers") else {
-        r.err(
-            first_span(t),
-            format!("{header}: missing `servers` (e.g. servers = [\"10.0.0.11:80\"])"),
-        );
+        if !srv {
+            r.err(
+                first_span(t),
+                format!("{header}: missing `servers` (e.g. servers = [\"10.0.0.11:80\"]) or `servers_srv`"),
+            );
+        }
         return servers;
     };
     let Some(arr) = item.as_array() else {
@@ -661,8 +683,11 @@ fn servers(
         );
         return servers;
     };
-    if arr.is_empty() {
-        r.err_at(item, format!("{header}: `servers` is empty"));
+    if arr.is_empty() && !srv {
+        r.err_at(
+            item,
+            format!("{header}: `servers` is empty (and no `servers_srv`)"),
+        );
     }
     for v in arr.iter() {
         let Some(sv) = server_entry(r, v, default_port, health) else {
@@ -733,10 +758,33 @@ fn algorithm(r: &mut Reader, t: &Table) -> Algorithm {
     Algorithm::Sticky
 }
 
-fn emergency(r: &mut Reader, t: &Table, default_port: u16) -> Option<SocketAddr> {
+/// `servers_srv`: an SRV name, checked as a host name (lower case, no trailing dot).
+fn servers_srv(r: &mut Reader, t: &Table) -> Option<String> {
+    let (s, item) = r.string(t, "servers_srv")?;
+    match server_spec::host_name(s) {
+        Some(name) => Some(name),
+        None => {
+            r.err_at(
+                item,
+                format!("`servers_srv` {s:?} is not a DNS name (e.g. \"_http._tcp.app.internal\")"),
+            );
+            None
+        }
+    }
+}
+
+/// `emergency`: a server in pen's syntax; a host name is kept and resolved at run time.
+fn emergency(r: &mut Reader, t: &Table, default_port: u16) -> Option<Server> {
     let (s, item) = r.string(t, "emergency")?;
-    match server_spec::parse(s).and_then(|sp| server_spec::resolve(&sp, default_port)) {
-        Ok(a) => Some(a),
+    match server(s, default_port) {
+        // The last resort has no limits and no weight (pen -e).
+        Ok(a) => Some(Server {
+            max: 0,
+            hard: 0,
+            weight: 0,
+            prio: 0,
+            ..a
+        }),
         Err(e) => {
             r.err_at(item, format!("`emergency`: {e}"));
             None
@@ -1077,12 +1125,20 @@ fn firewall(r: &mut Reader, t: &dyn TableLike) -> Firewall {
             "nat",
             "keep_on_exit",
             "syn_rate",
+            "back_policy",
         ],
     );
     use FirewallBackend as B;
     let names = [("nftables", B::Nftables), ("pf", B::Pf), ("none", B::None)];
     let backend = r.choice(t, "backend", &names, B::None);
+    let back_drop = r.choice(
+        t,
+        "back_policy",
+        &[("accept", false), ("drop", true)],
+        false,
+    );
     Firewall {
+        back_drop,
         backend,
         front: r.string(t, "front").map(|(s, _)| s.to_string()),
         back: r.string(t, "back").map(|(s, _)| s.to_string()),
@@ -1216,6 +1272,41 @@ mod tests {
             Ok(_) => vec![],
             Err(e) => e.0,
         }
+    }
+
+    #[test]
+    fn servers_srv_alone_or_with_servers_and_emergency_by_name() {
+        let c = parse_str(
+            "[[balancer]]\nlisten = \"127.0.0.1:8080\"\nservers_srv = \"_HTTP._tcp.App.Internal.\"\nemergency = \"sorry.internal\"\n[[balancer]]\nlisten = \"127.0.0.1:8081\"\nservers = [\"10.0.0.1:80\"]\nservers_srv = \"_http._tcp.app.internal\"\n[[balancer]]\nlisten = \"127.0.0.1:8082\"\nservers = []\nservers_srv = \"_x._tcp.y\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let b = &c.balancers[0];
+        assert_eq!(b.servers_srv.as_deref(), Some("_http._tcp.app.internal"));
+        assert!(b.servers.is_empty());
+        assert_eq!(b.health.check, Check::Tcp, "checked by default");
+        let e = b.emergency.as_ref().unwrap();
+        assert_eq!(
+            (e.name.as_deref(), e.addr.port(), e.weight),
+            (Some("sorry.internal"), 8080, 0)
+        );
+        assert_eq!(c.balancers[1].servers.len(), 1);
+        assert_eq!(c.resolver.hold_obsolete, Duration::from_secs(30));
+        let e = errs(
+            "[[balancer]]\nlisten = \"127.0.0.1:8080\"\nservers_srv = \"not a name\"\n[[balancer]]\nlisten = \"127.0.0.1:8081\"\nservers = []\n[[balancer]]\nlisten = \"127.0.0.1:8082\"\n",
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(
+            e[0].contains("`servers_srv` \"not a name\" is not a DNS name"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].contains("`servers` is empty (and no `servers_srv`)"),
+            "{e:?}"
+        );
+        assert!(e[2].contains("missing `servers`"), "{e:?}");
+        let e = errs("[resolver]\nhold_obsolete = \"x\"\n[firewall]\nback_policy = \"deny\"\n");
+        assert_eq!(e.len(), 2, "{e:?}");
     }
 
     #[test]

@@ -291,7 +291,16 @@ pub fn parse(args: &[String]) -> Result<PenRun, String> {
         None => None,
         Some(e) => {
             let sp = server_spec::parse(e).map_err(|x| format!("-e: {x}"))?;
-            Some(server_spec::resolve(&sp, listen.port()).map_err(|x| format!("-e: {x}"))?)
+            let addr = server_spec::resolve(&sp, listen.port()).map_err(|x| format!("-e: {x}"))?;
+            Some(Server {
+                addr,
+                name: None,
+                max: 0,
+                hard: 0,
+                weight: 0,
+                prio: 0,
+                health: None,
+            })
         }
     };
     let mut commands = o.flags;
@@ -306,6 +315,7 @@ pub fn parse(args: &[String]) -> Result<PenRun, String> {
         name: "pen".into(),
         listen: vec![listen],
         servers,
+        servers_srv: None,
         algorithm: Algorithm::Sticky,
         emergency,
         blacklist: o.blacklist,

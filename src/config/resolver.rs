@@ -17,6 +17,10 @@ pub struct Resolver {
     pub hold_valid: Duration,
     /// How long the last good address is kept after NXDOMAIN or a failing nameserver.
     pub hold_nx: Duration,
+    /// How long a server made from an SRV target stays (without new clients) after its
+    /// target left the answer (HAProxy's `hold obsolete`): a target back within it is the
+    /// same server again.
+    pub hold_obsolete: Duration,
 }
 
 impl Default for Resolver {
@@ -25,6 +29,7 @@ impl Default for Resolver {
             nameservers: Vec::new(),
             hold_valid: Duration::from_secs(300),
             hold_nx: Duration::from_secs(30),
+            hold_obsolete: Duration::from_secs(30),
         }
     }
 }
@@ -38,7 +43,11 @@ pub enum Prefer {
 }
 
 pub(super) fn parse(r: &mut Reader, t: &dyn TableLike) -> Resolver {
-    r.check_keys(t, "[resolver]", &["nameservers", "hold_valid", "hold_nx"]);
+    r.check_keys(
+        t,
+        "[resolver]",
+        &["nameservers", "hold_valid", "hold_nx", "hold_obsolete"],
+    );
     let mut res = Resolver::default();
     for (s, span) in r.strings(t, "nameservers").unwrap_or_default() {
         match nameserver(s) {
@@ -59,6 +68,9 @@ pub(super) fn parse(r: &mut Reader, t: &dyn TableLike) -> Resolver {
             }
             *slot = d;
         }
+    }
+    if let Some((d, _)) = r.duration(t, "hold_obsolete") {
+        res.hold_obsolete = d;
     }
     res
 }

@@ -98,7 +98,22 @@ pub fn address_or_name(
     if let Ok(ip) = spec.host.parse::<IpAddr>() {
         return Ok((SocketAddr::new(ip, port), None));
     }
-    let name = spec.host.trim_end_matches('.');
+    let Some(name) = host_name(&spec.host) else {
+        return Err(format!(
+            "server host {:?} is neither an IP address nor a host name",
+            spec.host
+        ));
+    };
+    Ok((
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+        Some(name),
+    ))
+}
+
+/// A DNS name as servers use it: labels of letters, digits, `-` and `_` (SRV labels), at most
+/// 253 bytes; lower case, without the trailing dot. None if `s` is not one.
+pub fn host_name(s: &str) -> Option<String> {
+    let name = s.trim_end_matches('.');
     let valid = !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|l| {
@@ -107,16 +122,7 @@ pub fn address_or_name(
                 && l.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
-    if !valid {
-        return Err(format!(
-            "server host {:?} is neither an IP address nor a host name",
-            spec.host
-        ));
-    }
-    Ok((
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
-        Some(name.to_ascii_lowercase()),
-    ))
+    valid.then(|| name.to_ascii_lowercase())
 }
 
 /// Resolve the host (an IP literal, or a name through the system resolver, first answer wins,

@@ -516,18 +516,36 @@ fn drain_enable(lb: &Balancer, drain: bool, arg: Option<&str>, json: bool) -> Re
     }
 }
 
-fn server_state(s: &ServerState, now: Instant) -> &'static str {
+/// `primary`: the lowest SRV priority in the answer (servers of a higher one are backups).
+fn server_state(s: &ServerState, now: Instant, primary: Option<u16>) -> &'static str {
     if s.cfg.addr.port() == 0 {
         "empty"
+    } else if s.obsolete() {
+        "obsolete"
     } else if s.unresolved {
         "unresolved"
     } else if s.draining {
         "draining"
     } else if s.blacklisted(now) {
         "blacklisted"
+    } else if s
+        .srv
+        .as_ref()
+        .zip(primary)
+        .is_some_and(|(o, p)| o.priority > p)
+    {
+        "backup"
     } else {
         "up"
     }
+}
+
+/// Where an SRV-made server comes from (null for the others).
+fn srv_json(s: &ServerState) -> Value {
+    s.srv.as_ref().map_or(Value::Null, |o| {
+        json!({ "target": o.target, "port": o.port, "priority": o.priority,
+                "weight": o.weight, "obsolete": o.obsolete })
+    })
 }
 
 /// Health by the active checks (`up`, `down`, `rising 1/2`, `falling 2/3`, `maint` ...);
@@ -643,6 +661,7 @@ fn show_servers(lb: &Balancer, json: bool, now: Instant) -> Reply {
         all.push(("emergency".into(), e));
     }
     let lb_health = &st.settings.health;
+    let primary = st.srv_primary();
     if json {
         let v: Vec<Value> = all
             .iter()
@@ -650,7 +669,8 @@ fn show_servers(lb: &Balancer, json: bool, now: Instant) -> Reply {
                 let h = s.cfg.health_or(lb_health);
                 let last = s.health.last.as_ref();
                 json!({
-                    "index": i, "address": address(s), "name": s.cfg.name, "state": server_state(s, now),
+                    "index": i, "address": address(s), "name": s.cfg.name,
+                    "state": server_state(s, now, primary), "srv": srv_json(s),
                     "blacklist_left_ms": s.blacklist_left(now).map(|d| d.as_millis() as u64),
                     "health": health(s, h, now), "check": h.check.name(),
                     "check_ok": last.map(|o| o.ok), "reason": last.map(|o| o.reason.clone()),
@@ -667,7 +687,7 @@ fn show_servers(lb: &Balancer, json: bool, now: Instant) -> Reply {
     }
     let rows: Vec<Vec<String>> = all
         .iter()
-        .map(|(i, s)| server_row(i, s, s.cfg.health_or(lb_health), now))
+        .map(|(i, s)| server_row(i, s, s.cfg.health_or(lb_health), now, primary))
         .collect();
     Reply::ok(table(
         &[
@@ -703,13 +723,19 @@ fn address(s: &ServerState) -> String {
     }
 }
 
-fn server_row(index: &str, s: &ServerState, h: &config::Health, now: Instant) -> Vec<String> {
+fn server_row(
+    index: &str,
+    s: &ServerState,
+    h: &config::Health,
+    now: Instant,
+    primary: Option<u16>,
+) -> Vec<String> {
     let (reason, took) = last_check(s);
     vec![
         index.to_string(),
         address(s),
         s.cfg.name.clone().unwrap_or_else(|| "-".into()),
-        server_state(s, now).into(),
+        server_state(s, now, primary).into(),
         s.blacklist_left(now).map_or("-".into(), |d| {
             format!("{}s", d.as_secs() + u64::from(d.subsec_millis() > 0))
         }),
@@ -801,6 +827,7 @@ fn show_stats(ctl: &Ctl, lb: &Balancer, json: bool) -> Reply {
         "bad_requests": s.bad_requests.load(Ordering::Relaxed),
         "head_timeouts": s.head_timeouts.load(Ordering::Relaxed),
         "fd_exhausted": s.fd_exhausted.load(Ordering::Relaxed),
+        "dns_refused": s.dns_refused.load(Ordering::Relaxed),
         "clients": st.clients.len(),
         "max_connections": lb.max_connections(),
     });
@@ -1105,7 +1132,7 @@ fn status_html(ctl: &Ctl, lb: &Balancer) -> String {
             o,
             "<tr><td>{i}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             s.cfg.addr.ip(),
-            server_state(s, now),
+            server_state(s, now, st.srv_primary()),
             s.cfg.addr.port(),
             s.conns,
             s.cfg.max,

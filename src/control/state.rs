@@ -35,6 +35,9 @@ struct SavedBalancer {
     idle_timeout_ms: u64,
     tracking_ms: u64,
     servers: Vec<SavedServer>,
+    /// The emergency server's last address, when it is given by name.
+    #[serde(default)]
+    emergency_addr: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -60,6 +63,21 @@ struct SavedServer {
     /// The checks' verdict; None before the first result (`unchecked`).
     #[serde(default)]
     health: Option<SavedHealth>,
+    /// A server made from an SRV answer: where from.
+    #[serde(default)]
+    srv: Option<SavedSrv>,
+}
+
+/// An SRV-made server's origin: restored only while the balancer's `servers_srv` is `name`.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+struct SavedSrv {
+    name: String,
+    target: String,
+    port: u16,
+    priority: u16,
+    /// The record's weight.
+    weight: u16,
+    obsolete: bool,
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
@@ -126,7 +144,10 @@ pub fn snapshot(balancers: &[Arc<Balancer>]) -> String {
             .enumerate()
             .map(|(i, sv)| SavedServer {
                 index: i,
-                config_addr: lb.cfg.servers.get(i).map(config::Server::label),
+                config_addr: match sv.srv {
+                    Some(_) => None,
+                    None => lb.cfg.servers.get(i).map(config::Server::label),
+                },
                 // An unresolved server by name has no address to start from.
                 addr: if sv.unresolved {
                     SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), sv.cfg.addr.port())
@@ -143,8 +164,25 @@ pub fn snapshot(balancers: &[Arc<Balancer>]) -> String {
                 maint: sv.health.maint,
                 check_disabled: sv.health.disabled,
                 health: SavedHealth::of(&sv.health, now, wall),
+                srv: sv
+                    .srv
+                    .as_ref()
+                    .zip(st.srv_name.as_ref())
+                    .map(|(o, name)| SavedSrv {
+                        name: name.clone(),
+                        target: o.target.clone(),
+                        port: o.port,
+                        priority: o.priority,
+                        weight: o.weight,
+                        obsolete: o.obsolete,
+                    }),
             })
             .collect();
+        let emergency_addr = st
+            .emergency
+            .as_ref()
+            .filter(|e| e.cfg.name.is_some() && !e.unresolved)
+            .map(|e| e.cfg.addr.to_string());
         saved.balancers.push(SavedBalancer {
             name: lb.cfg.name.clone(),
             sticky: s.sticky,
@@ -155,6 +193,7 @@ pub fn snapshot(balancers: &[Arc<Balancer>]) -> String {
             idle_timeout_ms: s.idle_timeout.as_millis() as u64,
             tracking_ms: st.clients.tracking().as_millis() as u64,
             servers,
+            emergency_addr,
         });
     }
     // Plain structs of strings and numbers: serializing cannot fail.
@@ -215,8 +254,67 @@ pub fn restore(path: &Path, balancers: &[Arc<Balancer>]) {
         for ss in sb.servers {
             restored += usize::from(restore_server(lb, &mut st, ss, now, wall_ms));
         }
+        restore_emergency(&mut st, sb.emergency_addr.as_deref());
         st.reselect();
         info!(target: "ctl", balancer = %lb.cfg.name, "restored runtime state of {restored} server(s) from {}", path.display());
+    }
+}
+
+/// A named emergency server starts from its last address (as a server by name does).
+fn restore_emergency(st: &mut State, saved: Option<&str>) {
+    let (Some(e), Some(addr)) = (
+        st.emergency.as_mut(),
+        saved.and_then(|a| a.parse::<SocketAddr>().ok()),
+    ) else {
+        return;
+    };
+    if e.cfg.name.is_some() && e.cfg.addr.port() == addr.port() && !addr.ip().is_unspecified() {
+        e.cfg.addr = addr;
+        e.unresolved = false;
+    }
+}
+
+/// Put a saved SRV-made server back, at its index when that slot is free; where it went
+/// (None: skipped, the balancer's `servers_srv` changed).
+fn restore_srv_server(
+    st: &mut State,
+    ss: &SavedServer,
+    saved: &SavedSrv,
+    addr: SocketAddr,
+) -> Option<usize> {
+    if st.srv_name.as_deref() != Some(saved.name.as_str()) {
+        return None;
+    }
+    let mut sv = ServerState::new(config::Server {
+        addr,
+        name: Some(saved.target.clone()),
+        max: ss.max,
+        hard: ss.hard,
+        weight: ss.weight,
+        prio: ss.prio,
+        health: None,
+    });
+    sv.unresolved = addr.ip().is_unspecified();
+    sv.srv = Some(crate::balancer::pool::SrvOrigin {
+        target: saved.target.clone(),
+        port: saved.port,
+        priority: saved.priority,
+        weight: saved.weight,
+        obsolete: saved.obsolete,
+    });
+    while st.servers.len() < ss.index {
+        st.servers.push(ServerState::empty());
+    }
+    let free = st
+        .servers
+        .get(ss.index)
+        .is_some_and(|s| s.cfg.addr.port() == 0);
+    if free {
+        st.servers[ss.index] = sv;
+        Some(ss.index)
+    } else {
+        st.servers.push(sv);
+        Some(st.servers.len() - 1)
     }
 }
 
@@ -228,18 +326,35 @@ fn restore_server(
     now: Instant,
     wall_ms: u64,
 ) -> bool {
+    let Ok(addr) = ss.addr.parse::<SocketAddr>() else {
+        return false;
+    };
+    if let Some(saved) = &ss.srv {
+        let Some(i) = restore_srv_server(st, &ss, saved, addr) else {
+            info!(target: "ctl", balancer = %lb.cfg.name,
+                "state of server {} ignored: servers_srv is no longer {:?}", saved.target, saved.name);
+            return false;
+        };
+        // An SRV target has the balancer's checks.
+        let checks_on = st.settings.health.check != Check::None;
+        restore_runtime(&mut st.servers[i], &ss, checks_on, now, wall_ms);
+        return true;
+    }
     let configured = lb.cfg.servers.get(ss.index).map(config::Server::label);
     if configured != ss.config_addr {
         info!(target: "ctl", balancer = %lb.cfg.name,
             "state of server {} ignored: the config changed ({:?} -> {:?})", ss.index, ss.config_addr, configured);
         return false;
     }
-    let Ok(addr) = ss.addr.parse::<SocketAddr>() else {
-        return false;
-    };
     while st.servers.len() <= ss.index {
         st.servers.push(ServerState::empty());
     }
+    let own = lb
+        .cfg
+        .servers
+        .get(ss.index)
+        .and_then(|c| c.health.as_deref());
+    let checks_on = own.unwrap_or(&st.settings.health).check != Check::None;
     let sv = &mut st.servers[ss.index];
     // A server by name starts from its last address (its resolver asks at once, and keeps it
     // for hold_nx if the nameservers fail): a restart during a DNS outage keeps serving.
@@ -257,6 +372,18 @@ fn restore_server(
         // The server's own checks are the configuration's, not the file's.
         health: sv.cfg.health.clone(),
     };
+    restore_runtime(sv, &ss, checks_on, now, wall_ms);
+    true
+}
+
+/// The runtime part of a saved server: drain, blacklist, maint, check switch, health.
+fn restore_runtime(
+    sv: &mut ServerState,
+    ss: &SavedServer,
+    checks_on: bool,
+    now: Instant,
+    wall_ms: u64,
+) {
     sv.draining = ss.draining;
     sv.blacklisted_until = ss
         .blacklisted_until_unix_ms
@@ -265,11 +392,9 @@ fn restore_server(
     sv.health.maint = ss.maint;
     sv.health.disabled = ss.check_disabled;
     // With checks off a saved verdict would never be undone.
-    let checks_on = sv.cfg.health_or(&st.settings.health).check != Check::None;
     if let Some(h) = ss.health.as_ref().filter(|_| checks_on) {
         h.apply(&mut sv.health, now, wall_ms);
     }
-    true
 }
 
 #[cfg(test)]
@@ -410,5 +535,67 @@ mod tests {
         restore(&path, std::slice::from_ref(&lb));
         assert_eq!(labels(&lb), ["unchecked", "unchecked", "unchecked"]);
         assert_eq!(lb.lock().servers[1].cfg.weight, 1);
+    }
+
+    fn srv_balancer(srv: &str) -> Arc<Balancer> {
+        let src = format!(
+            "[[balancer]]\nname = \"t\"\nlisten = \"127.0.0.1:8080\"\nservers = [\"127.0.0.1:9001\"]\n\
+             servers_srv = \"{srv}\"\nemergency = \"sorry.test:9099\"\n"
+        );
+        let cfg = config::parse_str(&src, Path::new("t.toml")).expect("config");
+        Balancer::new(cfg.balancers[0].clone())
+    }
+
+    #[test]
+    fn srv_servers_and_a_named_emergency_survive_a_restart() {
+        use crate::resolver::srv::Target;
+        let lb = srv_balancer("_a._tcp.test");
+        let t = |name: &str, w: u16, obsolete: bool| Target {
+            name: name.into(),
+            port: 8080,
+            priority: 10,
+            record_weight: w,
+            weight: u32::from(w),
+            missing_since: obsolete.then(Instant::now),
+        };
+        lb.set_srv_targets(
+            "_a._tcp.test",
+            &[t("a.test", 3, false), t("b.test", 1, true)],
+        );
+        lb.set_resolved("a.test", Some("10.0.0.21".parse().unwrap()));
+        lb.set_resolved("sorry.test", Some("10.0.0.99".parse().unwrap()));
+        lb.lock().servers[1].draining = true;
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("state");
+        write(&path, &snapshot(std::slice::from_ref(&lb))).expect("write");
+
+        let back = srv_balancer("_a._tcp.test");
+        restore(&path, std::slice::from_ref(&back));
+        let st = back.lock();
+        assert_eq!(st.servers.len(), 3);
+        let a = &st.servers[1];
+        assert_eq!(a.cfg.addr.to_string(), "10.0.0.21:8080");
+        assert_eq!(a.cfg.name.as_deref(), Some("a.test"));
+        assert!(!a.unresolved && a.draining);
+        assert_eq!(
+            a.srv.as_ref().map(|o| (o.weight, o.priority)),
+            Some((3, 10))
+        );
+        let b = &st.servers[2];
+        assert!(
+            b.unresolved && b.obsolete(),
+            "b had no address and had left the answer"
+        );
+        let e = st.emergency.as_ref().expect("emergency");
+        assert_eq!(
+            (e.cfg.addr.to_string(), e.unresolved),
+            ("10.0.0.99:9099".into(), false)
+        );
+        drop(st);
+
+        // Another SRV name now: its old servers are not brought back.
+        let other = srv_balancer("_b._tcp.test");
+        restore(&path, std::slice::from_ref(&other));
+        assert_eq!(other.lock().servers.len(), 1);
     }
 }

@@ -204,9 +204,21 @@ impl Child {
     }
 
     /// Resolve the servers given by name; with a state file, their address changes are saved
-    /// (a restart during a DNS outage starts from the last addresses).
+    /// (a restart during a DNS outage starts from the last addresses); with a firewall, tell
+    /// the parent the addresses for the back side's openings.
     fn start_resolvers(&mut self, nameservers: Vec<SocketAddr>, ctl: &Arc<Ctl>) {
         self.resolvers = Resolvers::new(nameservers);
+        if ctl.firewall {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.resolvers.notify_changes(tx);
+            let follow = super::openings::follow(
+                self.lbs.clone(),
+                self.client.clone(),
+                rx,
+                self.stop_rx.clone(),
+            );
+            self.tasks.push(tokio::spawn(follow));
+        }
         if let Some(tx) = self.start_saver(ctl) {
             self.resolvers.notify_changes(tx);
         }
@@ -403,8 +415,8 @@ impl Child {
     /// and settings, new listeners (bound by the parent, passed back over the socketpair) and
     /// closed ones. Established connections are not touched. Returns the new drain deadline.
     async fn apply_reload(&mut self, path: &str, text: &str) -> Option<Duration> {
-        // Parsing may resolve an emergency server's host name: on the blocking pool, not
-        // this thread (servers given by name are resolved by crate::resolver).
+        // Parsing a large file takes a while: on the blocking pool, not this thread (names
+        // are not resolved by parsing but by crate::resolver).
         let (p, t) = (path.to_string(), text.to_string());
         let parsed =
             tokio::task::spawn_blocking(move || config::parse_str(&t, std::path::Path::new(&p)))

@@ -9,6 +9,7 @@
 //! connections up to `shutdown_timeout`, then both exit 0.
 
 mod child;
+mod openings;
 
 use anyhow::{Context, Result, bail};
 use tracing::{info, warn};

@@ -73,6 +73,11 @@ pub trait Firewall: Send {
     /// Remove everything [`Firewall::install`] put in (a clean stop with
     /// `keep_on_exit = false`).
     fn remove(&mut self) -> Result<()>;
+
+    /// Accept `add` on `back` as servers and stop accepting `remove` (the resolved addresses
+    /// of servers given by name, already checked by the caller), without a reinstall. Only
+    /// for a ruleset with `back`; a no-op where nothing is installed.
+    fn change_servers(&mut self, add: &[IpAddr], remove: &[IpAddr]) -> Result<()>;
 }
 
 /// The handle for `backend`. On FreeBSD, pf's descriptor is opened here, so call this before
@@ -120,6 +125,9 @@ impl Firewall for NoFirewall {
     fn remove(&mut self) -> Result<()> {
         Ok(())
     }
+    fn change_servers(&mut self, _add: &[IpAddr], _remove: &[IpAddr]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// nftables: the table `inet fwlb`. The ruleset goes in through `nft -f -`
@@ -165,6 +173,11 @@ impl Firewall for Nft {
     fn remove(&mut self) -> Result<()> {
         crate::sys::nft::apply(&super::nft::delete())
             .map_err(|e| anyhow!("cannot remove the firewall: {e}"))
+    }
+    fn change_servers(&mut self, add: &[IpAddr], remove: &[IpAddr]) -> Result<()> {
+        self.sets
+            .change_servers(add, remove)
+            .map_err(|e| anyhow!("server addresses: {e}"))
     }
 }
 
@@ -319,6 +332,11 @@ impl Firewall for Pf {
         self.deadlines = Deadlines::default();
         Ok(())
     }
+    fn change_servers(&mut self, add: &[IpAddr], remove: &[IpAddr]) -> Result<()> {
+        self.pf
+            .change_servers(add, remove)
+            .map_err(|e| anyhow!("server addresses: {e}"))
+    }
 }
 
 #[cfg(test)]
@@ -424,6 +442,8 @@ mod tests {
             control_allow: vec![],
             allow: vec![],
             servers: vec![],
+            resolved: vec![],
+            back_drop: false,
             nat: false,
             nat_sources: vec![],
             syn_rate: None,

@@ -13,8 +13,10 @@
 //!   the ICMP networks need (echo, PMTU, neighbour discovery); the `allow` entries;
 //!   an optional per-source rate limit of new TCP connections (`syn_rate`);
 //! - the control port only from loopback (and `control_allow`), on every interface;
-//! - from `back`, the servers; with `nat = true` the back network is masqueraded out of front,
-//!   and front may not open connections into back;
+//! - from `back`, the servers (given by address, and by name as resolved: the parent keeps
+//!   their set or table up to date); with `back_policy = "drop"` nothing else; with
+//!   `nat = true` the back network is masqueraded out of front, and front may not open
+//!   connections into back;
 //! - other interfaces are left alone (nothing else fwlb installs drops there).
 
 pub mod backend;

@@ -72,11 +72,20 @@ pub struct Ruleset {
     /// `[daemon] control_allow`: networks besides loopback that may use the control port.
     pub control_allow: Vec<(IpAddr, u8)>,
     pub allow: Vec<Allow>,
-    /// The balancers' servers (and emergency servers): accepted on `back`.
+    /// The balancers' servers given by address (and emergency servers): accepted on `back`.
     pub servers: Vec<SocketAddr>,
+    /// The addresses of servers given by name (SRV targets and emergency servers included)
+    /// as the child resolved them and the parent checked them: accepted on `back` like
+    /// `servers`, through the same set (nftables) or table (pf), which the parent keeps up to
+    /// date. Empty from `build`; the parent fills it before a reinstall, as it does `bans`.
+    pub resolved: Vec<IpAddr>,
+    /// `back_policy = "drop"`: on `back`, only the servers (and the ICMP networks need) may
+    /// reach this host; otherwise other traffic on `back` is left to the host's policy.
+    pub back_drop: bool,
     pub nat: bool,
-    /// The back networks to masquerade, from the `[[vrrp]]` addresses on `back` (host bits
-    /// cleared). Empty with `nat`: everything forwarded from `back` to `front` is masqueraded.
+    /// The back networks, from the `[[vrrp]]` addresses on `back` (host bits cleared): the ones
+    /// to masquerade with `nat` (empty: everything forwarded from `back` to `front` is), and
+    /// the bounds of resolved server addresses ([`Ruleset::back_prefixes`]).
     pub nat_sources: Vec<(IpAddr, u8)>,
     pub syn_rate: Option<Rate>,
     /// Bans to install with the ruleset (empty from `build`).
@@ -93,13 +102,25 @@ pub enum VrrpFrom {
 }
 
 impl Ruleset {
-    /// The servers' addresses, each once, in configuration order.
+    /// The servers' addresses, each once: by address in configuration order, then the
+    /// resolved ones.
     pub fn server_ips(&self) -> Vec<IpAddr> {
         let mut v = Vec::new();
-        for s in &self.servers {
-            push_unique(&mut v, s.ip());
+        for ip in self
+            .servers
+            .iter()
+            .map(SocketAddr::ip)
+            .chain(self.resolved.iter().copied())
+        {
+            push_unique(&mut v, ip);
         }
         v
+    }
+
+    /// The back networks fwlb knows (from the `[[vrrp]]` addresses on `back`): resolved server
+    /// addresses must be inside one of their family when there is one.
+    pub fn back_prefixes(&self) -> &[(IpAddr, u8)] {
+        &self.nat_sources
     }
 
     /// Where VRRP is accepted, interface by interface: multicast from anyone where some
@@ -298,6 +319,13 @@ pub fn build(cfg: &Config) -> Result<Ruleset, Vec<String>> {
         );
     }
     let (allow, syn_rate) = openings(fw, &mut errors);
+    let back_drop = fw.is_some_and(|f| f.back_drop);
+    if back_drop && back.is_none() {
+        errors.push(
+            "[firewall]: `back_policy = \"drop\"` needs `back` (the servers' interface)"
+                .to_string(),
+        );
+    }
     let (listeners, servers) = balancer_addresses(cfg);
     let control_port = control_port(cfg, &mut errors);
     let control_allow = cfg.daemon.control_allow.iter().map(|n| mask(*n)).collect();
@@ -317,6 +345,8 @@ pub fn build(cfg: &Config) -> Result<Ruleset, Vec<String>> {
         control_allow,
         allow,
         servers,
+        resolved: Vec::new(),
+        back_drop,
         nat,
         nat_sources: vrrp.nat_sources,
         syn_rate,
@@ -397,8 +427,8 @@ fn balancer_addresses(cfg: &Config) -> (Vec<(Proto, SocketAddr)>, Vec<SocketAddr
         for s in b.servers.iter().filter(|s| s.name.is_none()) {
             push_unique(&mut servers, s.addr);
         }
-        if let Some(e) = b.emergency {
-            push_unique(&mut servers, e);
+        if let Some(e) = b.emergency.as_ref().filter(|e| e.name.is_none()) {
+            push_unique(&mut servers, e.addr);
         }
     }
     (listeners, servers)

@@ -7,8 +7,10 @@
 //! other interfaces. Every drop has a counter (`nft list table inet fwlb` shows them).
 //!
 //! Dynamic data lives in sets changed without a reload: `banned4`/`banned6` (control port
-//! `ban`/`unban`, with per-entry timeouts) and the syn_rate meters `synflood4`/`synflood6`
-//! (filled by the kernel, one entry per source).
+//! `ban`/`unban`, with per-entry timeouts), `servers4`/`servers6` with a `back` interface
+//! (the servers given by address, plus the resolved addresses of servers given by name, which
+//! the parent adds and removes as the child reports them) and the syn_rate meters
+//! `synflood4`/`synflood6` (filled by the kernel, one entry per source).
 //!
 //! With a `back` interface a forward chain lets back reach out through front and stops front
 //! from opening connections into back; with `nat` a postrouting chain masquerades the back
@@ -267,17 +269,34 @@ fn family(ips: &[IpAddr], v4: bool) -> Vec<String> {
         .collect()
 }
 
-/// A named set. Meters (filled by the kernel from the packet path) have a size, the
-/// `dynamic` flag and a default timeout; ban sets may start with elements.
-fn set_block(o: &mut String, name: &str, ty: &str, meter: bool, elements: &[String]) {
+/// The sets that hold servers' addresses (IPv4, IPv6): the netlink changes name them too.
+pub const SERVER_SETS: [&str; 2] = ["servers4", "servers6"];
+
+/// What a named set is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SetKind {
+    /// Filled by the kernel from the packet path: a size, `dynamic`, a default timeout.
+    Meter,
+    /// Entries with timeouts of their own (bans).
+    Timed,
+    /// Plain addresses (servers).
+    Plain,
+}
+
+/// A named set; ban and server sets may start with elements.
+fn set_block(o: &mut String, name: &str, ty: &str, kind: SetKind, elements: &[String]) {
     let _ = writeln!(o, "\tset {name} {{");
     let _ = writeln!(o, "\t\ttype {ty}");
-    if meter {
-        let _ = writeln!(o, "\t\tsize {METER_SIZE}");
-        let _ = writeln!(o, "\t\tflags dynamic,timeout");
-        let _ = writeln!(o, "\t\ttimeout {METER_TIMEOUT}");
-    } else {
-        let _ = writeln!(o, "\t\tflags timeout");
+    match kind {
+        SetKind::Meter => {
+            let _ = writeln!(o, "\t\tsize {METER_SIZE}");
+            let _ = writeln!(o, "\t\tflags dynamic,timeout");
+            let _ = writeln!(o, "\t\ttimeout {METER_TIMEOUT}");
+        }
+        SetKind::Timed => {
+            let _ = writeln!(o, "\t\tflags timeout");
+        }
+        SetKind::Plain => {}
     }
     if !elements.is_empty() {
         let _ = writeln!(o, "\t\telements = {{ {} }}", elements.join(", "));
@@ -291,7 +310,6 @@ pub fn render(rs: &Ruleset) -> String {
     let mut o = String::new();
     // No back prefix known: the sources to masquerade are learned from the forward chain.
     let nat_learn = rs.nat && rs.nat_sources.is_empty();
-    let servers = rs.server_ips();
     let _ = writeln!(
         o,
         "# fwlb firewall, generated from the configuration: apply with `nft -f -`."
@@ -304,12 +322,10 @@ pub fn render(rs: &Ruleset) -> String {
     let _ = writeln!(o, "delete table inet {TABLE}");
     let _ = writeln!(o, "table inet {TABLE} {{");
     sets(&mut o, rs, nat_learn);
-    input_chain(&mut o, rs, !servers.is_empty());
+    input_chain(&mut o, rs);
     front_in_chain(&mut o, rs);
     if let Some(back) = &rs.back {
-        if !servers.is_empty() {
-            back_in_chain(&mut o, back, &servers);
-        }
+        back_in_chain(&mut o, back, rs.back_drop);
         forward_chain(&mut o, rs, back, nat_learn);
     }
     if rs.nat {
@@ -335,9 +351,22 @@ fn sets(o: &mut String, rs: &Ruleset, nat_learn: bool) {
             .filter(|b| b.ip.is_ipv4() == v4)
             .map(|b| element(b.ip, b.timeout))
             .collect();
-        set_block(o, name, ty, false, &elems);
+        set_block(o, name, ty, SetKind::Timed, &elems);
     }
-    let meter = |o: &mut String, name: &str, ty: &str| set_block(o, name, ty, true, &[]);
+    if rs.back.is_some() {
+        let _ = writeln!(
+            o,
+            "\t# The servers on back: by address, and by name as resolved (kept up to date by the daemon)."
+        );
+        let servers = rs.server_ips();
+        for (name, ty, v4) in [
+            (SERVER_SETS[0], "ipv4_addr", true),
+            (SERVER_SETS[1], "ipv6_addr", false),
+        ] {
+            set_block(o, name, ty, SetKind::Plain, &family(&servers, v4));
+        }
+    }
+    let meter = |o: &mut String, name: &str, ty: &str| set_block(o, name, ty, SetKind::Meter, &[]);
     if rs.syn_rate.is_some() {
         let _ = writeln!(
             o,
@@ -366,9 +395,8 @@ fn chain(o: &mut String, name: &str, hook: Option<&str>) {
     }
 }
 
-/// input: decisions for every interface, then one chain per fwlb interface (back's only
-/// when it has servers).
-fn input_chain(o: &mut String, rs: &Ruleset, back_servers: bool) {
+/// input: decisions for every interface, then one chain per fwlb interface.
+fn input_chain(o: &mut String, rs: &Ruleset) {
     let front = rs.front.as_str();
     chain(o, "input", Some("filter hook input priority filter"));
     let _ = writeln!(o, "\t\tiifname \"{front}\" ip saddr @banned4 counter drop");
@@ -389,9 +417,7 @@ fn input_chain(o: &mut String, rs: &Ruleset, back_servers: bool) {
         vrrp_input(o, rs);
     }
     let _ = writeln!(o, "\t\tiifname \"{front}\" jump front_in");
-    if let Some(back) = &rs.back
-        && back_servers
-    {
+    if let Some(back) = &rs.back {
         let _ = writeln!(o, "\t\tiifname \"{back}\" jump back_in");
     }
     let _ = writeln!(o, "\t}}");
@@ -521,18 +547,26 @@ fn icmp_rules(o: &mut String) {
     );
 }
 
-/// back_in: the servers (the chain's end falls back to the input policy, accept).
-fn back_in_chain(o: &mut String, back: &str, servers: &[IpAddr]) {
+/// back_in: the servers, from their sets; then, with `back_policy = "drop"`, the ICMP
+/// networks need and a drop, else the chain's end falls back to the input policy (accept).
+fn back_in_chain(o: &mut String, back: &str, drop: bool) {
     chain(o, "back_in", None);
-    let _ = writeln!(
-        o,
-        "\t\t# The servers (counted; other traffic on {back} is left to the host's policy)."
-    );
-    for v4 in [true, false] {
-        let s = family(servers, v4);
-        if !s.is_empty() {
-            let _ = writeln!(o, "\t\t{} {} counter accept", saddr_of(v4), one_or_set(&s));
-        }
+    if drop {
+        let _ = writeln!(o, "\t\tct state invalid counter drop");
+        let _ = writeln!(o, "\t\t# The servers (counted).");
+    } else {
+        let _ = writeln!(
+            o,
+            "\t\t# The servers (counted; other traffic on {back} is left to the host's policy)."
+        );
+    }
+    for (set, v4) in [(SERVER_SETS[0], true), (SERVER_SETS[1], false)] {
+        let _ = writeln!(o, "\t\t{} @{set} counter accept", saddr_of(v4));
+    }
+    if drop {
+        icmp_rules(o);
+        let _ = writeln!(o, "\t\t# back_policy = \"drop\": nothing else from {back}.");
+        let _ = writeln!(o, "\t\tcounter drop");
     }
     let _ = writeln!(o, "\t}}");
 }

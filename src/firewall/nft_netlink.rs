@@ -1,4 +1,4 @@
-//! The ban sets of fwlb's nftables table, changed and listed in-process through netlink
+//! The ban sets (and the server sets) of fwlb's nftables table, changed and listed in-process through netlink
 //! (nf_tables NEWSETELEM / DELSETELEM / GETSETELEM, as keepalived does with libnftnl): no
 //! process per ban, and everything that arrived together goes in one transaction. `nft -f`
 //! is still what loads the ruleset ([`super::nft::render`]); only the set elements change here.
@@ -46,8 +46,12 @@ const NFTA_DATA_VALUE: u16 = 1;
 /// How long the kernel may take to answer before the change is reported as failed.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn set_name(ip: IpAddr) -> &'static str {
-    if ip.is_ipv4() { "banned4" } else { "banned6" }
+/// The ban sets (IPv4, IPv6).
+pub const BAN_SETS: [&str; 2] = ["banned4", "banned6"];
+
+/// The set of `sets` (IPv4, IPv6) for `ip`'s family.
+fn set_name(sets: [&'static str; 2], ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { sets[0] } else { sets[1] }
 }
 
 fn key(ip: IpAddr) -> Vec<u8> {
@@ -129,10 +133,12 @@ fn serialize(msgs: Vec<(NetfilterMessage, u16)>, seq: u32) -> Vec<u8> {
     out
 }
 
-/// One transaction for `plan` (at most [`CHUNK`] addresses): batch begin, per family an add
-/// and a delete of every address touched and an add of the banned ones, batch end. Returns
-/// the bytes and how many acknowledged messages they hold (numbered from `seq + 1`).
-pub fn batch(plan: &Plan, seq: u32) -> (Vec<u8>, usize) {
+/// One transaction for `plan` (at most [`CHUNK`] addresses) on `sets` (IPv4, IPv6): batch
+/// begin, per family an add and a delete of every address touched and an add of the banned
+/// ones, batch end. Returns the bytes and how many acknowledged messages they hold (numbered
+/// from `seq + 1`). For the server sets a "ban" without timeout is an address to hold, an
+/// "unban" one to let go.
+pub fn batch(plan: &Plan, sets: [&'static str; 2], seq: u32) -> (Vec<u8>, usize) {
     let control = |c| {
         (
             message(
@@ -162,7 +168,7 @@ pub fn batch(plan: &Plan, seq: u32) -> (Vec<u8>, usize) {
             .filter(|a| a.is_ipv4() == v4)
             .collect();
         let Some(first) = touch.first() else { continue };
-        let set = set_name(*first);
+        let set = set_name(sets, *first);
         let all = || {
             touch
                 .iter()
@@ -351,8 +357,26 @@ impl SetSocket {
         s
     }
 
-    /// Apply `changes`, [`CHUNK`] addresses per transaction.
+    /// Apply `changes` to the ban sets, [`CHUNK`] addresses per transaction.
     pub fn change(&mut self, changes: &[BanChange]) -> Result<(), String> {
+        self.change_sets(BAN_SETS, changes)
+    }
+
+    /// Put `add` in the server sets and take `remove` out (a no-op for what is already so).
+    pub fn change_servers(&mut self, add: &[IpAddr], remove: &[IpAddr]) -> Result<(), String> {
+        let changes: Vec<BanChange> = remove
+            .iter()
+            .map(|ip| BanChange::Unban(*ip))
+            .chain(add.iter().map(|ip| BanChange::Ban(*ip, None)))
+            .collect();
+        self.change_sets(super::nft::SERVER_SETS, &changes)
+    }
+
+    fn change_sets(
+        &mut self,
+        sets: [&'static str; 2],
+        changes: &[BanChange],
+    ) -> Result<(), String> {
         let p = plan(changes);
         for touch in p.touch.chunks(CHUNK) {
             let part = Plan {
@@ -365,7 +389,7 @@ impl SetSocket {
                     .collect(),
             };
             let seq = self.next_seq(4);
-            let (bytes, acked) = batch(&part, seq);
+            let (bytes, acked) = batch(&part, sets, seq);
             self.sock
                 .send(&bytes, 0)
                 .map_err(|e| format!("netlink send: {e}"))?;
@@ -390,7 +414,7 @@ impl SetSocket {
         match first_error {
             None => Ok(()),
             Some(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(format!(
-                "the ban sets are missing (is the firewall installed?): {e}"
+                "the sets are missing (is the firewall installed?): {e}"
             )),
             Some(e) => Err(format!("nftables refused the change: {e}")),
         }
@@ -407,7 +431,7 @@ impl SetSocket {
     /// Every ban in both sets.
     pub fn list(&mut self) -> Result<Vec<Ban>, String> {
         let mut out = Vec::new();
-        for set in ["banned4", "banned6"] {
+        for set in BAN_SETS {
             let seq = self.next_seq(1);
             self.sock
                 .send(&dump_request(set, seq), 0)
@@ -475,7 +499,7 @@ mod tests {
             BanChange::Ban(ip("203.0.113.9"), Some(Duration::from_millis(1500))),
             BanChange::Unban(ip("2001:db8::7")),
         ]);
-        let (bytes, acked) = batch(&p, 100);
+        let (bytes, acked) = batch(&p, BAN_SETS, 100);
         let msgs = parsed(&bytes);
         // begin, v4: add, delete, add with timeout; v6: add, delete; end.
         assert_eq!(msgs.len(), 7);

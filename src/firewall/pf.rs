@@ -7,7 +7,8 @@
 //! on front use `quick`, so later rules of the main ruleset cannot reopen what fwlb closed.
 //!
 //! Dynamic addresses live in tables of the anchor: `<fwlb_banned>` (control port `ban`),
-//! `<fwlb_peers>` and `<fwlb_servers>`. The daemon changes `<fwlb_banned>` through /dev/pf
+//! `<fwlb_peers>` and `<fwlb_servers>`. The daemon changes `<fwlb_banned>` (and the
+//! resolved addresses in `<fwlb_servers>`) through /dev/pf
 //! ioctls (`pf_apply`, on `sys::pf`); the pfctl command lines here ([`ban`], [`unban`],
 //! [`list_bans`]) are the same operations by hand. pf table entries have no timeout of their
 //! own: the daemon keeps each ban's deadline and removes the entry when it passes. pf checks
@@ -244,17 +245,27 @@ pub fn render(rs: &Ruleset) -> String {
     if !rs.vrrp_ifaces.is_empty() {
         vrrp_rules(&mut o, rs);
     }
-    if let Some(back) = &rs.back
-        && !servers.is_empty()
-    {
-        let _ = writeln!(o, "# back: the servers.");
-        let _ = writeln!(
-            o,
-            "pass in quick on {back} from <{SERVERS}> to any keep state"
-        );
+    if let Some(back) = &rs.back {
+        back_rules(&mut o, back, rs.back_drop);
     }
     front_rules(&mut o, rs);
     o
+}
+
+/// back: the servers, from `<fwlb_servers>` (by address, and by name as resolved: the daemon
+/// keeps the table up to date); with `back_policy = "drop"` the ICMP networks need, then a
+/// block.
+fn back_rules(o: &mut String, back: &str, drop: bool) {
+    let _ = writeln!(o, "# back: the servers.");
+    let _ = writeln!(
+        o,
+        "pass in quick on {back} from <{SERVERS}> to any keep state"
+    );
+    if drop {
+        icmp_rules(o, back);
+        let _ = writeln!(o, "# back_policy = \"drop\": nothing else inbound on back.");
+        let _ = writeln!(o, "block drop in quick on {back} all label \"fwlb-back\"");
+    }
 }
 
 /// nat: the back network out through front's own address.

@@ -5,7 +5,8 @@
 //!   releases (nvlist `DIOCADDRULENV` in 13, netlink in 14); pfctl matches its own kernel. The
 //!   parent runs it as root outside the chroot, so exec is fine there.
 //! - Bans: the table ioctls of `sys::pf` on `<fwlb_banned>` in the anchor: no process per
-//!   ban, and the descriptor, opened once before any chroot, is all they need.
+//!   ban, and the descriptor, opened once before any chroot, is all they need. The resolved
+//!   addresses of servers given by name go into `<fwlb_servers>` the same way.
 //! - States: `pfctl -k ADDR`. The struct-based `DIOCKILLSTATES` is gone from FreeBSD 14's
 //!   headers (nvlist `DIOCKILLSTATESNV`, then netlink), so pfctl again.
 //!
@@ -118,6 +119,24 @@ mod freebsd {
                 .del_addrs(render::ANCHOR, render::BANNED, &[PfrAddr::host(ip)])
                 .map(|n| n > 0)
                 .map_err(|e| table_error("delete", render::BANNED, &e))
+        }
+
+        /// Add `add` to `<fwlb_servers>` and delete `remove` (no-ops for what is so already).
+        pub fn change_servers(&self, add: &[IpAddr], remove: &[IpAddr]) -> Result<(), String> {
+            let table = render::SERVERS;
+            let hosts =
+                |ips: &[IpAddr]| ips.iter().map(|ip| PfrAddr::host(*ip)).collect::<Vec<_>>();
+            if !remove.is_empty() {
+                self.dev
+                    .del_addrs(render::ANCHOR, table, &hosts(remove))
+                    .map_err(|e| table_error("delete", table, &e))?;
+            }
+            if !add.is_empty() {
+                self.dev
+                    .add_addrs(render::ANCHOR, table, &hosts(add))
+                    .map_err(|e| table_error("add", table, &e))?;
+            }
+            Ok(())
         }
 
         /// The banned hosts (networks added by hand with pfctl are left out).

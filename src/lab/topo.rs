@@ -365,7 +365,7 @@ fn server_ports(hosts: &[HostConfig], nets: &[Net]) -> Result<ServerPorts, Vec<S
                 .servers
                 .iter()
                 .map(|s| s.addr)
-                .chain(b.emergency.iter().copied());
+                .chain(b.emergency.iter().map(|e| e.addr));
             for sa in all {
                 match v4(sa.ip()) {
                     Some(ip) if nets.iter().any(|n| n.contains(ip)) => {

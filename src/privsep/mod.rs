@@ -10,10 +10,12 @@
 //!
 //! - `frame`: the datagram framing, pure.
 //! - `client`: the child's side, asynchronous: a call is a future, nothing waits on the thread.
-//! - `parent`: the privileged parent's loop; `worker`: its firewall thread (bans, reloads).
+//! - `parent`: the privileged parent's loop; `worker`: its firewall thread (bans, reloads,
+//!   the back side's openings for servers given by name, checked by `openings`).
 
 pub mod client;
 pub mod frame;
+pub mod openings;
 pub mod parent;
 mod worker;
 
@@ -52,6 +54,13 @@ pub enum Request {
     Bind {
         balancer: String,
         addr: SocketAddr,
+    },
+    /// The addresses `balancer`'s servers given by name (SRV targets and a named emergency
+    /// server included) resolved to, by server label (`name:port`): the parent opens the
+    /// firewall's `back` to them, replacing what it was told for this balancer before.
+    ServerAddrs {
+        balancer: String,
+        servers: Vec<(String, Vec<IpAddr>)>,
     },
     /// A request this version does not know (kept so a garbled one gets a clear refusal).
     #[serde(other)]

@@ -198,6 +198,11 @@ impl Parent {
             },
             Request::Unban { ips } => Job::Unban { id, ips },
             Request::ListBans => Job::List { id },
+            Request::ServerAddrs { balancer, servers } => Job::Servers {
+                id,
+                balancer,
+                servers,
+            },
             now => {
                 let (reply, fd) = self.serve(now);
                 let fds: Vec<_> = fd.iter().map(|f| f.as_fd()).collect();
@@ -491,6 +496,10 @@ pub fn check(cfg: &Config, req: &Request) -> Result<(), String> {
             }
         }
         Request::ListBans => firewall(),
+        Request::ServerAddrs { balancer, servers } => {
+            firewall()?;
+            super::openings::check_shape(cfg, balancer, servers)
+        }
         Request::Bind { balancer, addr } => {
             let b = cfg
                 .balancers
@@ -543,7 +552,8 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         // The fields a reload applies; everything else must be unchanged.
         live.listen = o.listen.clone();
         live.servers = o.servers.clone();
-        live.emergency = o.emergency;
+        live.servers_srv = o.servers_srv.clone();
+        live.emergency = o.emergency.clone();
         live.algorithm = o.algorithm;
         live.blacklist = o.blacklist;
         live.tracking = o.tracking;
@@ -554,7 +564,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         live.on_down = o.on_down;
         if &live != o {
             out.push(format!(
-                "balancer {:?}: a setting other than listen, servers, emergency, algorithm, timeouts, blacklist, tracking, health, slowstart or on_down changed",
+                "balancer {:?}: a setting other than listen, servers, servers_srv, emergency, algorithm, timeouts, blacklist, tracking, health, slowstart or on_down changed",
                 o.name
             ));
         }
@@ -632,6 +642,17 @@ mod tests {
         let mut nofw = cfg();
         nofw.firewall = None;
         assert!(check(&nofw, &Request::ListBans).is_err());
+        let addrs = |b: &str, n: usize| Request::ServerAddrs {
+            balancer: b.into(),
+            servers: vec![("app.internal:80".into(), vec!["10.0.0.21".parse().unwrap()]); n],
+        };
+        assert!(check(&nofw, &addrs("web", 0)).is_err(), "no firewall");
+        assert_eq!(check(&c, &addrs("web", 0)), Ok(()));
+        assert!(
+            check(&c, &addrs("web", 1)).is_err(),
+            "web has no server by name"
+        );
+        assert!(check(&c, &addrs("mail", 0)).is_err(), "no such balancer");
     }
 
     #[test]

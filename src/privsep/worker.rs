@@ -2,8 +2,11 @@
 //! from microseconds (a netlink batch) to a second (`nft -f` of a large ruleset), run here so
 //! that the parent's main loop answers VIP changes and notify requests at once, whatever the
 //! firewall is doing. Jobs run in arrival order; consecutive ban and unban requests that
-//! arrived together become one batch (one netlink transaction for nftables).
+//! arrived together become one batch (one netlink transaction for nftables). The addresses
+//! of servers given by name (`Job::Servers`, checked by `openings`) go into the servers' set
+//! or table here too, and are carried into every reinstalled ruleset.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -12,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
+use super::openings::{self, Resolved};
 use super::parent::Outbox;
 use super::{Push, Reply};
 use crate::config::{self, Config, FirewallBackend};
-use crate::firewall::{BanChange, Firewall};
+use crate::firewall::{BanChange, Firewall, Ruleset};
 
 /// At most this many requests go into one batch (a flood still gets answers as it goes).
 const BATCH: usize = 4096;
@@ -33,6 +37,12 @@ pub enum Job {
     },
     List {
         id: u64,
+    },
+    /// The resolved addresses of `balancer`'s servers given by name (`Request::ServerAddrs`).
+    Servers {
+        id: u64,
+        balancer: String,
+        servers: Vec<(String, Vec<IpAddr>)>,
     },
     /// SIGHUP: read and validate the file; replace the ruleset if it changed (bans kept),
     /// then make it the parent's and push it to the child.
@@ -81,6 +91,7 @@ fn run(
     cfg: &RwLock<Config>,
     outbox: &Outbox,
 ) -> Box<dyn Firewall> {
+    let mut open = Openings::default();
     loop {
         // pf keeps ban deadlines in user space: wake up for the next one.
         let first = match fw.next_expiry() {
@@ -103,7 +114,88 @@ fn run(
                 Err(_) => break,
             }
         }
-        run_jobs(fw.as_mut(), jobs, cfg, outbox);
+        run_jobs(fw.as_mut(), jobs, cfg, outbox, &mut open);
+    }
+}
+
+/// The resolved addresses of servers given by name, as accepted, and those the firewall's
+/// server set holds beyond the servers given by address.
+#[derive(Default)]
+struct Openings {
+    resolved: Resolved,
+    applied: BTreeSet<IpAddr>,
+    /// The last refusals per balancer: logged when they change (once per episode).
+    refused: BTreeMap<String, Vec<String>>,
+}
+
+impl Openings {
+    /// The addresses to hold beyond `rs`'s servers given by address.
+    fn wanted(&self, rs: &Ruleset) -> BTreeSet<IpAddr> {
+        let statics: BTreeSet<IpAddr> = rs.servers.iter().map(|s| s.ip()).collect();
+        self.resolved.all().difference(&statics).copied().collect()
+    }
+
+    /// Bring the installed set in line with the record (`rs`: the ruleset in force).
+    fn sync(&mut self, fw: &mut dyn Firewall, rs: &Ruleset) -> Result<(), String> {
+        // Without `back` there is no set to change; a reinstall with one renders the record.
+        let want = if rs.back.is_some() {
+            self.wanted(rs)
+        } else {
+            BTreeSet::new()
+        };
+        let add: Vec<IpAddr> = want.difference(&self.applied).copied().collect();
+        let remove: Vec<IpAddr> = self.applied.difference(&want).copied().collect();
+        if add.is_empty() && remove.is_empty() {
+            return Ok(());
+        }
+        fw.change_servers(&add, &remove)
+            .map_err(|e| format!("{e:#}"))?;
+        for ip in &add {
+            info!(target: "fw", %ip, "back open to a server given by name");
+        }
+        for ip in &remove {
+            info!(target: "fw", %ip, "back closed to a former server address");
+        }
+        self.applied = want;
+        Ok(())
+    }
+
+    /// Log `refused` for `balancer` if it differs from the last time.
+    fn log_refusals(&mut self, balancer: &str, refused: Vec<String>) {
+        if self.refused.get(balancer) == Some(&refused) {
+            return;
+        }
+        for r in &refused {
+            warn!(target: "fw", balancer, "refused a server address: {r}");
+        }
+        self.refused.insert(balancer.to_string(), refused);
+    }
+
+    /// `Job::Servers`: record what the configuration allows, apply it; the reply.
+    fn serve(
+        &mut self,
+        fw: &mut dyn Firewall,
+        cfg: &Config,
+        balancer: &str,
+        servers: &openings::Servers,
+    ) -> Reply {
+        let rs = match crate::firewall::build(cfg) {
+            Ok(rs) => rs,
+            Err(e) => return Reply::Error(e.join("; ")),
+        };
+        let (ok, refused) = openings::accept(cfg, rs.back_prefixes(), balancer, servers);
+        self.resolved.replace(balancer, ok);
+        let applied = self.sync(fw, &rs);
+        let reply = match (&applied, refused.is_empty()) {
+            (Err(e), _) => Reply::Error(e.clone()),
+            (Ok(()), true) => Reply::Ok,
+            (Ok(()), false) => Reply::Error(format!("refused: {}", refused.join("; "))),
+        };
+        if let Err(e) = &applied {
+            warn!(target: "fw", balancer, "server addresses: {e}");
+        }
+        self.log_refusals(balancer, refused);
+        reply
     }
 }
 
@@ -121,7 +213,13 @@ fn expire(fw: &mut dyn Firewall) {
 }
 
 /// Run jobs in order, each run of ban/unban requests as one batch.
-fn run_jobs(fw: &mut dyn Firewall, jobs: Vec<Job>, cfg: &RwLock<Config>, outbox: &Outbox) {
+fn run_jobs(
+    fw: &mut dyn Firewall,
+    jobs: Vec<Job>,
+    cfg: &RwLock<Config>,
+    outbox: &Outbox,
+    open: &mut Openings,
+) {
     let mut bans: Vec<(u64, Vec<BanChange>)> = Vec::new();
     for job in jobs {
         match job {
@@ -138,7 +236,15 @@ fn run_jobs(fw: &mut dyn Firewall, jobs: Vec<Job>, cfg: &RwLock<Config>, outbox:
                 apply_bans(fw, std::mem::take(&mut bans), outbox);
                 match other {
                     Job::List { id } => outbox.reply(id, &list(fw)),
-                    Job::Reload { path } => reload(fw, &path, cfg, outbox),
+                    Job::Servers {
+                        id,
+                        balancer,
+                        servers,
+                    } => {
+                        let now = cfg.read().unwrap_or_else(|p| p.into_inner()).clone();
+                        outbox.reply(id, &open.serve(fw, &now, &balancer, &servers));
+                    }
+                    Job::Reload { path } => reload(fw, &path, cfg, outbox, open),
                     Job::Ban { .. } | Job::Unban { .. } => {}
                 }
             }
@@ -196,12 +302,18 @@ fn list(fw: &mut dyn Firewall) -> Reply {
 
 /// SIGHUP: the file, validated against the running configuration; then the firewall (a
 /// failure keeps the running configuration whole), the parent's copy, and the child.
-fn reload(fw: &mut dyn Firewall, path: &Path, cfg: &RwLock<Config>, outbox: &Outbox) {
+fn reload(
+    fw: &mut dyn Firewall,
+    path: &Path,
+    cfg: &RwLock<Config>,
+    outbox: &Outbox,
+    open: &mut Openings,
+) {
     let old = cfg.read().unwrap_or_else(|p| p.into_inner()).clone();
     let Some((new, text)) = read_and_check(path, &old) else {
         return;
     };
-    if let Err(e) = reload_firewall(fw, &old, &new) {
+    if let Err(e) = reload_firewall(fw, &old, &new, open) {
         error!(target: "fw", "reload: {e}; keeping the running configuration");
         return;
     }
@@ -242,8 +354,14 @@ fn read_and_check(path: &Path, old: &Config) -> Option<(Config, String)> {
 }
 
 /// Replace the ruleset when the new configuration builds a different one, keeping the bans
-/// (they go into the same atomic install).
-fn reload_firewall(fw: &mut dyn Firewall, old: &Config, new: &Config) -> Result<(), String> {
+/// and the resolved server addresses the new configuration still allows (they go into the
+/// same atomic install); otherwise drop from the set what it no longer allows.
+fn reload_firewall(
+    fw: &mut dyn Firewall,
+    old: &Config,
+    new: &Config,
+    open: &mut Openings,
+) -> Result<(), String> {
     if new
         .firewall
         .as_ref()
@@ -253,13 +371,24 @@ fn reload_firewall(fw: &mut dyn Firewall, old: &Config, new: &Config) -> Result<
     }
     let build = |c: &Config| crate::firewall::build(c).map_err(|e| e.join("; "));
     let (old, mut rs) = (build(old)?, build(new)?);
+    let refused = open.resolved.recheck(new, rs.back_prefixes());
+    for r in refused {
+        info!(target: "fw", "reload: a server address is no longer opened: {r}");
+    }
     if old == rs {
-        return Ok(());
+        return open.sync(fw, &rs);
     }
     let started = Instant::now();
     rs.bans = fw.list_bans().map_err(|e| format!("{e:#}"))?;
+    let want = open.wanted(&rs);
+    rs.resolved = want.iter().copied().collect();
     fw.install(&rs)
         .map_err(|e| format!("cannot install the new firewall: {e:#}"))?;
+    open.applied = if rs.back.is_some() {
+        want
+    } else {
+        BTreeSet::new()
+    };
     info!(target: "fw", bans = rs.bans.len(), ms = started.elapsed().as_millis() as u64,
         "firewall replaced (bans kept)");
     Ok(())

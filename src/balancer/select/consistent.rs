@@ -67,6 +67,7 @@ mod tests {
                         now,
                         servers: s,
                         remembered: None,
+                        srv_tier: None,
                     })
                     .unwrap();
                 s[i].cfg.addr

@@ -34,13 +34,35 @@ pub struct Pick<'a> {
     pub servers: &'a [ServerState],
     /// The server the client table remembers for this client (sticky modes use it).
     pub remembered: Option<usize>,
+    /// The lowest SRV priority with a usable server: servers made from SRV records of a
+    /// higher priority are backups, not picked (None: no SRV server is usable).
+    pub srv_tier: Option<u16>,
 }
 
 impl Pick<'_> {
     /// Usable for a new (non-sticky) client.
     pub fn usable(&self, i: usize) -> bool {
-        self.servers[i].usable(self.now, false)
+        let s = &self.servers[i];
+        s.usable(self.now, false) && in_tier(s, self.srv_tier)
     }
+}
+
+/// Whether `s` is outside the SRV backups while `tier` is the lowest usable SRV priority
+/// (servers from `servers` always are).
+pub fn in_tier(s: &ServerState, tier: Option<u16>) -> bool {
+    match (&s.srv, tier) {
+        (Some(o), Some(t)) => o.priority <= t,
+        _ => true,
+    }
+}
+
+/// The lowest SRV priority among the servers usable for a new client at `now`.
+pub fn srv_tier(servers: &[ServerState], now: Instant) -> Option<u16> {
+    servers
+        .iter()
+        .filter(|s| s.usable(now, false))
+        .filter_map(|s| s.srv.as_ref().map(|o| o.priority))
+        .min()
 }
 
 pub trait Select: Send {
@@ -150,6 +172,7 @@ pub(crate) mod testutil {
                 now,
                 servers,
                 remembered: None,
+                srv_tier: None,
             };
             if let Some(i) = sel.pick(&p) {
                 counts[i] += 1;
@@ -174,6 +197,7 @@ pub(crate) mod testutil {
                 now,
                 servers: s,
                 remembered: None,
+                srv_tier: None,
             };
             let Some(i) = sel.pick(&p) else { break };
             s[i].conns += 1;
@@ -224,7 +248,7 @@ mod props {
             }
             let (_, a) = Algorithm::ALL[alg];
             let mut sel = new(false, a, &servers);
-            let p = Pick { client: ip(client), port: 1, now, servers: &servers, remembered: None };
+            let p = Pick { client: ip(client), port: 1, now, servers: &servers, remembered: None, srv_tier: None };
             let got = sel.pick(&p);
             let usable: Vec<usize> = (0..servers.len())
                 .filter(|&i| p.usable(i) && (a != Algorithm::Weight || servers[i].cfg.weight > 0))

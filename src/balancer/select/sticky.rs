@@ -47,6 +47,7 @@ mod tests {
             now,
             servers: &s,
             remembered: r,
+            srv_tier: None,
         };
         assert_eq!(st.pick(&p(Some(2))), Some(2));
         assert_eq!(st.pick(&p(Some(2))), Some(2));
