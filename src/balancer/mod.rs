@@ -10,6 +10,8 @@
 //! happened (`accepted`, `connected`, `connect_failed`, `closed` ...): each takes the state
 //! lock for a few field updates and never holds it across I/O.
 
+mod avail;
+pub use avail::Availability;
 mod checks;
 pub use checks::{Due, Switch};
 pub mod clients;
@@ -171,6 +173,8 @@ pub struct Balancer {
     accepters: Mutex<Vec<Arc<sys::poller::Waker>>>,
     idle: Notify,
     last_no_server_log: AtomicU64,
+    /// How many servers can take a new client (avail.rs), for VRRP `track`.
+    avail: tokio::sync::watch::Sender<Availability>,
 }
 
 /// Which server a connection is using.
@@ -257,6 +261,7 @@ impl Balancer {
             epoch: 0,
         };
         state.respread(Instant::now());
+        let avail = tokio::sync::watch::channel(state.availability(Instant::now())).0;
         Arc::new(Balancer {
             max_connections: AtomicUsize::new(cfg.max_connections),
             state: Mutex::new(state),
@@ -268,6 +273,7 @@ impl Balancer {
             accepters: Mutex::new(Vec::new()),
             idle: Notify::new(),
             last_no_server_log: AtomicU64::new(0),
+            avail,
         })
     }
 
@@ -470,6 +476,7 @@ impl Balancer {
             self.passive_failure(&mut st, i, &checks_reason(e));
         }
         st.release(g);
+        self.publish_availability(&st, Instant::now());
         drop(st);
         if first_failure {
             warn!(target: "lb", balancer = %self.cfg.name, server = %addr,

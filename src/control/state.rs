@@ -218,6 +218,7 @@ pub fn restore(path: &Path, balancers: &[Arc<Balancer>]) {
             restored += usize::from(restore_server(lb, &mut st, ss, checks_on, now, wall_ms));
         }
         st.reselect();
+        lb.publish_availability(&st, now);
         info!(target: "ctl", balancer = %lb.cfg.name, "restored runtime state of {restored} server(s) from {}", path.display());
     }
 }
