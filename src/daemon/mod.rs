@@ -9,6 +9,9 @@
 //! connections up to `shutdown_timeout`, then both exit 0.
 
 mod child;
+// VRRP `track` only where the speaker runs.
+#[cfg(target_os = "linux")]
+mod track;
 
 use anyhow::{Context, Result, bail};
 use tracing::{info, warn};

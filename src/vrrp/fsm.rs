@@ -570,8 +570,8 @@ impl Machine {
         if p == self.priority {
             return;
         }
+        // The speaker logs the change with its reasons.
         let old_down = self.master_down_interval();
-        out.push(self.note(&format!("priority {} -> {p} (track)", self.priority)));
         self.priority = p;
         match self.state {
             State::Master if self.effective_priority() != PRIORITY_STOP => {
