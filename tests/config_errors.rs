@@ -780,6 +780,103 @@ peers = ["198.51.100.3", "fwlb2"]
     );
 }
 
+/// Two balancers and a `[[vrrp]]` whose last key is `track = TRACK`.
+fn tracking(track: &str) -> String {
+    format!(
+        r#"[[balancer]]
+name = "www"
+listen = "192.0.2.10:80"
+servers = ["10.0.0.11"]
+
+[[balancer]]
+name = "app"
+listen = "192.0.2.10:8000"
+servers = ["10.0.0.11"]
+
+[[vrrp]]
+vrid = 1
+interface = "eth0"
+priority = 150
+addresses = ["192.0.2.10/24"]
+track = {track}
+"#
+    )
+}
+
+#[test]
+fn vrrp_track_is_valid_inline_and_as_tables() {
+    let (out, _f) = check_src(&tracking(
+        r#"[{ balancer = "www", weight = -60 }, { balancer = "app", weight = 20 }]"#,
+    ));
+    assert_ok(&out);
+    let src = tracking("[]").replace(
+        "track = []\n",
+        "[[vrrp.track]]\nbalancer = \"www\"\nweight = -60\n",
+    );
+    let (out, _f) = check_src(&src);
+    assert_ok(&out);
+}
+
+#[test]
+fn vrrp_track_names_an_unknown_balancer() {
+    assert_errors(
+        &tracking(r#"[{ balancer = "wwww", weight = -60 }]"#),
+        &[(
+            "16:23",
+            "`track`: no balancer named \"wwww\" (did you mean `www`?); balancers: \"www\", \"app\"",
+        )],
+    );
+}
+
+#[test]
+fn vrrp_track_weight_out_of_range_zero_or_missing() {
+    assert_errors(
+        &tracking(
+            r#"[{ balancer = "www", weight = -255 }, { balancer = "app", weight = 0 }, { balancer = "www" }, { weight = -10 }, "www"]"#,
+        ),
+        &[(
+            "16:9",
+            "`track` must be an array of tables, e.g. [{ balancer = \"www\", weight = -60 }]",
+        )],
+    );
+    assert_errors(
+        &tracking(
+            r#"[{ balancer = "www", weight = -255 }, { balancer = "app", weight = 0 }, { weight = -10 }]"#,
+        ),
+        &[
+            ("16:39", "`weight` must be between -254 and 254, not -255"),
+            ("16:76", "`weight` 0 would never change the priority"),
+            ("16:81", "a `track` entry needs a `balancer`"),
+        ],
+    );
+    assert_errors(
+        &tracking(r#"[{ balancer = "www", wieght = -60 }]"#),
+        &[
+            ("16:10", "a `track` entry needs a `weight`"),
+            (
+                "16:30",
+                "unknown key `wieght` in a `track` entry (did you mean `weight`?)",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn vrrp_track_twice_or_on_the_owner() {
+    assert_errors(
+        &tracking(r#"[{ balancer = "www", weight = -60 }, { balancer = "www", weight = -10 }]"#),
+        &[("16:59", "balancer \"www\" is tracked twice by VRID 1")],
+    );
+    assert_errors(
+        &tracking(r#"[{ balancer = "www", weight = -60 }]"#)
+            .replace("priority = 150", "priority = 255"),
+        &[(
+            "16:9",
+            "`track` cannot move the address owner (priority 255)",
+        )],
+    );
+}
+
 // ---- [firewall] ----
 
 #[test]

@@ -32,23 +32,14 @@ const HOLD_NX: Duration = Duration::from_secs(4);
 /// A client that connects `n` times (or for `secs` seconds, whichever `mode` says) and prints
 /// {"names": {server: count}, "failed": count}.
 const CLIENT: &str = r#"
-import json, socket, sys, time
+import json, sys, time
 mode, amount = sys.argv[1], float(sys.argv[2])
 names, failed, i = {}, 0, 0
 end = time.time() + amount
 while (mode == "n" and i < amount) or (mode == "s" and time.time() < end):
     i += 1
     try:
-        s = socket.create_connection(("127.0.0.1", 8000), timeout=3)
-        s.sendall(b"hello\n")
-        data = b""
-        while True:
-            b = s.recv(4096)
-            if not b:
-                break
-            data += b
-        s.close()
-        name = json.loads(data)["server"]
+        name = echo("127.0.0.1", 8000, 3)["server"]
         names[name] = names.get(name, 0) + 1
     except Exception:
         failed += 1
@@ -100,7 +91,8 @@ fn set_hosts(path: &Path, dns: &NsDaemon, line: &str) {
 
 /// The client's summary (`mode` "n": `amount` connections; "s": for `amount` seconds).
 fn clients(ns: &Ns, mode: &str, amount: &str) -> Value {
-    let out = ns.run(&["python3", "-c", CLIENT, mode, amount]);
+    let code = format!("{}{CLIENT}", common::PY_ECHO);
+    let out = ns.run(&["python3", "-c", &code, mode, amount]);
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("client output {out:?}: {e}"))
 }
 
@@ -280,7 +272,8 @@ fn servers_by_name_follow_dns() {
     assert!(read_log(&fwlb.log).contains("resolved: address 10.0.0.21 (dns)"));
 
     // 2. The address changes under load: no request fails, the traffic moves.
-    let load = ns.spawn(&["python3", "-c", CLIENT, "s", "5"]);
+    let code = format!("{}{CLIENT}", common::PY_ECHO);
+    let load = ns.spawn(&["python3", "-c", &code, "s", "5"]);
     std::thread::sleep(Duration::from_secs(1));
     set_hosts(&hosts, &scene.dns, &format!("{NEW} app.test"));
     wait_for_lines(
@@ -416,7 +409,8 @@ fn servers_from_srv_records_follow_the_answer() {
     );
 
     // 2. A target added under load: no request fails, it gets clients.
-    let mut load = ns.spawn(&["python3", "-c", CLIENT, "s", "6"]);
+    let code = format!("{}{CLIENT}", common::PY_ECHO);
+    let mut load = ns.spawn(&["python3", "-c", &code, "s", "6"]);
     std::thread::sleep(Duration::from_secs(1));
     scene.restart_dns(&[a.clone(), b.clone(), c.clone(), nowhere.clone()]);
     wait_for_lines(

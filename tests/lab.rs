@@ -152,7 +152,8 @@ fn lab_passes_every_drill_within_the_budget_and_leaves_nothing_behind() {
             "back-link",
             "handover",
             "term",
-            "restore"
+            "restore",
+            "servers-lost"
         ]
     );
     for d in drills {
@@ -165,7 +166,12 @@ fn lab_passes_every_drill_within_the_budget_and_leaves_nothing_behind() {
         );
         // A restore is timed from the moment the restarted daemon answers.
         let start = tl["daemon_up"].as_f64().unwrap_or(0.0);
-        let budget = budget_ms(if to == "fwlb-a" { 150.0 } else { 100.0 });
+        let mut budget = budget_ms(if to == "fwlb-a" { 150.0 } else { 100.0 });
+        if name == "servers-lost" {
+            // The checks' detection comes first: the lab's balancers have the default check,
+            // due within 2 s, then 3 timeouts of 1 s, 500 ms apart.
+            budget += 2000.0 + 3.0 * 1000.0 + 2.0 * 500.0;
+        }
         assert!(
             (d["budget_ms"].as_f64().unwrap_or(0.0) - budget).abs() < 0.2,
             "{d}"
@@ -198,7 +204,15 @@ fn lab_passes_every_drill_within_the_budget_and_leaves_nothing_behind() {
             // master answered until the new one did, so no SYN had to be retransmitted.
             assert_eq!(rq["slow"], 0, "{d}");
         }
-        if name == "back-link" || name == "front-link" {
+        if name == "servers-lost" {
+            // The master's links stayed up: only `track` moved the pair, and with the servers
+            // back it preempted back.
+            assert!(
+                d["notes"].to_string().contains("fwlb-a master again after"),
+                "{d}"
+            );
+        }
+        if name == "back-link" || name == "front-link" || name == "servers-lost" {
             // Both VRIDs moved to the new master.
             let v = d["vrid_master_ms"].as_object().expect("vrid_master_ms");
             assert_eq!(v.len(), 2, "{d}");
@@ -207,22 +221,33 @@ fn lab_passes_every_drill_within_the_budget_and_leaves_nothing_behind() {
     assert_nothing_left(&pids(&rep), "after a passing lab");
 }
 
-/// A pair without `depends`: pulling the master's back cable moves only the back VRID, so the
-/// drill fails and says why; the lab still removes everything.
-#[test]
-fn lab_catches_a_pair_without_depends_and_cleans_up_after_the_failure() {
-    let _one = one_lab_at_a_time();
+/// The shipped pair in a directory of its own, without the lines that start with `keys`
+/// (each of which the shipped configs use).
+fn shipped_pair_without(keys: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     for f in ["fwlb-a.toml", "fwlb-b.toml"] {
         let text = std::fs::read_to_string(repo().join("conf/lab").join(f)).expect("config");
+        for k in keys {
+            assert!(text.lines().any(|l| l.starts_with(k)), "{f} uses {k}");
+        }
         let cut: String = text
             .lines()
-            .filter(|l| !l.starts_with("depends"))
+            .filter(|l| !keys.iter().any(|k| l.starts_with(k)))
             .map(|l| format!("{l}\n"))
             .collect();
-        assert_ne!(cut, text, "the shipped configs use depends");
         std::fs::write(dir.path().join(f), cut).expect("write");
     }
+    dir
+}
+
+/// A pair without `depends` (nor `track`, which would move the front VRID a second later,
+/// once the master's checks lost the servers behind the cut cable): pulling the master's back
+/// cable moves only the back VRID, so the drill fails and says why; the lab still removes
+/// everything.
+#[test]
+fn lab_catches_a_pair_without_depends_and_cleans_up_after_the_failure() {
+    let _one = one_lab_at_a_time();
+    let dir = shipped_pair_without(&["depends", "track"]);
     let d = dir.path().to_string_lossy().into_owned();
     let r = fwlb(
         &["lab", &d, "--json", "--drill", "back-link"],
@@ -241,6 +266,27 @@ fn lab_catches_a_pair_without_depends_and_cleans_up_after_the_failure() {
         "{problems}"
     );
     assert_nothing_left(&pids(&rep), "after a failing lab");
+}
+
+/// A pair without `track` cannot follow its servers: the servers-lost drill is skipped and
+/// says how to add one.
+#[test]
+fn lab_skips_servers_lost_without_track() {
+    let _one = one_lab_at_a_time();
+    let dir = shipped_pair_without(&["track"]);
+    let d = dir.path().to_string_lossy().into_owned();
+    let r = fwlb(
+        &["lab", &d, "--json", "--drill", "servers-lost"],
+        Duration::from_secs(120),
+    );
+    let rep = report(&r);
+    assert_eq!(rep["drills"], serde_json::json!([]), "{}", r.stdout);
+    assert!(
+        rep["notes"].to_string().contains("fwlb-a has no `track`"),
+        "{}",
+        r.stdout
+    );
+    assert_nothing_left(&pids(&rep), "after a skipped drill");
 }
 
 /// The lab killed with SIGKILL mid-drill leaves namespaces and daemons; the next run removes

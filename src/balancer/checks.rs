@@ -150,6 +150,9 @@ impl Balancer {
             .agent
             .apply(answer.as_deref().map_err(Clone::clone), now, interval);
         let (label, last) = (s.agent.label(), s.agent.last.clone().unwrap_or_default());
+        if changed {
+            self.publish_availability(st, now);
+        }
         drop(guard);
         if changed {
             self.health_changed();
@@ -190,6 +193,9 @@ impl Balancer {
         }
         let label = s.health.label(h);
         let cut = st.cut_if_down(&change, i, addr);
+        if change.is_some() {
+            self.publish_availability(st, now);
+        }
         drop(guard);
         self.log_change(i, addr, change, &label, cut);
     }
@@ -264,6 +270,7 @@ impl Balancer {
         }
         let label = t.label(h);
         let addr = s.cfg.addr;
+        self.publish_availability(st, now);
         drop(guard);
         self.health_changed();
         info!(target: "lb", balancer = %self.cfg.name, server = %addr,

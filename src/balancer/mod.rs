@@ -10,6 +10,8 @@
 //! happened (`accepted`, `connected`, `connect_failed`, `closed` ...): each takes the state
 //! lock for a few field updates and never holds it across I/O.
 
+mod avail;
+pub use avail::Availability;
 mod checks;
 pub use checks::{Due, Switch};
 pub mod clients;
@@ -183,6 +185,8 @@ pub struct Balancer {
     /// Counts the servers' health and agent changes, for whoever follows them (the state
     /// file's saver, VRRP tracking) without polling.
     health_changes: watch::Sender<u64>,
+    /// How many servers can take a new client (avail.rs), for VRRP `track`.
+    avail: tokio::sync::watch::Sender<Availability>,
 }
 
 /// Which server a connection is using.
@@ -270,6 +274,7 @@ impl Balancer {
             srv_name: cfg.servers_srv.clone(),
         };
         state.respread(Instant::now());
+        let avail = tokio::sync::watch::channel(state.availability(Instant::now())).0;
         Arc::new(Balancer {
             max_connections: AtomicUsize::new(cfg.max_connections),
             state: Mutex::new(state),
@@ -282,6 +287,7 @@ impl Balancer {
             idle: Notify::new(),
             last_no_server_log: AtomicU64::new(0),
             health_changes: watch::Sender::new(0),
+            avail,
         })
     }
 
@@ -502,6 +508,7 @@ impl Balancer {
             self.passive_failure(&mut st, i, &checks_reason(e));
         }
         st.release(g);
+        self.publish_availability(&st, Instant::now());
         drop(st);
         if first_failure {
             warn!(target: "lb", balancer = %self.cfg.name, server = %addr,

@@ -111,6 +111,7 @@ impl Balancer {
         st.epoch += 1;
         st.respread(Instant::now());
         st.reselect();
+        self.publish_availability(&st, Instant::now());
         notes
     }
 }

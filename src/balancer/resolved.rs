@@ -50,6 +50,9 @@ impl Balancer {
         if moved {
             st.reselect();
         }
+        if !notes.is_empty() {
+            self.publish_availability(st, std::time::Instant::now());
+        }
         notes
     }
 

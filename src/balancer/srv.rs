@@ -124,6 +124,9 @@ impl Balancer {
         if reselect || emptied {
             st.reselect();
         }
+        if !notes.is_empty() {
+            self.publish_availability(&st, Instant::now());
+        }
         notes
     }
 

@@ -252,6 +252,7 @@ pub fn parse_str(src: &str, path: &Path) -> Result<Imported, ConfigErrors> {
             notify_backup: s.notify_backup.clone(),
             garp_count: 3,
             garp_interval: Duration::from_millis(200),
+            track: Vec::new(),
         });
     }
     Ok(Imported {

@@ -9,6 +9,7 @@ pub mod pen;
 mod reader;
 pub mod resolver;
 pub mod server_spec;
+pub mod track;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +21,7 @@ use toml_edit::{Document, Item, Table, TableLike};
 
 pub use health::{Agent, Check, Health, OnDown};
 use reader::{Reader, line_col, span_of};
+pub use track::Track;
 
 /// Every error found in one file, already located and formatted.
 #[derive(Debug, Clone)]
@@ -239,6 +241,8 @@ pub struct Vrrp {
     /// Gratuitous ARPs sent on becoming master, and their spacing.
     pub garp_count: u32,
     pub garp_interval: Duration,
+    /// Balancers whose servers move the priority (the only key a reload changes).
+    pub track: Vec<Track>,
 }
 
 /// Which firewall `[firewall] backend` asks for.
@@ -859,6 +863,7 @@ const VRRP_KEYS: &[&str] = &[
     "notify_backup",
     "garp_count",
     "garp_interval",
+    "track",
 ];
 
 fn vrrp(r: &mut Reader, t: &Table) -> Option<Vrrp> {
@@ -905,6 +910,7 @@ fn vrrp(r: &mut Reader, t: &Table) -> Option<Vrrp> {
     let garp_interval = r
         .duration(t, "garp_interval")
         .map_or(Duration::from_millis(200), |(d, _)| d);
+    let track = track::read(r, t, vrid, priority);
     if r.diags.len() != before {
         return None;
     }
@@ -924,6 +930,7 @@ fn vrrp(r: &mut Reader, t: &Table) -> Option<Vrrp> {
         notify_backup,
         garp_count,
         garp_interval,
+        track,
     })
 }
 
@@ -1161,13 +1168,14 @@ fn cross_checks(r: &mut Reader, top: &dyn TableLike) {
             .map(|a| a.iter().collect())
             .unwrap_or_default()
     };
-    balancers_apart(r, &tables("balancer"));
+    let names = balancers_apart(r, &tables("balancer"));
     vrids_apart(r, &tables("vrrp"));
+    track::known_balancers(r, &tables("vrrp"), &names);
 }
 
 /// No balancer name twice, no listen address taken twice (a wildcard overlaps every address
-/// of its family on its port).
-fn balancers_apart(r: &mut Reader, tables: &[&Table]) {
+/// of its family on its port). Returns the balancers' names.
+fn balancers_apart(r: &mut Reader, tables: &[&Table]) -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
     let mut listens: Vec<(SocketAddr, String)> = Vec::new();
     for (i, t) in tables.iter().enumerate() {
@@ -1206,6 +1214,7 @@ fn balancers_apart(r: &mut Reader, tables: &[&Table]) {
             listens.push((a, name.clone()));
         }
     }
+    names
 }
 
 /// The strings of a balancer's `listen` (one or an array), each with its place.

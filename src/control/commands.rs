@@ -118,6 +118,8 @@ pub async fn execute(ctl: &Ctl, words: &[&str]) -> Reply {
     }
     let r = run(ctl, lb, cmd, args, json);
     if r.mutated {
+        // A server drained, blacklisted, moved or added: VRRP `track` may see it.
+        lb.refresh_availability();
         ctl.save_state().await;
     }
     r.reply
@@ -1041,6 +1043,7 @@ fn show_vrrp(ctl: &Ctl, json: bool) -> Reply {
                 s.adverts_received.to_string(),
                 s.dropped.values().sum::<u64>().to_string(),
                 if s.standby { "yes" } else { "no" }.to_string(),
+                priority_why(s),
             ]
         })
         .collect();
@@ -1057,9 +1060,19 @@ fn show_vrrp(ctl: &Ctl, json: bool) -> Reply {
             "received",
             "dropped",
             "standby",
+            "why",
         ],
         &r,
     ))
+}
+
+/// The `why` column: how the effective priority comes from the configured one, e.g.
+/// `100, www: no healthy server -60`, or `-` when it is the configured one.
+fn priority_why(s: &crate::vrrp::status::InstanceStatus) -> String {
+    if s.why.is_empty() {
+        return "-".into();
+    }
+    format!("{}, {}", s.priority, s.why.join(", "))
 }
 
 /// pen's `write`: the running settings as pen commands, readable by `fwlb pen -F`.

@@ -256,6 +256,7 @@ pub fn restore(path: &Path, balancers: &[Arc<Balancer>]) {
         }
         restore_emergency(&mut st, sb.emergency_addr.as_deref());
         st.reselect();
+        lb.publish_availability(&st, now);
         info!(target: "ctl", balancer = %lb.cfg.name, "restored runtime state of {restored} server(s) from {}", path.display());
     }
 }

@@ -79,6 +79,8 @@ struct Child {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Lookups of the servers given by name.
     resolvers: Resolvers,
+    /// Each `[[vrrp]]`'s track list, for the speaker (a reload may change them).
+    tracks: Option<watch::Sender<Vec<Vec<config::Track>>>>,
     stop_tx: watch::Sender<bool>,
     stop_rx: watch::Receiver<bool>,
 }
@@ -198,6 +200,7 @@ impl Child {
             client,
             tasks,
             resolvers: Resolvers::new(Vec::new()),
+            tracks: None,
             stop_tx,
             stop_rx,
         })
@@ -296,8 +299,15 @@ impl Child {
         let (operator, status) = (sp.operator(), sp.status());
         info!(target: "vrrp", instances = self.cfg.vrrp.len(), "VRRP speaker started");
         let (client, stop) = (self.client.clone(), self.stop_rx.clone());
+        // `track`: the balancers' counts, and the lists a reload may change.
+        let (pools, followers) = super::track::follow(&self.lbs, &self.stop_rx);
+        self.tasks.extend(followers);
+        let lists = self.cfg.vrrp.iter().map(|v| v.track.clone()).collect();
+        let (tracks, lists) = watch::channel(lists);
+        self.tracks = Some(tracks);
+        let tracking = crate::vrrp::speaker::Tracking { pools, lists };
         self.tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::vrrp::speaker::run(sp, client, stop).await {
+            if let Err(e) = crate::vrrp::speaker::run(sp, client, stop, tracking).await {
                 warn!(target: "vrrp", "speaker: {e:#}");
             }
         }));
@@ -448,6 +458,14 @@ impl Child {
             self.close_listeners_not_in(b);
         }
         self.resolvers.update(&new, &self.lbs);
+        if let Some(tx) = &self.tracks {
+            let lists: Vec<Vec<config::Track>> = new.vrrp.iter().map(|v| v.track.clone()).collect();
+            tx.send_if_modified(|old| {
+                let changed = *old != lists;
+                *old = lists;
+                changed
+            });
+        }
         info!(target: "priv", "reload: configuration from {path} in effect");
         Some(new.daemon.shutdown_timeout)
     }

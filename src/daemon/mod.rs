@@ -10,6 +10,9 @@
 
 mod child;
 mod openings;
+// VRRP `track` only where the speaker runs.
+#[cfg(target_os = "linux")]
+mod track;
 
 use anyhow::{Context, Result, bail};
 use tracing::{info, warn};

@@ -18,17 +18,20 @@ pub enum Kind {
     Term,
     Restore,
     Handover,
+    /// The master's back side loses every server while its links stay up (`track`).
+    ServersLost,
 }
 
 impl Kind {
     /// The lab's drills, in the order they run.
-    pub const LAB: [Kind; 6] = [
+    pub const LAB: [Kind; 7] = [
         Kind::Kill,
         Kind::FrontLink,
         Kind::BackLink,
         Kind::Handover,
         Kind::Term,
         Kind::Restore,
+        Kind::ServersLost,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +42,7 @@ impl Kind {
             Kind::Term => "term",
             Kind::Restore => "restore",
             Kind::Handover => "handover",
+            Kind::ServersLost => "servers-lost",
         }
     }
 
@@ -50,6 +54,7 @@ impl Kind {
             Kind::Term => "master SIGTERM (planned)",
             Kind::Restore => "master restored (preempt back)",
             Kind::Handover => "planned handover (vrrp standby)",
+            Kind::ServersLost => "master loses its servers (track)",
         }
     }
 
@@ -161,6 +166,19 @@ fn since(t0: Instant, t: Instant) -> f64 {
 pub fn budget(interval: Duration, priority: u8) -> Duration {
     let skew = interval.mul_f64(f64::from(256 - u32::from(priority)) / 256.0);
     interval * 3 + skew + Duration::from_millis(50)
+}
+
+/// The longest active checks take to see a server that stopped answering as down: the next
+/// check is due within `interval`, then `fall` checks time out `fast_interval` apart. (Failed
+/// client connects count toward `fall` too and usually see it sooner, under load.) Without
+/// checks only a client's failed connect shows it: `connect_timeout`.
+pub fn detection(b: &crate::config::Balancer) -> Duration {
+    let h = &b.health;
+    if h.check == crate::config::Check::None {
+        return b.connect_timeout;
+    }
+    let fall = h.fall.max(1);
+    h.interval + h.timeout * fall + h.fast_interval * (fall - 1)
 }
 
 /// The VRRP side of a drill's timeline.
@@ -535,6 +553,20 @@ mod tests {
             f(&mut self);
             self
         }
+    }
+
+    #[test]
+    fn detection_of_lost_servers() {
+        let cfg = crate::config::parse_str(
+            "[[balancer]]\nlisten = \"127.0.0.1:80\"\nservers = [\"10.0.0.1\", \"10.0.0.2\"]\n\
+             [[balancer]]\nlisten = \"127.0.0.1:81\"\nservers = [\"10.0.0.1\"]\nconnect_timeout = \"2s\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .expect("config");
+        // The default check: 2 s, then 3 x 1 s timeouts 500 ms apart.
+        assert_eq!(detection(&cfg.balancers[0]), Duration::from_millis(6000));
+        // One server: no checks by default, a client's connect timeout.
+        assert_eq!(detection(&cfg.balancers[1]), Duration::from_secs(2));
     }
 
     #[test]

@@ -196,7 +196,7 @@ impl Report {
         }
         if !self.drills.is_empty() {
             out.push_str(
-                "\ndrills (ms from the fault; budget 3 x interval + skew + 50 ms; load: a request every 10 ms)\n",
+                "\ndrills (ms from the fault; budget 3 x interval + skew + 50 ms, servers-lost adds the checks' detection; load: a request every 10 ms)\n",
             );
             out.push_str(&drills_table(&self.drills));
         }

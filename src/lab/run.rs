@@ -19,6 +19,8 @@ use super::report::{self, Report, Traffic};
 use super::topo::{self, Topology};
 use crate::config::{Algorithm, ProxyProtocol};
 
+mod servers_lost;
+
 pub struct Options {
     /// None: conf/lab here, else the built-in pair.
     pub dir: Option<PathBuf>,
@@ -40,7 +42,7 @@ const LOAD_LIMIT: Duration = Duration::from_secs(10);
 /// Load before the fault (the pair must be serving), and after recovery.
 const BASELINE: Duration = Duration::from_millis(300);
 const AFTER: Duration = Duration::from_millis(300);
-/// A drill gives up this long after the fault.
+/// A drill gives up this long after the fault (or a second after its budget).
 const DRILL_LIMIT: Duration = Duration::from_secs(5);
 /// How long the pair may take to settle after a start or a repair.
 const SETTLE_LIMIT: Duration = Duration::from_secs(10);
@@ -166,7 +168,8 @@ pub fn main(opts: Options) -> i32 {
         Ok(d) => d,
         Err(code) => return code,
     };
-    if let Err(code) = prerequisites(nft) {
+    // servers-lost cuts the master off its servers with an nftables rule.
+    if let Err(code) = prerequisites(nft || drills.contains(&Kind::ServersLost)) {
         return code;
     }
     if let Err(e) = watch_signals() {
@@ -468,6 +471,12 @@ impl Lab {
                     .push("no back segment: the back-link drill was skipped".into());
                 continue;
             }
+            if k == Kind::ServersLost
+                && let Some(why) = self.servers_lost_skip()
+            {
+                rep.notes.push(why);
+                continue;
+            }
             let warm = self.ensure_initial(Some(k))?;
             self.say(&format!("drill: {}", k.title()));
             let mut out = self.drill(k)?;
@@ -490,8 +499,11 @@ impl Lab {
                     format!("FAIL ({})", out.problems.join("; "))
                 }
             ));
-            rep.drills.push(out);
             self.undo(k)?;
+            if k == Kind::ServersLost {
+                self.servers_back(&mut out)?;
+            }
+            rep.drills.push(out);
         }
         Ok(())
     }
@@ -786,6 +798,9 @@ impl Lab {
                 self.ctl(b, "vrrp resume")?;
             }
             Kind::Restore => {}
+            Kind::ServersLost => {
+                self.cut_servers(m, false)?;
+            }
         }
         Ok(())
     }
@@ -867,6 +882,8 @@ impl Lab {
             (self.master, 1 - self.master)
         };
         let (hf, ht) = (self.topo.hosts[from].clone(), self.topo.hosts[to].clone());
+        let budget = self.budget(to) + self.detection_time(k, from);
+        let limit = DRILL_LIMIT.max(budget + Duration::from_secs(1));
         let w_to = Watcher::start(ht.control.clone(), POLL, enter(&ht.ns));
         let w_from = Watcher::start(hf.control.clone(), POLL, enter(&hf.ns));
         let load = self.start_load();
@@ -886,7 +903,7 @@ impl Lab {
             // Until the new master holds everything, answers through it, and the old one
             // holds nothing; then a little longer, to see it stays that way.
             let mut done: Option<Instant> = None;
-            while t0.elapsed() < DRILL_LIMIT {
+            while t0.elapsed() < limit {
                 pause(Duration::from_millis(10))?;
                 let served = load
                     .as_ref()
@@ -914,7 +931,6 @@ impl Lab {
         let to_seen = w_to.stop();
         let from_seen = w_from.stop();
         let (t0, notes) = res?;
-        let budget = self.budget(to);
         let mut out = drill::evaluate(&drill::Observed {
             kind: k,
             from: &hf.name,
@@ -980,6 +996,7 @@ impl Lab {
                 self.ctl(from, "vrrp standby")?;
                 t
             }
+            Kind::ServersLost => self.cut_servers(from, true)?,
         })
     }
 

@@ -528,8 +528,18 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     if od != new.daemon {
         out.push("[daemon] changed (other than shutdown_timeout)".to_string());
     }
-    if old.vrrp != new.vrrp {
-        out.push("[[vrrp]] changed".to_string());
+    // `track` is applied by the running speaker; the rest of a [[vrrp]] needs a restart.
+    let untracked = |c: &Config| {
+        c.vrrp
+            .iter()
+            .map(|v| config::Vrrp {
+                track: Vec::new(),
+                ..v.clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    if untracked(old) != untracked(new) {
+        out.push("[[vrrp]] changed (other than track)".to_string());
     }
     if old.firewall.as_ref().map(|f| &f.backend) != new.firewall.as_ref().map(|f| &f.backend) {
         out.push("[firewall] backend changed".to_string());
@@ -666,6 +676,11 @@ mod tests {
             .listen
             .push("192.0.2.10:443".parse().unwrap());
         new.daemon.shutdown_timeout = Duration::from_secs(3);
+        // The speaker applies a new track list.
+        new.vrrp[0].track = vec![config::Track {
+            balancer: "web".into(),
+            weight: -60,
+        }];
         assert!(
             restart_needed(&old, &new).is_empty(),
             "{:?}",

@@ -6,8 +6,10 @@
 //!
 //! Beyond the RFCs, as keepalived does: a Fault state while the interface is down, a
 //! priority-0 advert when a master enters Fault or is demoted by its group (so the peer takes
-//! over after Skew_Time instead of Master_Down_Interval), `preempt_delay`, and a group hold
-//! (see group.rs) that pins the effective priority to 0.
+//! over after Skew_Time instead of Master_Down_Interval), `preempt_delay`, a group hold
+//! (see group.rs) that pins the effective priority to 0, and a tracked priority (`track`,
+//! keepalived's `track_script` weights, computed in track.rs) that moves the priority while
+//! the machine runs.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -132,6 +134,12 @@ pub enum Event {
     /// not preempt. Not in the RFCs.
     Standby,
     Resume,
+    /// The tracked priority changed (`track`: a balancer lost or regained every server): the
+    /// configured priority with the weights of the tracks that apply, 1..=254 (clamped). A
+    /// master advertises it at once; a backup moves its running Master_Down_Timer by the
+    /// change of Skew_Time (keepalived's `vrrp_set_effective_priority`). The address owner
+    /// keeps 255 (keepalived: trackers never lower the owner). Not in the RFCs.
+    Priority(u8),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +162,9 @@ pub enum Action {
 pub struct Machine {
     p: Params,
     state: State,
+    /// The configured priority moved by `track` weights (Event::Priority); what we advertise
+    /// and compare with unless held, and what Skew_Time is computed from.
+    priority: u8,
     /// Set by GroupFault: effective priority 0, never becomes master.
     group_held: bool,
     /// Set by Standby: effective priority 0 until Resume.
@@ -189,6 +200,7 @@ impl Machine {
         p.advert_interval = p.advert_interval.clamp(MIN_INTERVAL, max);
         Machine {
             master_adver_interval: p.advert_interval,
+            priority: p.priority,
             p,
             state: State::Initialize,
             group_held: false,
@@ -209,13 +221,23 @@ impl Machine {
     }
 
     /// The priority we advertise and compare with: 0 while the group holds us or an
-    /// operator put us on standby.
+    /// operator put us on standby, else the tracked priority.
     pub fn effective_priority(&self) -> u8 {
         if self.group_held || self.standby {
             0
         } else {
-            self.p.priority
+            self.priority
         }
+    }
+
+    /// The configured priority moved by `track` (Event::Priority), whatever holds us.
+    pub fn priority(&self) -> u8 {
+        self.priority
+    }
+
+    /// The group holds us at priority 0 (a member faulted or was taken by the peer).
+    pub fn group_held(&self) -> bool {
+        self.group_held
     }
 
     /// On standby (`vrrp standby`) until Resume.
@@ -228,11 +250,13 @@ impl Machine {
         self.master_adver_interval
     }
 
-    /// Skew_Time from the configured local priority (RFC 3768 §6.1: `(256 - Priority) / 256`
-    /// seconds; RFC 5798 §6.1: `((256 - Priority) * Master_Adver_Interval) / 256`). A group
-    /// hold changes only what we advertise, not how we time the master.
+    /// Skew_Time from the local priority (RFC 3768 §6.1: `(256 - Priority) / 256` seconds;
+    /// RFC 5798 §6.1: `((256 - Priority) * Master_Adver_Interval) / 256`): the tracked one, as
+    /// keepalived's `VRRP_TIMER_SKEW` uses its effective priority, so of two backups the one
+    /// whose servers are up takes over first. A group hold or standby changes only what we
+    /// advertise, not how we time the master.
     pub fn skew_time(&self) -> Duration {
-        let num = 256 - u32::from(self.p.priority);
+        let num = 256 - u32::from(self.priority);
         match self.p.version {
             Version::V2 => scale(Duration::from_secs(1), num, 256),
             Version::V3 => scale(self.master_adver_interval, num, 256),
@@ -276,6 +300,7 @@ impl Machine {
             Event::GroupRecovered => self.on_group_recovered(now, &mut out),
             Event::Standby => self.on_standby(now, &mut out),
             Event::Resume => self.on_resume(now, &mut out),
+            Event::Priority(p) => self.on_priority(p, now, &mut out),
         }
         out
     }
@@ -534,6 +559,45 @@ impl Machine {
         }
         // A backup preempts through its normal timers: the next lower-priority advert is
         // discarded and Master_Down_Timer fires.
+    }
+
+    fn on_priority(&mut self, p: u8, now: Instant, out: &mut Vec<Action>) {
+        if self.p.priority == PRIORITY_OWNER {
+            return;
+        }
+        // 0 means "stopping" on the wire and 255 is the owner's: a backup stays within 1..=254.
+        let p = p.clamp(1, PRIORITY_OWNER - 1);
+        if p == self.priority {
+            return;
+        }
+        // The speaker logs the change with its reasons.
+        let old_down = self.master_down_interval();
+        self.priority = p;
+        match self.state {
+            State::Master if self.effective_priority() != PRIORITY_STOP => {
+                // RFC 3768 §6.4.3 sends the priority on Adver_Timer; sending it now instead
+                // of up to an interval later lets a backup that outranks us start its
+                // takeover (it discards our adverts from here on, RFC 3768 §6.4.2) at once.
+                out.push(Action::SendAdvert {
+                    priority: self.effective_priority(),
+                });
+                self.adver_at = now.checked_add(self.p.advert_interval);
+            }
+            State::Backup => {
+                // The running Master_Down_Timer follows the new Skew_Time.
+                let new_down = self.master_down_interval();
+                self.master_down_at = self.master_down_at.map(|at| {
+                    let moved = if new_down >= old_down {
+                        at.checked_add(new_down - old_down)
+                    } else {
+                        at.checked_sub(old_down - new_down)
+                    };
+                    moved.unwrap_or(at)
+                });
+            }
+            // A standby master keeps saying 0; Initialize and Fault send nothing.
+            State::Master | State::Initialize | State::Fault => {}
+        }
     }
 
     // ===== transitions =====
@@ -1581,6 +1645,147 @@ mod tests {
         assert!(took <= mdi + MS, "{took:?}");
         assert_eq!(net.routers[0].machines[0].effective_priority(), 0);
     }
+
+    // ===== the tracked priority (`track`, Event::Priority) =====
+
+    #[test]
+    fn a_master_advertises_a_new_priority_at_once() {
+        let (mut m, t) = master(params(Version::V3, 150, 100), Instant::now());
+        let now = t + 30 * MS;
+        assert_eq!(
+            acts(m.step(Event::Priority(90), now)),
+            vec![Action::SendAdvert { priority: 90 }]
+        );
+        assert_eq!((m.priority(), m.effective_priority()), (90, 90));
+        assert_eq!(m.state(), State::Master, "no election of its own");
+        // Adver_Timer restarts from the change and goes on with the new priority.
+        assert_eq!(m.next_deadline(), Some(now + 100 * MS));
+        assert_eq!(
+            acts(m.step(Event::Timer, now + 100 * MS)),
+            vec![Action::SendAdvert { priority: 90 }]
+        );
+        assert!(acts(m.step(Event::Priority(90), now + 150 * MS)).is_empty());
+        assert_eq!(
+            m.next_deadline(),
+            Some(now + 200 * MS),
+            "unchanged: no advert"
+        );
+    }
+
+    #[test]
+    fn a_backup_moves_its_master_down_timer_by_the_new_skew() {
+        let t0 = Instant::now();
+        let mut m = backup(params(Version::V3, 100, 100), t0);
+        let (before, skew_100) = (m.next_deadline().unwrap(), m.skew_time());
+        assert_eq!(before, t0 + m.master_down_interval());
+        assert!(acts(m.step(Event::Priority(200), t0 + 50 * MS)).is_empty());
+        let skew_200 = m.skew_time();
+        assert_eq!(skew_200, scale(100 * MS, 56, 256));
+        assert_eq!(m.next_deadline(), Some(before - (skew_100 - skew_200)));
+        assert_eq!(m.state(), State::Backup);
+        // Down again: later by as much.
+        m.step(Event::Priority(100), t0 + 60 * MS);
+        assert_eq!(m.next_deadline(), Some(before));
+    }
+
+    #[test]
+    fn the_owner_keeps_255_and_a_backup_stays_within_1_to_254() {
+        let t0 = Instant::now();
+        let mut owner = Machine::new(v2(255));
+        owner.step(Event::Startup { link_up: true }, t0);
+        assert!(acts(owner.step(Event::Priority(100), t0)).is_empty());
+        assert_eq!(owner.effective_priority(), 255);
+        let mut m = backup(v2(100), t0);
+        m.step(Event::Priority(0), t0);
+        assert_eq!(m.priority(), 1, "0 is the stop signal, not a priority");
+        m.step(Event::Priority(255), t0);
+        assert_eq!(m.priority(), 254, "only the owner has 255");
+        assert_eq!(m.state(), State::Backup);
+    }
+
+    #[test]
+    fn a_standby_master_keeps_saying_zero_until_resumed() {
+        let (mut m, t) = master(v2(150), Instant::now());
+        m.step(Event::Standby, t);
+        assert!(acts(m.step(Event::Priority(90), t + MS)).is_empty());
+        assert_eq!((m.priority(), m.effective_priority()), (90, 0));
+        assert_eq!(
+            acts(m.step(Event::Resume, t + 2 * MS)),
+            vec![Action::SendAdvert { priority: 90 }]
+        );
+    }
+
+    #[test]
+    fn net_a_master_whose_priority_drops_below_the_backup_is_preempted_and_comes_back() {
+        for (ver, iv) in failover_cases() {
+            let mut net = pair(ver, iv, 150, 100, true);
+            let conv = converge(&mut net);
+            let interval = Duration::from_millis(iv);
+            net.run_for(1.234 * iv as f64 / 1000.0);
+            let drop = net.now;
+            net.inject(0, 1, Event::Priority(90));
+            net.run_for(30.0);
+            assert_eq!(net.holders(1), vec![1], "{ver:?}@{iv}");
+            // B discards the lower adverts from the drop on (RFC 3768 §6.4.2): its timer,
+            // armed by the last advert it accepted, runs out within Master_Down_Interval.
+            let took = net.first(1, 1, &Action::BecameMaster, drop).unwrap() - drop;
+            let mdi_b = Machine::new(net.routers[1].params[0].clone()).master_down_interval();
+            assert!(took <= mdi_b + EPS, "{ver:?}@{iv}: {took:?}");
+            assert!(took + interval >= mdi_b, "{ver:?}@{iv}: too early {took:?}");
+            // A held the VIPs until B was master: no gap.
+            net.check_vrid(1, conv, Duration::ZERO);
+            // Its servers are back: A outranks B again and preempts within its own MDI.
+            let back = net.now;
+            net.inject(0, 1, Event::Priority(150));
+            net.run_for(30.0);
+            assert_eq!(net.holders(1), vec![0], "{ver:?}@{iv}");
+            let took = net.first(0, 1, &Action::BecameMaster, back).unwrap() - back;
+            let mdi_a = Machine::new(net.routers[0].params[0].clone()).master_down_interval();
+            assert!(took <= mdi_a + EPS, "{ver:?}@{iv}: back in {took:?}");
+            net.check_vrid(1, conv, Duration::ZERO);
+        }
+    }
+
+    #[test]
+    fn net_without_preempt_a_lower_priority_does_not_move_the_pair() {
+        let mut net = pair(Version::V3, 100, 150, 100, false);
+        converge(&mut net);
+        net.inject(0, 1, Event::Priority(90));
+        net.run_for(30.0);
+        assert_eq!(net.holders(1), vec![0], "the backup accepts any advert");
+    }
+
+    #[test]
+    fn net_a_tracked_member_takes_its_group_along() {
+        let mut net = grouped_pair(&[1, 2]);
+        net.start_all();
+        net.run_for(5.0);
+        let from = net.now;
+        // Only VRID 1 tracks the servers; VRID 2 follows through the group (`depends`).
+        net.inject(0, 1, Event::Priority(90));
+        net.run_for(5.0);
+        let b = Machine::new(net.routers[1].params[0].clone());
+        let (mdi_b, skew_b) = (b.master_down_interval(), b.skew_time());
+        for v in [1, 2] {
+            assert_eq!(net.holders(v), vec![1], "vrid {v}");
+            let took = net.first(1, v, &Action::BecameMaster, from).unwrap() - from;
+            assert!(took <= mdi_b + skew_b + 3 * MS, "vrid {v}: {took:?}");
+        }
+        net.check_vrid(1, from, Duration::ZERO);
+        // VRID 2 was given up with priority 0: B waited its Skew_Time.
+        net.check_vrid(2, from, skew_b + 2 * MS);
+        // Back: VRID 1 preempts, then the released VRID 2.
+        let back = net.now;
+        net.inject(0, 1, Event::Priority(150));
+        net.run_for(5.0);
+        let mdi_a = Machine::new(net.routers[0].params[0].clone()).master_down_interval();
+        for v in [1, 2] {
+            assert_eq!(net.holders(v), vec![0], "vrid {v}");
+            let took = net.first(0, v, &Action::BecameMaster, back).unwrap() - back;
+            assert!(took <= 2 * mdi_a + 3 * MS, "vrid {v}: back in {took:?}");
+        }
+        net.check_vrid(1, from, skew_b + 2 * MS);
+    }
 }
 
 #[cfg(test)]
@@ -1613,6 +1818,7 @@ mod props {
             Just(Event::LinkUp),
             Just(Event::GroupFault),
             Just(Event::GroupRecovered),
+            any::<u8>().prop_map(Event::Priority),
         ]
     }
 
@@ -1651,7 +1857,7 @@ mod props {
         #[test]
         fn random_events_keep_the_invariants(p in arb_params(), ops in prop::collection::vec(arb_op(), 0..200)) {
             let mut m = Machine::new(p);
-            let prio = m.params().priority;
+            let owner = m.params().priority == PRIORITY_OWNER;
             let mut now = Instant::now();
             let mut vips = false;
             for op in ops {
@@ -1667,6 +1873,9 @@ mod props {
                 let held_before = m.effective_priority() == 0;
                 let out = m.step(ev, now);
                 let after = m.state();
+                // What a master says: its tracked priority, which only the owner keeps at 255.
+                let prio = m.priority();
+                prop_assert!((1..=254).contains(&prio) || (owner && prio == PRIORITY_OWNER));
                 let sends: Vec<u8> = out.iter().filter_map(|a| match a {
                     Action::SendAdvert { priority } => Some(*priority),
                     _ => None,

@@ -2,15 +2,18 @@
 //!
 //! - `fsm`: one virtual router as a pure `step(event, now) -> actions` machine.
 //! - `group`: `depends` (freevrrpd's vridsdep) as symmetric sync groups over machines.
+//! - `track`: the priority the balancers' servers give an instance (`track`), pure.
 //! - `speaker`: the thin I/O loop that performs the actions; the only part here with I/O.
 //!
-//! Packet parsing and validation live in `wire::vrrp`. `fsm` and `group` read no clock.
+//! Packet parsing and validation live in `wire::vrrp`. `fsm`, `group` and `track` read no
+//! clock.
 
 pub mod fsm;
 pub mod group;
 #[cfg(target_os = "linux")]
 pub mod speaker;
 pub mod status;
+pub mod track;
 
 pub use fsm::{Action, Event, Machine, Params, State, Version};
 pub use group::{Group, groups_from_depends, index_of, step_with_groups};

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use super::fsm::{self, Action, Event, Machine, State};
 use super::group::{self, Group};
+use super::track::{self, Pools, TrackStatus};
 use crate::config;
 use crate::privsep::{Client, Request, Transition};
 use crate::sys::netlink::{self, Netlink};
@@ -25,6 +26,13 @@ use crate::sys::raw::{GROUP_V4, GROUP_V6, PacketSocket, VrrpSocket};
 use crate::wire::{arp, ndisc, vrrp};
 
 pub use super::status::{InstanceStatus, Operator, OperatorTx, Status};
+
+/// What moves the priorities (`track`): the balancers' counts, and each instance's track
+/// list in configuration order (a reload sends new lists).
+pub struct Tracking {
+    pub pools: watch::Receiver<Pools>,
+    pub lists: watch::Receiver<Vec<Vec<config::Track>>>,
+}
 
 /// One configured virtual router and its I/O.
 struct Instance {
@@ -52,6 +60,8 @@ struct Instance {
     garp_burst: Option<tokio::task::AbortHandle>,
     /// What `show vrrp` counts; owned here, published as snapshots.
     counters: Counters,
+    /// The tracks and how they stand (`show vrrp`).
+    tracks: Vec<TrackStatus>,
 }
 
 /// The per-instance counters of `show vrrp` (the rest of a row is read off the machine).
@@ -249,6 +259,7 @@ fn open_instances(cfgs: &[config::Vrrp]) -> Result<(Vec<Instance>, Vec<Machine>,
             peers: c.peers.clone(),
             garp_burst: None,
             counters: Counters::default(),
+            tracks: Vec::new(),
         });
     }
     Ok((out, machines, links))
@@ -414,8 +425,14 @@ pub fn open(cfgs: &[config::Vrrp]) -> Result<Speaker> {
 }
 
 /// Run every instance until `stop`; then give up mastership with priority 0 (the peer takes
-/// over within its skew time) and remove the VIPs. `ops` is the privileged parent.
-pub async fn run(sp: Speaker, ops: Arc<Client>, mut stop: watch::Receiver<bool>) -> Result<()> {
+/// over within its skew time) and remove the VIPs. `ops` is the privileged parent; `tracking`
+/// moves the priorities.
+pub async fn run(
+    sp: Speaker,
+    ops: Arc<Client>,
+    mut stop: watch::Receiver<bool>,
+    mut tracking: Tracking,
+) -> Result<()> {
     let Speaker {
         inst,
         machines,
@@ -435,6 +452,8 @@ pub async fn run(sp: Speaker, ops: Arc<Client>, mut stop: watch::Receiver<bool>)
         ops,
         status,
     };
+    sp.set_tracks(&tracking.lists.borrow_and_update());
+    sp.retrack(&tracking.pools.borrow_and_update().clone(), Instant::now());
     sp.start(&links, Instant::now());
     loop {
         sp.publish();
@@ -450,6 +469,15 @@ pub async fn run(sp: Speaker, ops: Arc<Client>, mut stop: watch::Receiver<bool>)
             _ = sleep => sp.timers(Instant::now()),
             Some(req) = operator.recv() => sp.operator(req, Instant::now()),
             Some(input) = rx.recv() => sp.input(input, Instant::now()),
+            Ok(()) = tracking.pools.changed() => {
+                let pools = tracking.pools.borrow_and_update().clone();
+                sp.retrack(&pools, Instant::now());
+            }
+            Ok(()) = tracking.lists.changed() => {
+                sp.set_tracks(&tracking.lists.borrow_and_update());
+                let pools = tracking.pools.borrow().clone();
+                sp.retrack(&pools, Instant::now());
+            }
         }
     }
     sp.shutdown(Instant::now());
@@ -596,6 +624,43 @@ impl Running {
         }
     }
 
+    /// New track lists (a reload), in configuration order: the instances are the same.
+    fn set_tracks(&mut self, lists: &[Vec<config::Track>]) {
+        if lists.len() != self.inst.len() {
+            warn!(target: "vrrp", "track lists for {} instances, {} running: ignored", lists.len(), self.inst.len());
+            return;
+        }
+        for (i, l) in self.inst.iter_mut().zip(lists) {
+            if i.cfg.track != *l {
+                info!(target: "vrrp", vrid = i.cfg.vrid, "track: {} balancer(s) now", l.len());
+                i.cfg.track = l.clone();
+            }
+        }
+    }
+
+    /// Each instance's priority from its tracks and the balancers' counts; a change is an
+    /// event for its machine.
+    fn retrack(&mut self, pools: &Pools, now: Instant) {
+        for k in 0..self.inst.len() {
+            let i = &mut self.inst[k];
+            let t = track::tracked(i.cfg.priority, &i.cfg.track, pools);
+            i.tracks = t.tracks;
+            let old = self.machines[k].priority();
+            if t.priority == old {
+                continue;
+            }
+            let why = track::reasons(&i.tracks);
+            let why = if why.is_empty() {
+                "every tracked balancer has a healthy server".to_string()
+            } else {
+                why.join(", ")
+            };
+            warn!(target: "vrrp", vrid = i.cfg.vrid, interface = %i.cfg.interface,
+                "priority {old} -> {} (configured {}; {why})", t.priority, i.cfg.priority);
+            self.step(k, Event::Priority(t.priority), now);
+        }
+    }
+
     /// Priority 0 and the VIPs removed, instance by instance.
     fn shutdown(&mut self, now: Instant) {
         for k in 0..self.inst.len() {
@@ -636,6 +701,9 @@ fn snapshot(inst: &[Instance], machines: &[Machine]) -> Vec<InstanceStatus> {
             state: m.state(),
             priority: i.cfg.priority,
             effective_priority: m.effective_priority(),
+            tracked_priority: m.priority(),
+            track: i.tracks.clone(),
+            why: why(i, m),
             master: i.counters.master.map(|a| a.to_string()),
             transitions: i.counters.transitions,
             adverts_sent: i.counters.adverts_sent,
@@ -646,6 +714,18 @@ fn snapshot(inst: &[Instance], machines: &[Machine]) -> Vec<InstanceStatus> {
             advert_interval_ms: u64::try_from(i.cfg.advert_interval.as_millis()).unwrap_or(0),
         })
         .collect()
+}
+
+/// What holds the effective priority where it is, for `show vrrp`.
+fn why(i: &Instance, m: &Machine) -> Vec<String> {
+    let mut out = track::reasons(&i.tracks);
+    if m.group_held() {
+        out.push("held by its group (depends): 0".into());
+    }
+    if m.standby() {
+        out.push("standby: 0".into());
+    }
+    out
 }
 
 impl Running {

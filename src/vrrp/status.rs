@@ -9,8 +9,16 @@ pub struct InstanceStatus {
     pub vrid: u8,
     pub interface: String,
     pub state: State,
+    /// Configured.
     pub priority: u8,
+    /// Advertised and compared with: the tracked priority, or 0 (standby, group hold).
     pub effective_priority: u8,
+    /// The configured priority moved by `track`.
+    pub tracked_priority: u8,
+    pub track: Vec<super::track::TrackStatus>,
+    /// What moves the effective priority from the configured one, e.g.
+    /// `www: no healthy server -60`; empty when nothing does.
+    pub why: Vec<String>,
     pub master: Option<String>,
     pub transitions: u64,
     pub adverts_sent: u64,

@@ -28,6 +28,23 @@ use tokio::task::JoinHandle;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_fwlb");
 
+/// A Python function for clients run in namespaces: `echo(host, port, timeout)` sends a line
+/// to an `fwlb echo` (directly or through fwlb) and returns its JSON answer.
+pub const PY_ECHO: &str = r#"
+import json, socket
+def echo(host, port, timeout):
+    s = socket.create_connection((host, port), timeout=timeout)
+    s.sendall(b"hello\n")
+    data = b""
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        data += b
+    s.close()
+    return json.loads(data)
+"#;
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     // Below the ephemeral range (32768 and up): a port the kernel hands out for port 0 may be

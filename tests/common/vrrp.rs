@@ -52,6 +52,15 @@ impl Lan {
         self.segments.push((sw, port.to_string()));
     }
 
+    /// A namespace `name` that is not one of the hosts (a client, a server), its `dev` cabled
+    /// to segment `segment`'s port `{port}{name}`.
+    pub fn leaf(&mut self, segment: usize, name: &str, dev: &str) -> Ns {
+        let ns = self.net.host(name);
+        let (sw, port) = &self.segments[segment];
+        self.net.plug(sw, &format!("{port}{name}"), &ns, dev);
+        ns
+    }
+
     /// Host k (from 1).
     pub fn host(&self, k: usize) -> &Ns {
         &self.hosts[k - 1]
