@@ -518,7 +518,7 @@ fn check<T>(key: &Key, value: &Value<T>) -> Result<(), ChangeError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -529,14 +529,16 @@ mod tests {
         }
     }
 
-    fn sticky(client: u8) -> Key {
+    /// A client of the balancer `app`, 192.0.2.`client`.
+    pub(crate) fn sticky(client: u8) -> Key {
         Key::Sticky {
             balancer: "app".into(),
             client: IpAddr::V4(Ipv4Addr::new(192, 0, 2, client)),
         }
     }
 
-    fn on(server: &str, at: Instant) -> Value<Instant> {
+    /// Sticky on `server`, last seen `at`.
+    pub(crate) fn on(server: &str, at: Instant) -> Value<Instant> {
         Value::Sticky {
             server: server.into(),
             last_seen: at,
