@@ -22,6 +22,10 @@ use super::table::{ChangeError, Entry, Key, Table, Value};
 
 /// How often expired entries are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(1);
+/// Connections held at once: the kept one, one racing it, one replacing it after a restart.
+/// More are refused, so a host at the peer's address cannot make this one hold sessions
+/// without bound.
+pub const MAX_CONNS: usize = 3;
 
 /// An id the I/O layer gives each connection (a counter will do).
 pub type ConnId = u64;
@@ -178,7 +182,8 @@ impl Link {
         self.each_session(now, |s, _| s.close(CloseReason::Stop, now.mono))
     }
 
-    /// A connection is up: ours after `Action::Connect`, or one accepted from `from`.
+    /// A connection is up: ours after `Action::Connect`, or one accepted from `from` (refused
+    /// before `start` and after `stop`).
     /// `nonce`: fresh random bytes (`auth::random_nonce`).
     pub fn connected(
         &mut self,
@@ -195,8 +200,16 @@ impl Link {
             }
             Direction::Incoming => Role::Responder,
         };
-        if direction == Direction::Incoming && from != self.cfg.peer.ip() {
-            let reason = CloseReason::NotPeer(from);
+        let refusal = if !self.running {
+            Some(CloseReason::Stop)
+        } else if direction == Direction::Incoming && from != self.cfg.peer.ip() {
+            Some(CloseReason::NotPeer(from))
+        } else if self.conns.len() >= MAX_CONNS {
+            Some(CloseReason::TooMany)
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
             self.count_close(&reason, now.mono);
             return vec![Action::Close { conn, reason }];
         }

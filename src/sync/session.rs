@@ -85,6 +85,8 @@ pub enum CloseReason {
     SelfConnect,
     #[error("a connection from {0}, not the configured peer")]
     NotPeer(IpAddr),
+    #[error("too many connections from the peer at once")]
+    TooMany,
     #[error("the other connection to the peer was kept")]
     Duplicate,
     #[error("the peer restarted; its new connection replaces this one")]
@@ -108,6 +110,7 @@ impl CloseReason {
             CloseReason::Lost(_) => "lost",
             CloseReason::SelfConnect => "self",
             CloseReason::NotPeer(_) => "not-peer",
+            CloseReason::TooMany => "too-many",
             CloseReason::Duplicate => "duplicate",
             CloseReason::Replaced => "replaced",
             CloseReason::Stop => "stop",

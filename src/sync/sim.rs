@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::Now;
 use super::auth::{AuthError, SharedKey};
-use super::link::{Action, Config, ConnId, Direction, Link, State};
+use super::link::{Action, Config, ConnId, Direction, Link, MAX_CONNS, State};
 use super::session::{CloseReason, Output, Session, Stage, Timers};
 use super::table::tests::{on, sticky};
 use super::table::{Entry, Field, Key, Net, Setting, Table, Value};
@@ -304,6 +304,20 @@ fn simultaneous_dials_leave_one_connection() {
 }
 
 #[test]
+fn stop_says_goodbye_and_dials_no_more() {
+    let mut net = live_pair([0, 0]);
+    let now = net.now(0);
+    let actions = net.hosts[0].link.stop(now);
+    net.queue(0, actions);
+    net.settle();
+    net.run(3_000);
+    assert_eq!(net.state(0), State::Idle);
+    assert!(net.closes(1, "peer-closed") >= 1, "host 1 was told");
+    assert!(net.ends.is_empty(), "nobody redialed host 0's link");
+    assert!(net.closes(0, "stop") >= 2, "host 1's redials were refused");
+}
+
+#[test]
 fn concurrent_changes_converge() {
     let mut net = live_pair([0, 0]);
     let t = net.at(0);
@@ -537,10 +551,24 @@ fn a_peer_that_connects_and_stalls_is_dropped() {
 fn a_connection_from_another_address_is_refused() {
     let base = Instant::now();
     let mut link = Link::new(config(0, KEY), Table::new(1));
+    link.start(now_at(base, 0));
     let stranger = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 99));
     let actions = link.connected(4, Direction::Incoming, stranger, [1; 32], now_at(base, 0));
     assert_eq!(closed(&actions), Some(&CloseReason::NotPeer(stranger)));
     assert_eq!(actions.len(), 1, "not even a hello");
+}
+
+#[test]
+fn connections_beyond_the_bound_are_refused() {
+    let base = Instant::now();
+    let mut link = Link::new(config(0, KEY), Table::new(1));
+    link.start(now_at(base, 0));
+    for conn in 0..MAX_CONNS as u64 {
+        let actions = link.connected(conn, Direction::Incoming, addr(1), [1; 32], now_at(base, 0));
+        assert!(closed(&actions).is_none());
+    }
+    let actions = link.connected(99, Direction::Incoming, addr(1), [1; 32], now_at(base, 0));
+    assert_eq!(closed(&actions), Some(&CloseReason::TooMany));
 }
 
 #[test]
@@ -568,6 +596,7 @@ fn garbage_and_other_versions_close_the_session_and_leave_the_table() {
 fn connecting_to_itself_is_noticed() {
     let base = Instant::now();
     let mut link = Link::new(config(0, KEY), Table::new(1));
+    link.start(now_at(base, 0));
     let actions = link.connected(1, Direction::Outgoing, addr(1), [5; 32], now_at(base, 0));
     let Some(Action::Send { bytes, .. }) = actions.first() else {
         panic!("{actions:?}");

@@ -24,6 +24,12 @@ use super::Now;
 
 /// Longest balancer name or server label the table (and the wire) carries, in bytes.
 pub const MAX_NAME: usize = 1024;
+/// How long the I/O layer should keep a tombstone (`Value::Deleted`) whose key had no expiry
+/// of its own (an unban of a ban without end): an older copy of the key arriving after that
+/// (from a peer restarted with a state file older than this) can bring it back, so the state
+/// file's maximum accepted age should not exceed it. A deleted key that had an expiry keeps
+/// that expiry for its tombstone: past it the old copy is dead anyway.
+pub const TOMBSTONE_KEEP: Duration = Duration::from_secs(24 * 3600);
 /// Offsets are clamped to ten years either way: longer is "for ever" in practice, and the
 /// clamp keeps `Instant` arithmetic from overflowing on hostile input.
 pub const MAX_OFFSET_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
