@@ -17,6 +17,7 @@ pub mod lab;
 pub mod logging;
 pub mod privsep;
 pub mod resolver;
+pub mod sync;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod trace;
