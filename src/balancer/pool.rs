@@ -84,15 +84,10 @@ impl ServerState {
 
     /// An empty slot, as pen's `server N` beyond the end of the list leaves.
     pub fn empty() -> Self {
-        ServerState::new(config::Server {
-            addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-            name: None,
-            max: 0,
-            hard: 0,
-            weight: 0,
-            prio: 0,
-            health: None,
-        })
+        ServerState::new(config::Server::plain(std::net::SocketAddr::from((
+            [0, 0, 0, 0],
+            0,
+        ))))
     }
 
     /// The weight the `weight` algorithm uses now: ramped up after a comeback (slowstart).

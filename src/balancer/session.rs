@@ -503,8 +503,7 @@ impl Session {
             if n < PROXY_CHUNK {
                 drained(&mut self.ready[0]);
             }
-            let bytes = ctx.scratch[..n].to_vec();
-            match self.head_bytes(&bytes) {
+            match self.head_bytes(&ctx.scratch[..n]) {
                 None => {}
                 Some(Ok(())) => return self.head_done(ctx, idx),
                 Some(Err(())) => return self.refuse(ctx, idx, http::BAD_REQUEST),

@@ -147,6 +147,20 @@ pub struct Server {
 }
 
 impl Server {
+    /// A server at `addr` with no name, no limits, no weight and the balancer's checks: an
+    /// empty slot (port 0) or the last resort (pen -e).
+    pub fn plain(addr: SocketAddr) -> Server {
+        Server {
+            addr,
+            name: None,
+            max: 0,
+            hard: 0,
+            weight: 0,
+            prio: 0,
+            health: None,
+        }
+    }
+
     /// The check settings of this server: its own, else its balancer's `balancer`.
     pub fn health_or<'a>(&'a self, balancer: &'a Health) -> &'a Health {
         self.health.as_deref().unwrap_or(balancer)
@@ -783,11 +797,8 @@ fn emergency(r: &mut Reader, t: &Table, default_port: u16) -> Option<Server> {
     match server(s, default_port) {
         // The last resort has no limits and no weight (pen -e).
         Ok(a) => Some(Server {
-            max: 0,
-            hard: 0,
-            weight: 0,
-            prio: 0,
-            ..a
+            name: a.name,
+            ..Server::plain(a.addr)
         }),
         Err(e) => {
             r.err_at(item, format!("`emergency`: {e}"));

@@ -292,15 +292,7 @@ pub fn parse(args: &[String]) -> Result<PenRun, String> {
         Some(e) => {
             let sp = server_spec::parse(e).map_err(|x| format!("-e: {x}"))?;
             let addr = server_spec::resolve(&sp, listen.port()).map_err(|x| format!("-e: {x}"))?;
-            Some(Server {
-                addr,
-                name: None,
-                max: 0,
-                hard: 0,
-                weight: 0,
-                prio: 0,
-                health: None,
-            })
+            Some(Server::plain(addr))
         }
     };
     let mut commands = o.flags;
